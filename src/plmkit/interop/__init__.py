@@ -1,0 +1,5 @@
+"""Checkpoints in and out of the Hugging Face format."""
+
+from plmkit.interop.hf import load_hf, save_hf
+
+__all__ = ["load_hf", "save_hf"]

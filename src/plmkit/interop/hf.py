@@ -1,0 +1,181 @@
+"""Hugging Face `transformers` checkpoints in and out, driven by each family's `HFSpec`."""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+from torch import Tensor, nn
+
+from plmkit.errors import UserError
+from plmkit.models.registry import FAMILIES, Family, HFSpec
+
+SAFETENSORS = "model.safetensors"
+PYTORCH_BIN = "pytorch_model.bin"
+
+
+def family_for_model_type(model_type: str | None, where: Path) -> Family:
+    """The family whose HF `model_type` is `model_type`."""
+    for family in FAMILIES.values():
+        if family.hf is not None and family.hf.model_type == model_type:
+            return family
+    known = sorted(f.hf.model_type for f in FAMILIES.values() if f.hf)
+    raise UserError(f"{where}: model_type {model_type!r} is not supported; known: {known}")
+
+
+def load_hf(directory: str | Path) -> nn.Module:
+    """A plmkit model holding the weights of a transformers directory (config.json plus
+    model.safetensors or pytorch_model.bin), with or without the base-model prefix and heads."""
+    directory = Path(directory)
+    hf_config = _read_json(directory / "config.json")
+    family = family_for_model_type(hf_config.get("model_type"), directory / "config.json")
+    spec = family.hf
+    assert spec is not None
+    model = family.model(config_from_hf(spec, family.config, hf_config, directory))
+    state = _with_prefix(_read_weights(directory), spec)
+    model.load_state_dict(_import_state(model, state, spec, directory), strict=False)
+    return model
+
+
+def save_hf(model: nn.Module, directory: str | Path) -> Path:
+    """Write `model` as a transformers directory that `AutoModel` and the family's
+    `*ForPreTraining` class load with identical outputs."""
+    spec = _spec_of(model)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for key, value in model.state_dict().items():
+        names = hf_names(spec, key)
+        for name, part in zip(names, value.chunk(len(names)), strict=True):
+            tensors[name] = part.detach().contiguous().cpu()
+    config = {"model_type": spec.model_type, "architectures": [spec.architecture],
+              **config_to_hf(spec, model.config), **spec.fixed}  # type: ignore[attr-defined]
+    (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    safetensors.torch.save_file(tensors, str(directory / SAFETENSORS), metadata={"format": "pt"})
+    return directory
+
+
+def config_from_hf(spec: HFSpec, config_cls: type, hf: dict[str, Any], where: Path) -> Any:
+    """The plmkit config for a transformers `config.json` dict."""
+    for name, value in spec.fixed.items():
+        if hf.get(name, value) != value:
+            raise UserError(f"{where}: {name}={hf[name]!r} is not supported (only {value!r})")
+    kwargs = {}
+    for ours, theirs in spec.config.items():
+        if theirs in hf:
+            value = hf[theirs]
+            inverse = {v: k for k, v in spec.value_maps.get(ours, {}).items()}
+            if inverse and value not in inverse:
+                raise UserError(f"{where}: {theirs}={value!r} is not supported")
+            kwargs[ours] = inverse.get(value, value)
+    return config_cls(**kwargs)
+
+
+def config_to_hf(spec: HFSpec, config: Any) -> dict[str, Any]:
+    """The transformers `config.json` fields for a plmkit config."""
+    out = {}
+    for ours, theirs in spec.config.items():
+        value = getattr(config, ours)
+        out[theirs] = spec.value_maps.get(ours, {}).get(value, value)
+    return out
+
+
+def hf_names(spec: HFSpec, key: str) -> tuple[str, ...]:
+    """The HF parameter name(s) for plmkit parameter `key`."""
+    for pattern, target in _compiled(spec):
+        m = pattern.fullmatch(key)
+        if m:
+            names = (target,) if isinstance(target, str) else target
+            return tuple(n.format(**m.groupdict()) for n in names)
+    raise KeyError(f"{key} has no Hugging Face name in the {spec.model_type} key map")
+
+
+@cache
+def _compiled(spec: HFSpec) -> list[tuple[re.Pattern[str], str | tuple[str, ...]]]:
+    def regex(key: str) -> re.Pattern[str]:
+        text = re.escape(key).replace(r"\{i\}", r"(?P<i>\d+)").replace(r"\{p\}", r"(?P<p>\w+)")
+        return re.compile(text)
+
+    return [(regex(k), v) for k, v in spec.keys.items()]
+
+
+def _import_state(model: nn.Module, state: dict[str, Tensor], spec: HFSpec,
+                  where: Path) -> dict[str, Tensor]:
+    own = model.state_dict()
+    out, used, missing = {}, set(), []
+    for key, param in own.items():
+        names = [_lookup(state, spec, n) for n in hf_names(spec, key)]
+        if None in names:
+            missing.append(key)
+            continue
+        used.update(names)
+        value = torch.cat([state[n] for n in names]) if len(names) > 1 else state[names[0]]
+        if value.shape != param.shape:
+            raise UserError(f"{where}: {names[0]} has shape {tuple(value.shape)}, "
+                            f"config.json implies {tuple(param.shape)}")
+        out[key] = value.to(param.dtype)
+    _check_missing(missing, spec, where)
+    unused = sorted(set(state) - used - set(spec.ignored))
+    if unused:
+        warnings.warn(f"{where}: ignored {len(unused)} weights: {', '.join(unused[:5])}",
+                      stacklevel=3)
+    return out
+
+
+def _lookup(state: dict[str, Tensor], spec: HFSpec, name: str) -> str | None:
+    if name in state:
+        return name
+    alias = spec.aliases.get(name)
+    return alias if alias in state else None
+
+
+def _check_missing(missing: list[str], spec: HFSpec, where: Path) -> None:
+    heads = [k for k in missing if not k.startswith(("encoder.", "pooler."))]
+    backbone = [k for k in missing if k not in heads]
+    if backbone:
+        raise UserError(f"{where}: not a complete {spec.model_type} checkpoint; "
+                        f"missing {hf_names(spec, backbone[0])[0]} and {len(backbone) - 1} more")
+    if heads:
+        warnings.warn(f"{where}: no weights for {len(heads)} head parameters "
+                      f"({', '.join(heads[:4])}...); they keep their fresh initialisation",
+                      stacklevel=3)
+
+
+def _with_prefix(state: dict[str, Tensor], spec: HFSpec) -> dict[str, Tensor]:
+    """Give a base-model checkpoint (no `bert.` prefix) the prefixed *ForPreTraining names."""
+    if any(k.startswith(spec.base_prefix) for k in state):
+        return state
+    return {spec.base_prefix + k: v for k, v in state.items()}
+
+
+def _read_weights(directory: Path) -> dict[str, Tensor]:
+    if (directory / SAFETENSORS).is_file():
+        return safetensors.torch.load_file(str(directory / SAFETENSORS))
+    if (directory / PYTORCH_BIN).is_file():
+        try:
+            return torch.load(directory / PYTORCH_BIN, map_location="cpu", weights_only=True)
+        except Exception as e:  # a pickle with code, a truncated file
+            raise UserError(f"{directory / PYTORCH_BIN}: cannot read weights ({e})") from None
+    raise UserError(f"{directory}: no {SAFETENSORS} or {PYTORCH_BIN}")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found (not a model directory)") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+
+
+def _spec_of(model: nn.Module) -> HFSpec:
+    family = FAMILIES.get(getattr(getattr(model, "config", None), "family", ""))
+    if family is None or family.hf is None:
+        raise UserError(f"{type(model).__name__} has no Hugging Face equivalent to export to")
+    return family.hf

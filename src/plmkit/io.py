@@ -1,0 +1,87 @@
+"""The native plmkit checkpoint directory: `plmkit.json` (family + config) and `model.safetensors`.
+
+Any plmkit model has a `.config` dataclass with a `family` field; the family's model file
+registers how to build the model from that config (see `plmkit.models.registry`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import safetensors.torch
+import torch
+
+from plmkit.errors import UserError
+
+NATIVE_CONFIG = "plmkit.json"
+WEIGHTS = "model.safetensors"
+
+
+def save_model(model: torch.nn.Module, directory: str | os.PathLike[str]) -> Path:
+    """Write `model` to `directory` atomically (temporary directory, fsync, rename)."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        config = model.config  # type: ignore[attr-defined]
+        meta = {"family": config.family, "kind": type(model).__name__,
+                "config": dataclasses.asdict(config)}
+        (tmp / NATIVE_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+        safetensors.torch.save_model(model, str(tmp / WEIGHTS))
+        _fsync_dir(tmp)
+        _replace_files(tmp, directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return directory
+
+
+def _fsync_dir(directory: Path) -> None:
+    for path in directory.iterdir():
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
+
+
+def _replace_files(src: Path, dst: Path) -> None:
+    """Move every file of `src` into `dst`, each by an atomic rename, keeping other files."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for path in src.iterdir():
+        os.replace(path, dst / path.name)
+
+
+def load_model(directory: str | os.PathLike[str]) -> torch.nn.Module:
+    """A model from a native plmkit directory (see `save_model`)."""
+    from plmkit.models import get_family
+
+    directory = Path(directory)
+    meta = _read_meta(directory / NATIVE_CONFIG)
+    family = get_family(meta.get("family", ""))
+    try:
+        config = family.config(**meta["config"])
+    except (KeyError, TypeError) as e:
+        raise UserError(f"{directory / NATIVE_CONFIG}: bad model config ({e})") from None
+    model = family.model(config)
+    weights = directory / WEIGHTS
+    if not weights.is_file():
+        raise UserError(f"{directory}: no {WEIGHTS} (the run has not saved a model yet?)")
+    try:
+        safetensors.torch.load_model(model, str(weights))
+    except (RuntimeError, OSError, safetensors.SafetensorError) as e:
+        raise UserError(f"{weights}: cannot load weights ({str(e).splitlines()[0]})") from None
+    return model
+
+
+def is_native(directory: str | os.PathLike[str]) -> bool:
+    """Whether `directory` holds a plmkit checkpoint (rather than a transformers one)."""
+    return (Path(directory) / NATIVE_CONFIG).is_file()
+
+
+def _read_meta(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None

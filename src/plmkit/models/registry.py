@@ -1,0 +1,83 @@
+"""What a model file declares about its family, and the table of families."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from plmkit.errors import UserError
+
+KeyMap = dict[str, "str | tuple[str, ...]"]
+
+
+@dataclass(frozen=True, eq=False)  # hashed by identity: one spec per family
+class HFSpec:
+    """How a family maps onto its Hugging Face `transformers` counterpart.
+
+    `keys` maps a plmkit parameter name to the HF name(s) in the `*ForPreTraining` layout; a
+    tuple means the plmkit tensor is the HF tensors concatenated on dim 0 (a fused QKV).
+    `{i}` stands for a layer index. `config` maps plmkit config fields to HF config fields.
+    """
+
+    model_type: str
+    architecture: str
+    base_prefix: str
+    keys: KeyMap
+    config: dict[str, str]
+    aliases: dict[str, str] = field(default_factory=dict)  # HF name -> older HF name
+    ignored: tuple[str, ...] = ()  # HF names with nothing to load (tied copies, buffers)
+    value_maps: dict[str, dict[Any, Any]] = field(default_factory=dict)  # field -> {ours: HF}
+    fixed: dict[str, Any] = field(default_factory=dict)  # HF fields we write and require
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family: its config class, model class, presets and HF mapping."""
+
+    name: str
+    config: type
+    model: Callable[[Any], nn.Module]
+    presets: dict[str, dict[str, Any]]
+    default_objective: str
+    hf: HFSpec | None = None
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register(family: Family) -> Family:
+    """Add `family` to the table (each model file calls this once)."""
+    FAMILIES[family.name] = family
+    return family
+
+
+def get_family(name: str) -> Family:
+    """The family called `name`, or a UserError listing the known ones."""
+    if name not in FAMILIES:
+        raise UserError(f"unknown model family {name!r}; known: {', '.join(sorted(FAMILIES))}")
+    return FAMILIES[name]
+
+
+def all_presets() -> dict[str, tuple[Family, dict[str, Any]]]:
+    """Every preset name with its family and config overrides."""
+    return {p: (f, kw) for f in FAMILIES.values() for p, kw in f.presets.items()}
+
+
+def preset_config(name: str, **overrides: Any) -> Any:
+    """The config of preset `name` (e.g. "bert-base"), with `overrides` applied."""
+    presets = all_presets()
+    if name not in presets:
+        near = difflib.get_close_matches(name, presets, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(near)}?" if near else f"; known: {', '.join(presets)}"
+        raise UserError(f"unknown preset {name!r}{hint}")
+    family, kwargs = presets[name]
+    return family.config(**{**kwargs, **overrides})
+
+
+def build(config: Any) -> nn.Module:
+    """A freshly initialised model for `config` (its family read from `config.family`)."""
+    return get_family(config.family).model(config)

@@ -1,0 +1,73 @@
+"""Feed-forward and encoder block, with post-LN ("Attention Is All You Need", BERT) or
+pre-LN (GPT-2 and later) residual wiring as a named choice."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from plmkit.nn.attention import MultiHeadAttention
+
+Norm = Literal["post", "pre"]
+Activation = Literal["gelu", "gelu_tanh", "relu"]
+
+_ACTIVATIONS = {
+    "gelu": F.gelu,
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+}
+
+
+def activation(name: str):
+    """The activation function called `name` (gelu = exact erf GELU as in BERT)."""
+    try:
+        return _ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; choose from {sorted(_ACTIVATIONS)}") from None
+
+
+class FeedForward(nn.Module):
+    """Position-wise H -> FF -> H with an activation between."""
+
+    def __init__(self, hidden: int, inner: int, act: str = "gelu"):
+        super().__init__()
+        self.up = nn.Linear(hidden, inner)
+        self.down = nn.Linear(inner, hidden)
+        self.act = activation(act)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down(self.act(self.up(x)))  # (B, S, H)
+
+
+class EncoderBlock(nn.Module):
+    """Self-attention then feed-forward, each with dropout on its output and a residual."""
+
+    def __init__(
+        self,
+        hidden: int,
+        num_heads: int,
+        inner: int,
+        *,
+        act: str = "gelu",
+        dropout: float = 0.1,
+        attention_dropout: float = 0.1,
+        eps: float = 1e-12,
+        norm: Norm = "post",
+    ):
+        super().__init__()
+        self.norm = norm
+        self.attn = MultiHeadAttention(hidden, num_heads, attention_dropout)
+        self.attn_norm = nn.LayerNorm(hidden, eps=eps)
+        self.ffn = FeedForward(hidden, inner, act)
+        self.ffn_norm = nn.LayerNorm(hidden, eps=eps)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """x: (B, S, H), mask: (B, 1, 1, S) bool or None -> (B, S, H)."""
+        if self.norm == "post":
+            x = self.attn_norm(x + self.drop(self.attn(x, mask)))
+            return self.ffn_norm(x + self.drop(self.ffn(x)))
+        x = x + self.drop(self.attn(self.attn_norm(x), mask))
+        return x + self.drop(self.ffn(self.ffn_norm(x)))

@@ -1,0 +1,39 @@
+"""Masked language modelling (BERT section 3.1, task #1): predict the original token at the
+masked positions. The batch carries the reference fields `masked_lm_positions`,
+`masked_lm_ids` and `masked_lm_weights` (P = max_predictions_per_seq, padded, weight 0)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Batch = dict[str, Tensor]
+
+
+def encode(model: nn.Module, batch: Batch):
+    """Run the encoder on the reference input fields."""
+    return model(batch["input_ids"], batch["input_mask"], batch.get("segment_ids"))
+
+
+def mlm_loss(model: nn.Module, hidden: Tensor, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+    """Weighted cross entropy over the masked positions only, and their accuracy."""
+    logits = model.mlm_logits(hidden, batch["masked_lm_positions"])  # (B, P, V)
+    labels = batch["masked_lm_ids"].flatten()  # (B*P,)
+    weights = batch["masked_lm_weights"].flatten().to(logits.dtype)  # (B*P,)
+    nll = F.cross_entropy(logits.flatten(0, 1).float(), labels, reduction="none")  # (B*P,)
+    count = weights.sum().clamp(min=1.0)
+    loss = (nll * weights).sum() / count
+    with torch.no_grad():
+        correct = (logits.argmax(-1).flatten() == labels).to(weights.dtype)
+        accuracy = (correct * weights).sum() / count
+    return loss, {"mlm_loss": loss.detach(), "mlm_accuracy": accuracy}
+
+
+class MaskedLM:
+    """The `mlm` objective: masked-LM alone (RoBERTa drops NSP; BERT ablation "No NSP")."""
+
+    name = "mlm"
+
+    def __call__(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        return mlm_loss(model, encode(model, batch).last_hidden_state, batch)

