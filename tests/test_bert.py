@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-from conftest import randomize
 
 import plmkit
+from conftest import randomize
 from plmkit.models.bert import PRESETS, Bert, BertConfig
 
 TINY = {"vocab_size": 99, "hidden_size": 32, "num_layers": 2, "num_heads": 4,

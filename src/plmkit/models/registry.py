@@ -43,6 +43,7 @@ class Family:
     model: Callable[[Any], nn.Module]
     presets: dict[str, dict[str, Any]]
     default_objective: str
+    tokenizer: str = "wordpiece"  # the kind trained for it when none is given
     hf: HFSpec | None = None
 
 

@@ -34,6 +34,7 @@ class MaskedLM:
     """The `mlm` objective: masked-LM alone (RoBERTa drops NSP; BERT ablation "No NSP")."""
 
     name = "mlm"
+    nsp = False  # instances are single segments filling the whole length
 
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         return mlm_loss(model, encode(model, batch).last_hidden_state, batch)

@@ -21,6 +21,7 @@ class MaskedLMWithNSP:
     """The `mlm+nsp` objective, BERT's default: the sum of the two losses."""
 
     name = "mlm+nsp"
+    nsp = True  # instances are segment pairs, half with a random second segment
 
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         out = encode(model, batch)

@@ -1,0 +1,195 @@
+"""Reading raw corpora: plain text and jsonl files to documents, each a list of sentences.
+
+Plain text holds one sentence or paragraph per line and a blank line between documents (the
+format of Google BERT's ``create_pretraining_data.py``); paragraphs are split into sentences
+with `split_sentences`. A ``.jsonl`` file holds one JSON object per line, each a document.
+Files are read line by line, never whole.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from plmkit.errors import UserError, where
+
+BadUtf8 = Literal["skip", "error"]
+
+SNIFF_BYTES = 8192
+BINARY_UNDECODABLE = 0.3  # more than this fraction of undecodable characters: "looks binary"
+
+# Abbreviations after which "." does not end an English sentence (compared lowercased).
+ABBREVIATIONS = frozenset({
+    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "mt", "vs", "etc", "fig", "figs", "no",
+    "nos", "vol", "eq", "al", "approx", "dept", "est", "inc", "ltd", "co", "corp", "jan", "feb",
+    "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "e.g", "i.e", "u.s",
+    "u.k", "a.m", "p.m",
+})
+_CJK_END = "。！？；"
+# A run of sentence-final punctuation and the closing quotes or brackets that follow it.
+_END = re.compile(r"[.!?。！？；]+[\"'”’)\]」』）》]*")
+_WORD_BEFORE = re.compile(r"([\w.]+)$")
+_NEXT_CHAR = re.compile(r"\s*(\S?)")
+
+
+@dataclass
+class CorpusStats:
+    """Counts gathered while reading; `messages` gives the lines worth telling the user."""
+
+    documents: int = 0
+    sentences: int = 0
+    bad_utf8: dict[str, int] = field(default_factory=dict)  # file -> lines skipped
+
+    def messages(self) -> list[str]:
+        """E.g. ``["skipped 3 lines with invalid UTF-8 in a.txt"]``."""
+        return [
+            f"skipped {n} line{'s' if n != 1 else ''} with invalid UTF-8 in {path}"
+            for path, n in self.bad_utf8.items()
+        ]
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split a paragraph into sentences on . ! ? (English, roughly) and 。！？； (Chinese).
+
+    An English full stop ends a sentence only before whitespace and a word that does not start
+    in lowercase, and not after a known abbreviation, an initial ("J. Smith") or a dotted
+    abbreviation ("U.S."). Chinese sentence-final marks end a sentence wherever they occur.
+    """
+    sentences, start = [], 0
+    for m in _END.finditer(text):
+        if _is_boundary(text, m):
+            sentences.append(text[start : m.end()])
+            start = m.end()
+    sentences.append(text[start:])
+    return [s.strip() for s in sentences if s.strip()]
+
+
+def _is_boundary(text: str, m: re.Match[str]) -> bool:
+    if any(c in _CJK_END for c in m.group()):
+        return True
+    end = m.end()
+    if end < len(text) and not text[end].isspace():
+        return False  # "3.14", "e.g.x", "end.Next"
+    if _NEXT_CHAR.match(text, end).group(1).islower():  # type: ignore[union-attr] (always matches)
+        return False
+    if m.group() != ".":
+        return True  # "!", "?", "...", '."'
+    word = _WORD_BEFORE.search(text, max(0, m.start() - 32), m.start())  # bounded: no O(n^2)
+    if word is None:
+        return True
+    w = word.group(1).lower()
+    dotted = "." in w and w.replace(".", "").isalpha()
+    return not (w in ABBREVIATIONS or (len(w) == 1 and w.isalpha()) or dotted)
+
+
+def read_documents(
+    paths: Iterable[str | Path],
+    *,
+    text_field: str = "text",
+    bad_utf8: BadUtf8 = "skip",
+    stats: CorpusStats | None = None,
+) -> Iterator[list[str]]:
+    """Yield the documents of `paths` in order, each a non-empty list of sentences.
+
+    Files are checked up front (missing, a directory, binary); other problems raise `UserError`
+    naming the file and line as they are met. Lines with invalid UTF-8 are skipped and counted in
+    `stats` (``bad_utf8="skip"``) or raise (``"error"``). A corpus with no text at all raises
+    once the files are exhausted.
+    """
+    if bad_utf8 not in ("skip", "error"):
+        raise ValueError(f"bad_utf8 must be 'skip' or 'error', not {bad_utf8!r}")
+    files = [Path(p) for p in paths]
+    if not files:
+        raise UserError("no corpus files given")
+    for path in files:
+        _check_file(path)
+    return _documents(files, text_field, bad_utf8, stats if stats is not None else CorpusStats())
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, not a corpus file")
+    with open(path, "rb") as f:
+        head = f.read(SNIFF_BYTES)
+    decoded = codecs.getincrementaldecoder("utf-8")("replace").decode(head, final=False)
+    if b"\0" in head or decoded.count("\ufffd") > BINARY_UNDECODABLE * max(1, len(decoded)):
+        raise UserError(f"{path}: looks binary, not a UTF-8 text corpus")
+
+
+def _documents(
+    files: list[Path], text_field: str, bad_utf8: BadUtf8, stats: CorpusStats
+) -> Iterator[list[str]]:
+    for path in files:
+        lines = _lines(path, bad_utf8, stats)
+        docs = _jsonl_documents(lines, path, text_field) if path.suffix == ".jsonl" else (
+            _text_documents(lines)
+        )
+        for doc in docs:
+            stats.documents += 1
+            stats.sentences += len(doc)
+            yield doc
+    if stats.documents == 0:
+        names = ", ".join(str(p) for p in files)
+        raise UserError(f"{names}: empty corpus (no text found)")
+
+
+def _lines(path: Path, bad_utf8: BadUtf8, stats: CorpusStats) -> Iterator[tuple[int, str]]:
+    """(line number, decoded line without its end) for each line; invalid UTF-8 per policy."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                if bad_utf8 == "error":
+                    raise UserError(f"{where(path, lineno)}: invalid UTF-8") from None
+                stats.bad_utf8[str(path)] = stats.bad_utf8.get(str(path), 0) + 1
+                continue
+            if lineno == 1:
+                line = line.removeprefix("\ufeff")
+            yield lineno, line.rstrip("\r\n")
+
+
+def _text_documents(lines: Iterator[tuple[int, str]]) -> Iterator[list[str]]:
+    doc: list[str] = []
+    for _, line in lines:
+        if line.strip():
+            doc.extend(split_sentences(line))
+        elif doc:
+            yield doc
+            doc = []
+    if doc:
+        yield doc
+
+
+def _jsonl_documents(
+    lines: Iterator[tuple[int, str]], path: Path, text_field: str
+) -> Iterator[list[str]]:
+    for lineno, line in lines:
+        if not line.strip():
+            continue
+        text = _json_text(line, where(path, lineno), text_field)
+        doc = [s for paragraph in text.splitlines() for s in split_sentences(paragraph)]
+        if doc:
+            yield doc
+
+
+def _json_text(line: str, loc: str, text_field: str) -> str:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{loc}: invalid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{loc}: expected a JSON object, got {type(obj).__name__}")
+    if text_field not in obj:
+        raise UserError(f"{loc}: no field {text_field!r} (fields: {', '.join(obj) or 'none'})")
+    text = obj[text_field]
+    if not isinstance(text, str):
+        raise UserError(f"{loc}: field {text_field!r} is {type(text).__name__}, not a string")
+    return text

@@ -1,0 +1,331 @@
+"""Tokenized corpora as memory-mapped token shards with a sentence and document index.
+
+A prepared directory, built once by `prepare_corpus` and reused while it is up to date::
+
+    meta.json          format, vocab size, dtype, counts, tokenizer fingerprint, sources, shards
+    tokens-00000.bin   token ids, raw little-endian uint16 (or uint32 for a vocabulary over 2**16);
+                       a sentence never straddles two shards
+    sentences.npy      (num_sentences + 1,) int64: where each sentence starts in the token stream
+    documents.npy      (num_documents + 1,) int64: the first sentence of each document
+
+Building streams documents through fixed-size batches, so memory does not grow with the corpus;
+the directory is written under a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+import numpy as np
+
+from plmkit.data.corpus import BadUtf8, CorpusStats, read_documents
+from plmkit.errors import UserError
+
+FORMAT = "plmkit-token-shards"
+VERSION = 1
+META = "meta.json"
+SENTENCES = "sentences.npy"
+DOCUMENTS = "documents.npy"
+COPY_CHUNK = 1 << 20  # index entries copied at a time when finishing
+
+
+class BatchEncoder(Protocol):
+    """What `prepare_corpus` needs from a tokenizer."""
+
+    vocab_size: int
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]: ...
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """Little-endian uint16 when every id fits, else uint32."""
+    return np.dtype("<u2") if vocab_size <= 2**16 else np.dtype("<u4")
+
+
+def source_info(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """Resolved path, size and mtime of each source file: what makes a cache stale."""
+    info = []
+    for p in paths:
+        st = Path(p).stat()
+        info.append({"path": str(Path(p).resolve()), "size": st.st_size,
+                     "mtime_ns": st.st_mtime_ns})
+    return info
+
+
+class ShardedCorpus:
+    """A prepared corpus, memory-mapped: documents of sentences of token ids."""
+
+    def __init__(self, directory: Path, meta: dict[str, Any]) -> None:
+        self.directory = directory
+        self.meta = meta
+        self.dtype = np.dtype(meta["dtype"])
+        self._shards = [
+            np.memmap(directory / s["file"], dtype=self.dtype, mode="r", shape=(s["tokens"],))
+            for s in meta["shards"]
+        ]
+        self._shard_starts = np.cumsum([0] + [s["tokens"] for s in meta["shards"]])
+        self._sentences = np.load(directory / SENTENCES, mmap_mode="r")
+        self._documents = np.load(directory / DOCUMENTS, mmap_mode="r")
+
+    @classmethod
+    def open(cls, directory: str | Path) -> ShardedCorpus:
+        """Memory-map a directory written by `prepare_corpus`."""
+        directory = Path(directory)
+        meta = _read_meta(directory)
+        if meta is None:
+            raise UserError(f"{directory}: not a prepared corpus (no valid {META})")
+        if meta.get("version") != VERSION:
+            raise UserError(f"{directory}: prepared by another plmkit version; prepare it again")
+        return cls(directory, meta)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"directory": self.directory, "meta": self.meta}  # reopen, never copy the maps
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["directory"], state["meta"])  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        return (f"ShardedCorpus({str(self.directory)!r}, documents={self.num_documents}, "
+                f"tokens={self.num_tokens})")
+
+    def __len__(self) -> int:
+        return self.num_documents
+
+    @property
+    def num_documents(self) -> int:
+        return int(self.meta["num_documents"])
+
+    @property
+    def num_sentences(self) -> int:
+        return int(self.meta["num_sentences"])
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.meta["num_tokens"])
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.meta["vocab_size"])
+
+    @property
+    def name(self) -> str:
+        """The source files, for messages."""
+        return ", ".join(s["path"] for s in self.meta["sources"])
+
+    @property
+    def stats(self) -> CorpusStats:
+        """What reading the sources counted (e.g. lines skipped for invalid UTF-8)."""
+        return CorpusStats(**self.meta["stats"])
+
+    def sentence_counts(self) -> np.ndarray:
+        """(num_documents,) int64: sentences in each document."""
+        return np.diff(self._documents)
+
+    def sentence(self, j: int) -> np.ndarray:
+        """Token ids of sentence ``j`` (a read-only view into its shard)."""
+        start, end = int(self._sentences[j]), int(self._sentences[j + 1])
+        k = int(np.searchsorted(self._shard_starts, start, side="right")) - 1
+        base = int(self._shard_starts[k])
+        return self._shards[k][start - base : end - base]
+
+    def document(self, i: int) -> list[np.ndarray]:
+        """The sentences of document ``i``, each an array of token ids."""
+        if not 0 <= i < self.num_documents:
+            raise IndexError(f"document {i} out of range for {self.num_documents} documents")
+        first, end = int(self._documents[i]), int(self._documents[i + 1])
+        return [self.sentence(j) for j in range(first, end)]
+
+    def is_up_to_date(self, paths: Iterable[str | Path], fingerprint: str) -> bool:
+        """Whether this was built from exactly these files, unchanged, with this tokenizer."""
+        try:
+            sources = source_info(paths)
+        except OSError:
+            return False
+        return self.meta["fingerprint"] == fingerprint and self.meta["sources"] == sources
+
+
+def prepare_corpus(
+    paths: Sequence[str | Path],
+    tokenizer: BatchEncoder,
+    out_dir: str | Path,
+    *,
+    fingerprint: str,
+    shard_tokens: int = 2**27,
+    batch_docs: int = 1000,
+    text_field: str = "text",
+    bad_utf8: BadUtf8 = "skip",
+    force: bool = False,
+) -> ShardedCorpus:
+    """Tokenize the documents of ``paths`` into ``out_dir``, or reuse it if up to date.
+
+    ``fingerprint`` identifies the tokenizer (any string that changes when it does); it and the
+    sources' sizes and mtimes decide whether an existing directory is reused (unless ``force``).
+    """
+    out = Path(out_dir)
+    existing = _reusable(out, paths, fingerprint)
+    if existing is not None and not force:
+        return existing
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        stats = CorpusStats()
+        docs = read_documents(paths, text_field=text_field, bad_utf8=bad_utf8, stats=stats)
+        sources = source_info(paths)  # before reading: a file changed meanwhile reads as stale
+        writer = _ShardWriter(tmp, token_dtype(tokenizer.vocab_size), tokenizer.vocab_size,
+                              shard_tokens)
+        for batch in _batched(docs, batch_docs):
+            writer.add(batch, tokenizer.encode_batch([s for doc in batch for s in doc]))
+        meta = writer.finish() | {"fingerprint": fingerprint, "sources": sources,
+                                  "stats": dataclasses.asdict(stats)}
+        if meta["num_tokens"] == 0:
+            names = ", ".join(map(str, paths))
+            raise UserError(f"{names}: the tokenizer made no tokens of the text")
+        _write_meta(tmp, meta)
+        _swap_into_place(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return ShardedCorpus.open(out)
+
+
+def _reusable(out: Path, paths: Sequence[str | Path], fingerprint: str) -> ShardedCorpus | None:
+    meta = _read_meta(out)
+    if meta is None or meta.get("version") != VERSION:
+        return None
+    corpus = ShardedCorpus(out, meta)
+    return corpus if corpus.is_up_to_date(paths, fingerprint) else None
+
+
+def _batched(docs: Iterator[list[str]], n: int) -> Iterator[list[list[str]]]:
+    while batch := list(islice(docs, n)):
+        yield batch
+
+
+class _ShardWriter:
+    """Appends tokenized documents to shard files and index files, a batch at a time."""
+
+    def __init__(self, directory: Path, dtype: np.dtype, vocab_size: int, shard_tokens: int):
+        if shard_tokens < 1:
+            raise ValueError(f"shard_tokens must be >= 1, not {shard_tokens}")
+        self.directory, self.dtype = directory, dtype
+        self.vocab_size, self.shard_tokens = vocab_size, shard_tokens
+        self.shards: list[dict[str, Any]] = []
+        self.file: BinaryIO | None = None
+        self.num_tokens = self.num_sentences = self.num_documents = 0
+        self.sentence_index = open(directory / "sentences.raw", "wb")  # noqa: SIM115
+        self.document_index = open(directory / "documents.raw", "wb")  # noqa: SIM115
+
+    def add(self, docs: list[list[str]], encoded: list[list[int]]) -> None:
+        """Append a batch: ``encoded`` holds the ids of every sentence of ``docs`` in order."""
+        lengths = np.array([len(ids) for ids in encoded], dtype=np.int64)
+        flat = np.fromiter((i for ids in encoded for i in ids), dtype=np.int64, count=lengths.sum())
+        if flat.size and (flat.min() < 0 or flat.max() >= self.vocab_size):
+            raise ValueError(f"token id out of range [0, {self.vocab_size})")
+        doc_of = np.repeat(np.arange(len(docs)), [len(d) for d in docs])
+        keep = lengths > 0  # a sentence of only whitespace has no tokens
+        lengths, doc_of = lengths[keep], doc_of[keep]
+        first = np.flatnonzero(np.diff(doc_of, prepend=-1))  # each non-empty doc's first sentence
+        (self.num_sentences + first).astype(np.int64).tofile(self.document_index)
+        (self.num_tokens + np.cumsum(lengths) - lengths).tofile(self.sentence_index)
+        self._write_tokens(flat.astype(self.dtype), lengths)
+        self.num_documents += len(first)
+        self.num_sentences += len(lengths)
+
+    def _write_tokens(self, flat: np.ndarray, lengths: np.ndarray) -> None:
+        i = offset = 0
+        while i < len(lengths):
+            room = self.shard_tokens - self._in_shard()
+            fit = int(np.searchsorted(np.cumsum(lengths[i:]), room, side="right"))
+            if fit == 0 and self._in_shard() > 0:
+                self._close_shard()
+                continue
+            fit = max(fit, 1)  # a sentence longer than a shard gets a shard of its own
+            size = int(lengths[i : i + fit].sum())
+            self._shard_file().write(flat[offset : offset + size].tobytes())
+            self.shards[-1]["tokens"] += size
+            self.num_tokens += size
+            i, offset = i + fit, offset + size
+
+    def _in_shard(self) -> int:
+        return self.shards[-1]["tokens"] if self.file is not None else 0
+
+    def _shard_file(self) -> BinaryIO:
+        if self.file is None:
+            name = f"tokens-{len(self.shards):05d}.bin"
+            self.file = open(self.directory / name, "wb")  # noqa: SIM115
+            self.shards.append({"file": name, "tokens": 0})
+        return self.file
+
+    def _close_shard(self) -> None:
+        if self.file is not None:
+            _close_synced(self.file)
+            self.file = None
+
+    def finish(self) -> dict[str, Any]:
+        """Close the files, turn the indexes into .npy files; return the counts for meta.json."""
+        self._close_shard()
+        np.array([self.num_tokens], dtype=np.int64).tofile(self.sentence_index)
+        np.array([self.num_sentences], dtype=np.int64).tofile(self.document_index)
+        for f, name, count in ((self.sentence_index, SENTENCES, self.num_sentences),
+                               (self.document_index, DOCUMENTS, self.num_documents)):
+            f.close()
+            _raw_to_npy(Path(f.name), self.directory / name, count + 1)
+        return {
+            "format": FORMAT, "version": VERSION, "vocab_size": self.vocab_size,
+            "dtype": self.dtype.str, "num_documents": self.num_documents,
+            "num_sentences": self.num_sentences, "num_tokens": self.num_tokens,
+            "shards": self.shards,
+        }
+
+
+def _raw_to_npy(raw: Path, npy: Path, count: int) -> None:
+    """Copy a raw int64 file into a .npy file in chunks (the header needs the final count)."""
+    src = np.memmap(raw, dtype=np.int64, mode="r", shape=(count,))
+    dst = np.lib.format.open_memmap(npy, mode="w+", dtype=np.int64, shape=(count,))
+    for s in range(0, count, COPY_CHUNK):
+        dst[s : s + COPY_CHUNK] = src[s : s + COPY_CHUNK]
+    dst.flush()
+    del src, dst
+    raw.unlink()
+
+
+def _close_synced(f: BinaryIO) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+    f.close()
+
+
+def _read_meta(directory: Path) -> dict[str, Any] | None:
+    try:
+        meta = json.loads((directory / META).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
+
+
+def _write_meta(directory: Path, meta: dict[str, Any]) -> None:
+    with open(directory / META, "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    """Rename ``tmp`` to ``out``, replacing an earlier prepared corpus (never other data)."""
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    if not out.is_dir() or (any(out.iterdir()) and _read_meta(out) is None):
+        raise UserError(f"{out}: exists and is not a prepared corpus; choose another directory")
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.rename(out, old / out.name)
+    os.rename(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,270 @@
+"""Token selection for masked language modelling, shared by every masking objective.
+
+The policy is Google BERT's ``create_masked_lm_predictions`` (create_pretraining_data.py),
+written around *units*: a unit is a span ``[start, end)`` of token positions masked together
+(one token; one whole word; later an ALBERT n-gram or an ERNIE phrase / entity). A sequence
+predicts ``num_to_predict`` tokens; units are shuffled and taken whole while the budget allows,
+a unit that would overflow it is skipped; each chosen token becomes [MASK] 80% of the time,
+stays itself 10% and becomes a random token 10% (BERT paper §3.1 and Appendix C.2).
+
+`mask_tokens` does this for one sequence with numpy (static masking while building instances);
+`mask_batch` does the same for a padded batch with torch (dynamic masking in a collator).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import NamedTuple, Protocol, TypeVar
+
+import numpy as np
+import torch
+
+MASK_PROB = 0.15  # BERT §3.1: 15% of WordPiece tokens
+MASK_TOKEN_FRAC = 0.8  # of those: 80% [MASK]
+KEEP_FRAC = 0.1  # 10% unchanged; the remaining 10% a random token
+
+Ids = TypeVar("Ids", np.ndarray, torch.Tensor)
+
+
+class MaskingVocab(Protocol):
+    """What masking needs from a tokenizer (`plmkit.tokenizers.Tokenizer` has it)."""
+
+    vocab_size: int
+    mask_id: int
+    special_ids: frozenset[int]
+    is_continuation: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class MaskingSpec:
+    """The vocabulary facts and the policy of one masking objective.
+
+    ``is_continuation`` (V,) bool marks tokens that continue a word ("##x" in WordPiece); it is
+    needed for ``whole_word``. Random replacements are drawn uniformly from the non-special ids
+    (the reference draws from the whole vocabulary, [CLS] and [PAD] included).
+    """
+
+    vocab_size: int
+    mask_id: int
+    special_ids: frozenset[int]
+    is_continuation: np.ndarray | None = None
+    mask_prob: float = MASK_PROB
+    max_predictions: int = 20  # max_predictions_per_seq at length 128 in the reference
+    whole_word: bool = False
+
+    def __post_init__(self) -> None:
+        if self.whole_word and self.is_continuation is None:
+            raise ValueError("whole_word masking needs is_continuation")
+        if not 0.0 < self.mask_prob < 1.0:
+            raise ValueError(f"mask_prob must be in (0, 1), not {self.mask_prob}")
+        if self.max_predictions < 1:
+            raise ValueError(f"max_predictions must be >= 1, not {self.max_predictions}")
+
+    @classmethod
+    def from_vocab(
+        cls,
+        vocab: MaskingVocab,
+        *,
+        mask_prob: float = MASK_PROB,
+        max_predictions: int = 20,
+        whole_word: bool = False,
+    ) -> MaskingSpec:
+        """The spec for a tokenizer's vocabulary and the given policy."""
+        return cls(vocab.vocab_size, vocab.mask_id, frozenset(vocab.special_ids),
+                   vocab.is_continuation, mask_prob, max_predictions, whole_word)
+
+    @cached_property
+    def sorted_specials(self) -> np.ndarray:
+        """Special ids below ``vocab_size``, ascending (for drawing non-special ids)."""
+        return np.array(sorted(i for i in self.special_ids if i < self.vocab_size), dtype=np.int64)
+
+
+class MaskedTokens(NamedTuple):
+    """One masked sequence: ``ids`` with replacements, sorted ``positions`` and their ``labels``."""
+
+    ids: np.ndarray  # (L,)
+    positions: np.ndarray  # (n,) int64, ascending
+    labels: np.ndarray  # (n,) int64, the original ids at `positions`
+
+
+class MaskedBatch(NamedTuple):
+    """A masked batch, predictions padded to ``max_predictions`` (P) as in the reference."""
+
+    input_ids: torch.Tensor  # (B, S)
+    positions: torch.Tensor  # (B, P) int64, ascending, padded with 0
+    labels: torch.Tensor  # (B, P) int64, padded with 0
+    weights: torch.Tensor  # (B, P) float32, 1.0 for a real prediction, 0.0 for padding
+
+
+def num_to_predict(length: int, mask_prob: float, max_predictions: int) -> int:
+    """Predictions for a sequence of ``length`` tokens ([CLS] and [SEP] included), as the reference.
+
+    Python's ``round`` rounds half to even, as the reference's ``int(round(...))`` does.
+    """
+    return min(max_predictions, max(1, round(length * mask_prob)))
+
+
+def candidates(ids: np.ndarray, special_ids: frozenset[int]) -> np.ndarray:
+    """(L,) bool: positions that may be masked (not [CLS], [SEP], [PAD] or another special)."""
+    return ~np.isin(ids, np.fromiter(special_ids, dtype=np.int64))
+
+
+def word_starts(ids: np.ndarray, is_continuation: np.ndarray) -> np.ndarray:
+    """(L,) bool: tokens that begin a word (not a "##" continuation piece)."""
+    return ~is_continuation[ids]
+
+
+def word_units(candidate: np.ndarray, word_start: np.ndarray | None = None) -> np.ndarray:
+    """(U, 2) int64 ``[start, end)`` units: one per candidate token, or per whole word.
+
+    With ``word_start`` a unit is a word start and the continuation pieces after it; a piece
+    after a non-candidate starts its own unit (the reference would glue a "##" piece at the start
+    of segment B onto the last word of A, across the [SEP]).
+    """
+    prev = np.concatenate([[False], candidate[:-1]])
+    start = candidate if word_start is None else candidate & (word_start | ~prev)
+    starts = np.flatnonzero(start)
+    breaks = np.concatenate([np.flatnonzero(~candidate | start), [len(candidate)]])
+    ends = breaks[np.searchsorted(breaks, starts, side="right")]
+    return np.stack([starts, ends], axis=1).astype(np.int64)
+
+
+def select_units(units: np.ndarray, budget: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted positions of shuffled ``units`` taken whole while they fit in ``budget`` tokens.
+
+    A unit that would overflow the budget, or overlaps a chosen one, is skipped, and the walk
+    goes on with the next (the reference loop).
+    """
+    if len(units) == 0:
+        return np.zeros(0, dtype=np.int64)
+    covered = np.zeros(int(units[:, 1].max()), dtype=bool)
+    taken = 0
+    for start, end in units[rng.permutation(len(units))]:
+        if taken >= budget:
+            break
+        if taken + end - start > budget or covered[start:end].any():
+            continue
+        covered[start:end] = True
+        taken += end - start
+    return np.flatnonzero(covered).astype(np.int64)
+
+
+def random_ids(rng: np.random.Generator, n: int, spec: MaskingSpec) -> np.ndarray:
+    """(n,) int64 ids drawn uniformly from the non-special ids."""
+    return _skip_specials(rng.integers(0, _num_plain(spec), size=n), spec.sorted_specials)
+
+
+def replace_tokens(
+    ids: np.ndarray, positions: np.ndarray, rng: np.random.Generator, spec: MaskingSpec
+) -> MaskedTokens:
+    """Apply 80% [MASK] / 10% keep / 10% random to ``positions`` of ``ids`` (BERT §3.1)."""
+    out = np.array(ids, copy=True)
+    u = rng.random(len(positions))
+    replacement = random_ids(rng, len(positions), spec)
+    out[positions[u < MASK_TOKEN_FRAC]] = spec.mask_id
+    randomize = u >= MASK_TOKEN_FRAC + KEEP_FRAC
+    out[positions[randomize]] = replacement[randomize]
+    return MaskedTokens(out, positions, np.asarray(ids, dtype=np.int64)[positions])
+
+
+def mask_tokens(ids: np.ndarray, rng: np.random.Generator, spec: MaskingSpec) -> MaskedTokens:
+    """Mask one unpadded sequence ([CLS] ... [SEP] ... [SEP]) as the reference does."""
+    ids = np.asarray(ids)
+    candidate = candidates(ids, spec.special_ids)
+    start = word_starts(ids, spec.is_continuation) if spec.whole_word else None
+    budget = num_to_predict(len(ids), spec.mask_prob, spec.max_predictions)
+    positions = select_units(word_units(candidate, start), budget, rng)
+    return replace_tokens(ids, positions, rng, spec)
+
+
+def mask_batch(
+    input_ids: torch.Tensor,
+    input_mask: torch.Tensor,
+    generator: torch.Generator,
+    spec: MaskingSpec,
+) -> MaskedBatch:
+    """Mask a right-padded batch, each row as `mask_tokens` would, with static shapes.
+
+    ``input_mask`` (B, S) is 1 on real tokens; a row's budget counts them, [CLS] and [SEP]
+    included, as in the reference. Returns predictions padded to ``spec.max_predictions``.
+    """
+    device = input_ids.device  # the generator must live there too
+    specials = torch.from_numpy(spec.sorted_specials).to(device)
+    real = input_mask.bool()  # (B, S)
+    candidate = real & ~torch.isin(input_ids, specials)  # (B, S)
+    budget = (real.sum(1).double() * spec.mask_prob).round()  # (B,) half to even, as `round`
+    budget = budget.clamp(1, spec.max_predictions).long()  # (B,)
+    chosen = _choose_units(candidate, _batch_word_starts(input_ids, spec), budget, generator)
+    u = torch.rand(input_ids.shape, generator=generator, device=device)  # (B, S)
+    replacement = torch.randint(_num_plain(spec), input_ids.shape, generator=generator,
+                                device=device)  # (B, S)
+    replacement = _skip_specials(replacement, specials)
+    out = torch.where(chosen & (u < MASK_TOKEN_FRAC), spec.mask_id, input_ids)
+    out = torch.where(chosen & (u >= MASK_TOKEN_FRAC + KEEP_FRAC), replacement, out)
+    positions, valid = _sorted_positions(chosen, spec.max_predictions)  # (B, P)
+    labels = input_ids.gather(1, positions) * valid  # (B, P)
+    return MaskedBatch(out, positions, labels.long(), valid.float())
+
+
+def _batch_word_starts(input_ids: torch.Tensor, spec: MaskingSpec) -> torch.Tensor | None:
+    if not spec.whole_word:
+        return None
+    return ~torch.from_numpy(spec.is_continuation).to(input_ids.device)[input_ids]  # (B, S)
+
+
+def _choose_units(
+    candidate: torch.Tensor,
+    word_start: torch.Tensor | None,
+    budget: torch.Tensor,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """(B, S) bool chosen positions: `word_units` + `select_units` for every row at once."""
+    B, S = candidate.shape
+    prev = torch.nn.functional.pad(candidate[:, :-1], (1, 0))  # (B, S) previous is a candidate
+    start = candidate if word_start is None else candidate & (word_start | ~prev)  # (B, S)
+    unit = (start.cumsum(1) - 1).clamp(min=0)  # (B, S) unit index of each candidate position
+    size = torch.zeros_like(unit).scatter_add_(1, unit, candidate.long())  # (B, U=S) tokens
+    key = torch.rand(B, S, generator=generator, device=candidate.device)  # (B, U) shuffle
+    key = key.masked_fill(size == 0, 2.0)
+    order = key.argsort(1)  # (B, U) units in random order, empty ones last
+    size = size.gather(1, order)  # (B, U)
+    taken = size.cumsum(1) <= budget[:, None]  # (B, U) the prefix that fits...
+    taken &= size > 0
+    _take_after_overflow(taken, size, budget)  # ...then smaller units that still fit
+    in_unit = torch.zeros_like(taken).scatter_(1, order, taken)  # (B, U) by unit index
+    return candidate & in_unit.gather(1, unit)  # (B, S)
+
+
+def _take_after_overflow(taken: torch.Tensor, size: torch.Tensor, budget: torch.Tensor) -> None:
+    """Continue the greedy walk past each row's first unit that overflowed (in place)."""
+    total = (size * taken).sum(1)  # (B,)
+    first = int((~taken).int().argmax(1).min())  # the earliest unit not taken in any row
+    for k in range(first, int((size > 0).sum(1).max())):
+        room = budget - total  # (B,)
+        if not bool((room > 0).any()):
+            break
+        fits = ~taken[:, k] & (size[:, k] > 0) & (size[:, k] <= room)  # (B,)
+        taken[:, k] |= fits
+        total += size[:, k] * fits
+
+
+def _sorted_positions(chosen: torch.Tensor, P: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ascending chosen positions per row, padded with 0 to P, and their validity (B, P)."""
+    B, S = chosen.shape
+    index = torch.arange(S, device=chosen.device).expand(B, S)  # (B, S)
+    ranked = torch.where(chosen, index, S).sort(1).values  # (B, S) chosen first, ascending
+    ranked = torch.nn.functional.pad(ranked, (0, max(0, P - S)), value=S)[:, :P]  # (B, P)
+    valid = ranked < S  # (B, P)
+    return torch.where(valid, ranked, 0), valid
+
+
+def _num_plain(spec: MaskingSpec) -> int:
+    return spec.vocab_size - len(spec.sorted_specials)
+
+
+def _skip_specials(draw: Ids, specials: np.ndarray | torch.Tensor) -> Ids:
+    """Map k in [0, V - #specials) to the k-th non-special id (numpy or torch, elementwise)."""
+    for s in specials.tolist():
+        draw = draw + (draw >= s)
+    return draw

@@ -1,0 +1,142 @@
+"""`plmkit pretrain`: corpus -> tokenizer -> token shards -> instances -> trainer."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from plmkit.data.batches import Batches
+from plmkit.data.bert import BertInstanceConfig, BertPretrainingStream
+from plmkit.data.corpus import CorpusStats, read_documents
+from plmkit.data.shards import ShardedCorpus, prepare_corpus
+from plmkit.errors import UserError
+from plmkit.models import build, get_family, preset_config
+from plmkit.objectives import get_objective
+from plmkit.tokenizers import Tokenizer, train_tokenizer
+from plmkit.training import Phase, TrainConfig, Trainer
+
+TOKENIZER_DIR = "tokenizer"
+LONG_SEQ = 512  # BERT's second phase (section A.2: 90% of steps at 128, the rest at 512)
+
+
+@dataclass
+class PretrainArgs:
+    """The options of `plmkit pretrain` (see `plmkit pretrain --help`)."""
+
+    model: str
+    corpus: list[Path]
+    out: Path
+    objective: str | None = None
+    steps: int = 1000
+    tokenizer: Path | None = None
+    vocab_size: int = 30522
+    batch_size: int = 32
+    seq_len: int = 128
+    seed: int = 0
+    lr: float = 1e-4
+    warmup: int | None = None
+    grad_accum: int = 1
+    save_every: int = 500
+    eval_every: int = 100
+    log_every: int = 10
+    masking: str = "static"
+    whole_word: bool = False
+    long_fraction: float = 0.0
+    bf16: bool = False
+    bad_utf8: str = "skip"
+    resume: bool = False
+    progress: bool = True
+    heldout: list[Path] = field(default_factory=list)
+    eval_batches: int = 20
+
+
+def fingerprint(tokenizer: Tokenizer) -> str:
+    """A string that changes whenever the tokenizer does."""
+    return hashlib.sha256(tokenizer.backend.to_str().encode()).hexdigest()[:16]
+
+
+def tokenizer_for(args: PretrainArgs, kind: str) -> Tokenizer:
+    """The run's tokenizer: the saved one on resume, the given one, or one trained now."""
+    saved = args.out / TOKENIZER_DIR
+    if args.resume and saved.is_dir():
+        return Tokenizer.load(saved)
+    if args.tokenizer is not None:
+        tok = Tokenizer.load(args.tokenizer)
+    else:
+        stats = CorpusStats()
+        texts = (s for d in read_documents(args.corpus, bad_utf8=args.bad_utf8, stats=stats)
+                 for s in d)
+        tok = train_tokenizer(kind, texts, args.vocab_size)
+        for message in stats.messages():
+            print(message)
+        print(f"trained a {kind} tokenizer of {tok.vocab_size} tokens on the corpus")
+    tok.save(saved)
+    return tok
+
+
+def prepare(corpus: list[Path], tokenizer: Path | Tokenizer, out: Path,
+            bad_utf8: str = "skip") -> ShardedCorpus:
+    """Tokenize `corpus` into memory-mapped shards in `out` (reused while up to date)."""
+    tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer.load(tokenizer)
+    shards = prepare_corpus(corpus, tok, out, fingerprint=fingerprint(tok), bad_utf8=bad_utf8)
+    for message in shards.stats.messages():
+        print(message)
+    return shards
+
+
+def max_predictions(seq_len: int, mask_prob: float = 0.15) -> int:
+    """BERT's max_predictions_per_seq: 20 at 128, 80 at 512 (15% rounded up to tens)."""
+    return max(1, math.ceil(seq_len * mask_prob / 10) * 10)
+
+
+def stream(corpus: ShardedCorpus, tok: Tokenizer, args: PretrainArgs, nsp: bool, seq_len: int,
+           seed: int) -> Batches:
+    """Batches of BERT instances of length `seq_len` for an objective with or without NSP."""
+    config = BertInstanceConfig(
+        max_seq_length=seq_len, max_predictions_per_seq=max_predictions(seq_len),
+        whole_word=args.whole_word, nsp=nsp, static_masking=args.masking == "static",
+    )
+    return Batches(BertPretrainingStream(corpus, tok, config, seed=seed), args.batch_size)
+
+
+def phases(corpus: ShardedCorpus, tok: Tokenizer, args: PretrainArgs, nsp: bool) -> list[Phase]:
+    """One phase at --seq-len, or two with `long_fraction` of the steps at 512."""
+    if not 0.0 <= args.long_fraction < 1.0:
+        raise UserError(f"--long-fraction must be in [0, 1), got {args.long_fraction}")
+    long_steps = round(args.steps * args.long_fraction)
+    out = [Phase(args.steps - long_steps, stream(corpus, tok, args, nsp, args.seq_len, args.seed))]
+    if long_steps:
+        out.append(Phase(long_steps, stream(corpus, tok, args, nsp, LONG_SEQ, args.seed + 1)))
+    return out
+
+
+def pretrain(args: PretrainArgs) -> list[dict[str, Any]]:
+    """Pretrain `args.model` with its objective; returns the logged records."""
+    return trainer_for(args).train(resume=args.resume)
+
+
+def trainer_for(args: PretrainArgs) -> Trainer:
+    """Everything a pretraining run needs, ready to `train()`."""
+    family = get_family(preset_config(args.model).family)
+    objective = get_objective(args.objective or family.default_objective)
+    longest = LONG_SEQ if args.long_fraction > 0 else args.seq_len
+    tok = tokenizer_for(args, family.tokenizer)
+    config = preset_config(args.model, vocab_size=tok.vocab_size, pad_token_id=tok.pad_id,
+                           max_positions=max(512, longest))
+    corpus = prepare(args.corpus, tok, args.out / "data", args.bad_utf8)
+    heldout = None
+    if args.heldout:
+        held = prepare(args.heldout, tok, args.out / "data-heldout", args.bad_utf8)
+        heldout = stream(held, tok, args, objective.nsp, args.seq_len, seed=args.seed + 7)
+    train_config = TrainConfig(
+        steps=args.steps, out_dir=args.out, lr=args.lr,
+        warmup_steps=args.warmup if args.warmup is not None else args.steps // 100,
+        grad_accum=args.grad_accum, bf16=args.bf16, seed=args.seed, log_every=args.log_every,
+        eval_every=args.eval_every, eval_batches=args.eval_batches, save_every=args.save_every,
+        progress=args.progress,
+    )
+    return Trainer(build(config), objective, phases(corpus, tok, args, objective.nsp),
+                   train_config, eval_data=heldout)

@@ -1,0 +1,384 @@
+"""One objective-agnostic trainer: `loss, metrics = objective(model, batch)`, nothing more.
+
+Batch sources. Training data is an iterable of `dict[str, Tensor]` batches, or a list of
+`Phase(steps, source)` run one after the other (BERT: 90% of the steps at length 128, 10% at
+512); the step count is global. A source that also has `state_dict()` / `load_state_dict()`
+(returning tensors and primitives) resumes at its exact position; a plain iterable restarts
+from its beginning on resume (with a warning). When a source is exhausted it is iterated again.
+
+metrics.jsonl. One JSON object per logged step (every `log_every` steps, every `eval_every`
+steps and the last step): `step`, `loss`, `lr`, `tokens_per_s`, `elapsed_s`, `grad_norm`,
+`skipped_steps` and the objective's metrics, averaged over the steps since the previous line.
+Held-out results go in the same object, as keys prefixed `eval_` (`eval_loss`, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from plmkit import io
+from plmkit.errors import UserError
+from plmkit.training.checkpoint import (
+    CHECKPOINTS,
+    SaveModel,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    seed_all,
+    set_rng_state,
+)
+from plmkit.training.optim import Schedule, build_optimizer, linear_warmup_decay
+
+Batch = dict[str, Tensor]
+Metrics = Mapping[str, float | Tensor]
+Objective = Callable[[nn.Module, Batch], tuple[Tensor, Metrics]]
+
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclasses.dataclass
+class Phase:
+    """Train on `source` for `steps` optimizer steps."""
+
+    steps: int
+    source: Iterable[Batch]
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """How to train. `eval_every=0`, `save_every=0`: only at the end; `keep_last=None`: all.
+
+    `eval_batches=None` evaluates the whole held-out source (which must then be finite).
+    `device=None` picks CUDA when available. `progress` shows a tqdm bar on a terminal.
+    """
+
+    steps: int
+    out_dir: str | os.PathLike[str]
+    lr: float = 1e-4
+    warmup_steps: int = 0
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-6
+    grad_accum: int = 1
+    clip_norm: float | None = 1.0
+    bf16: bool = False
+    seed: int = 0
+    log_every: int = 50
+    eval_every: int = 1000
+    eval_batches: int | None = None
+    save_every: int = 1000
+    keep_last: int | None = 3
+    device: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "grad_accum", "log_every"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "eval_every", "save_every"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.keep_last is not None and self.keep_last < 1:
+            raise UserError(f"keep_last must be at least 1 (or None), got {self.keep_last}")
+
+
+class Trainer:
+    """Trains `model` on `objective` over `train_data`; see the module docstring.
+
+    `schedule` is a LambdaLR factor (see `plmkit.training.optim`), by default BERT's
+    `linear_warmup_decay(config.warmup_steps, config.steps)`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        objective: Objective,
+        train_data: Iterable[Batch] | Sequence[Phase],
+        config: TrainConfig,
+        eval_data: Iterable[Batch] | None = None,
+        save_model: SaveModel = io.save_model,
+        schedule: Schedule | None = None,
+    ) -> None:
+        self.config = config
+        self.phases = _as_phases(train_data, config.steps)
+        self.objective = objective
+        self.eval_data = eval_data
+        self.save_model = save_model
+        self.out_dir = Path(config.out_dir)
+        default_device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(config.device or default_device)
+        self.model = model.to(self.device)
+        self.optimizer = build_optimizer(
+            model, config.lr, config.weight_decay, config.betas, config.eps
+        )
+        factor = schedule or linear_warmup_decay(config.warmup_steps, config.steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+        self.step = 0
+        self.skipped_steps = 0
+        self._elapsed_before = 0.0
+        self._started = time.perf_counter()
+        self._iter: tuple[int, Iterator[Batch]] | None = None
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out_dir / METRICS_FILE
+
+    def train(self, resume: bool = False) -> list[dict[str, Any]]:
+        """Train up to `config.steps` (from the newest checkpoint if `resume`); return the logs."""
+        self._start(resume)
+        cfg = self.config
+        records: list[dict[str, Any]] = []
+        meter = _Meter()
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=None if cfg.progress else True)
+        self.model.train()
+        with bar:
+            while self.step < cfg.steps:
+                batches = [self._next_batch() for _ in range(cfg.grad_accum)]
+                meter.tokens += sum(_count_tokens(b) for b in batches)
+                loss, metrics = self.forward_backward(batches)
+                self._update(loss, metrics, meter)
+                bar.update()
+                if self._due(cfg.log_every) or self._eval_due() or self._last():
+                    records.append(self._log(meter, bar))
+                    meter = _Meter()
+                if self._due(cfg.save_every) or self._last():
+                    self.save()
+                    meter.reset_clock()
+        return records
+
+    def forward_backward(self, batches: Sequence[Batch]) -> tuple[Tensor, dict[str, Any]]:
+        """Forward and backward over micro-batches, each loss scaled by 1/len(batches).
+
+        Gradients accumulate in `.grad`; returns the mean loss and the mean metrics, still
+        tensors (no host sync).
+        """
+        losses = []
+        sums: dict[str, Any] = {}
+        for batch in batches:
+            loss, metrics = self._forward(batch)
+            (loss / len(batches)).backward()
+            losses.append(loss.detach().float())
+            _add(sums, metrics)
+        return torch.stack(losses).mean(), {k: v / len(batches) for k, v in sums.items()}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float | None]:
+        """Mean loss and metrics over `config.eval_batches` held-out batches, keys `eval_*`.
+
+        Runs with the RNGs seeded by `config.seed` (the same masks every time) and restores
+        them, and the held-out source's position, afterwards: evaluating never changes training.
+        """
+        if self.eval_data is None:
+            raise ValueError("no eval_data was given")
+        saved_rng, saved_data = rng_state(), _state_of(self.eval_data)
+        seed_all(self.config.seed)
+        self.model.eval()
+        meter = _Meter()
+        try:
+            for batch in itertools.islice(self.eval_data, self.config.eval_batches):
+                loss, metrics = self._forward(batch)
+                meter.add({"loss": loss.detach().float(), **metrics})
+        finally:
+            self.model.train()
+            set_rng_state(saved_rng)
+            if saved_data is not None:
+                self.eval_data.load_state_dict(saved_data)  # type: ignore[attr-defined]
+        if meter.count == 0:
+            raise UserError("the held-out data yields no batches")
+        return {f"eval_{k}": v for k, v in meter.means().items()}
+
+    def save(self) -> Path:
+        """Checkpoint the current step and write the model to `out_dir` itself."""
+        state = {
+            "step": self.step,
+            "skipped_steps": self.skipped_steps,
+            "elapsed_s": self._elapsed(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_state(),
+            "data": [_state_of(p.source) for p in self.phases],
+        }
+        cfg = self.config
+        path = save_checkpoint(self.out_dir, self.step, self.model, state, self.save_model,
+                               cfg.keep_last)
+        self.save_model(self.model, self.out_dir)
+        return path
+
+    def _start(self, resume: bool) -> None:
+        if resume:
+            checkpoint = latest_checkpoint(self.out_dir)
+            if checkpoint is None:
+                raise UserError(f"{self.out_dir / CHECKPOINTS}: no checkpoint to resume from")
+            self._restore(load_checkpoint(self.model, checkpoint))
+            _truncate_metrics(self.metrics_path, self.step)
+        else:
+            if list_checkpoints(self.out_dir):
+                raise UserError(f"{self.out_dir / CHECKPOINTS}: holds checkpoints of an earlier "
+                                "run; resume it or choose another output directory")
+            seed_all(self.config.seed)
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self.metrics_path.write_text("")
+        self._started = time.perf_counter()
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        if len(state["data"]) != len(self.phases):
+            raise UserError(f"{self.out_dir}: the checkpoint has {len(state['data'])} data "
+                            f"phases, this run {len(self.phases)}")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = state["step"]
+        self.skipped_steps = state["skipped_steps"]
+        self._elapsed_before = state["elapsed_s"]
+        for phase, data_state in zip(self.phases, state["data"], strict=True):
+            if data_state is None or not hasattr(phase.source, "load_state_dict"):
+                warnings.warn("training data has no state_dict(): resuming restarts it from "
+                              "its beginning", stacklevel=4)
+            else:
+                phase.source.load_state_dict(data_state)
+        set_rng_state(state["rng"])
+        self._iter = None
+
+    def _forward(self, batch: Batch) -> tuple[Tensor, Metrics]:
+        batch = {k: v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v
+                 for k, v in batch.items()}
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16):
+            return self.objective(self.model, batch)
+
+    def _update(self, loss: Tensor, metrics: dict[str, Any], meter: _Meter) -> None:
+        """Clip, step the optimizer (unless the loss or gradients are not finite), schedule."""
+        meter.lr = self.optimizer.param_groups[0]["lr"]
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        cfg = self.config
+        norm = nn.utils.clip_grad_norm_(params, cfg.clip_norm) if cfg.clip_norm else None
+        finite = torch.isfinite(loss) if norm is None else torch.isfinite(loss + norm)
+        if finite:  # the one host sync per step
+            self.optimizer.step()
+            extra = {} if norm is None else {"grad_norm": norm}
+            meter.add({"loss": loss, **metrics, **extra})
+        else:
+            self.skipped_steps += 1
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+
+    def _log(self, meter: _Meter, bar: tqdm) -> dict[str, Any]:
+        means = meter.means()  # syncs, before the clock is read
+        seconds = time.perf_counter() - meter.started
+        record: dict[str, Any] = {
+            "step": self.step,
+            "loss": means.pop("loss", None),
+            "lr": meter.lr,
+            "tokens_per_s": float(meter.tokens) / max(seconds, 1e-9),
+            "elapsed_s": self._elapsed(),
+            "skipped_steps": self.skipped_steps,
+            **means,
+        }
+        if self._eval_due() or (self._last() and self.eval_data is not None):
+            record.update(self.evaluate())
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        bar.set_postfix(loss=record["loss"], tok_s=round(record["tokens_per_s"]))
+        return record
+
+    def _next_batch(self) -> Batch:
+        index = _phase_index(self.phases, self.step)
+        if self._iter is None or self._iter[0] != index:
+            self._iter = (index, iter(self.phases[index].source))
+        batch = next(self._iter[1], None)
+        if batch is None:  # exhausted: iterate the source again
+            self._iter = (index, iter(self.phases[index].source))
+            batch = next(self._iter[1], None)
+        if batch is None:
+            raise UserError(f"the training data of phase {index + 1} yields no batches")
+        return batch
+
+    def _due(self, every: int) -> bool:
+        return every > 0 and self.step % every == 0
+
+    def _eval_due(self) -> bool:
+        return self.eval_data is not None and self._due(self.config.eval_every)
+
+    def _last(self) -> bool:
+        return self.step == self.config.steps
+
+    def _elapsed(self) -> float:
+        return self._elapsed_before + time.perf_counter() - self._started
+
+
+class _Meter:
+    """Sums of loss and metrics over a log interval; converted to floats only when read."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Any] = {}
+        self.count = 0
+        self.tokens: Tensor | int = 0
+        self.lr = 0.0
+        self.started = time.perf_counter()
+
+    def add(self, values: Metrics) -> None:
+        _add(self.sums, values)
+        self.count += 1
+
+    def means(self) -> dict[str, float | None]:
+        return {k: float(v) / self.count if self.count else None for k, v in self.sums.items()}
+
+    def reset_clock(self) -> None:
+        self.started = time.perf_counter()
+
+
+def _add(sums: dict[str, Any], values: Metrics) -> None:
+    for key, value in values.items():
+        value = value.detach().float() if isinstance(value, Tensor) else float(value)
+        sums[key] = sums.get(key, 0.0) + value
+
+
+def _count_tokens(batch: Batch) -> Tensor | int:
+    """Real tokens of a batch: its attention / input mask summed, else input_ids' size."""
+    for key in ("attention_mask", "input_mask"):
+        if key in batch:
+            return batch[key].sum()
+    if "input_ids" not in batch:
+        raise ValueError("a batch needs attention_mask, input_mask or input_ids to count tokens")
+    return batch["input_ids"].numel()
+
+
+def _as_phases(train_data: Iterable[Batch] | Sequence[Phase], steps: int) -> list[Phase]:
+    if isinstance(train_data, Sequence) and train_data and isinstance(train_data[0], Phase):
+        phases = list(train_data)
+        if sum(p.steps for p in phases) != steps:
+            raise ValueError(f"the phases' steps sum to {sum(p.steps for p in phases)}, "
+                             f"not config.steps={steps}")
+        return phases
+    return [Phase(steps, train_data)]  # type: ignore[arg-type]
+
+
+def _phase_index(phases: Sequence[Phase], step: int) -> int:
+    ends = itertools.accumulate(p.steps for p in phases)
+    return next(i for i, end in enumerate(ends) if step < end)
+
+
+def _state_of(source: object) -> Any:
+    return source.state_dict() if hasattr(source, "state_dict") else None  # type: ignore[attr-defined]
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop lines logged after `step` by the interrupted run being resumed."""
+    if not path.exists():
+        return
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = [line for line in lines if json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in kept))
