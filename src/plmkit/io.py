@@ -1,7 +1,9 @@
 """The native plmkit checkpoint directory: `plmkit.json` (family + config) and `model.safetensors`.
 
 Any plmkit model has a `.config` dataclass with a `family` field; the family's model file
-registers how to build the model from that config (see `plmkit.models.registry`).
+registers how to build the model from that config (see `plmkit.models.registry`). A fine-tuned
+model (`plmkit.tasks`) also has a `.task` dict whose "name" picks the head that wraps the
+backbone; it is saved under "task" and rebuilt by `plmkit.tasks.build_task_model`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ def save_model(model: torch.nn.Module, directory: str | os.PathLike[str]) -> Pat
         config = model.config  # type: ignore[attr-defined]
         meta = {"family": config.family, "kind": type(model).__name__,
                 "config": dataclasses.asdict(config)}
+        if getattr(model, "task", None) is not None:
+            meta["task"] = model.task  # type: ignore[attr-defined]
         (tmp / NATIVE_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
         safetensors.torch.save_model(model, str(tmp / WEIGHTS))
         _fsync_dir(tmp)
@@ -65,6 +69,10 @@ def load_model(directory: str | os.PathLike[str]) -> torch.nn.Module:
     except (KeyError, TypeError) as e:
         raise UserError(f"{directory / NATIVE_CONFIG}: bad model config ({e})") from None
     model = family.model(config)
+    if "task" in meta:
+        from plmkit.tasks import build_task_model
+
+        model = build_task_model(model, meta["task"])
     weights = directory / WEIGHTS
     if not weights.is_file():
         raise UserError(f"{directory}: no {WEIGHTS} (the run has not saved a model yet?)")

@@ -17,6 +17,7 @@ from plmkit.models import build, get_family, preset_config
 from plmkit.objectives import get_objective
 from plmkit.tokenizers import Tokenizer, train_tokenizer
 from plmkit.training import Phase, TrainConfig, Trainer
+from plmkit.training.checkpoint import seed_all
 
 TOKENIZER_DIR = "tokenizer"
 LONG_SEQ = 512  # BERT's second phase (section A.2: 90% of steps at 128, the rest at 512)
@@ -138,5 +139,6 @@ def trainer_for(args: PretrainArgs) -> Trainer:
         eval_every=args.eval_every, eval_batches=args.eval_batches, save_every=args.save_every,
         progress=args.progress,
     )
+    seed_all(args.seed)  # the initial weights depend on the seed alone
     return Trainer(build(config), objective, phases(corpus, tok, args, objective.nsp),
                    train_config, eval_data=heldout)
