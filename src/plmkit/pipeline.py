@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from plmkit.data.batches import Batches
-from plmkit.data.bert import BertInstanceConfig, BertPretrainingStream
 from plmkit.data.corpus import CorpusStats, read_documents
+from plmkit.data.options import DataOptions
 from plmkit.data.shards import ShardedCorpus, prepare_corpus
 from plmkit.errors import UserError
-from plmkit.models import build, get_family, preset_config
-from plmkit.objectives import get_objective
+from plmkit.models import Family, build, get_family, preset_config
+from plmkit.objectives import Objective, get_objective
 from plmkit.tokenizers import Tokenizer, train_tokenizer
 from plmkit.training import Phase, TrainConfig, Trainer
 from plmkit.training.checkpoint import seed_all
@@ -43,7 +41,7 @@ class PretrainArgs:
     save_every: int = 500
     eval_every: int = 100
     log_every: int = 10
-    masking: str = "static"
+    masking: str | None = None  # None: the family's default
     whole_word: bool = False
     long_fraction: float = 0.0
     bf16: bool = False
@@ -88,29 +86,24 @@ def prepare(corpus: list[Path], tokenizer: Path | Tokenizer, out: Path,
     return shards
 
 
-def max_predictions(seq_len: int, mask_prob: float = 0.15) -> int:
-    """BERT's max_predictions_per_seq: 20 at 128, 80 at 512 (15% rounded up to tens)."""
-    return max(1, math.ceil(seq_len * mask_prob / 10) * 10)
+def data_options(args: PretrainArgs, family: Family) -> DataOptions:
+    """The batch options: the user's, else the family's pretraining defaults, else BERT's."""
+    given = {"masking": args.masking, "whole_word": args.whole_word or None}
+    given = {k: v for k, v in given.items() if v is not None}
+    return DataOptions(batch_size=args.batch_size, **{**family.data_defaults, **given})
 
 
-def stream(corpus: ShardedCorpus, tok: Tokenizer, args: PretrainArgs, nsp: bool, seq_len: int,
-           seed: int) -> Batches:
-    """Batches of BERT instances of length `seq_len` for an objective with or without NSP."""
-    config = BertInstanceConfig(
-        max_seq_length=seq_len, max_predictions_per_seq=max_predictions(seq_len),
-        whole_word=args.whole_word, nsp=nsp, static_masking=args.masking == "static",
-    )
-    return Batches(BertPretrainingStream(corpus, tok, config, seed=seed), args.batch_size)
-
-
-def phases(corpus: ShardedCorpus, tok: Tokenizer, args: PretrainArgs, nsp: bool) -> list[Phase]:
+def phases(objective: Objective, corpus: ShardedCorpus, tok: Tokenizer, args: PretrainArgs,
+           options: DataOptions) -> list[Phase]:
     """One phase at --seq-len, or two with `long_fraction` of the steps at 512."""
     if not 0.0 <= args.long_fraction < 1.0:
         raise UserError(f"--long-fraction must be in [0, 1), got {args.long_fraction}")
     long_steps = round(args.steps * args.long_fraction)
-    out = [Phase(args.steps - long_steps, stream(corpus, tok, args, nsp, args.seq_len, args.seed))]
+    first = objective.batches(corpus, tok, options, args.seq_len, args.seed)
+    out = [Phase(args.steps - long_steps, first)]
     if long_steps:
-        out.append(Phase(long_steps, stream(corpus, tok, args, nsp, LONG_SEQ, args.seed + 1)))
+        out.append(Phase(long_steps, objective.batches(corpus, tok, options, LONG_SEQ,
+                                                       args.seed + 1)))
     return out
 
 
@@ -127,11 +120,12 @@ def trainer_for(args: PretrainArgs) -> Trainer:
     tok = tokenizer_for(args, family.tokenizer)
     config = preset_config(args.model, vocab_size=tok.vocab_size, pad_token_id=tok.pad_id,
                            max_positions=max(512, longest))
+    options = data_options(args, family)
     corpus = prepare(args.corpus, tok, args.out / "data", args.bad_utf8)
     heldout = None
     if args.heldout:
         held = prepare(args.heldout, tok, args.out / "data-heldout", args.bad_utf8)
-        heldout = stream(held, tok, args, objective.nsp, args.seq_len, seed=args.seed + 7)
+        heldout = objective.batches(held, tok, options, args.seq_len, args.seed + 7)
     train_config = TrainConfig(
         steps=args.steps, out_dir=args.out, lr=args.lr,
         warmup_steps=args.warmup if args.warmup is not None else args.steps // 100,
@@ -140,5 +134,5 @@ def trainer_for(args: PretrainArgs) -> Trainer:
         progress=args.progress,
     )
     seed_all(args.seed)  # the initial weights depend on the seed alone
-    return Trainer(build(config), objective, phases(corpus, tok, args, objective.nsp),
+    return Trainer(build(config), objective, phases(objective, corpus, tok, args, options),
                    train_config, eval_data=heldout)

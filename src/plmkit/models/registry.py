@@ -44,6 +44,7 @@ class Family:
     presets: dict[str, dict[str, Any]]
     default_objective: str
     tokenizer: str = "wordpiece"  # the kind trained for it when none is given
+    data_defaults: dict[str, Any] = field(default_factory=dict)  # DataOptions fields
     hf: HFSpec | None = None
 
 

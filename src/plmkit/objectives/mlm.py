@@ -8,7 +8,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from plmkit.data.batches import Batches
+from plmkit.data.bert import BertInstanceConfig, BertPretrainingStream, BertVocab
+from plmkit.data.options import DataOptions, max_predictions
+from plmkit.data.shards import ShardedCorpus
+
 Batch = dict[str, Tensor]
+
+
+def bert_batches(corpus: ShardedCorpus, vocab: BertVocab, options: DataOptions, seq_len: int,
+                 seed: int, nsp: bool) -> Batches:
+    """Batches of BERT instances of `seq_len` tokens: segment pairs for NSP, else one segment
+    filling the length."""
+    config = BertInstanceConfig(
+        max_seq_length=seq_len, max_predictions_per_seq=max_predictions(seq_len, options.mask_prob),
+        mask_prob=options.mask_prob, whole_word=options.whole_word, nsp=nsp,
+        dupe_factor=options.dupe_factor, static_masking=options.masking == "static",
+    )
+    return Batches(BertPretrainingStream(corpus, vocab, config, seed=seed), options.batch_size)
 
 
 def encode(model: nn.Module, batch: Batch):
@@ -34,7 +51,10 @@ class MaskedLM:
     """The `mlm` objective: masked-LM alone (RoBERTa drops NSP; BERT ablation "No NSP")."""
 
     name = "mlm"
-    nsp = False  # instances are single segments filling the whole length
+
+    def batches(self, corpus: ShardedCorpus, vocab: BertVocab, options: DataOptions,
+                seq_len: int, seed: int) -> Batches:
+        return bert_batches(corpus, vocab, options, seq_len, seed, nsp=False)
 
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         return mlm_loss(model, encode(model, batch).last_hidden_state, batch)

@@ -6,7 +6,11 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from plmkit.objectives.mlm import Batch, encode, mlm_loss
+from plmkit.data.batches import Batches
+from plmkit.data.bert import BertVocab
+from plmkit.data.options import DataOptions
+from plmkit.data.shards import ShardedCorpus
+from plmkit.objectives.mlm import Batch, bert_batches, encode, mlm_loss
 
 
 def nsp_loss(model: nn.Module, pooled: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -21,7 +25,11 @@ class MaskedLMWithNSP:
     """The `mlm+nsp` objective, BERT's default: the sum of the two losses."""
 
     name = "mlm+nsp"
-    nsp = True  # instances are segment pairs, half with a random second segment
+
+    def batches(self, corpus: ShardedCorpus, vocab: BertVocab, options: DataOptions,
+                seq_len: int, seed: int) -> Batches:
+        """Segment pairs, half of them with a random second segment."""
+        return bert_batches(corpus, vocab, options, seq_len, seed, nsp=True)
 
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         out = encode(model, batch)

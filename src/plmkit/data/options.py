@@ -1,0 +1,25 @@
+"""How pretraining batches are made: the data options an objective's `batches` reads."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass
+class DataOptions:
+    """Batch size and masking policy. `masking`: "static" decides each sequence's mask once per
+    dupe copy (BERT, dupe_factor 10); "dynamic" draws a fresh mask every time a sequence is fed
+    (RoBERTa section 4.1)."""
+
+    batch_size: int = 32
+    masking: Literal["static", "dynamic"] = "static"
+    whole_word: bool = False
+    mask_prob: float = 0.15
+    dupe_factor: int = 10
+
+
+def max_predictions(seq_len: int, mask_prob: float = 0.15) -> int:
+    """BERT's max_predictions_per_seq: 20 at 128, 80 at 512 (15% rounded up to tens)."""
+    return max(1, math.ceil(seq_len * mask_prob / 10) * 10)
