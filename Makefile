@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/plmkit demo
 
-test: $(STAMP)
+# Debian packages for the Bible datasets (diatheke reads the public-domain WEB, KJV and
+# Reina-Valera texts).
+system-deps:
+	@command -v diatheke >/dev/null && test -d /usr/share/sword/modules/texts/ztext/engKJV2006eb \
+	  && test -d /usr/share/sword/modules/texts/ztext/engWEB2015eb \
+	  && test -d /usr/share/sword/modules/texts/ztext/spaRV1909eb || { apt-get update -qq \
+	  && apt-get install -y -qq diatheke sword-text-web sword-text-kjv sword-text-sparv; }
+
+test: $(STAMP) system-deps
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/pytest -q -m "not slow"
 

@@ -4,7 +4,9 @@ measured")."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -16,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from plmkit.errors import UserError
 from plmkit.interop import save_hf
 from plmkit.models import build, preset_config
 from plmkit.objectives.nsp import MaskedLMWithNSP
@@ -29,14 +32,27 @@ class Record:
 
     family: str
     size: str
-    mode: str  # "train" (forward + backward + AdamW step) or "infer" (forward)
-    dtype: str
+    mode: str  # see MODES
+    dtype: str  # see DTYPES
     batch: int
     seq: int
     reps: int
     plmkit_tok_s: float
     hf_tok_s: float
-    ratio: float
+    ratio: float  # hf median seconds / plmkit median seconds
+    ratio_lo: float  # lowest and highest ratio of one interleaved (plmkit, hf) pair:
+    ratio_hi: float  # how much the machine's noise moved the figure
+    plmkit_peak_mb: float | None = None  # see peak_step_bytes
+    hf_peak_mb: float | None = None
+
+
+MODES = {
+    "train": "forward + backward + AdamW step (torch defaults), MLM+NSP loss",
+    "train-fused": "as train, with fused AdamW on both sides (the plmkit trainer's setting)",
+    "infer": "forward of the encoder and pooler, no gradients",
+}
+# float32, or bf16 autocast around the forward pass (and loss) of both sides alike.
+DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 
 
 def pretraining_batch(vocab: int, batch: int, seq: int, seed: int = 0) -> dict[str, Tensor]:
@@ -73,46 +89,69 @@ def twins(preset: str) -> tuple[nn.Module, nn.Module]:
     return ours, theirs
 
 
-def train_steps(ours: nn.Module, theirs: nn.Module, batch: dict[str, Tensor]):
+def autocast(dtype: str):
+    """The same precision context for both sides: nothing for float32, else CPU autocast."""
+    if DTYPES[dtype] is None:
+        return contextlib.nullcontext()
+    return torch.autocast("cpu", dtype=DTYPES[dtype])
+
+
+def train_steps(ours: nn.Module, theirs: nn.Module, batch: dict[str, Tensor],
+                dtype: str = "float32", fused: bool = False):
     """One optimizer step for each side, with identical AdamW settings."""
     objective = MaskedLMWithNSP()
-    opt_a = torch.optim.AdamW(ours.parameters(), lr=1e-4, weight_decay=0.01)
-    opt_b = torch.optim.AdamW(theirs.parameters(), lr=1e-4, weight_decay=0.01)
+    opt_a = torch.optim.AdamW(ours.parameters(), lr=1e-4, weight_decay=0.01, fused=fused or None)
+    opt_b = torch.optim.AdamW(theirs.parameters(), lr=1e-4, weight_decay=0.01, fused=fused or None)
     hf_inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["input_mask"],
                  "token_type_ids": batch["segment_ids"], "labels": hf_labels(batch),
                  "next_sentence_label": batch["next_sentence_labels"]}
 
     def a() -> None:
-        objective(ours, batch)[0].backward()
+        with autocast(dtype):
+            loss = objective(ours, batch)[0]
+        loss.backward()
         opt_a.step()
         opt_a.zero_grad(set_to_none=True)
 
     def b() -> None:
-        theirs(**hf_inputs).loss.backward()
+        with autocast(dtype):
+            loss = theirs(**hf_inputs).loss
+        loss.backward()
         opt_b.step()
         opt_b.zero_grad(set_to_none=True)
 
     return a, b
 
 
-def infer_steps(ours: nn.Module, theirs: nn.Module, batch: dict[str, Tensor]):
+def infer_steps(ours: nn.Module, theirs: nn.Module, batch: dict[str, Tensor],
+                dtype: str = "float32"):
     """One forward pass for each side, hidden states only, no gradients."""
     args = (batch["input_ids"], batch["input_mask"], batch["segment_ids"])
     base = theirs.bert
 
     @torch.no_grad()
     def a() -> None:
-        ours(*args)
+        with autocast(dtype):
+            ours(*args)
 
     @torch.no_grad()
     def b() -> None:
-        base(*args)
+        with autocast(dtype):
+            base(*args)
 
     return a, b
 
 
-def interleaved(a: Callable[[], None], b: Callable[[], None], reps: int) -> tuple[float, float]:
-    """Median seconds of a and of b over `reps` alternating runs, after one warm-up each."""
+def steps(mode: str, ours: nn.Module, theirs: nn.Module, batch: dict[str, Tensor], dtype: str):
+    """The (plmkit, transformers) pair of step functions for `mode`."""
+    if mode == "infer":
+        return infer_steps(ours, theirs, batch, dtype)
+    return train_steps(ours, theirs, batch, dtype, fused=mode == "train-fused")
+
+
+def interleaved(a: Callable[[], None], b: Callable[[], None],
+                reps: int) -> tuple[list[float], list[float]]:
+    """Seconds of a and of b over `reps` alternating runs (a b a b ...), after one warm-up each."""
     a(), b()
     ta, tb = [], []
     for _ in range(reps):
@@ -120,39 +159,97 @@ def interleaved(a: Callable[[], None], b: Callable[[], None], reps: int) -> tupl
             start = time.perf_counter()
             fn()
             times.append(time.perf_counter() - start)
-    return statistics.median(ta), statistics.median(tb)
+    return ta, tb
 
 
-def run(presets: list[str], modes: list[str], batch: int, seq: int, reps: int) -> list[Record]:
-    """Measure every preset in every mode."""
+def peak_step_bytes(fn: Callable[[], None]) -> int:
+    """Peak bytes of CPU tensors that `fn` allocates above what was alive when it started.
+
+    Read from the allocation events of one profiled run (the profiler's `profile_memory`), so
+    it is per side even with both models in one process; it counts activations, gradients and
+    temporaries, not the weights and optimizer state that exist before the step (equal in
+    size on both sides). Process-wide figures such as max RSS cannot be split per side.
+    """
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e for e in prof.profiler.kineto_results.events()
+                     if e.name() == "[memory]" and e.device_type() == DeviceType.CPU),
+                    key=lambda e: e.start_ns())
+    live = peak = 0
+    for e in events:
+        live += e.nbytes()
+        peak = max(peak, live)
+    return peak
+
+
+def run(presets: list[str], modes: list[str], batch: int, seq: int, reps: int, *,
+        dtypes: tuple[str, ...] = ("float32",), memory: bool = True) -> list[Record]:
+    """Measure every preset in every mode and dtype; `memory` adds one profiled step per side."""
+    for name, given, known in (("mode", modes, MODES), ("dtype", dtypes, DTYPES)):
+        if unknown := [v for v in given if v not in known]:
+            raise UserError(f"unknown bench {name} {unknown[0]!r}; choose from {sorted(known)}")
     records = []
     for preset in presets:
         ours, theirs = twins(preset)
         data = pretraining_batch(ours.config.vocab_size, batch, seq)
-        for mode in modes:
-            ours.train(mode == "train")
-            theirs.train(mode == "train")
-            steps = train_steps if mode == "train" else infer_steps
-            ta, tb = interleaved(*steps(ours, theirs, data), reps)
-            tokens = batch * seq
-            family, size = preset.split("-", 1)
-            records.append(Record(family, size, mode, "float32", batch, seq, reps,
-                                  tokens / ta, tokens / tb, tb / ta))
+        family, size = preset.split("-", 1)
+        for dtype in dtypes:
+            for mode in modes:
+                ours.train(mode != "infer")
+                theirs.train(mode != "infer")
+                a, b = steps(mode, ours, theirs, data, dtype)
+                ta, tb = interleaved(a, b, reps)
+                pairs = [y / x for x, y in zip(ta, tb, strict=True)]
+                ma, mb = statistics.median(ta), statistics.median(tb)
+                tokens = batch * seq
+                record = Record(family, size, mode, dtype, batch, seq, reps, tokens / ma,
+                                tokens / mb, mb / ma, min(pairs), max(pairs))
+                if memory:
+                    record.plmkit_peak_mb = peak_step_bytes(a) / 2**20
+                    record.hf_peak_mb = peak_step_bytes(b) / 2**20
+                records.append(record)
     return records
+
+
+def cpu_model() -> str:
+    """The CPU's model name as lscpu prints it, where Linux tells it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def machine() -> dict[str, str | int]:
     """What the figures were measured on."""
-    return {"machine": platform.machine(), "processor": platform.processor() or "unknown",
-            "threads": torch.get_num_threads(), "torch": torch.__version__,
+    import transformers
+
+    return {"machine": platform.machine(), "processor": cpu_model(),
+            "cpus": os.cpu_count() or 0, "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "transformers": transformers.__version__,
             "python": platform.python_version()}
 
 
 def table(records: list[Record]) -> str:
     """A fixed-width table of the records."""
-    head = f"{'model':<14}{'mode':<7}{'batch x seq':>12}{'plmkit tok/s':>15}{'hf tok/s':>12}{'ratio':>8}"
-    rows = [f"{r.family + '-' + r.size:<14}{r.mode:<7}{f'{r.batch}x{r.seq}':>12}"
-            f"{r.plmkit_tok_s:>15.0f}{r.hf_tok_s:>12.0f}{r.ratio:>7.2f}x" for r in records]
+
+    def mb(r: Record) -> str:
+        if r.plmkit_peak_mb is None or r.hf_peak_mb is None:
+            return ""
+        return f"{r.plmkit_peak_mb:>9.0f}{r.hf_peak_mb:>9.0f}"
+
+    head = (f"{'model':<12}{'mode':<12}{'dtype':<10}{'batch x seq':>11}{'plmkit tok/s':>14}"
+            f"{'hf tok/s':>10}{'ratio':>8}{'pairs':>13}")
+    if any(mb(r) for r in records):
+        head += f"{'plmk MB':>9}{'hf MB':>9}"
+    rows = [f"{r.family + '-' + r.size:<12}{r.mode:<12}{r.dtype:<10}{f'{r.batch}x{r.seq}':>11}"
+            f"{r.plmkit_tok_s:>14.0f}{r.hf_tok_s:>10.0f}{r.ratio:>7.2f}x"
+            f"{f'{r.ratio_lo:.2f}-{r.ratio_hi:.2f}':>13}{mb(r)}" for r in records]
     return "\n".join([head, *rows])
 
 

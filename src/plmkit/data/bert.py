@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from plmkit.data.options import DataOptions, max_predictions
 from plmkit.data.shards import ShardedCorpus
 from plmkit.errors import UserError
 from plmkit.objectives.masking import MaskingSpec, MaskingVocab, mask_batch, mask_tokens
@@ -72,12 +73,25 @@ class BertInstanceConfig:
     dupe_factor: int = 10
     nsp: bool = True
     static_masking: bool = True
+    sentence_order: bool = False  # with nsp: ALBERT's SOP pairs instead of random next
+    max_ngram: int = 1  # ALBERT's n-gram masking
 
     def __post_init__(self) -> None:
         if self.max_seq_length < 5:
             raise ValueError(f"max_seq_length must be >= 5, not {self.max_seq_length}")
         if self.dupe_factor < 1:
             raise ValueError(f"dupe_factor must be >= 1, not {self.dupe_factor}")
+
+    @classmethod
+    def from_options(cls, options: DataOptions, seq_len: int, **kw: Any) -> BertInstanceConfig:
+        """The config for `options` at `seq_len`; ``kw`` sets nsp / sentence_order."""
+        return cls(
+            max_seq_length=seq_len,
+            max_predictions_per_seq=max_predictions(seq_len, options.mask_prob),
+            mask_prob=options.mask_prob, whole_word=options.whole_word,
+            dupe_factor=options.dupe_factor, static_masking=options.masking == "static",
+            max_ngram=options.max_ngram, **kw,
+        )
 
     @property
     def max_num_tokens(self) -> int:
@@ -87,7 +101,7 @@ class BertInstanceConfig:
     def masking(self, vocab: MaskingVocab) -> MaskingSpec:
         return MaskingSpec.from_vocab(vocab, mask_prob=self.mask_prob,
                                       max_predictions=self.max_predictions_per_seq,
-                                      whole_word=self.whole_word)
+                                      whole_word=self.whole_word, max_ngram=self.max_ngram)
 
 
 def check_nsp_corpus(corpus: ShardedCorpus) -> None:
@@ -145,6 +159,8 @@ def _split_chunk(
     if not config.nsp:
         a, _ = truncate_seq_pair(np.concatenate(chunk), empty, config.max_num_tokens, rng)
         return (a, empty, False), 0
+    if config.sentence_order:
+        return sentence_order_pair(chunk, config, rng), 0
     a_end = int(rng.integers(1, len(chunk))) if len(chunk) >= 2 else 1
     a = np.concatenate(chunk[:a_end])
     if len(chunk) == 1 or rng.random() < 0.5:
@@ -155,6 +171,28 @@ def _split_chunk(
         unused, is_random_next = 0, False
     a, b = truncate_seq_pair(a, b, config.max_num_tokens, rng)
     return (a, b, is_random_next), unused
+
+
+def sentence_order_pair(
+    chunk: list[np.ndarray], config: BertInstanceConfig, rng: np.random.Generator
+) -> Pair:
+    """ALBERT's sentence-order pair (section 4.1): A is a random prefix of the chunk, B the rest,
+    and half the time they are swapped (the third item, the label, is then True).
+
+    A one-sentence chunk is cut inside its sentence, so both segments always come from one
+    document (the reference would take B from a random document and label it 1).
+    """
+    if len(chunk) >= 2:
+        a_end = int(rng.integers(1, len(chunk)))
+        a, b = np.concatenate(chunk[:a_end]), np.concatenate(chunk[a_end:])
+    else:
+        cut = int(rng.integers(1, len(chunk[0]))) if len(chunk[0]) >= 2 else len(chunk[0])
+        a, b = chunk[0][:cut], chunk[0][cut:]
+    swapped = bool(rng.random() < 0.5)
+    if swapped:
+        a, b = b, a
+    a, b = truncate_seq_pair(a, b, config.max_num_tokens, rng)
+    return a, b, swapped
 
 
 def _random_next(
@@ -257,7 +295,7 @@ class BertPretrainingStream(torch.utils.data.IterableDataset):
         self.config = config or BertInstanceConfig()
         self.spec = self.config.masking(vocab)
         self.seed, self.window = seed, window
-        if self.config.nsp:
+        if self.config.nsp and not self.config.sentence_order:
             check_nsp_corpus(corpus)
         self._epoch = self._block = self._offset = 0
         self._order: tuple[int, np.ndarray] | None = None
@@ -316,20 +354,27 @@ class BertPretrainingStream(torch.utils.data.IterableDataset):
         return self._order[1]
 
     def collate(self, instances: list[Instance]) -> dict[str, torch.Tensor]:
-        """Stack instances into the seven (B, ...) fields; int64 except float32 weights.
+        """The seven (B, ...) fields of `instances` (see `collate`)."""
+        return collate(instances, self.spec, self.config.static_masking)
 
-        With dynamic masking the batch is masked here by `mask_batch`, with a generator seeded
-        from the instances' positions in the stream, so a resumed run masks identically.
-        """
-        batch = {k: torch.from_numpy(np.stack([x[k] for x in instances]))
-                 for k in FIELDS if k in instances[0]}
-        if not self.config.static_masking:
-            seeds = np.concatenate([x["mask_seed"] for x in instances])
-            seed = np.random.SeedSequence(seeds.tolist()).generate_state(1, np.uint64)[0]
-            generator = torch.Generator().manual_seed(int(seed))
-            masked = mask_batch(batch["input_ids"], batch["input_mask"], generator, self.spec)
-            batch["input_ids"] = masked.input_ids
-            batch["masked_lm_positions"] = masked.positions
-            batch["masked_lm_ids"] = masked.labels
-            batch["masked_lm_weights"] = masked.weights
-        return {k: batch[k] for k in FIELDS}
+
+def collate(instances: list[Instance], spec: MaskingSpec,
+            static_masking: bool) -> dict[str, torch.Tensor]:
+    """Stack instances into the seven (B, ...) fields; int64 except float32 weights.
+
+    With dynamic masking the batch is masked here by `mask_batch`, with a generator seeded
+    from the instances' positions in the stream (their "mask_seed"), so a resumed run masks
+    identically.
+    """
+    batch = {k: torch.from_numpy(np.stack([x[k] for x in instances]))
+             for k in FIELDS if k in instances[0]}
+    if not static_masking:
+        seeds = np.concatenate([x["mask_seed"] for x in instances])
+        seed = np.random.SeedSequence(seeds.tolist()).generate_state(1, np.uint64)[0]
+        generator = torch.Generator().manual_seed(int(seed))
+        masked = mask_batch(batch["input_ids"], batch["input_mask"], generator, spec)
+        batch["input_ids"] = masked.input_ids
+        batch["masked_lm_positions"] = masked.positions
+        batch["masked_lm_ids"] = masked.labels
+        batch["masked_lm_weights"] = masked.weights
+    return {k: batch[k] for k in FIELDS}

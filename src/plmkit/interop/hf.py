@@ -37,20 +37,40 @@ def load_hf(directory: str | Path) -> nn.Module:
     family = family_for_model_type(hf_config.get("model_type"), directory / "config.json")
     spec = family.hf
     assert spec is not None
-    model = family.model(config_from_hf(spec, family.config, hf_config, directory))
-    state = _with_prefix(_read_weights(directory), spec)
-    model.load_state_dict(_import_state(model, state, spec, directory), strict=False)
+    parts = [(directory, spec)] + [(directory / sub, part) for sub, part in spec.parts.items()
+                                   if (directory / sub / "config.json").is_file()]
+    kwargs: dict[str, Any] = {}
+    for where, part in parts:
+        _merge_config(kwargs, _config_kwargs(part, _read_json(where / "config.json"), where),
+                      where)
+    model = family.model(family.config(**kwargs))
+    for where, part in parts:
+        state = _with_prefix(_read_weights(where), part)
+        model.load_state_dict(_import_state(model, state, part, where), strict=False)
     return model
 
 
 def save_hf(model: nn.Module, directory: str | Path) -> Path:
     """Write `model` as a transformers directory that `AutoModel` and the family's
-    `*ForPreTraining` class load with identical outputs."""
+    `*ForPreTraining` class load with identical outputs; each of `spec.parts` (ELECTRA's
+    generator) goes, as a model of its own, into its subdirectory."""
     spec = _spec_of(model)
     directory = Path(directory)
+    targets = [(directory, spec), *((directory / sub, p) for sub, p in spec.parts.items())]
+    state = model.state_dict()
+    for key in state:
+        if not any(_maps(s, key) for _, s in targets):  # e.g. ALBERT's partial sharing
+            raise UserError(f"cannot export to Hugging Face: {key} has no name in the "
+                            f"{spec.model_type} key map")
+    for where, part in targets:
+        _write_hf(part, {k: v for k, v in state.items() if _maps(part, k)}, model, where)
+    return directory
+
+
+def _write_hf(spec: HFSpec, state: dict[str, Tensor], model: nn.Module, directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {}
-    for key, value in model.state_dict().items():
+    for key, value in state.items():
         names = hf_names(spec, key)
         for name, part in zip(names, value.chunk(len(names)), strict=True):
             tensors[name] = part.detach().contiguous().cpu()
@@ -58,11 +78,14 @@ def save_hf(model: nn.Module, directory: str | Path) -> Path:
               **config_to_hf(spec, model.config), **spec.fixed}  # type: ignore[attr-defined]
     (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     safetensors.torch.save_file(tensors, str(directory / SAFETENSORS), metadata={"format": "pt"})
-    return directory
 
 
 def config_from_hf(spec: HFSpec, config_cls: type, hf: dict[str, Any], where: Path) -> Any:
     """The plmkit config for a transformers `config.json` dict."""
+    return config_cls(**_config_kwargs(spec, hf, where))
+
+
+def _config_kwargs(spec: HFSpec, hf: dict[str, Any], where: Path) -> dict[str, Any]:
     for name, value in spec.fixed.items():
         if hf.get(name, value) != value:
             raise UserError(f"{where}: {name}={hf[name]!r} is not supported (only {value!r})")
@@ -74,7 +97,16 @@ def config_from_hf(spec: HFSpec, config_cls: type, hf: dict[str, Any], where: Pa
             if inverse and value not in inverse:
                 raise UserError(f"{where}: {theirs}={value!r} is not supported")
             kwargs[ours] = inverse.get(value, value)
-    return config_cls(**kwargs)
+    return kwargs
+
+
+def _merge_config(kwargs: dict[str, Any], more: dict[str, Any], where: Path) -> None:
+    """Add a part's config fields to `kwargs`; a field both give must agree."""
+    for name, value in more.items():
+        if kwargs.get(name, value) != value:
+            raise UserError(f"{where / 'config.json'}: {name}={value!r} differs from "
+                            f"{kwargs[name]!r} in the main model (not supported)")
+        kwargs[name] = value
 
 
 def config_to_hf(spec: HFSpec, config: Any) -> dict[str, Any]:
@@ -96,6 +128,11 @@ def hf_names(spec: HFSpec, key: str) -> tuple[str, ...]:
     raise KeyError(f"{key} has no Hugging Face name in the {spec.model_type} key map")
 
 
+def _maps(spec: HFSpec, key: str) -> bool:
+    """Whether `spec` names plmkit parameter `key`."""
+    return any(pattern.fullmatch(key) for pattern, _ in _compiled(spec))
+
+
 @cache
 def _compiled(spec: HFSpec) -> list[tuple[re.Pattern[str], str | tuple[str, ...]]]:
     def regex(key: str) -> re.Pattern[str]:
@@ -107,7 +144,7 @@ def _compiled(spec: HFSpec) -> list[tuple[re.Pattern[str], str | tuple[str, ...]
 
 def _import_state(model: nn.Module, state: dict[str, Tensor], spec: HFSpec,
                   where: Path) -> dict[str, Tensor]:
-    own = model.state_dict()
+    own = {k: v for k, v in model.state_dict().items() if _maps(spec, k)}
     out, used, missing = {}, set(), []
     for key, param in own.items():
         names = [_lookup(state, spec, n) for n in hf_names(spec, key)]
@@ -136,7 +173,9 @@ def _lookup(state: dict[str, Tensor], spec: HFSpec, name: str) -> str | None:
 
 
 def _check_missing(missing: list[str], spec: HFSpec, where: Path) -> None:
-    heads = [k for k in missing if not k.startswith(("encoder.", "pooler."))]
+    # the pooler counts as a head: *ForMaskedLM checkpoints (RoBERTa's) have none
+    heads = [k for k in missing
+             if k.startswith("pooler.") or not hf_names(spec, k)[0].startswith(spec.base_prefix)]
     backbone = [k for k in missing if k not in heads]
     if backbone:
         raise UserError(f"{where}: not a complete {spec.model_type} checkpoint; "

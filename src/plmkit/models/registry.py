@@ -32,6 +32,9 @@ class HFSpec:
     ignored: tuple[str, ...] = ()  # HF names with nothing to load (tied copies, buffers)
     value_maps: dict[str, dict[Any, Any]] = field(default_factory=dict)  # field -> {ours: HF}
     fixed: dict[str, Any] = field(default_factory=dict)  # HF fields we write and require
+    # further HF models inside the same plmkit model, each in a subdirectory (ELECTRA's
+    # generator); `keys` of each spec name the plmkit parameters it owns
+    parts: dict[str, HFSpec] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class Family:
     default_objective: str
     tokenizer: str = "wordpiece"  # the kind trained for it when none is given
     data_defaults: dict[str, Any] = field(default_factory=dict)  # DataOptions fields
+    optim_defaults: dict[str, Any] = field(default_factory=dict)  # TrainConfig betas, eps, ...
     hf: HFSpec | None = None
 
 

@@ -43,7 +43,8 @@ class MultiHeadAttention(nn.Module):
             q, k, v = self.qkv(x).chunk(3, dim=-1)  # (B, S, H) each
         q, k, v = (self._split(t) for t in (q, k, v))  # (B, h, S|T, d)
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
+                                           is_causal=is_causal)
         return self.out(self._merge(y))  # (B, S, H)
 
     def _split(self, t: Tensor) -> Tensor:

@@ -25,7 +25,8 @@ def activation(name: str):
     try:
         return _ACTIVATIONS[name]
     except KeyError:
-        raise ValueError(f"unknown activation {name!r}; choose from {sorted(_ACTIVATIONS)}") from None
+        choices = sorted(_ACTIVATIONS)
+        raise ValueError(f"unknown activation {name!r}; choose from {choices}") from None
 
 
 class FeedForward(nn.Module):

@@ -75,9 +75,10 @@ class Encoder(nn.Module):
         input_ids: Tensor,
         attention_mask: Tensor | None = None,
         token_type_ids: Tensor | None = None,
+        position_ids: Tensor | None = None,
     ) -> Tensor:
-        """input_ids: (B, S) -> hidden states (B, S, H)."""
-        x = self.embeddings(input_ids, token_type_ids)
+        """input_ids: (B, S), position_ids: (B|1, S) or None for 0..S-1 -> hidden (B, S, H)."""
+        x = self.embeddings(input_ids, token_type_ids, position_ids)
         mask = padding_mask(attention_mask)  # (B, 1, 1, S) or None
         for layer in self.layers:
             x = layer(x, mask)

@@ -1,18 +1,23 @@
 """Pretraining objectives by name: `loss, metrics = objective(model, batch)`; each also makes
-its own batches from a prepared corpus (`objective.batches(...)`)."""
+its own batches from a prepared corpus (`objective.batches(...)`).
+
+The table names each objective's class as "module:Class" and imports it on demand, so that
+`objectives.masking` can be imported by the data code without importing every objective.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import importlib
+from typing import TYPE_CHECKING, Any, Protocol
 
-from torch import Tensor, nn
-
-from plmkit.data.batches import Batches
-from plmkit.data.options import DataOptions
-from plmkit.data.shards import ShardedCorpus
 from plmkit.errors import UserError
-from plmkit.objectives.mlm import MaskedLM
-from plmkit.objectives.nsp import MaskedLMWithNSP
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from plmkit.data.batches import Batches
+    from plmkit.data.options import DataOptions
+    from plmkit.data.shards import ShardedCorpus
 
 
 class Objective(Protocol):
@@ -27,11 +32,20 @@ class Objective(Protocol):
                  ) -> tuple[Tensor, dict[str, Tensor]]: ...
 
 
-OBJECTIVES: dict[str, type[Objective]] = {o.name: o for o in (MaskedLM, MaskedLMWithNSP)}
+OBJECTIVES: dict[str, str] = {
+    "mlm": "plmkit.objectives.mlm:MaskedLM",
+    "mlm+nsp": "plmkit.objectives.nsp:MaskedLMWithNSP",
+    "mlm+sop": "plmkit.objectives.sop:MaskedLMWithSOP",
+    "electra": "plmkit.objectives.rtd:ReplacedTokenDetection",
+    "seq2seq": "plmkit.objectives.seq2seq:Seq2Seq",
+    "plm": "plmkit.objectives.plm:PermutationLM",
+    "clm": "plmkit.objectives.clm:CausalLM",
+}
 
 
 def get_objective(name: str) -> Objective:
     """A fresh objective called `name` (`mlm`, `mlm+nsp`, ...)."""
     if name not in OBJECTIVES:
         raise UserError(f"unknown objective {name!r}; available: {', '.join(OBJECTIVES)}")
-    return OBJECTIVES[name]()
+    module, cls = OBJECTIVES[name].split(":")
+    return getattr(importlib.import_module(module), cls)()

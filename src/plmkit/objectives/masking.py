@@ -52,6 +52,7 @@ class MaskingSpec:
     mask_prob: float = MASK_PROB
     max_predictions: int = 20  # max_predictions_per_seq at length 128 in the reference
     whole_word: bool = False
+    max_ngram: int = 1  # ALBERT: spans of n <= max_ngram units, p(n) proportional to 1/n
 
     def __post_init__(self) -> None:
         if self.whole_word and self.is_continuation is None:
@@ -60,6 +61,8 @@ class MaskingSpec:
             raise ValueError(f"mask_prob must be in (0, 1), not {self.mask_prob}")
         if self.max_predictions < 1:
             raise ValueError(f"max_predictions must be >= 1, not {self.max_predictions}")
+        if self.max_ngram < 1:
+            raise ValueError(f"max_ngram must be >= 1, not {self.max_ngram}")
 
     @classmethod
     def from_vocab(
@@ -69,10 +72,11 @@ class MaskingSpec:
         mask_prob: float = MASK_PROB,
         max_predictions: int = 20,
         whole_word: bool = False,
+        max_ngram: int = 1,
     ) -> MaskingSpec:
         """The spec for a tokenizer's vocabulary and the given policy."""
         return cls(vocab.vocab_size, vocab.mask_id, frozenset(vocab.special_ids),
-                   vocab.is_continuation, mask_prob, max_predictions, whole_word)
+                   vocab.is_continuation, mask_prob, max_predictions, whole_word, max_ngram)
 
     @cached_property
     def sorted_specials(self) -> np.ndarray:
@@ -130,6 +134,30 @@ def word_units(candidate: np.ndarray, word_start: np.ndarray | None = None) -> n
     return np.stack([starts, ends], axis=1).astype(np.int64)
 
 
+def ngram_probs(max_n: int) -> np.ndarray:
+    """(max_n,) p(n) proportional to 1/n: 6/11, 3/11, 2/11 for n <= 3 (ALBERT section 4.1)."""
+    p = 1.0 / np.arange(1, max_n + 1)
+    return p / p.sum()
+
+
+def ngram_units(units: np.ndarray, max_n: int, rng: np.random.Generator) -> np.ndarray:
+    """(U, 2) spans of n adjacent ``units`` starting at each unit, n drawn from `ngram_probs`.
+
+    As in ALBERT's ``create_masked_lm_predictions``, n is drawn among the lengths that fit: here a
+    span stays inside a run of adjacent units (it never crosses [SEP]). Spans overlap; the walk of
+    `select_units` skips one that overlaps a chosen span.
+    """
+    if len(units) == 0:
+        return units
+    index = np.arange(len(units))
+    run = np.concatenate([[0], np.cumsum(units[1:, 0] != units[:-1, 1])])  # (U,) run of each
+    room = np.minimum(np.searchsorted(run, run, side="right") - index, max_n)  # (U,) 1..max_n
+    cdf = np.cumsum(ngram_probs(max_n))  # (N,)
+    draw = rng.random(len(units)) * cdf[room - 1]  # (U,) uniform below p(n <= room)
+    n = 1 + (draw[:, None] > cdf[None, :]).sum(1)  # (U,)
+    return np.stack([units[:, 0], units[index + np.minimum(n, room) - 1, 1]], axis=1)
+
+
 def select_units(units: np.ndarray, budget: int, rng: np.random.Generator) -> np.ndarray:
     """Sorted positions of shuffled ``units`` taken whole while they fit in ``budget`` tokens.
 
@@ -174,7 +202,10 @@ def mask_tokens(ids: np.ndarray, rng: np.random.Generator, spec: MaskingSpec) ->
     candidate = candidates(ids, spec.special_ids)
     start = word_starts(ids, spec.is_continuation) if spec.whole_word else None
     budget = num_to_predict(len(ids), spec.mask_prob, spec.max_predictions)
-    positions = select_units(word_units(candidate, start), budget, rng)
+    units = word_units(candidate, start)
+    if spec.max_ngram > 1:
+        units = ngram_units(units, spec.max_ngram, rng)
+    positions = select_units(units, budget, rng)
     return replace_tokens(ids, positions, rng, spec)
 
 
@@ -189,6 +220,8 @@ def mask_batch(
     ``input_mask`` (B, S) is 1 on real tokens; a row's budget counts them, [CLS] and [SEP]
     included, as in the reference. Returns predictions padded to ``spec.max_predictions``.
     """
+    if spec.max_ngram > 1:
+        return _mask_rows(input_ids, input_mask, generator, spec)
     device = input_ids.device  # the generator must live there too
     specials = torch.from_numpy(spec.sorted_specials).to(device)
     real = input_mask.bool()  # (B, S)
@@ -205,6 +238,30 @@ def mask_batch(
     positions, valid = _sorted_positions(chosen, spec.max_predictions)  # (B, P)
     labels = input_ids.gather(1, positions) * valid  # (B, P)
     return MaskedBatch(out, positions, labels.long(), valid.float())
+
+
+def _mask_rows(
+    input_ids: torch.Tensor,
+    input_mask: torch.Tensor,
+    generator: torch.Generator,
+    spec: MaskingSpec,
+) -> MaskedBatch:
+    """`mask_tokens` row by row (n-gram spans overlap, which `_choose_units` cannot express),
+    with a numpy generator seeded from ``generator``."""
+    seed = int(torch.randint(2**62, (1,), generator=generator, device=input_ids.device))
+    rng = np.random.default_rng(seed)
+    ids = input_ids.cpu().numpy()  # (B, S)
+    out = ids.copy()
+    B, P = len(ids), spec.max_predictions
+    positions, labels = np.zeros((B, P), np.int64), np.zeros((B, P), np.int64)
+    weights = np.zeros((B, P), np.float32)
+    for r, n in enumerate(input_mask.sum(1).tolist()):
+        masked = mask_tokens(ids[r, :n], rng, spec)
+        k = len(masked.positions)
+        out[r, :n] = masked.ids
+        positions[r, :k], labels[r, :k], weights[r, :k] = masked.positions, masked.labels, 1.0
+    return MaskedBatch(*(torch.from_numpy(x).to(input_ids.device)
+                         for x in (out, positions, labels, weights)))
 
 
 def _batch_word_starts(input_ids: torch.Tensor, spec: MaskingSpec) -> torch.Tensor | None:

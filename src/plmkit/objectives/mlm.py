@@ -10,21 +10,19 @@ from torch import Tensor, nn
 
 from plmkit.data.batches import Batches
 from plmkit.data.bert import BertInstanceConfig, BertPretrainingStream, BertVocab
-from plmkit.data.options import DataOptions, max_predictions
+from plmkit.data.options import DataOptions
+from plmkit.data.packing import TokenBudgetBatches, packed_batches
 from plmkit.data.shards import ShardedCorpus
 
 Batch = dict[str, Tensor]
 
 
 def bert_batches(corpus: ShardedCorpus, vocab: BertVocab, options: DataOptions, seq_len: int,
-                 seed: int, nsp: bool) -> Batches:
-    """Batches of BERT instances of `seq_len` tokens: segment pairs for NSP, else one segment
-    filling the length."""
-    config = BertInstanceConfig(
-        max_seq_length=seq_len, max_predictions_per_seq=max_predictions(seq_len, options.mask_prob),
-        mask_prob=options.mask_prob, whole_word=options.whole_word, nsp=nsp,
-        dupe_factor=options.dupe_factor, static_masking=options.masking == "static",
-    )
+                 seed: int, nsp: bool, sentence_order: bool = False) -> Batches:
+    """Batches of BERT instances of `seq_len` tokens: segment pairs for NSP (or ALBERT's SOP),
+    else one segment filling the length."""
+    config = BertInstanceConfig.from_options(options, seq_len, nsp=nsp,
+                                             sentence_order=sentence_order)
     return Batches(BertPretrainingStream(corpus, vocab, config, seed=seed), options.batch_size)
 
 
@@ -53,7 +51,10 @@ class MaskedLM:
     name = "mlm"
 
     def batches(self, corpus: ShardedCorpus, vocab: BertVocab, options: DataOptions,
-                seq_len: int, seed: int) -> Batches:
+                seq_len: int, seed: int) -> Batches | TokenBudgetBatches:
+        """BERT's one-segment instances, or RoBERTa's packed sentences (`input_format`)."""
+        if options.input_format != "segments":
+            return packed_batches(corpus, vocab, options, seq_len, seed)
         return bert_batches(corpus, vocab, options, seq_len, seed, nsp=False)
 
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:

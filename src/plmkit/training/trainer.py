@@ -10,6 +10,12 @@ metrics.jsonl. One JSON object per logged step (every `log_every` steps, every `
 steps and the last step): `step`, `loss`, `lr`, `tokens_per_s`, `elapsed_s`, `grad_norm`,
 `skipped_steps` and the objective's metrics, averaged over the steps since the previous line.
 Held-out results go in the same object, as keys prefixed `eval_` (`eval_loss`, ...).
+
+Held-out evaluation. `eval_data` gives the objective's mean loss and metrics; an `evaluator`
+(model -> metrics, e.g. a task's official scores on an eval file) adds its own. With
+`config.best_metric` set (a key of those metrics, higher is better), `out_dir` holds the best
+model so far instead of the latest, and training stops after `config.patience` evaluations
+without improvement (0: never).
 """
 
 from __future__ import annotations
@@ -84,12 +90,15 @@ class TrainConfig:
     keep_last: int | None = 3
     device: str | None = None
     progress: bool = True
+    checkpoints: bool = True  # False: no resumable checkpoints (short runs, e.g. fine-tuning)
+    best_metric: str | None = None
+    patience: int = 0
 
     def __post_init__(self) -> None:
         for name in ("steps", "grad_accum", "log_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "eval_every", "save_every"):
+        for name in ("warmup_steps", "eval_every", "save_every", "patience"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.keep_last is not None and self.keep_last < 1:
@@ -112,11 +121,13 @@ class Trainer:
         eval_data: Iterable[Batch] | None = None,
         save_model: SaveModel = io.save_model,
         schedule: Schedule | None = None,
+        evaluator: Callable[[nn.Module], Mapping[str, float]] | None = None,
     ) -> None:
         self.config = config
         self.phases = _as_phases(train_data, config.steps)
         self.objective = objective
         self.eval_data = eval_data
+        self.evaluator = evaluator
         self.save_model = save_model
         self.out_dir = Path(config.out_dir)
         default_device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -129,6 +140,8 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         self.step = 0
         self.skipped_steps = 0
+        self.best: dict[str, Any] | None = None  # the best evaluation record (best_metric)
+        self.bad_evals = 0  # evaluations since the best one
         self._elapsed_before = 0.0
         self._started = time.perf_counter()
         self._iter: tuple[int, Iterator[Batch]] | None = None
@@ -146,7 +159,7 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, disable=None if cfg.progress else True)
         self.model.train()
         with bar:
-            while self.step < cfg.steps:
+            while self.step < cfg.steps and not self.stopped:
                 batches = [self._next_batch() for _ in range(cfg.grad_accum)]
                 meter.tokens += sum(_count_tokens(b) for b in batches)
                 loss, metrics = self.forward_backward(batches)
@@ -155,7 +168,7 @@ class Trainer:
                 if self._due(cfg.log_every) or self._eval_due() or self._last():
                     records.append(self._log(meter, bar))
                     meter = _Meter()
-                if self._due(cfg.save_every) or self._last():
+                if self._due(cfg.save_every) or self._last() or self.stopped:
                     self.save()
                     meter.reset_clock()
         return records
@@ -175,31 +188,45 @@ class Trainer:
             _add(sums, metrics)
         return torch.stack(losses).mean(), {k: v / len(batches) for k, v in sums.items()}
 
+    @property
+    def stopped(self) -> bool:
+        """Whether early stopping ended training (`config.patience` evaluations without gain)."""
+        return 0 < self.config.patience <= self.bad_evals
+
     @torch.no_grad()
     def evaluate(self) -> dict[str, float | None]:
-        """Mean loss and metrics over `config.eval_batches` held-out batches, keys `eval_*`.
+        """Held-out results, keys `eval_*`: the mean loss and metrics over
+        `config.eval_batches` batches of `eval_data`, and the `evaluator`'s metrics.
 
         Runs with the RNGs seeded by `config.seed` (the same masks every time) and restores
         them, and the held-out source's position, afterwards: evaluating never changes training.
         """
-        if self.eval_data is None:
-            raise ValueError("no eval_data was given")
+        if self.eval_data is None and self.evaluator is None:
+            raise ValueError("no eval_data or evaluator was given")
         saved_rng, saved_data = rng_state(), _state_of(self.eval_data)
         seed_all(self.config.seed)
         self.model.eval()
-        meter = _Meter()
+        results: dict[str, float | None] = {}
         try:
-            for batch in itertools.islice(self.eval_data, self.config.eval_batches):
-                loss, metrics = self._forward(batch)
-                meter.add({"loss": loss.detach().float(), **metrics})
+            if self.eval_data is not None:
+                results.update(self._eval_objective(self.eval_data))
+            if self.evaluator is not None:
+                results.update(self.evaluator(self.model))
         finally:
             self.model.train()
             set_rng_state(saved_rng)
             if saved_data is not None:
-                self.eval_data.load_state_dict(saved_data)  # type: ignore[attr-defined]
+                self.eval_data.load_state_dict(saved_data)  # type: ignore[union-attr]
+        return {f"eval_{k}": v for k, v in results.items()}
+
+    def _eval_objective(self, data: Iterable[Batch]) -> dict[str, float | None]:
+        meter = _Meter()
+        for batch in itertools.islice(data, self.config.eval_batches):
+            loss, metrics = self._forward(batch)
+            meter.add({"loss": loss.detach().float(), **metrics})
         if meter.count == 0:
             raise UserError("the held-out data yields no batches")
-        return {f"eval_{k}": v for k, v in meter.means().items()}
+        return meter.means()
 
     def save(self) -> Path:
         """Checkpoint the current step and write the model to `out_dir` itself."""
@@ -211,12 +238,31 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "rng": rng_state(),
             "data": [_state_of(p.source) for p in self.phases],
+            "best": json.dumps(self.best),
+            "bad_evals": self.bad_evals,
         }
         cfg = self.config
-        path = save_checkpoint(self.out_dir, self.step, self.model, state, self.save_model,
-                               cfg.keep_last)
-        self.save_model(self.model, self.out_dir)
+        path = self.out_dir
+        if cfg.checkpoints:
+            path = save_checkpoint(self.out_dir, self.step, self.model, state, self.save_model,
+                                   cfg.keep_last)
+        if cfg.best_metric is None:
+            self.save_model(self.model, self.out_dir)
         return path
+
+    def _track_best(self, record: dict[str, Any]) -> None:
+        """Keep the best model in `out_dir` by `config.best_metric`; count evaluations since."""
+        key = f"eval_{self.config.best_metric}"
+        if key not in record:
+            raise UserError(f"the evaluation has no metric {self.config.best_metric!r}; it has "
+                            f"{sorted(k.removeprefix('eval_') for k in record if 'eval_' in k)}")
+        value = record[key]
+        if self.best is None or (value is not None and value > self.best[key]):
+            self.best = record
+            self.bad_evals = 0
+            self.save_model(self.model, self.out_dir)
+        else:
+            self.bad_evals += 1
 
     def _start(self, resume: bool) -> None:
         if resume:
@@ -242,6 +288,8 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = state["step"]
         self.skipped_steps = state["skipped_steps"]
+        self.best = json.loads(state.get("best", "null"))
+        self.bad_evals = state.get("bad_evals", 0)
         self._elapsed_before = state["elapsed_s"]
         for phase, data_state in zip(self.phases, state["data"], strict=True):
             if data_state is None or not hasattr(phase.source, "load_state_dict"):
@@ -287,8 +335,10 @@ class Trainer:
             "skipped_steps": self.skipped_steps,
             **means,
         }
-        if self._eval_due() or (self._last() and self.eval_data is not None):
+        if self._eval_due() or (self._last() and self._evaluates()):
             record.update(self.evaluate())
+            if self.config.best_metric is not None:
+                self._track_best(record)
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
         bar.set_postfix(loss=record["loss"], tok_s=round(record["tokens_per_s"]))
@@ -309,8 +359,11 @@ class Trainer:
     def _due(self, every: int) -> bool:
         return every > 0 and self.step % every == 0
 
+    def _evaluates(self) -> bool:
+        return self.eval_data is not None or self.evaluator is not None
+
     def _eval_due(self) -> bool:
-        return self.eval_data is not None and self._due(self.config.eval_every)
+        return self._evaluates() and self._due(self.config.eval_every)
 
     def _last(self) -> bool:
         return self.step == self.config.steps

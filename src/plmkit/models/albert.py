@@ -1,0 +1,226 @@
+"""ALBERT (Lan et al. 2020, "ALBERT: A Lite BERT for Self-supervised Learning of Language
+Representations"): BERT's encoder with two parameter reductions and a better sentence task.
+
+- Factorized embedding parameterization (section 3.1): tokens embed in E (128) and a linear map
+  projects them to H, so the vocabulary costs V*E + E*H instead of V*H (`nn.Embeddings` with
+  `embedding_size`).
+- Cross-layer parameter sharing (section 3.1, Table 4): "all" shares one block across the
+  layers (the released models), "attention" / "ffn" share only that sublayer, "none" shares
+  nothing. Layers can also come in `num_groups` contiguous runs that each share a block
+  (transformers' `num_hidden_groups`); "none" is one group per layer.
+- Sentence-order prediction (section 3.2) on the pooled [CLS]: `objectives/sop.py`.
+
+No dropout (the v2 models, section 4.8), GELU with the tanh approximation ("gelu_new")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from torch import Tensor, nn
+
+from plmkit.errors import UserError
+from plmkit.models.registry import Family, HFSpec, register
+from plmkit.nn.embeddings import Embeddings
+from plmkit.nn.encoder import EncoderConfig, EncoderOutput, Pooler, block, init_weights
+from plmkit.nn.heads import MaskedLMHead
+from plmkit.nn.masks import padding_mask
+
+Sharing = Literal["all", "attention", "ffn", "none"]
+
+
+@dataclass
+class AlbertConfig(EncoderConfig):
+    """ALBERT-base by default: L12 H768 A12 FF3072, E128, vocabulary 30,000 (SentencePiece),
+    every layer sharing one block, no dropout."""
+
+    family: str = "albert"
+    vocab_size: int = 30000
+    embedding_size: int | None = 128
+    activation: str = "gelu_tanh"
+    dropout: float = 0.0
+    attention_dropout: float = 0.0
+    sharing: Sharing = "all"
+    num_groups: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.sharing not in ("all", "attention", "ffn", "none"):
+            raise UserError(f"sharing must be all, attention, ffn or none, not {self.sharing!r}")
+        if self.embedding_size is None or self.embedding_size == self.hidden_size:
+            raise UserError(f"ALBERT needs an embedding_size below hidden_size {self.hidden_size}"
+                            f" (got {self.embedding_size})")
+        if self.sharing == "none":
+            self.num_groups = self.num_layers
+        if not 1 <= self.num_groups <= self.num_layers:
+            raise UserError(f"num_groups must be in [1, {self.num_layers}], not {self.num_groups}")
+        if self.sharing in ("attention", "ffn") and self.num_groups != 1:
+            raise UserError(f"sharing {self.sharing!r} works with num_groups 1 only")
+
+
+def _size(layers: int, hidden: int, heads: int) -> dict[str, int]:
+    return {"num_layers": layers, "hidden_size": hidden, "num_heads": heads,
+            "intermediate_size": 4 * hidden}
+
+
+# ALBERT Table 1 (counts of transformers' AlbertModel with a 30,000 vocabulary in comments).
+PRESETS = {
+    "albert-tiny": {**_size(4, 128, 2), "embedding_size": 64},
+    "albert-base": _size(12, 768, 12),  # 11.7M ("12M")
+    "albert-large": _size(24, 1024, 16),  # 17.7M ("18M")
+    "albert-xlarge": _size(24, 2048, 16),  # 58.7M ("60M")
+    "albert-xxlarge": _size(12, 4096, 64),  # 222.6M (the paper says 235M)
+}
+
+
+class GroupedLayers(nn.Module):
+    """`num_layers` layers over `num_groups` blocks, layer i running block
+    int(i / (num_layers / num_groups)) as transformers' AlbertTransformer does."""
+
+    def __init__(self, cfg: AlbertConfig):
+        super().__init__()
+        self.groups = nn.ModuleList(block(cfg) for _ in range(cfg.num_groups))
+        self.schedule = [int(i / (cfg.num_layers / cfg.num_groups)) for i in range(cfg.num_layers)]
+
+    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        """x: (B, S, H), mask: (B, 1, 1, S) or None -> (B, S, H)."""
+        for g in self.schedule:
+            x = self.groups[g](x, mask)
+        return x
+
+
+class PartlySharedLayers(nn.Module):
+    """The "attention" / "ffn" ablations of Table 4: one block per layer, all of them holding
+    the same attention (or feed-forward) sublayer and its LayerNorm."""
+
+    def __init__(self, cfg: AlbertConfig):
+        super().__init__()
+        self.blocks = nn.ModuleList(block(cfg) for _ in range(cfg.num_layers))
+        shared = ("attn", "attn_norm") if cfg.sharing == "attention" else ("ffn", "ffn_norm")
+        for b in self.blocks[1:]:
+            for name in shared:
+                setattr(b, name, getattr(self.blocks[0], name))
+
+    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        """x: (B, S, H), mask: (B, 1, 1, S) or None -> (B, S, H)."""
+        for b in self.blocks:
+            x = b(x, mask)
+        return x
+
+
+class AlbertEncoder(nn.Module):
+    """Factorized embeddings (V -> E, LayerNorm, E -> H), then the shared layers."""
+
+    def __init__(self, cfg: AlbertConfig):
+        super().__init__()
+        self.embeddings = Embeddings(
+            cfg.vocab_size, cfg.hidden_size, cfg.max_positions, cfg.type_vocab_size,
+            embedding_size=cfg.embedding_size, pad_token_id=cfg.pad_token_id,
+            eps=cfg.layer_norm_eps, dropout=cfg.dropout,
+        )
+        partial = cfg.sharing in ("attention", "ffn")
+        self.layers = PartlySharedLayers(cfg) if partial else GroupedLayers(cfg)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None) -> Tensor:
+        """input_ids: (B, S) -> hidden states (B, S, H)."""
+        x = self.embeddings(input_ids, token_type_ids)  # (B, S, H)
+        return self.layers(x, padding_mask(attention_mask))
+
+
+class Albert(nn.Module):
+    """Encoder + pooler + MLM head (H -> E, tied to the E-sized token embedding) + SOP head."""
+
+    def __init__(self, config: AlbertConfig):
+        super().__init__()
+        self.config = config
+        h, e = config.hidden_size, config.embedding_size
+        assert e is not None  # AlbertConfig checks it
+        self.encoder = AlbertEncoder(config)
+        self.pooler = Pooler(h)
+        self.mlm = MaskedLMHead(h, e, config.vocab_size, config.activation, config.layer_norm_eps)
+        self.sop = nn.Linear(h, 2)
+        init_weights(self, config.initializer_range)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+    ) -> EncoderOutput:
+        """input_ids: (B, S) -> last_hidden_state (B, S, H), pooler_output (B, H)."""
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids)
+        return EncoderOutput(hidden, self.pooler(hidden))
+
+    def mlm_logits(self, hidden: Tensor, positions: Tensor | None = None) -> Tensor:
+        """hidden: (B, S, H), positions: (B, P) -> (B, P, V); all positions when None."""
+        return self.mlm(hidden, self.encoder.embeddings.tokens.weight, positions)
+
+    def sop_logits(self, pooled: Tensor) -> Tensor:
+        """pooled: (B, H) -> (B, 2); class 0 = segments in order, 1 = swapped."""
+        return self.sop(pooled)
+
+
+# Only GroupedLayers has a transformers layout; PartlySharedLayers' `blocks` have no HF name,
+# so `save_hf` refuses sharing "attention" / "ffn" with a UserError.
+_G = "albert.encoder.albert_layer_groups.{i}.albert_layers.0."
+HF_KEYS = {
+    "encoder.embeddings.tokens.weight": "albert.embeddings.word_embeddings.weight",
+    "encoder.embeddings.positions.weight": "albert.embeddings.position_embeddings.weight",
+    "encoder.embeddings.segments.weight": "albert.embeddings.token_type_embeddings.weight",
+    "encoder.embeddings.norm.{p}": "albert.embeddings.LayerNorm.{p}",
+    "encoder.embeddings.project.{p}": "albert.encoder.embedding_hidden_mapping_in.{p}",
+    "encoder.layers.groups.{i}.attn.qkv.{p}": tuple(
+        _G + f"attention.{n}.{{p}}" for n in ("query", "key", "value")
+    ),
+    "encoder.layers.groups.{i}.attn.out.{p}": _G + "attention.dense.{p}",
+    "encoder.layers.groups.{i}.attn_norm.{p}": _G + "attention.LayerNorm.{p}",
+    "encoder.layers.groups.{i}.ffn.up.{p}": _G + "ffn.{p}",
+    "encoder.layers.groups.{i}.ffn.down.{p}": _G + "ffn_output.{p}",
+    "encoder.layers.groups.{i}.ffn_norm.{p}": _G + "full_layer_layer_norm.{p}",
+    "pooler.dense.{p}": "albert.pooler.{p}",
+    "mlm.dense.{p}": "predictions.dense.{p}",
+    "mlm.norm.{p}": "predictions.LayerNorm.{p}",
+    "mlm.bias": "predictions.bias",
+    "sop.{p}": "sop_classifier.classifier.{p}",
+}
+
+HF_CONFIG = {
+    "vocab_size": "vocab_size",
+    "embedding_size": "embedding_size",
+    "hidden_size": "hidden_size",
+    "num_layers": "num_hidden_layers",
+    "num_groups": "num_hidden_groups",
+    "num_heads": "num_attention_heads",
+    "intermediate_size": "intermediate_size",
+    "max_positions": "max_position_embeddings",
+    "type_vocab_size": "type_vocab_size",
+    "activation": "hidden_act",
+    "dropout": "hidden_dropout_prob",
+    "attention_dropout": "attention_probs_dropout_prob",
+    "layer_norm_eps": "layer_norm_eps",
+    "pad_token_id": "pad_token_id",
+    "initializer_range": "initializer_range",
+}
+
+FAMILY = register(Family(
+    name="albert",
+    config=AlbertConfig,
+    model=Albert,
+    presets=PRESETS,
+    default_objective="mlm+sop",
+    tokenizer="unigram",
+    data_defaults={"whole_word": True, "max_ngram": 3},
+    hf=HFSpec(
+        model_type="albert",
+        architecture="AlbertForPreTraining",
+        base_prefix="albert.",
+        keys=HF_KEYS,
+        config=HF_CONFIG,
+        aliases={"predictions.bias": "predictions.decoder.bias"},
+        ignored=("predictions.decoder.weight", "predictions.decoder.bias",
+                 "albert.embeddings.position_ids", "albert.embeddings.token_type_ids"),
+        value_maps={"activation": {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}},
+        fixed={"position_embedding_type": "absolute", "inner_group_num": 1},
+    ),
+))

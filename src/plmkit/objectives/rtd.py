@@ -1,0 +1,120 @@
+"""Replaced-token detection (ELECTRA, Clark et al. 2020, section 2): the generator, a small
+masked LM, fills the masked positions with tokens sampled from its output distribution; the
+discriminator labels every real token of the result as original or replaced. A sampled token
+that equals the original counts as original. No gradient flows through the sampling, so the
+generator learns from its MLM loss alone: loss = L_MLM + 50 * L_Disc (lambda = 50, section 2).
+
+Batches are BERT's single-segment instances (no NSP), masked dynamically by default (the
+family's `data_defaults`), with the reference fields `masked_lm_positions` / `_ids` /
+`_weights`. Two-stage training (section 3.2) runs `stage="generator"` (MLM alone), then
+`Electra.init_discriminator_from_generator()`, then `stage="discriminator"` (the generator
+frozen: run without gradient, no MLM loss).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from plmkit.data.batches import Batches
+from plmkit.data.bert import BertVocab
+from plmkit.data.options import DataOptions
+from plmkit.data.shards import ShardedCorpus
+from plmkit.objectives.mlm import Batch, bert_batches
+
+DISC_WEIGHT = 50.0  # lambda, section 2 / Table 6
+Stage = Literal["joint", "generator", "discriminator"]
+
+
+def gumbel_sample(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """One token per row of detached `logits` (..., V) by the Gumbel-max trick -> (...,)."""
+    u = torch.rand(logits.shape, device=logits.device, generator=generator)
+    gumbel = -torch.log(-torch.log(u.clamp(1e-9, 1.0 - 1e-7)))  # (..., V)
+    return (logits.detach().float() + gumbel).argmax(-1)
+
+
+def scatter_predictions(ids: Tensor, positions: Tensor, values: Tensor, valid: Tensor) -> Tensor:
+    """ids (B, S) with `values` (B, P) written at `positions` (B, P) where `valid` (B, P)."""
+    seq = ids.shape[1]
+    index = positions.masked_fill(~valid, seq)  # padded predictions go to a dropped column
+    return F.pad(ids, (0, 1)).scatter(1, index, values)[:, :seq]  # (B, S)
+
+
+def corrupt(batch: Batch, sampled: Tensor) -> tuple[Tensor, Tensor]:
+    """The discriminator's input (B, S): the original tokens with the generator's samples at
+    the masked positions; and the labels (B, S) bool: True where a token differs from the
+    original (a sample equal to the original is not a replacement)."""
+    positions, valid = batch["masked_lm_positions"], batch["masked_lm_weights"] > 0  # (B, P)
+    original = scatter_predictions(batch["input_ids"], positions, batch["masked_lm_ids"], valid)
+    fake = scatter_predictions(original, positions, sampled, valid)  # (B, S)
+    return fake, fake != original
+
+
+def generator_loss(logits: Tensor, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+    """Cross entropy over the masked positions (B, P, V) and the generator's accuracy."""
+    labels = batch["masked_lm_ids"].flatten()  # (B*P,)
+    weights = batch["masked_lm_weights"].flatten().float()  # (B*P,)
+    nll = F.cross_entropy(logits.flatten(0, 1).float(), labels, reduction="none")  # (B*P,)
+    count = weights.sum().clamp(min=1.0)
+    loss = (nll * weights).sum() / count
+    correct = (logits.detach().argmax(-1).flatten() == labels).float()
+    return loss, {"mlm_loss": loss.detach(), "mlm_accuracy": (correct * weights).sum() / count}
+
+
+def discriminator_loss(logits: Tensor, replaced: Tensor, real: Tensor
+                       ) -> tuple[Tensor, dict[str, Tensor]]:
+    """Binary cross entropy of logits (B, S) against `replaced` (B, S) over the `real`
+    (non-padding) tokens; accuracy, precision and recall on replaced tokens."""
+    real = real.float()
+    target = replaced.float()
+    bce = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none")
+    count = real.sum().clamp(min=1.0)
+    loss = (bce * real).sum() / count
+    with torch.no_grad():
+        guess = (logits > 0).float() * real  # (B, S) predicted "replaced"
+        hits = (guess * target).sum()
+        metrics = {
+            "disc_loss": loss.detach(),
+            "disc_accuracy": (((logits > 0) == replaced).float() * real).sum() / count,
+            "disc_precision": hits / guess.sum().clamp(min=1.0),
+            "disc_recall": hits / (target * real).sum().clamp(min=1.0),
+            "replaced_fraction": (target * real).sum() / count,
+        }
+    return loss, metrics
+
+
+class ReplacedTokenDetection:
+    """The `electra` objective: generator MLM + `disc_weight` * discriminator loss."""
+
+    name = "electra"
+
+    def __init__(self, stage: Stage = "joint", disc_weight: float = DISC_WEIGHT):
+        if stage not in ("joint", "generator", "discriminator"):
+            raise ValueError(f"stage must be joint, generator or discriminator, not {stage!r}")
+        self.stage = stage
+        self.disc_weight = disc_weight
+
+    def batches(self, corpus: ShardedCorpus, vocab: BertVocab, options: DataOptions,
+                seq_len: int, seed: int) -> Batches:
+        """One segment per instance filling `seq_len`, no NSP."""
+        return bert_batches(corpus, vocab, options, seq_len, seed, nsp=False)
+
+    def __call__(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        inputs = (batch["input_ids"], batch["input_mask"], batch.get("segment_ids"))
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.stage != "discriminator"):
+            hidden = model.generator_hidden(*inputs)  # (B, S, H_g)
+            logits = model.mlm_logits(hidden, batch["masked_lm_positions"])  # (B, P, V)
+            mlm, metrics = generator_loss(logits, batch)
+        if self.stage == "generator":
+            return mlm, metrics
+        fake, replaced = corrupt(batch, gumbel_sample(logits))  # (B, S) each, no gradient
+        out = model(fake, batch["input_mask"], batch.get("segment_ids")).last_hidden_state
+        disc, disc_metrics = discriminator_loss(model.rtd_logits(out), replaced,
+                                                batch["input_mask"].bool())
+        loss = self.disc_weight * disc
+        if self.stage == "joint":
+            loss = loss + mlm
+        return loss, {**metrics, **disc_metrics}

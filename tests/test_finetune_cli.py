@@ -1,0 +1,124 @@
+"""`plmkit finetune / evaluate / predict / embed / data build` end to end, in process; input
+mistakes exit with code 2 and one line naming the file and record."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from plmkit.cli import main
+from plmkit.io import save_model
+from plmkit.models import build, preset_config
+from plmkit.tokenizers import train_tokenizer
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory, tweets: list[str]) -> dict[str, Path]:
+    """A tiny BERT fine-tuned for one epoch on 200 labelled tweets through the CLI."""
+    root = tmp_path_factory.mktemp("cli")
+    tok = train_tokenizer("wordpiece", iter(tweets), 2000)
+    model = root / "tiny"
+    save_model(build(preset_config("bert-tiny", vocab_size=tok.vocab_size, max_positions=64)),
+               model)
+    tok.save(model / "tokenizer")
+    labels = ("negative", "positive")
+    train = root / "train.jsonl"
+    train.write_text("".join(json.dumps({"text": t, "label": labels[i % 2]}) + "\n"
+                             for i, t in enumerate(tweets[:200])))
+    out = root / "out"
+    code = main(["finetune", "--task", "classify", "--model", str(model), "--train", str(train),
+                 "--eval", str(train), "--out", str(out), "--epochs", "1", "--lr", "1e-3",
+                 "--max-seq-len", "32", "--no-progress"])
+    assert code == 0
+    return {"root": root, "model": model, "train": train, "out": out}
+
+
+def test_finetune_writes_out(run: dict[str, Path]) -> None:
+    results = json.loads((run["out"] / "eval_results.json").read_text())
+    assert {"accuracy", "macro_f1"} <= set(results)
+    assert (run["out"] / "tokenizer" / "tokenizer.json").is_file()
+    assert (run["out"] / "metrics.jsonl").read_text().strip()
+
+
+def test_evaluate_prints_one_json_object(run: dict[str, Path], capsys) -> None:
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(run["out"]), "--eval", str(run["train"])]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1
+    metrics = json.loads(out)
+    saved = json.loads((run["out"] / "eval_results.json").read_text())
+    assert metrics["accuracy"] == pytest.approx(saved["accuracy"])
+
+
+def test_predict_text_lines(run: dict[str, Path]) -> None:
+    texts = run["root"] / "texts.txt"
+    texts.write_text("what a great day\n\nthis is terrible\n")
+    output = run["root"] / "pred.jsonl"
+    assert main(["predict", "--model", str(run["out"]), "--input", str(texts),
+                 "--output", str(output)]) == 0
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [r["text"] for r in records] == ["what a great day", "this is terrible"]
+    for r in records:
+        assert r["label"] in ("negative", "positive")
+        assert sum(r["scores"].values()) == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_embed(run: dict[str, Path], pooling: str) -> None:
+    texts = run["root"] / "embed.txt"
+    texts.write_text("one\ntwo words\nthree more words\n")
+    output = run["root"] / f"{pooling}.npy"
+    assert main(["embed", "--model", str(run["model"]), "--input", str(texts),
+                 "--output", str(output), "--pooling", pooling]) == 0
+    vectors = np.load(output)
+    assert vectors.shape == (3, 128) and np.isfinite(vectors).all()
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ('{"text": "a", "label": "negative"}\n{"text": "b" "label": 1}\n', "bad.jsonl:2: invalid JSON"),
+    ('{"text": "a", "label": "negative"}\n{"text": "b", "label": "meh"}\n',
+     "bad.jsonl:2: label 'meh' is not in the training labels"),
+    ('{"text": "a"}\n', "bad.jsonl:1: no 'label' column"),
+    ("", "bad.jsonl: empty file"),
+])
+def test_malformed_eval_file_exits_2(run: dict[str, Path], capsys, content: str,
+                                     message: str) -> None:
+    bad = run["root"] / "bad.jsonl"
+    bad.write_text(content)
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(run["out"]), "--eval", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+def test_finetune_input_errors_exit_2(run: dict[str, Path], capsys, tmp_path: Path) -> None:
+    bad = tmp_path / "train.csv"
+    bad.write_text("sentence,label\nhello,pos\n")
+    args = ["finetune", "--task", "classify", "--model", str(run["model"]), "--train", str(bad),
+            "--out", str(tmp_path / "out")]
+    assert main(args) == 2
+    assert "train.csv:2: no 'text' column" in capsys.readouterr().err
+    args[2] = "tag"
+    assert main([*args, "--pooling", "mean"]) == 2
+    assert "--pooling is an option of --task classify only" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(run["model"]), "--eval", str(bad)]) == 2
+    assert "not fine-tuned" in capsys.readouterr().err
+
+
+def test_data_build(tmp_path: Path, capsys) -> None:
+    assert main(["data", "build", "--name", "sentiment-zh", "--out", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.split() == [str(tmp_path / f"{n}.csv")
+                                               for n in ("train", "dev", "test")]
+    header, first = (tmp_path / "dev.csv").read_text(encoding="utf-8").splitlines()[:2]
+    assert header == "text,label" and first.rsplit(",", 1)[1] in ("negative", "positive")
+
+
+@pytest.mark.parametrize("command", ["finetune", "evaluate", "predict", "embed", "data build"])
+def test_help_has_examples(command: str, capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        main([*command.split(), "--help"])
+    assert e.value.code == 0
+    assert "examples:" in capsys.readouterr().out

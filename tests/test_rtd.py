@@ -1,0 +1,110 @@
+"""The `electra` objective: labels, gradient isolation, two-stage training, real-text learning."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import plmkit
+from plmkit.models.electra import Electra, ElectraConfig
+from plmkit.objectives import get_objective
+from plmkit.objectives.masking import MaskingSpec, mask_batch
+from plmkit.objectives.rtd import ReplacedTokenDetection, corrupt, discriminator_loss
+from plmkit.pipeline import PretrainArgs, trainer_for
+
+TINY = {"vocab_size": 99, "hidden_size": 32, "num_layers": 2, "num_heads": 4,
+        "intermediate_size": 37, "max_positions": 64, "embedding_size": 16}
+
+
+def batch(size: int = 4, seq: int = 20) -> dict[str, torch.Tensor]:
+    """Random tokens between [CLS]=2 and [SEP]=3, the last row padded, masked as BERT does."""
+    ids = torch.randint(5, 99, (size, seq))
+    ids[:, 0], ids[:, -1] = 2, 3
+    mask = torch.ones(size, seq, dtype=torch.long)
+    mask[-1, 12:] = 0
+    ids[-1, 11], ids[-1, 12:] = 3, 0
+    spec = MaskingSpec(99, mask_id=4, special_ids=frozenset(range(5)), max_predictions=5)
+    masked = mask_batch(ids, mask, torch.Generator().manual_seed(0), spec)
+    return {"input_ids": masked.input_ids, "input_mask": mask,
+            "segment_ids": torch.zeros_like(ids), "masked_lm_positions": masked.positions,
+            "masked_lm_ids": masked.labels, "masked_lm_weights": masked.weights}
+
+
+def test_a_sample_equal_to_the_original_counts_as_original() -> None:
+    b = batch()
+    labels, valid = b["masked_lm_ids"], b["masked_lm_weights"] > 0
+    sampled = labels.clone()
+    sampled[:, 0] = (labels[:, 0] + 1 - 5) % 94 + 5  # the first prediction of each row differs
+    fake, replaced = corrupt(b, sampled)
+    assert replaced.sum() == valid[:, 0].sum()  # only those are replaced
+    rows = torch.arange(len(labels))
+    assert replaced[rows, b["masked_lm_positions"][:, 0]].all()
+    assert (fake.gather(1, b["masked_lm_positions"]) == sampled)[valid].all()
+    assert not (fake == 4).any()  # no [MASK] is left for the discriminator
+    logits = torch.where(replaced, 5.0, -5.0)
+    _, metrics = discriminator_loss(logits, replaced, b["input_mask"].bool())
+    assert metrics["disc_accuracy"] == metrics["disc_precision"] == metrics["disc_recall"] == 1
+
+
+def generator_grads(model: Electra, objective: ReplacedTokenDetection
+                    ) -> dict[str, torch.Tensor | None]:
+    model.zero_grad()
+    torch.manual_seed(1)  # the same dropout and samples in every call
+    objective(model, batch())[0].backward()
+    return {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_no_gradient_reaches_the_generator_through_the_samples() -> None:
+    model = Electra(ElectraConfig(**TINY))
+    joint = generator_grads(model, ReplacedTokenDetection())
+    mlm_only = generator_grads(model, ReplacedTokenDetection(disc_weight=0.0))
+    own = [n for n in joint if n.startswith(("generator.", "mlm."))]  # not the shared tables
+    assert own and all(torch.equal(joint[n], mlm_only[n]) for n in own)
+    assert joint["rtd.out.weight"].abs().sum() > 0
+    assert joint["discriminator.layers.0.attn.qkv.weight"].abs().sum() > 0
+
+
+def test_two_stage_training() -> None:
+    model = Electra(ElectraConfig(**{**TINY, "generator_size": 1.0}))
+    first = generator_grads(model, ReplacedTokenDetection(stage="generator"))
+    assert first["rtd.out.weight"] is None
+    assert first["discriminator.layers.0.attn.qkv.weight"] is None
+    model.init_discriminator_from_generator()
+    second = generator_grads(model, ReplacedTokenDetection(stage="discriminator"))
+    assert all(second[n] is None for n in second if n.startswith(("generator.", "mlm.")))
+    assert second["discriminator.layers.1.ffn.up.weight"].abs().sum() > 0
+    with pytest.raises(ValueError, match="stage"):
+        ReplacedTokenDetection(stage="both")  # type: ignore[arg-type]
+
+
+def entropy(p: float) -> float:
+    """The loss of the best constant guess (the base rate) when a fraction p is replaced."""
+    return -(p * math.log(p) + (1 - p) * math.log(1 - p))
+
+
+def electra_run(tweets: list[str], root: Path, steps: int, **kw) -> list[dict]:
+    corpus = root / "tweets.txt"
+    corpus.write_text("\n\n".join("\n".join(tweets[i:i + 8]) for i in range(0, 2000, 8)))
+    args = PretrainArgs(**{**dict(
+        model="electra-tiny", objective="electra", corpus=[corpus], out=root / "run",
+        vocab_size=2000, batch_size=16, seq_len=64, lr=2e-3, steps=steps, warmup=3,
+        log_every=5, save_every=steps, eval_every=0, progress=False), **kw})
+    trainer = trainer_for(args)
+    assert trainer.phases[0].source.stream.config.static_masking is False  # dynamic default
+    return trainer.train()
+
+
+def test_electra_tiny_trains_on_real_tweets(tweets: list[str], tmp_path: Path) -> None:
+    assert get_objective("electra").name == "electra"
+    records = electra_run(tweets, tmp_path, steps=25)
+    first, last = records[0], records[-1]
+    assert last["mlm_loss"] < first["mlm_loss"] - 0.5  # the generator learns
+    assert 0.12 < last["replaced_fraction"] < 0.16  # ~15% masked, nearly all replaced
+    # the discriminator has learnt at least the base rate of replacements
+    assert last["disc_loss"] < entropy(last["replaced_fraction"]) + 0.01 < first["disc_loss"]
+    model = plmkit.load(tmp_path / "run")
+    assert isinstance(model, Electra) and model.config.vocab_size == 2000
+
