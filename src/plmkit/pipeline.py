@@ -47,6 +47,8 @@ class PretrainArgs:
     whole_word: bool = False
     long_fraction: float = 0.0
     bf16: bool = False
+    optimizer: str = "adamw"
+    dropout_off_step: int | None = None
     bad_utf8: str = "skip"
     resume: bool = False
     progress: bool = True
@@ -117,7 +119,8 @@ def model_config(preset: str, tok: Tokenizer, longest: int) -> Any:
     """The preset's config sized for the tokenizer and the longest sequence of the run."""
     base = preset_config(preset)
     sizes = {"vocab_size": tok.vocab_size, "pad_token_id": tok.pad_id,
-             "max_positions": max(getattr(base, "max_positions", 0), longest)}
+             "max_positions": max(getattr(base, "max_positions", 0), longest),
+             "reuse_len": longest // 2}  # XLNet: half of each segment is cached memory
     return preset_config(preset, **{k: v for k, v in sizes.items() if hasattr(base, k)})
 
 
@@ -150,7 +153,8 @@ def trainer_for(args: PretrainArgs) -> Trainer:
         warmup_steps=args.warmup if args.warmup is not None else args.steps // 100,
         grad_accum=args.grad_accum, bf16=args.bf16, seed=args.seed, log_every=args.log_every,
         eval_every=args.eval_every, eval_batches=args.eval_batches, save_every=args.save_every,
-        progress=args.progress, **family.optim_defaults,
+        progress=args.progress, optimizer=args.optimizer,
+        dropout_off_step=args.dropout_off_step, **family.optim_defaults,
     )
     seed_all(args.seed)  # the initial weights depend on the seed alone
     return Trainer(build(config), objective, phases(objective, corpus, tok, args, options),
