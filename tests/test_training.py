@@ -15,7 +15,9 @@ from torch import Tensor, nn
 
 from plmkit.errors import UserError
 from plmkit.io import save_model
+from plmkit.nn.attention import MultiHeadAttention
 from plmkit.training import (
+    Lamb,
     Phase,
     TrainConfig,
     Trainer,
@@ -27,6 +29,7 @@ from plmkit.training import (
     plot_metrics,
 )
 from plmkit.training.checkpoint import TRAINER_STATE
+from plmkit.training.trainer import disable_dropout
 
 VOCAB = 16
 
@@ -203,14 +206,17 @@ def test_failed_checkpoint_write_leaves_nothing(tmp_path: Path) -> None:
     assert list((tmp_path / "checkpoints").iterdir()) == []
 
 
+@pytest.mark.parametrize("options", [{}, {"optimizer": "lamb", "dropout_off_step": 7}],
+                         ids=["adamw", "lamb-dropout-off"])
 @pytest.mark.parametrize("phased", [False, True])
-def test_resume_is_bit_identical(tmp_path: Path, phased: bool) -> None:
+def test_resume_is_bit_identical(tmp_path: Path, phased: bool, options: dict[str, Any]) -> None:
     def run(out_dir: Path, objective, resume: bool = False, model_seed: int = 0) -> ToyModel:
         model = make_model(model_seed)
         data: Any = ToySource(1)
         if phased:  # the checkpoint at step 6 lies inside the second phase
             data = [Phase(4, ToySource(1, seq_len=8)), Phase(6, ToySource(2, seq_len=16))]
-        cfg = config(out_dir, steps=10, grad_accum=2, log_every=2, eval_every=3, save_every=2)
+        cfg = config(out_dir, steps=10, grad_accum=2, log_every=2, eval_every=3, save_every=2,
+                     **options)
         Trainer(model, objective, data, cfg, eval_data=eval_batches()).train(resume=resume)
         return model
 
@@ -281,3 +287,74 @@ def test_plot_missing_or_empty_file_is_a_user_error(tmp_path: Path) -> None:
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(UserError, match="no metrics logged"):
         plot_metrics(tmp_path / "empty.jsonl", tmp_path / "out.png")
+
+
+def test_lamb_steps_match_a_hand_computation() -> None:
+    """Two LAMB updates of a 2-parameter-tensor model against the formulas in scalars."""
+    model = nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 2.0]]))
+        model.bias.zero_()  # ||w|| = 0: trust ratio 1
+    optimizer = build_optimizer(model, lr=0.1, weight_decay=0.5, betas=(0.9, 0.99), eps=1e-6,
+                                name="lamb")
+    assert isinstance(optimizer, Lamb)
+    grads = {"weight": [[0.3, -0.4], [0.1, 0.2]], "bias": [[0.5], [-0.25]]}
+    decay = {"weight": 0.5, "bias": 0.0}  # the bias sits in the no-decay group
+    expected = {"weight": [1.0, 2.0], "bias": [0.0]}
+    moments = {name: ([0.0] * len(w), [0.0] * len(w)) for name, w in expected.items()}
+    for t in (1, 2):
+        for name, p in model.named_parameters():
+            p.grad = torch.tensor(grads[name][t - 1]).reshape(p.shape)
+            w, (m, v) = expected[name], moments[name]
+            update = []
+            for i, g in enumerate(grads[name][t - 1]):
+                m[i] = 0.9 * m[i] + 0.1 * g
+                v[i] = 0.99 * v[i] + 0.01 * g * g
+                m_hat, v_hat = m[i] / (1 - 0.9**t), v[i] / (1 - 0.99**t)
+                update.append(m_hat / (v_hat**0.5 + 1e-6) + decay[name] * w[i])
+            w_norm = sum(x * x for x in w) ** 0.5
+            u_norm = sum(x * x for x in update) ** 0.5
+            trust = w_norm / u_norm if w_norm > 0 and u_norm > 0 else 1.0
+            expected[name] = [x - 0.1 * trust * u for x, u in zip(w, update, strict=True)]
+        optimizer.step()
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(p.detach().flatten(), torch.tensor(expected[name]),
+                                       atol=1e-6, rtol=1e-6)
+
+
+def test_lamb_trains_and_round_trips_its_state(tmp_path: Path) -> None:
+    trainer = Trainer(make_model(), next_token, ToySource(0),
+                      config(tmp_path, steps=60, optimizer="lamb"))
+    records = trainer.train()
+    assert records[-1]["loss"] < 0.5 * records[0]["loss"]
+    state = trainer.optimizer.state_dict()
+    other = build_optimizer(make_model(1), lr=1e-2, name="lamb")
+    other.load_state_dict(state)
+    assert other.state_dict()["param_groups"] == state["param_groups"]
+    for key, value in state["state"].items():
+        for name, tensor in value.items():
+            assert torch.equal(other.state_dict()["state"][key][name], tensor), name
+    with pytest.raises(UserError, match="optimizer"):
+        config(tmp_path, optimizer="sgd")
+
+
+def test_dropout_off_step(tmp_path: Path) -> None:
+    def dropouts(model: nn.Module) -> list[float]:
+        return [m.p if isinstance(m, nn.Dropout) else m.dropout for m in model.modules()
+                if isinstance(m, nn.Dropout | MultiHeadAttention)]
+
+    model = make_model()
+    model.attn = MultiHeadAttention(32, 2, dropout=0.1)  # a float `dropout` attribute
+    Trainer(model, next_token, ToySource(0), config(tmp_path / "a", steps=3,
+                                                    dropout_off_step=3)).train()
+    assert dropouts(model) == [0.1, 0.1]  # steps 0..2 ran before the switch
+    Trainer(model, next_token, ToySource(0), config(tmp_path / "b", steps=4,
+                                                    dropout_off_step=3)).train()
+    assert dropouts(model) == [0.0, 0.0]
+    model.train()
+    ids = next(iter(ToySource(0)))["input_ids"]
+    assert torch.equal(model(ids), model(ids))  # deterministic in training mode
+    disable_dropout(model)  # idempotent
+    assert dropouts(model) == [0.0, 0.0]
+    with pytest.raises(UserError, match="dropout_off_step"):
+        config(tmp_path, dropout_off_step=-1)

@@ -20,10 +20,21 @@ from torch import Tensor, nn
 
 from plmkit.errors import UserError
 from plmkit.interop import save_hf
-from plmkit.models import build, preset_config
-from plmkit.objectives.nsp import MaskedLMWithNSP
+from plmkit.models import build, get_family, preset_config
+from plmkit.objectives import get_objective
 
 MASK_FRACTION = 0.15  # BERT: 15% of the tokens are predicted
+
+# The transformers loss inputs of each supported architecture: HF keyword -> where it comes
+# from ("masked_lm": `hf_labels(batch)`, else a field of the batch). The plmkit side trains
+# on the family's default objective (bert: mlm+nsp, roberta: mlm, albert: mlm+sop), whose
+# sentence label (NSP or SOP) travels in `next_sentence_labels`.
+HF_TARGETS: dict[str, dict[str, str]] = {
+    "BertForPreTraining": {"labels": "masked_lm", "next_sentence_label": "next_sentence_labels"},
+    "RobertaForMaskedLM": {"labels": "masked_lm"},
+    "AlbertForPreTraining": {"labels": "masked_lm",
+                             "sentence_order_label": "next_sentence_labels"},
+}
 
 
 @dataclass
@@ -47,16 +58,20 @@ class Record:
 
 
 MODES = {
-    "train": "forward + backward + AdamW step (torch defaults), MLM+NSP loss",
+    "train": "forward + backward + AdamW step (torch defaults), the family's pretraining "
+             "loss (BERT MLM+NSP, RoBERTa MLM, ALBERT MLM+SOP)",
     "train-fused": "as train, with fused AdamW on both sides (the plmkit trainer's setting)",
-    "infer": "forward of the encoder and pooler, no gradients",
+    "infer": "forward of the encoder and pooler (RobertaForMaskedLM's base has no pooler), "
+             "no gradients",
 }
 # float32, or bf16 autocast around the forward pass (and loss) of both sides alike.
 DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 
 
-def pretraining_batch(vocab: int, batch: int, seq: int, seed: int = 0) -> dict[str, Tensor]:
-    """A synthetic batch in the reference BERT fields, 15% of positions masked."""
+def pretraining_batch(vocab: int, batch: int, seq: int, seed: int = 0,
+                      segments: bool = True) -> dict[str, Tensor]:
+    """A synthetic batch in the reference BERT fields, 15% of positions masked; segment ids
+    0 then 1, or all 0 without `segments` (RoBERTa's single segment type)."""
     g = torch.Generator().manual_seed(seed)
     preds = max(1, round(seq * MASK_FRACTION))
     positions = torch.stack([torch.randperm(seq - 1, generator=g)[:preds] + 1
@@ -64,7 +79,8 @@ def pretraining_batch(vocab: int, batch: int, seq: int, seed: int = 0) -> dict[s
     return {
         "input_ids": torch.randint(5, vocab, (batch, seq), generator=g),
         "input_mask": torch.ones(batch, seq, dtype=torch.long),
-        "segment_ids": (torch.arange(seq) >= seq // 2).long().expand(batch, -1).contiguous(),
+        "segment_ids": ((torch.arange(seq) >= seq // 2) & segments).long()
+        .expand(batch, -1).contiguous(),
         "masked_lm_positions": positions,
         "masked_lm_ids": torch.randint(5, vocab, (batch, preds), generator=g),
         "masked_lm_weights": torch.ones(batch, preds),
@@ -78,15 +94,35 @@ def hf_labels(batch: dict[str, Tensor]) -> Tensor:
     return labels.scatter_(1, batch["masked_lm_positions"], batch["masked_lm_ids"])
 
 
+def hf_architecture(preset: str) -> str:
+    """The transformers class the bench loads `preset` into (its family's `hf.architecture`)."""
+    family = get_family(preset_config(preset).family)
+    if family.hf is None or family.hf.architecture not in HF_TARGETS:
+        raise UserError(f"plmkit bench has no transformers counterpart for {preset!r}; "
+                        f"it covers {', '.join(sorted(HF_TARGETS))}")
+    return family.hf.architecture
+
+
 def twins(preset: str) -> tuple[nn.Module, nn.Module]:
     """A plmkit model and the transformers model holding the very same weights."""
     import transformers
 
+    cls = getattr(transformers, hf_architecture(preset))
     ours = build(preset_config(preset))
     with tempfile.TemporaryDirectory() as tmp:
         save_hf(ours, tmp)
-        theirs = transformers.BertForPreTraining.from_pretrained(tmp, attn_implementation="sdpa")
+        theirs = cls.from_pretrained(tmp, attn_implementation="sdpa")
     return ours, theirs
+
+
+def hf_inputs(theirs: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The transformers model's inputs for `batch`, its loss targets included."""
+    targets = HF_TARGETS[type(theirs).__name__]
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["input_mask"],
+              "token_type_ids": batch["segment_ids"]}
+    for key, source in targets.items():
+        inputs[key] = hf_labels(batch) if source == "masked_lm" else batch[source]
+    return inputs
 
 
 def autocast(dtype: str):
@@ -98,13 +134,12 @@ def autocast(dtype: str):
 
 def train_steps(ours: nn.Module, theirs: nn.Module, batch: dict[str, Tensor],
                 dtype: str = "float32", fused: bool = False):
-    """One optimizer step for each side, with identical AdamW settings."""
-    objective = MaskedLMWithNSP()
+    """One optimizer step for each side, with identical AdamW settings; plmkit trains on its
+    family's default objective, transformers on the same targets (`HF_TARGETS`)."""
+    objective = get_objective(get_family(ours.config.family).default_objective)
     opt_a = torch.optim.AdamW(ours.parameters(), lr=1e-4, weight_decay=0.01, fused=fused or None)
     opt_b = torch.optim.AdamW(theirs.parameters(), lr=1e-4, weight_decay=0.01, fused=fused or None)
-    hf_inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["input_mask"],
-                 "token_type_ids": batch["segment_ids"], "labels": hf_labels(batch),
-                 "next_sentence_label": batch["next_sentence_labels"]}
+    inputs = hf_inputs(theirs, batch)
 
     def a() -> None:
         with autocast(dtype):
@@ -115,7 +150,7 @@ def train_steps(ours: nn.Module, theirs: nn.Module, batch: dict[str, Tensor],
 
     def b() -> None:
         with autocast(dtype):
-            loss = theirs(**hf_inputs).loss
+            loss = theirs(**inputs).loss
         loss.backward()
         opt_b.step()
         opt_b.zero_grad(set_to_none=True)
@@ -127,7 +162,7 @@ def infer_steps(ours: nn.Module, theirs: nn.Module, batch: dict[str, Tensor],
                 dtype: str = "float32"):
     """One forward pass for each side, hidden states only, no gradients."""
     args = (batch["input_ids"], batch["input_mask"], batch["segment_ids"])
-    base = theirs.bert
+    base = getattr(theirs, theirs.base_model_prefix)
 
     @torch.no_grad()
     def a() -> None:
@@ -137,7 +172,7 @@ def infer_steps(ours: nn.Module, theirs: nn.Module, batch: dict[str, Tensor],
     @torch.no_grad()
     def b() -> None:
         with autocast(dtype):
-            base(*args)
+            base(input_ids=args[0], attention_mask=args[1], token_type_ids=args[2])
 
     return a, b
 
@@ -194,7 +229,8 @@ def run(presets: list[str], modes: list[str], batch: int, seq: int, reps: int, *
     records = []
     for preset in presets:
         ours, theirs = twins(preset)
-        data = pretraining_batch(ours.config.vocab_size, batch, seq)
+        data = pretraining_batch(ours.config.vocab_size, batch, seq,
+                                 segments=getattr(ours.config, "type_vocab_size", 2) > 1)
         family, size = preset.split("-", 1)
         for dtype in dtypes:
             for mode in modes:
@@ -243,11 +279,11 @@ def table(records: list[Record]) -> str:
             return ""
         return f"{r.plmkit_peak_mb:>9.0f}{r.hf_peak_mb:>9.0f}"
 
-    head = (f"{'model':<12}{'mode':<12}{'dtype':<10}{'batch x seq':>11}{'plmkit tok/s':>14}"
+    head = (f"{'model':<15}{'mode':<12}{'dtype':<10}{'batch x seq':>11}{'plmkit tok/s':>14}"
             f"{'hf tok/s':>10}{'ratio':>8}{'pairs':>13}")
     if any(mb(r) for r in records):
         head += f"{'plmk MB':>9}{'hf MB':>9}"
-    rows = [f"{r.family + '-' + r.size:<12}{r.mode:<12}{r.dtype:<10}{f'{r.batch}x{r.seq}':>11}"
+    rows = [f"{r.family + '-' + r.size:<15}{r.mode:<12}{r.dtype:<10}{f'{r.batch}x{r.seq}':>11}"
             f"{r.plmkit_tok_s:>14.0f}{r.hf_tok_s:>10.0f}{r.ratio:>7.2f}x"
             f"{f'{r.ratio_lo:.2f}-{r.ratio_hi:.2f}':>13}{mb(r)}" for r in records]
     return "\n".join([head, *rows])

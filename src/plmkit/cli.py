@@ -359,6 +359,10 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--long-fraction", type=float, default=0.0,
                    help="fraction of steps at sequence length 512 (BERT: 0.1)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    p.add_argument("--optimizer", choices=["adamw", "lamb"], default="adamw",
+                   help="AdamW, or LAMB for large batches (ALBERT)")
+    p.add_argument("--dropout-off-step", type=int, default=None, metavar="N",
+                   help="from step N on, train without dropout (ALBERT section 4.9)")
     p.add_argument("--bad-utf8", choices=["skip", "error"], default="skip")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     p.add_argument("--no-progress", dest="progress", action="store_false")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from plmkit.training.checkpoint import latest_checkpoint, list_checkpoints
 from plmkit.training.optim import (
+    Lamb,
     build_optimizer,
     constant_warmup,
     inverse_sqrt,
@@ -14,6 +15,7 @@ from plmkit.training.plot import plot_metrics
 from plmkit.training.trainer import Phase, TrainConfig, Trainer
 
 __all__ = [
+    "Lamb",
     "Phase",
     "TrainConfig",
     "Trainer",

@@ -1,4 +1,4 @@
-"""AdamW with BERT's weight-decay exclusions, and learning-rate schedules for `LambdaLR`.
+"""AdamW or LAMB with BERT's weight-decay exclusions, and learning-rate schedules for `LambdaLR`.
 
 A schedule is a factor of the base learning rate as a function of LambdaLR's step count
 `step` (0 while the first update is taken); the schedules below count updates from 1,
@@ -8,9 +8,12 @@ A schedule is a factor of the base learning rate as a function of LambdaLR's ste
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
+
+from plmkit.errors import UserError
 
 Schedule = Callable[[int], float]
 
@@ -39,18 +42,81 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
+OPTIMIZERS = ("adamw", "lamb")
+
+
+class Lamb(torch.optim.Optimizer):
+    """LAMB (You et al. 2020, "Large Batch Optimization for Deep Learning", Algorithm 2).
+
+    Per parameter tensor w with gradient g at update t:
+    m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  m^ = m / (1 - b1^t);  v^ = v / (1 - b2^t);
+    u = m^ / (sqrt(v^) + eps) + weight_decay * w   (decoupled decay, added to the update);
+    w -= lr * r * u with the layer-wise trust ratio r = ||w|| / ||u||, or 1 when either norm
+    is 0 (a zero-initialised bias starts with plain Adam-like steps). ALBERT trains with it
+    at batch 4096.
+    """
+
+    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-6, weight_decay: float = 0.0) -> None:
+        if lr < 0 or eps < 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"invalid LAMB settings lr={lr} betas={betas} eps={eps} "
+                             f"weight_decay={weight_decay}")
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps,
+                                  "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("LAMB does not support sparse gradients")
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.tensor(0.0)
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+                t = float(state["step"])
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                g = p.grad.to(m.dtype)
+                m.lerp_(g, 1 - b1)
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                denom = (v / (1 - b2**t)).sqrt_().add_(group["eps"])
+                update = (m / (1 - b1**t)).div_(denom)
+                if group["weight_decay"]:
+                    update.add_(p, alpha=group["weight_decay"])
+                w_norm, u_norm = p.norm(), update.norm()
+                trust = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm,
+                                    torch.ones_like(w_norm))
+                p.add_(update.mul_(trust), alpha=-group["lr"])
+        return loss
+
+
 def build_optimizer(
     model: nn.Module,
     lr: float,
     weight_decay: float = 0.01,
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-6,
-) -> torch.optim.AdamW:
-    """AdamW over `param_groups(model, weight_decay)`; the fused kernel on CPU and CUDA.
+    name: str = "adamw",
+) -> torch.optim.Optimizer:
+    """`name` ("adamw" or "lamb") over `param_groups(model, weight_decay)`.
 
-    With `weight_decay=0` this is Adam (the Transformer's Adam(0.9, 0.98, 1e-9)).
+    AdamW uses the fused kernel on CPU and CUDA; with `weight_decay=0` it is Adam (the
+    Transformer's Adam(0.9, 0.98, 1e-9)). LAMB: see `Lamb`.
     """
+    if name not in OPTIMIZERS:
+        raise UserError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
     groups = param_groups(model, weight_decay)
+    if name == "lamb":
+        return Lamb(groups, lr=lr, betas=betas, eps=eps)
     device_types = {p.device.type for g in groups for _, p in g["params"]}
     fused = len(device_types) == 1 and device_types <= {"cpu", "cuda"}
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused or None)

@@ -47,7 +47,7 @@ from plmkit.training.checkpoint import (
     seed_all,
     set_rng_state,
 )
-from plmkit.training.optim import Schedule, build_optimizer, linear_warmup_decay
+from plmkit.training.optim import OPTIMIZERS, Schedule, build_optimizer, linear_warmup_decay
 
 Batch = dict[str, Tensor]
 Metrics = Mapping[str, float | Tensor]
@@ -70,6 +70,9 @@ class TrainConfig:
 
     `eval_batches=None` evaluates the whole held-out source (which must then be finite).
     `device=None` picks CUDA when available. `progress` shows a tqdm bar on a terminal.
+    `optimizer`: "adamw" or "lamb" (`plmkit.training.optim`). `dropout_off_step`: from that
+    step on, every dropout in the model is 0 (ALBERT section 4.9); it follows from the step
+    number alone, so a resumed run does the same.
     """
 
     steps: int
@@ -93,6 +96,8 @@ class TrainConfig:
     checkpoints: bool = True  # False: no resumable checkpoints (short runs, e.g. fine-tuning)
     best_metric: str | None = None
     patience: int = 0
+    optimizer: str = "adamw"
+    dropout_off_step: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "grad_accum", "log_every"):
@@ -101,6 +106,11 @@ class TrainConfig:
         for name in ("warmup_steps", "eval_every", "save_every", "patience"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise UserError(f"unknown optimizer {self.optimizer!r}; choose from "
+                            f"{', '.join(OPTIMIZERS)}")
+        if self.dropout_off_step is not None and self.dropout_off_step < 0:
+            raise UserError(f"dropout_off_step must not be negative, got {self.dropout_off_step}")
         if self.keep_last is not None and self.keep_last < 1:
             raise UserError(f"keep_last must be at least 1 (or None), got {self.keep_last}")
 
@@ -134,7 +144,7 @@ class Trainer:
         self.device = torch.device(config.device or default_device)
         self.model = model.to(self.device)
         self.optimizer = build_optimizer(
-            model, config.lr, config.weight_decay, config.betas, config.eps
+            model, config.lr, config.weight_decay, config.betas, config.eps, config.optimizer
         )
         factor = schedule or linear_warmup_decay(config.warmup_steps, config.steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
@@ -160,6 +170,8 @@ class Trainer:
         self.model.train()
         with bar:
             while self.step < cfg.steps and not self.stopped:
+                if cfg.dropout_off_step is not None and self.step >= cfg.dropout_off_step:
+                    disable_dropout(self.model)
                 batches = [self._next_batch() for _ in range(cfg.grad_accum)]
                 meter.tokens += sum(_count_tokens(b) for b in batches)
                 loss, metrics = self.forward_backward(batches)
@@ -370,6 +382,16 @@ class Trainer:
 
     def _elapsed(self) -> float:
         return self._elapsed_before + time.perf_counter() - self._started
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """Set every dropout of `model` to 0: `nn.Dropout` modules and the float `dropout`
+    attribute of attention modules (`nn/attention.py`), which apply it themselves."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd):
+            module.p = 0.0
+        elif isinstance(getattr(module, "dropout", None), float):
+            module.dropout = 0.0
 
 
 class _Meter:
