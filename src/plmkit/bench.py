@@ -252,12 +252,10 @@ def run(presets: list[str], modes: list[str], batch: int, seq: int, reps: int, *
 
 def cpu_model() -> str:
     """The CPU's model name as lscpu prints it, where Linux tells it."""
-    try:
+    with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
     return platform.processor() or "unknown"
 
 
