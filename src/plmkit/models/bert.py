@@ -8,7 +8,15 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from plmkit.models.registry import Family, HFSpec, register
-from plmkit.nn.encoder import Encoder, EncoderConfig, EncoderOutput, Pooler, init_weights
+from plmkit.nn.encoder import (
+    ENCODER_HF_CONFIG,
+    Encoder,
+    EncoderConfig,
+    EncoderOutput,
+    Pooler,
+    encoder_hf_keys,
+    init_weights,
+)
 from plmkit.nn.heads import MaskedLMHead
 
 
@@ -69,41 +77,13 @@ class Bert(nn.Module):
         return self.nsp(pooled)
 
 
-_L = "bert.encoder.layer.{i}."
 HF_KEYS = {
-    "encoder.embeddings.tokens.weight": "bert.embeddings.word_embeddings.weight",
-    "encoder.embeddings.positions.weight": "bert.embeddings.position_embeddings.weight",
-    "encoder.embeddings.segments.weight": "bert.embeddings.token_type_embeddings.weight",
-    "encoder.embeddings.norm.{p}": "bert.embeddings.LayerNorm.{p}",
-    "encoder.layers.{i}.attn.qkv.{p}": tuple(
-        _L + f"attention.self.{n}.{{p}}" for n in ("query", "key", "value")
-    ),
-    "encoder.layers.{i}.attn.out.{p}": _L + "attention.output.dense.{p}",
-    "encoder.layers.{i}.attn_norm.{p}": _L + "attention.output.LayerNorm.{p}",
-    "encoder.layers.{i}.ffn.up.{p}": _L + "intermediate.dense.{p}",
-    "encoder.layers.{i}.ffn.down.{p}": _L + "output.dense.{p}",
-    "encoder.layers.{i}.ffn_norm.{p}": _L + "output.LayerNorm.{p}",
+    **encoder_hf_keys("encoder.", "bert."),
     "pooler.dense.{p}": "bert.pooler.dense.{p}",
     "mlm.dense.{p}": "cls.predictions.transform.dense.{p}",
     "mlm.norm.{p}": "cls.predictions.transform.LayerNorm.{p}",
     "mlm.bias": "cls.predictions.bias",
     "nsp.{p}": "cls.seq_relationship.{p}",
-}
-
-HF_CONFIG = {
-    "vocab_size": "vocab_size",
-    "hidden_size": "hidden_size",
-    "num_layers": "num_hidden_layers",
-    "num_heads": "num_attention_heads",
-    "intermediate_size": "intermediate_size",
-    "max_positions": "max_position_embeddings",
-    "type_vocab_size": "type_vocab_size",
-    "activation": "hidden_act",
-    "dropout": "hidden_dropout_prob",
-    "attention_dropout": "attention_probs_dropout_prob",
-    "layer_norm_eps": "layer_norm_eps",
-    "pad_token_id": "pad_token_id",
-    "initializer_range": "initializer_range",
 }
 
 FAMILY = register(Family(
@@ -117,7 +97,7 @@ FAMILY = register(Family(
         architecture="BertForPreTraining",
         base_prefix="bert.",
         keys=HF_KEYS,
-        config=HF_CONFIG,
+        config=ENCODER_HF_CONFIG,
         aliases={"cls.predictions.bias": "cls.predictions.decoder.bias"},
         ignored=("cls.predictions.decoder.weight", "cls.predictions.decoder.bias",
                  "bert.embeddings.position_ids"),

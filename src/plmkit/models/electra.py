@@ -15,9 +15,15 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from plmkit.errors import UserError
-from plmkit.models.registry import Family, HFSpec, KeyMap, register
+from plmkit.models.registry import Family, HFSpec, register
 from plmkit.nn.block import activation
-from plmkit.nn.encoder import Encoder, EncoderConfig, EncoderOutput, init_weights
+from plmkit.nn.encoder import (
+    Encoder,
+    EncoderConfig,
+    EncoderOutput,
+    encoder_hf_keys,
+    init_weights,
+)
 from plmkit.nn.heads import MaskedLMHead
 
 SHARED_EMBEDDINGS = ("tokens", "positions", "segments", "norm")  # not the E -> H projection
@@ -149,26 +155,6 @@ class Electra(nn.Module):
         self.discriminator.load_state_dict(self.generator.state_dict())
 
 
-def encoder_keys(ours: str, theirs: str) -> KeyMap:
-    """An `Encoder` at `ours` onto a transformers BERT-layout encoder at `theirs`."""
-    layer = theirs + "encoder.layer.{i}."
-    return {
-        ours + "embeddings.tokens.weight": theirs + "embeddings.word_embeddings.weight",
-        ours + "embeddings.positions.weight": theirs + "embeddings.position_embeddings.weight",
-        ours + "embeddings.segments.weight": theirs + "embeddings.token_type_embeddings.weight",
-        ours + "embeddings.norm.{p}": theirs + "embeddings.LayerNorm.{p}",
-        ours + "embeddings.project.{p}": theirs + "embeddings_project.{p}",
-        ours + "layers.{i}.attn.qkv.{p}": tuple(
-            layer + f"attention.self.{n}.{{p}}" for n in ("query", "key", "value")
-        ),
-        ours + "layers.{i}.attn.out.{p}": layer + "attention.output.dense.{p}",
-        ours + "layers.{i}.attn_norm.{p}": layer + "attention.output.LayerNorm.{p}",
-        ours + "layers.{i}.ffn.up.{p}": layer + "intermediate.dense.{p}",
-        ours + "layers.{i}.ffn.down.{p}": layer + "output.dense.{p}",
-        ours + "layers.{i}.ffn_norm.{p}": layer + "output.LayerNorm.{p}",
-    }
-
-
 _SHARED_CONFIG = {
     "vocab_size": "vocab_size",
     "embedding_size": "embedding_size",
@@ -191,7 +177,7 @@ GENERATOR_HF = HFSpec(
     architecture="ElectraForMaskedLM",
     base_prefix="electra.",
     keys={
-        **encoder_keys("generator.", "electra."),
+        **encoder_hf_keys("generator.", "electra."),
         "mlm.dense.{p}": "generator_predictions.dense.{p}",
         "mlm.norm.{p}": "generator_predictions.LayerNorm.{p}",
         "mlm.bias": "generator_lm_head.bias",
@@ -217,7 +203,7 @@ FAMILY = register(Family(
         architecture="ElectraForPreTraining",
         base_prefix="electra.",
         keys={
-            **encoder_keys("discriminator.", "electra."),
+            **encoder_hf_keys("discriminator.", "electra."),
             "rtd.dense.{p}": "discriminator_predictions.dense.{p}",
             "rtd.out.{p}": "discriminator_predictions.dense_prediction.{p}",
         },

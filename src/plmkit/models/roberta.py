@@ -12,7 +12,15 @@ from torch import Tensor, nn
 
 from plmkit.errors import UserError
 from plmkit.models.registry import Family, HFSpec, register
-from plmkit.nn.encoder import Encoder, EncoderConfig, EncoderOutput, Pooler, init_weights
+from plmkit.nn.encoder import (
+    ENCODER_HF_CONFIG,
+    Encoder,
+    EncoderConfig,
+    EncoderOutput,
+    Pooler,
+    encoder_hf_keys,
+    init_weights,
+)
 from plmkit.nn.heads import MaskedLMHead
 
 
@@ -81,40 +89,12 @@ class Roberta(nn.Module):
         return self.mlm(hidden, self.encoder.embeddings.tokens.weight, positions)
 
 
-_L = "roberta.encoder.layer.{i}."
 HF_KEYS = {
-    "encoder.embeddings.tokens.weight": "roberta.embeddings.word_embeddings.weight",
-    "encoder.embeddings.positions.weight": "roberta.embeddings.position_embeddings.weight",
-    "encoder.embeddings.segments.weight": "roberta.embeddings.token_type_embeddings.weight",
-    "encoder.embeddings.norm.{p}": "roberta.embeddings.LayerNorm.{p}",
-    "encoder.layers.{i}.attn.qkv.{p}": tuple(
-        _L + f"attention.self.{n}.{{p}}" for n in ("query", "key", "value")
-    ),
-    "encoder.layers.{i}.attn.out.{p}": _L + "attention.output.dense.{p}",
-    "encoder.layers.{i}.attn_norm.{p}": _L + "attention.output.LayerNorm.{p}",
-    "encoder.layers.{i}.ffn.up.{p}": _L + "intermediate.dense.{p}",
-    "encoder.layers.{i}.ffn.down.{p}": _L + "output.dense.{p}",
-    "encoder.layers.{i}.ffn_norm.{p}": _L + "output.LayerNorm.{p}",
+    **encoder_hf_keys("encoder.", "roberta."),
     "pooler.dense.{p}": "roberta.pooler.dense.{p}",
     "mlm.dense.{p}": "lm_head.dense.{p}",
     "mlm.norm.{p}": "lm_head.layer_norm.{p}",
     "mlm.bias": "lm_head.bias",
-}
-
-HF_CONFIG = {
-    "vocab_size": "vocab_size",
-    "hidden_size": "hidden_size",
-    "num_layers": "num_hidden_layers",
-    "num_heads": "num_attention_heads",
-    "intermediate_size": "intermediate_size",
-    "max_positions": "max_position_embeddings",
-    "type_vocab_size": "type_vocab_size",
-    "activation": "hidden_act",
-    "dropout": "hidden_dropout_prob",
-    "attention_dropout": "attention_probs_dropout_prob",
-    "layer_norm_eps": "layer_norm_eps",
-    "pad_token_id": "pad_token_id",
-    "initializer_range": "initializer_range",
 }
 
 FAMILY = register(Family(
@@ -131,7 +111,7 @@ FAMILY = register(Family(
         architecture="RobertaForMaskedLM",
         base_prefix="roberta.",
         keys=HF_KEYS,
-        config=HF_CONFIG,
+        config=ENCODER_HF_CONFIG,
         aliases={"lm_head.bias": "lm_head.decoder.bias"},
         ignored=("lm_head.decoder.weight", "lm_head.decoder.bias",
                  "roberta.embeddings.position_ids", "roberta.embeddings.token_type_ids"),

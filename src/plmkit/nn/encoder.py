@@ -119,3 +119,42 @@ def init_weights(module: nn.Module, std: float = 0.02) -> None:
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def encoder_hf_keys(ours: str, theirs: str) -> dict[str, str | tuple[str, ...]]:
+    """The parameters of an `Encoder` at prefix `ours` onto the transformers BERT-layout encoder
+    at prefix `theirs` (BERT, RoBERTa, ELECTRA): a key map for `plmkit.interop`."""
+    layer = theirs + "encoder.layer.{i}."
+    return {
+        ours + "embeddings.tokens.weight": theirs + "embeddings.word_embeddings.weight",
+        ours + "embeddings.positions.weight": theirs + "embeddings.position_embeddings.weight",
+        ours + "embeddings.segments.weight": theirs + "embeddings.token_type_embeddings.weight",
+        ours + "embeddings.norm.{p}": theirs + "embeddings.LayerNorm.{p}",
+        ours + "embeddings.project.{p}": theirs + "embeddings_project.{p}",
+        ours + "layers.{i}.attn.qkv.{p}": tuple(
+            layer + f"attention.self.{n}.{{p}}" for n in ("query", "key", "value")
+        ),
+        ours + "layers.{i}.attn.out.{p}": layer + "attention.output.dense.{p}",
+        ours + "layers.{i}.attn_norm.{p}": layer + "attention.output.LayerNorm.{p}",
+        ours + "layers.{i}.ffn.up.{p}": layer + "intermediate.dense.{p}",
+        ours + "layers.{i}.ffn.down.{p}": layer + "output.dense.{p}",
+        ours + "layers.{i}.ffn_norm.{p}": layer + "output.LayerNorm.{p}",
+    }
+
+
+# `EncoderConfig` fields and their names in a transformers BERT-layout config.json.
+ENCODER_HF_CONFIG = {
+    "vocab_size": "vocab_size",
+    "hidden_size": "hidden_size",
+    "num_layers": "num_hidden_layers",
+    "num_heads": "num_attention_heads",
+    "intermediate_size": "intermediate_size",
+    "max_positions": "max_position_embeddings",
+    "type_vocab_size": "type_vocab_size",
+    "activation": "hidden_act",
+    "dropout": "hidden_dropout_prob",
+    "attention_dropout": "attention_probs_dropout_prob",
+    "layer_norm_eps": "layer_norm_eps",
+    "pad_token_id": "pad_token_id",
+    "initializer_range": "initializer_range",
+}
