@@ -1,5 +1,5 @@
-"""`plmkit bench` over BERT, RoBERTa and ALBERT: records well formed, the same targets on both
-sides (no timing assertions: the machine is shared)."""
+"""`plmkit bench` over BERT, RoBERTa, ALBERT and ELECTRA: records well formed, the same
+targets on both sides (no timing assertions: the machine is shared)."""
 
 from __future__ import annotations
 
@@ -24,12 +24,47 @@ def test_run_covers_bert_roberta_albert() -> None:
     for r in records:
         assert {f.name for f in dataclasses.fields(r)} == {
             "family", "size", "mode", "dtype", "batch", "seq", "reps", "plmkit_tok_s",
-            "hf_tok_s", "ratio", "ratio_lo", "ratio_hi", "plmkit_peak_mb", "hf_peak_mb"}
+            "hf_tok_s", "ratio", "ratio_lo", "ratio_hi", "plmkit_peak_mb", "hf_peak_mb",
+            "vs_mlm"}
         assert (r.dtype, r.batch, r.seq, r.reps) == ("float32", 2, 32, 1)
         assert r.plmkit_tok_s > 0 and r.hf_tok_s > 0
         assert all(math.isfinite(x) and x > 0 for x in (r.ratio, r.ratio_lo, r.ratio_hi))
-        assert r.plmkit_peak_mb is None and r.hf_peak_mb is None
+        assert r.plmkit_peak_mb is None and r.hf_peak_mb is None and r.vs_mlm is None
     assert "roberta-tiny" in bench.table(records)
+
+
+def test_electra_rows_and_the_ratio_to_a_same_size_mlm_step() -> None:
+    records = bench.run(["electra-tiny"], ["train", "infer"], 2, 32, 1, memory=False)
+    assert [(r.family, r.size, r.mode) for r in records] == [
+        ("electra", "tiny", "train"), ("electra", "tiny", "infer")]
+    train, infer = records
+    for r in records:
+        assert all(math.isfinite(x) and x > 0
+                   for x in (r.plmkit_tok_s, r.hf_tok_s, r.ratio, r.ratio_lo, r.ratio_hi))
+    assert train.vs_mlm is not None and math.isfinite(train.vs_mlm) and train.vs_mlm > 0
+    assert infer.vs_mlm is None
+    assert "vs mlm" in bench.table(records)
+
+
+def test_electra_twins_share_weights_and_compute_finite_losses() -> None:
+    ours, theirs = bench.twins("electra-tiny")
+    assert isinstance(theirs, bench.HFElectra)
+    gen, disc = theirs.generator, theirs.discriminator
+    assert gen.electra.embeddings is disc.electra.embeddings  # shared, as in plmkit
+    assert gen.generator_lm_head.weight is disc.electra.embeddings.word_embeddings.weight
+    assert (sum(p.numel() for p in ours.parameters())
+            == sum(p.numel() for p in theirs.parameters()))
+    ours.eval(), theirs.eval()
+    batch = bench.pretraining_batch(ours.config.vocab_size, 2, 16)
+    with torch.no_grad():
+        ours_loss, metrics = get_objective("electra")(ours, batch)
+        theirs_loss, theirs_mlm = theirs.loss(bench.hf_inputs(theirs, batch), batch)
+    # the samples differ, so the totals only need be finite; the generator's MLM is the same
+    assert math.isfinite(ours_loss.item()) and math.isfinite(theirs_loss.item())
+    torch.testing.assert_close(metrics["mlm_loss"], theirs_mlm, atol=1e-4, rtol=1e-4)
+    bert = bench.mlm_twin(ours.config)
+    assert (bert.config.num_layers, bert.config.hidden_size, bert.config.embedding_size) == (
+        ours.config.num_layers, ours.config.hidden_size, ours.config.embedding_size)
 
 
 @pytest.mark.parametrize("preset", PRESETS)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -34,6 +35,9 @@ HF_TARGETS: dict[str, dict[str, str]] = {
     "RobertaForMaskedLM": {"labels": "masked_lm"},
     "AlbertForPreTraining": {"labels": "masked_lm",
                              "sentence_order_label": "next_sentence_labels"},
+    # ELECTRA: the generator's (ElectraForMaskedLM) MLM labels; the discriminator's labels
+    # (replaced or not) follow from the generator's samples inside the step (`electra_steps`).
+    "ElectraForPreTraining": {"labels": "masked_lm"},
 }
 
 
@@ -55,14 +59,19 @@ class Record:
     ratio_hi: float  # how much the machine's noise moved the figure
     plmkit_peak_mb: float | None = None  # see peak_step_bytes
     hf_peak_mb: float | None = None
+    # ELECTRA train rows only: plmkit's median seconds of one `electra` step over those of one
+    # `mlm` step of a BERT with the discriminator's shape (Clark et al. 2020's BERT-Small for
+    # electra-small: L12 H256 A4 FF1024 E128), measured interleaved; None elsewhere.
+    vs_mlm: float | None = None
 
 
 MODES = {
     "train": "forward + backward + AdamW step (torch defaults), the family's pretraining "
-             "loss (BERT MLM+NSP, RoBERTa MLM, ALBERT MLM+SOP)",
+             "loss (BERT MLM+NSP, RoBERTa MLM, ALBERT MLM+SOP, ELECTRA generator MLM + 50 x "
+             "discriminator, one optimizer over both)",
     "train-fused": "as train, with fused AdamW on both sides (the plmkit trainer's setting)",
-    "infer": "forward of the encoder and pooler (RobertaForMaskedLM's base has no pooler), "
-             "no gradients",
+    "infer": "forward of the encoder and pooler (RobertaForMaskedLM's base has no pooler; "
+             "ELECTRA: the discriminator's encoder), no gradients",
 }
 # float32, or bf16 autocast around the forward pass (and loss) of both sides alike.
 DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
@@ -112,12 +121,55 @@ def twins(preset: str) -> tuple[nn.Module, nn.Module]:
     with tempfile.TemporaryDirectory() as tmp:
         save_hf(ours, tmp)
         theirs = cls.from_pretrained(tmp, attn_implementation="sdpa")
+        if cls is transformers.ElectraForPreTraining:
+            generator = transformers.ElectraForMaskedLM.from_pretrained(
+                Path(tmp) / "generator", attn_implementation="sdpa")
+            theirs = HFElectra(generator, theirs)
     return ours, theirs
 
 
+class HFElectra(nn.Module):
+    """transformers' ELECTRA pretraining pair: ElectraForMaskedLM (generator) and
+    ElectraForPreTraining (discriminator), sharing the embeddings as plmkit's model does
+    (Clark et al. 2020, section 3.2): the generator uses the discriminator's embedding
+    modules and its output layer is tied to their token embedding. Each keeps its own
+    E -> H projection."""
+
+    base_model_prefix = "electra"  # `infer_steps`: the discriminator's encoder
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module):
+        super().__init__()
+        self.generator, self.discriminator = generator, discriminator
+        shared = discriminator.electra.embeddings
+        generator.electra.embeddings = shared
+        generator.generator_lm_head.weight = shared.word_embeddings.weight
+
+    @property
+    def electra(self) -> nn.Module:
+        return self.discriminator.electra
+
+    def loss(self, inputs: dict[str, Tensor], batch: dict[str, Tensor],
+             disc_weight: float = 50.0) -> tuple[Tensor, Tensor]:
+        """Generator MLM loss + `disc_weight` x discriminator loss, and the MLM loss alone.
+        Replacements are drawn from the generator's detached softmax at the masked positions."""
+        out = self.generator(**inputs)  # logits (B, S, V); loss over the labelled positions
+        positions = batch["masked_lm_positions"]  # (B, P)
+        logits = out.logits.detach().gather(
+            1, positions.unsqueeze(-1).expand(-1, -1, out.logits.shape[-1]))  # (B, P, V)
+        probs = logits.float().softmax(-1).flatten(0, 1)  # (B*P, V)
+        sampled = torch.multinomial(probs, 1).view_as(positions)  # (B, P)
+        original = batch["input_ids"].scatter(1, positions, batch["masked_lm_ids"])  # (B, S)
+        fake = original.scatter(1, positions, sampled)
+        disc = self.discriminator(input_ids=fake, attention_mask=inputs["attention_mask"],
+                                  token_type_ids=inputs["token_type_ids"],
+                                  labels=(fake != original).long())
+        return out.loss + disc_weight * disc.loss, out.loss
+
+
 def hf_inputs(theirs: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-    """The transformers model's inputs for `batch`, its loss targets included."""
-    targets = HF_TARGETS[type(theirs).__name__]
+    """The transformers model's inputs for `batch`, its loss targets included (ELECTRA: the
+    generator's)."""
+    targets = HF_TARGETS[type(getattr(theirs, "discriminator", theirs)).__name__]
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["input_mask"],
               "token_type_ids": batch["segment_ids"]}
     for key, source in targets.items():
@@ -150,12 +202,38 @@ def train_steps(ours: nn.Module, theirs: nn.Module, batch: dict[str, Tensor],
 
     def b() -> None:
         with autocast(dtype):
-            loss = theirs(**inputs).loss
+            if isinstance(theirs, HFElectra):
+                loss = theirs.loss(inputs, batch)[0]
+            else:
+                loss = theirs(**inputs).loss
         loss.backward()
         opt_b.step()
         opt_b.zero_grad(set_to_none=True)
 
     return a, b
+
+
+def mlm_twin(config: Any) -> nn.Module:
+    """A plmkit BERT with the encoder shape of `config` (ELECTRA: the discriminator's)."""
+    fields = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+              "max_positions", "type_vocab_size", "embedding_size")
+    return build(preset_config("bert-base", **{k: getattr(config, k) for k in fields}))
+
+
+def mlm_step(model: nn.Module, batch: dict[str, Tensor], dtype: str = "float32",
+             fused: bool = False) -> Callable[[], None]:
+    """One plmkit `mlm` optimizer step of `model`, with the settings of `train_steps`."""
+    objective = get_objective("mlm")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=fused or None)
+
+    def step() -> None:
+        with autocast(dtype):
+            loss = objective(model, batch)[0]
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
 
 
 def infer_steps(ours: nn.Module, theirs: nn.Module, batch: dict[str, Tensor],
@@ -243,6 +321,12 @@ def run(presets: list[str], modes: list[str], batch: int, seq: int, reps: int, *
                 tokens = batch * seq
                 record = Record(family, size, mode, dtype, batch, seq, reps, tokens / ma,
                                 tokens / mb, mb / ma, min(pairs), max(pairs))
+                if family == "electra" and mode != "infer":
+                    bert = mlm_twin(ours.config).train()
+                    te, tm = interleaved(a, mlm_step(bert, data, dtype, mode == "train-fused"),
+                                         reps)
+                    record.vs_mlm = statistics.median(te) / statistics.median(tm)
+                    del bert
                 if memory:
                     record.plmkit_peak_mb = peak_step_bytes(a) / 2**20
                     record.hf_peak_mb = peak_step_bytes(b) / 2**20
@@ -279,11 +363,19 @@ def table(records: list[Record]) -> str:
 
     head = (f"{'model':<15}{'mode':<12}{'dtype':<10}{'batch x seq':>11}{'plmkit tok/s':>14}"
             f"{'hf tok/s':>10}{'ratio':>8}{'pairs':>13}")
+    def vs(r: Record) -> str:
+        return "" if r.vs_mlm is None else f"{r.vs_mlm:>7.2f}x"
+
+    blank = ""
     if any(mb(r) for r in records):
         head += f"{'plmk MB':>9}{'hf MB':>9}"
+        blank = " " * 18
+    if any(vs(r) for r in records):  # ELECTRA: its step time over a same-size BERT MLM step's
+        head += f"{'vs mlm':>8}"
     rows = [f"{r.family + '-' + r.size:<15}{r.mode:<12}{r.dtype:<10}{f'{r.batch}x{r.seq}':>11}"
             f"{r.plmkit_tok_s:>14.0f}{r.hf_tok_s:>10.0f}{r.ratio:>7.2f}x"
-            f"{f'{r.ratio_lo:.2f}-{r.ratio_hi:.2f}':>13}{mb(r)}" for r in records]
+            f"{f'{r.ratio_lo:.2f}-{r.ratio_hi:.2f}':>13}{mb(r) or blank}{vs(r)}"
+            for r in records]
     return "\n".join([head, *rows])
 
 
