@@ -16,6 +16,7 @@ batch to the next only when they are consecutive batches of the same stream.
 
 from __future__ import annotations
 
+import abc
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ def token_rows(corpus: ShardedCorpus, rows: int) -> tuple[np.ndarray, np.ndarray
     return tokens[: rows * width].reshape(rows, width), ids[: rows * width].reshape(rows, width)
 
 
-class _RowStream:
+class _RowStream(abc.ABC):
     """Rows read `stride` tokens at a time, `span` tokens per segment; yields row after row of
     each step, so `Batches(stream, rows)` makes one batch per step."""
 
@@ -79,8 +80,9 @@ class _RowStream:
                 self._step, self._epoch = 0, self._epoch + 1
             yield instance
 
+    @abc.abstractmethod
     def instance(self, epoch: int, step: int, row: int) -> Instance:
-        raise NotImplementedError
+        """Row `row` of step `step` of epoch `epoch` (a pure function of them and the seed)."""
 
     def collate(self, instances: list[Instance]) -> dict[str, torch.Tensor]:
         """Stack the instances' arrays; `input_mask` is all ones (segments are never padded)."""
