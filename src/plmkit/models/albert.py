@@ -22,7 +22,14 @@ from torch import Tensor, nn
 from plmkit.errors import UserError
 from plmkit.models.registry import Family, HFSpec, register
 from plmkit.nn.embeddings import Embeddings
-from plmkit.nn.encoder import EncoderConfig, EncoderOutput, Pooler, block, init_weights
+from plmkit.nn.encoder import (
+    ENCODER_HF_CONFIG,
+    EncoderConfig,
+    EncoderOutput,
+    Pooler,
+    block,
+    init_weights,
+)
 from plmkit.nn.heads import MaskedLMHead
 from plmkit.nn.masks import padding_mask
 
@@ -186,21 +193,9 @@ HF_KEYS = {
 }
 
 HF_CONFIG = {
-    "vocab_size": "vocab_size",
+    **ENCODER_HF_CONFIG,
     "embedding_size": "embedding_size",
-    "hidden_size": "hidden_size",
-    "num_layers": "num_hidden_layers",
     "num_groups": "num_hidden_groups",
-    "num_heads": "num_attention_heads",
-    "intermediate_size": "intermediate_size",
-    "max_positions": "max_position_embeddings",
-    "type_vocab_size": "type_vocab_size",
-    "activation": "hidden_act",
-    "dropout": "hidden_dropout_prob",
-    "attention_dropout": "attention_probs_dropout_prob",
-    "layer_norm_eps": "layer_norm_eps",
-    "pad_token_id": "pad_token_id",
-    "initializer_range": "initializer_range",
 }
 
 FAMILY = register(Family(
