@@ -14,7 +14,7 @@ from plmkit.tokenizers import Tokenizer
 
 
 @pytest.mark.slow
-def test_transfo_xl_memory_evaluation_is_faster_at_no_worse_perplexity(
+def test_transfo_xl_memory_evaluation_computes_far_less_at_no_worse_perplexity(
         tweets: list[str], tmp_path: Path) -> None:
     corpus, heldout = tmp_path / "train.txt", tmp_path / "heldout.txt"
     corpus.write_text("\n".join(tweets[:-150]) + "\n")
@@ -35,7 +35,10 @@ def test_transfo_xl_memory_evaluation_is_faster_at_no_worse_perplexity(
     assert memory.tokens == sliding.tokens == len(text) - 1
     # each prediction sees 32..63 tokens with memory, exactly 32 when sliding
     assert memory.perplexity <= sliding.perplexity * 1.02
-    assert memory.tokens_per_s > 3 * sliding.tokens_per_s  # ~7x measured, 2 CPU cores
+    # memory computes each position once; sliding recomputes a 32-token window per prediction
+    assert memory.positions == len(text) - 1
+    assert sliding.positions == 32 + (len(text) - 1 - 32) * 32
+    # the speed itself is measured in benchmarks/transfo_xl_memory.py (BENCHMARKS.md)
 
 
 def test_clm_needs_a_causal_model() -> None:

@@ -57,12 +57,14 @@ class CausalLM:
 
 @dataclass
 class LMEvaluation:
-    """Perplexity of `tokens` predictions and how fast they were made."""
+    """Perplexity of `tokens` predictions, how fast they were made and how many token
+    positions the model computed for them (`positions`: the work, independent of the clock)."""
 
     perplexity: float
     tokens: int
     seconds: float
     context: int  # attention length: segment + memory, or the sliding window
+    positions: int
 
     @property
     def tokens_per_s(self) -> float:
@@ -75,16 +77,16 @@ def evaluate_with_memory(model: nn.Module, text: Tensor, seq_len: int) -> LMEval
     the model's `mem_len` cached states of the ones before."""
     check_causal(model)
     model.eval()
-    start, nll, mems = time.perf_counter(), torch.zeros(()), None
+    start, nll, mems, positions = time.perf_counter(), torch.zeros(()), None, 0
     for begin in range(0, len(text) - 1, seq_len):
         window = text[begin: begin + seq_len + 1][None]  # (1, s + 1)
         out = model(window[:, :-1], mems=mems, use_mems=True)
-        mems = out.mems
+        mems, positions = out.mems, positions + window.shape[1] - 1
         logits = model.lm_logits(out.last_hidden_state)  # (1, s, V)
         nll += F.cross_entropy(logits[0].float(), window[0, 1:], reduction="sum")
     n = len(text) - 1
     return LMEvaluation(math.exp(nll.item() / n), n, time.perf_counter() - start,
-                        seq_len + (model.config.mem_len or 0))
+                        seq_len + (model.config.mem_len or 0), positions)
 
 
 @torch.no_grad()
@@ -106,4 +108,6 @@ def evaluate_sliding(model: nn.Module, text: Tensor, context: int,
         logits = model.lm_logits(hidden)  # (b, V)
         nll += F.cross_entropy(logits.float(), targets[i: i + batch_size], reduction="sum")
     n = len(text) - 1
-    return LMEvaluation(math.exp(nll.item() / n), n, time.perf_counter() - start, context)
+    positions = first.shape[1] - 1 + windows.numel()
+    return LMEvaluation(math.exp(nll.item() / n), n, time.perf_counter() - start, context,
+                        positions)
