@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from plmkit.bench import pretraining_batch, steps, twins
+from plmkit.bench import bench_batch, steps, twins
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     ours, theirs = twins(args.model)
-    data = pretraining_batch(ours.config.vocab_size, args.batch, args.seq)
+    data = bench_batch(ours.config, args.batch, args.seq)
     ours.train(args.mode != "infer")
     theirs.train(args.mode != "infer")
     a, b = steps(args.mode, ours, theirs, data, args.dtype)

@@ -1,4 +1,5 @@
-"""Profile one bert pretraining step (or forward) of plmkit and of transformers, op by op.
+"""Profile one pretraining step (or forward) of plmkit and of transformers, op by op, on the
+batch `plmkit bench` uses (`bench_batch`: BERT-style, or XLNet's `plm`).
 
     .venv/bin/python benchmarks/profile_step.py --model bert-base --mode train --batch 8
 """
@@ -9,7 +10,7 @@ import argparse
 
 from torch.profiler import ProfilerActivity, profile
 
-from plmkit.bench import infer_steps, pretraining_batch, train_steps, twins
+from plmkit.bench import bench_batch, infer_steps, train_steps, twins
 
 
 def main() -> None:
@@ -21,7 +22,7 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=25)
     args = p.parse_args()
     ours, theirs = twins(args.model)
-    data = pretraining_batch(ours.config.vocab_size, args.batch, args.seq)
+    data = bench_batch(ours.config, args.batch, args.seq)
     ours.train(args.mode == "train")
     theirs.train(args.mode == "train")
     steps = train_steps if args.mode == "train" else infer_steps

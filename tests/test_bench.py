@@ -1,4 +1,4 @@
-"""`plmkit bench` over BERT, RoBERTa, ALBERT and ELECTRA: records well formed, the same
+"""`plmkit bench` over BERT, RoBERTa, ALBERT, ELECTRA and XLNet: records well formed, the same
 targets on both sides (no timing assertions: the machine is shared)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 from plmkit import bench
 from plmkit.errors import UserError
 from plmkit.models import get_family
-from plmkit.objectives import get_objective
+from plmkit.objectives import get_objective, plm
 
 PRESETS = ["bert-tiny", "roberta-tiny", "albert-tiny"]
 
@@ -80,6 +80,29 @@ def test_both_sides_compute_the_same_loss(preset: str) -> None:
         ours_loss = objective(ours, batch)[0]
         theirs_loss = theirs(**bench.hf_inputs(theirs, batch)).loss
     torch.testing.assert_close(ours_loss, theirs_loss, atol=1e-4, rtol=1e-4)
+
+
+def test_xlnet_sides_compute_the_same_two_stream_loss() -> None:
+    ours, theirs = bench.twins("xlnet-tiny")
+    assert type(theirs).__name__ == "XLNetLMHeadModel"
+    ours.eval(), theirs.eval()
+    batch = bench.bench_batch(ours.config, 2, 24)
+    preds = 24 // plm.K
+    assert batch["target_mapping"].shape == (2, preds, 24)
+    assert batch["perm_mask"].shape == (2, 24, 24) and bool(batch["perm_mask"].any())
+    assert batch["segment_ids"][:, -1].eq(2).all()  # [CLS] last, its own segment
+    with torch.no_grad():
+        ours_loss = get_objective("plm")(ours, batch)[0]
+        theirs_loss = theirs(**bench.hf_inputs(theirs, batch)).loss
+    torch.testing.assert_close(ours_loss, theirs_loss, atol=1e-5, rtol=1e-5)
+
+
+def test_xlnet_rows() -> None:
+    records = bench.run(["xlnet-tiny"], ["train", "infer"], 2, 16, 1, memory=False)
+    assert [(r.family, r.size, r.mode) for r in records] == [
+        ("xlnet", "tiny", "train"), ("xlnet", "tiny", "infer")]
+    for r in records:
+        assert all(math.isfinite(x) and x > 0 for x in (r.plmkit_tok_s, r.hf_tok_s, r.ratio))
 
 
 def test_family_without_counterpart_is_a_user_error() -> None:

@@ -23,6 +23,7 @@ from plmkit.errors import UserError
 from plmkit.interop import save_hf
 from plmkit.models import build, get_family, preset_config
 from plmkit.objectives import get_objective
+from plmkit.objectives.plm import K, permutation_masks, target_mapping
 
 MASK_FRACTION = 0.15  # BERT: 15% of the tokens are predicted
 
@@ -38,7 +39,12 @@ HF_TARGETS: dict[str, dict[str, str]] = {
     # ELECTRA: the generator's (ElectraForMaskedLM) MLM labels; the discriminator's labels
     # (replaced or not) follow from the generator's samples inside the step (`electra_steps`).
     "ElectraForPreTraining": {"labels": "masked_lm"},
+    # XLNet: the `plm` objective's two-stream batch, the query stream predicting the targets.
+    "XLNetLMHeadModel": {"perm_mask": "perm_mask", "target_mapping": "target_mapping",
+                         "labels": "target_ids"},
 }
+# transformers' XLNet has no SDPA attention.
+ATTN_IMPLEMENTATION = {"XLNetLMHeadModel": "eager"}
 
 
 @dataclass
@@ -68,10 +74,10 @@ class Record:
 MODES = {
     "train": "forward + backward + AdamW step (torch defaults), the family's pretraining "
              "loss (BERT MLM+NSP, RoBERTa MLM, ALBERT MLM+SOP, ELECTRA generator MLM + 50 x "
-             "discriminator, one optimizer over both)",
+             "discriminator, one optimizer over both; XLNet two-stream PLM on the query stream)",
     "train-fused": "as train, with fused AdamW on both sides (the plmkit trainer's setting)",
     "infer": "forward of the encoder and pooler (RobertaForMaskedLM's base has no pooler; "
-             "ELECTRA: the discriminator's encoder), no gradients",
+             "ELECTRA: the discriminator's encoder; XLNet: the content stream), no gradients",
 }
 # float32, or bf16 autocast around the forward pass (and loss) of both sides alike.
 DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
@@ -97,6 +103,45 @@ def pretraining_batch(vocab: int, batch: int, seq: int, seed: int = 0,
     }
 
 
+def plm_batch(vocab: int, batch: int, seq: int, reuse_len: int, seed: int = 0
+              ) -> dict[str, Tensor]:
+    """A synthetic batch of XLNet's `plm` objective: segments A, B and a final [CLS] (ids 0, 1,
+    2), seq // K targets per row at random positions, a random factorization order over them
+    and [CLS] (`permutation_masks`); `perm_mask` as float, as transformers documents it. Its
+    `mem_key` never follows a cached step, so no memory is read (transformers trains without)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab, (batch, seq), generator=g)  # (B, S)
+    preds = max(1, seq // K)
+    picks = torch.stack([torch.randperm(seq - 1, generator=g)[:preds] for _ in range(batch)])
+    is_target = torch.zeros(batch, seq, dtype=torch.bool).scatter_(1, picks, True)  # (B, S)
+    functional = torch.zeros_like(is_target)
+    functional[:, -1] = True  # [CLS] at the end
+    segments = torch.ones(batch, seq, dtype=torch.long)
+    segments[:, : seq // 2], segments[:, -1] = 0, 2
+    mapping, positions, weights = target_mapping(is_target, preds)  # (B, P, S), (B, P) x 2
+    return {
+        "input_ids": ids,
+        "input_mask": torch.ones_like(ids),
+        "segment_ids": segments,
+        "perm_mask": permutation_masks(is_target, functional, g).float(),  # (B, S, S)
+        "target_mapping": mapping,
+        "target_positions": positions,
+        "target_ids": ids.gather(1, positions),
+        "target_weights": weights,
+        "mem_key": torch.tensor([-1, 0, 0]),
+        "reuse_len": torch.full((batch,), reuse_len),
+    }
+
+
+def bench_batch(config: Any, batch: int, seq: int) -> dict[str, Tensor]:
+    """The synthetic batch of the family's default objective: `plm_batch` for XLNet, else
+    `pretraining_batch` (one segment type for RoBERTa)."""
+    if get_family(config.family).default_objective == "plm":
+        return plm_batch(config.vocab_size, batch, seq, config.reuse_len or 0)
+    return pretraining_batch(config.vocab_size, batch, seq,
+                             segments=getattr(config, "type_vocab_size", 2) > 1)
+
+
 def hf_labels(batch: dict[str, Tensor]) -> Tensor:
     """The same masked-LM targets as transformers wants them: (B, S), -100 elsewhere."""
     labels = torch.full_like(batch["input_ids"], -100)
@@ -116,11 +161,13 @@ def twins(preset: str) -> tuple[nn.Module, nn.Module]:
     """A plmkit model and the transformers model holding the very same weights."""
     import transformers
 
-    cls = getattr(transformers, hf_architecture(preset))
+    architecture = hf_architecture(preset)
+    cls = getattr(transformers, architecture)
     ours = build(preset_config(preset))
     with tempfile.TemporaryDirectory() as tmp:
         save_hf(ours, tmp)
-        theirs = cls.from_pretrained(tmp, attn_implementation="sdpa")
+        theirs = cls.from_pretrained(
+            tmp, attn_implementation=ATTN_IMPLEMENTATION.get(architecture, "sdpa"))
         if cls is transformers.ElectraForPreTraining:
             generator = transformers.ElectraForMaskedLM.from_pretrained(
                 Path(tmp) / "generator", attn_implementation="sdpa")
@@ -307,8 +354,7 @@ def run(presets: list[str], modes: list[str], batch: int, seq: int, reps: int, *
     records = []
     for preset in presets:
         ours, theirs = twins(preset)
-        data = pretraining_batch(ours.config.vocab_size, batch, seq,
-                                 segments=getattr(ours.config, "type_vocab_size", 2) > 1)
+        data = bench_batch(ours.config, batch, seq)
         family, size = preset.split("-", 1)
         for dtype in dtypes:
             for mode in modes:
