@@ -1,5 +1,5 @@
-"""`plmkit bench` over BERT, RoBERTa, ALBERT, ELECTRA and XLNet: records well formed, the same
-targets on both sides (no timing assertions: the machine is shared)."""
+"""`plmkit bench` over BERT, RoBERTa, ALBERT, ELECTRA, XLNet and the Transformer: records well
+formed, the same targets on both sides (no timing assertions: the machine is shared)."""
 
 from __future__ import annotations
 
@@ -97,14 +97,36 @@ def test_xlnet_sides_compute_the_same_two_stream_loss() -> None:
     torch.testing.assert_close(ours_loss, theirs_loss, atol=1e-5, rtol=1e-5)
 
 
-def test_xlnet_rows() -> None:
-    records = bench.run(["xlnet-tiny"], ["train", "infer"], 2, 16, 1, memory=False)
+@pytest.mark.parametrize("preset", ["xlnet-tiny", "transformer-tiny"])
+def test_xlnet_and_transformer_rows(preset: str) -> None:
+    records = bench.run([preset], ["train", "infer"], 2, 16, 1, memory=False)
+    family = preset.split("-")[0]
     assert [(r.family, r.size, r.mode) for r in records] == [
-        ("xlnet", "tiny", "train"), ("xlnet", "tiny", "infer")]
+        (family, "tiny", "train"), (family, "tiny", "infer")]
     for r in records:
         assert all(math.isfinite(x) and x > 0 for x in (r.plmkit_tok_s, r.hf_tok_s, r.ratio))
 
 
+def test_transformer_and_marian_compute_the_same_smoothed_loss_and_logits() -> None:
+    ours, theirs = bench.twins("transformer-tiny")
+    assert isinstance(theirs, bench.HFMarian)
+    marian = theirs.marian
+    shared = marian.model.shared.weight
+    assert marian.lm_head.weight is shared and marian.model.encoder.embed_tokens.weight is shared
+    ours.eval(), theirs.eval()
+    batch = bench.bench_batch(ours.config, 2, 12)
+    with torch.no_grad():
+        ours_loss, metrics = get_objective("seq2seq")(ours, batch)
+        theirs_loss, theirs_nll = theirs.loss(bench.hf_inputs(theirs, batch), batch)
+        logits = ours(batch["input_ids"], batch["attention_mask"],
+                      decoder_input_ids=batch["decoder_input_ids"]).logits
+        theirs_logits = theirs(batch["input_ids"], batch["attention_mask"],
+                               batch["decoder_input_ids"])
+    torch.testing.assert_close(ours_loss, theirs_loss, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(metrics["nll"], theirs_nll, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits, theirs_logits, atol=1e-5, rtol=1e-5)
+
+
 def test_family_without_counterpart_is_a_user_error() -> None:
     with pytest.raises(UserError, match="no transformers counterpart"):
-        bench.hf_architecture("transformer-tiny")
+        bench.hf_architecture("transfo-xl-tiny")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plmkit.errors import UserError
@@ -24,6 +25,7 @@ from plmkit.interop import save_hf
 from plmkit.models import build, get_family, preset_config
 from plmkit.objectives import get_objective
 from plmkit.objectives.plm import K, permutation_masks, target_mapping
+from plmkit.objectives.seq2seq import LABEL_SMOOTHING
 
 MASK_FRACTION = 0.15  # BERT: 15% of the tokens are predicted
 
@@ -42,6 +44,8 @@ HF_TARGETS: dict[str, dict[str, str]] = {
     # XLNet: the `plm` objective's two-stream batch, the query stream predicting the targets.
     "XLNetLMHeadModel": {"perm_mask": "perm_mask", "target_mapping": "target_mapping",
                          "labels": "target_ids"},
+    # The Transformer: teacher forcing; `HFMarian.loss` smooths the labels as plmkit does.
+    "MarianMTModel": {"decoder_input_ids": "decoder_input_ids", "labels": "labels"},
 }
 # transformers' XLNet has no SDPA attention.
 ATTN_IMPLEMENTATION = {"XLNetLMHeadModel": "eager"}
@@ -133,11 +137,27 @@ def plm_batch(vocab: int, batch: int, seq: int, reuse_len: int, seed: int = 0
     }
 
 
+def seq2seq_batch(config: Any, batch: int, seq: int, seed: int = 0) -> dict[str, Tensor]:
+    """A synthetic `seq2seq` batch: `seq` source and `seq` target tokens per row, no padding;
+    the decoder reads <s> and the target shifted right."""
+    g = torch.Generator().manual_seed(seed)
+    source = torch.randint(5, config.vocab_size, (batch, seq), generator=g)  # (B, S)
+    labels = torch.randint(5, config.vocab_size, (batch, seq), generator=g)  # (B, T)
+    start = torch.full((batch, 1), config.bos_token_id)
+    mask = torch.ones_like(source)
+    return {"input_ids": source, "input_mask": mask, "attention_mask": mask, "labels": labels,
+            "decoder_input_ids": torch.cat([start, labels[:, :-1]], dim=1)}
+
+
 def bench_batch(config: Any, batch: int, seq: int) -> dict[str, Tensor]:
-    """The synthetic batch of the family's default objective: `plm_batch` for XLNet, else
-    `pretraining_batch` (one segment type for RoBERTa)."""
-    if get_family(config.family).default_objective == "plm":
+    """The synthetic batch of the family's default objective: `plm_batch` for XLNet,
+    `seq2seq_batch` for the Transformer, else `pretraining_batch` (one segment type for
+    RoBERTa)."""
+    objective = get_family(config.family).default_objective
+    if objective == "plm":
         return plm_batch(config.vocab_size, batch, seq, config.reuse_len or 0)
+    if objective == "seq2seq":
+        return seq2seq_batch(config, batch, seq)
     return pretraining_batch(config.vocab_size, batch, seq,
                              segments=getattr(config, "type_vocab_size", 2) > 1)
 
@@ -149,8 +169,11 @@ def hf_labels(batch: dict[str, Tensor]) -> Tensor:
 
 
 def hf_architecture(preset: str) -> str:
-    """The transformers class the bench loads `preset` into (its family's `hf.architecture`)."""
+    """The transformers class the bench loads `preset` into (its family's `hf.architecture`;
+    the Transformer, which plmkit does not export, is copied into `MarianMTModel`)."""
     family = get_family(preset_config(preset).family)
+    if family.name == "transformer":
+        return "MarianMTModel"
     if family.hf is None or family.hf.architecture not in HF_TARGETS:
         raise UserError(f"plmkit bench has no transformers counterpart for {preset!r}; "
                         f"it covers {', '.join(sorted(HF_TARGETS))}")
@@ -164,6 +187,8 @@ def twins(preset: str) -> tuple[nn.Module, nn.Module]:
     architecture = hf_architecture(preset)
     cls = getattr(transformers, architecture)
     ours = build(preset_config(preset))
+    if cls is transformers.MarianMTModel:
+        return ours, marian_twin(ours)
     with tempfile.TemporaryDirectory() as tmp:
         save_hf(ours, tmp)
         theirs = cls.from_pretrained(
@@ -182,6 +207,7 @@ class HFElectra(nn.Module):
     modules and its output layer is tied to their token embedding. Each keeps its own
     E -> H projection."""
 
+    architecture = "ElectraForPreTraining"  # `hf_inputs`
     base_model_prefix = "electra"  # `infer_steps`: the discriminator's encoder
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module):
@@ -213,12 +239,102 @@ class HFElectra(nn.Module):
         return out.loss + disc_weight * disc.loss, out.loss
 
 
+def marian_config(config: Any) -> Any:
+    """transformers' MarianConfig of a plmkit Transformer's shape: post-LN, ReLU, sinusoidal
+    positions, embeddings scaled by sqrt(d), one embedding shared by encoder, decoder and
+    output, the same dropouts (none inside the feed-forward layer)."""
+    import transformers
+
+    return transformers.MarianConfig(
+        vocab_size=config.vocab_size, d_model=config.hidden_size,
+        encoder_layers=config.num_layers, decoder_layers=config.num_layers,
+        encoder_attention_heads=config.num_heads, decoder_attention_heads=config.num_heads,
+        encoder_ffn_dim=config.intermediate_size, decoder_ffn_dim=config.intermediate_size,
+        activation_function=config.activation, dropout=config.dropout,
+        attention_dropout=config.attention_dropout, activation_dropout=0.0,
+        max_position_embeddings=config.max_positions, scale_embedding=True,
+        share_encoder_decoder_embeddings=True, tie_word_embeddings=True,
+        pad_token_id=config.pad_token_id, decoder_start_token_id=config.bos_token_id,
+        eos_token_id=config.eos_token_id, forced_eos_token_id=config.eos_token_id)
+
+
+def marian_twin(ours: nn.Module) -> HFMarian:
+    """transformers' MarianMTModel holding the weights of plmkit Transformer `ours`: fused
+    q/k/v split into q_proj, k_proj, v_proj, plmkit's (interleaved) sinusoid table copied into
+    both position tables, LayerNorm eps set to plmkit's."""
+    import transformers
+
+    theirs = transformers.MarianMTModel(marian_config(ours.config))
+    theirs.config._attn_implementation = "sdpa"
+    ow = ours.state_dict()
+    state = {"model.shared.weight": ow["embed.weight"]}
+    for side, blocks in (("encoder", ours.encoder), ("decoder", ours.decoder)):
+        state[f"model.{side}.embed_positions.weight"] = ours.positions
+        for i in range(len(blocks)):
+            state.update(_marian_layer(ow, f"{side}.{i}.", f"model.{side}.layers.{i}.", side))
+    theirs.load_state_dict(state, strict=False)
+    shared = theirs.model.shared.weight
+    for embedding in (theirs.model.encoder.embed_tokens, theirs.model.decoder.embed_tokens):
+        embedding.weight = shared
+    theirs.lm_head.weight = shared
+    for m in theirs.modules():
+        if isinstance(m, nn.LayerNorm):
+            m.eps = ours.config.layer_norm_eps
+    return HFMarian(theirs)
+
+
+def _marian_layer(ours: dict[str, Tensor], src: str, dst: str, side: str) -> dict[str, Tensor]:
+    """One plmkit encoder / decoder block's weights under Marian's names."""
+    out = {}
+    for p in ("weight", "bias"):
+        for a, b in (("attn.out", "self_attn.out_proj"), ("attn_norm", "self_attn_layer_norm"),
+                     ("ffn.up", "fc1"), ("ffn.down", "fc2"), ("ffn_norm", "final_layer_norm"),
+                     ("cross.q", "encoder_attn.q_proj"), ("cross.out", "encoder_attn.out_proj"),
+                     ("cross_norm", "encoder_attn_layer_norm")):
+            if f"{src}{a}.{p}" in ours:
+                out[f"{dst}{b}.{p}"] = ours[f"{src}{a}.{p}"]
+        for name, t in zip("qkv", ours[f"{src}attn.qkv.{p}"].chunk(3), strict=True):
+            out[f"{dst}self_attn.{name}_proj.{p}"] = t
+        if side == "decoder":
+            for name, t in zip("kv", ours[f"{src}cross.kv.{p}"].chunk(2), strict=True):
+                out[f"{dst}encoder_attn.{name}_proj.{p}"] = t
+    return out
+
+
+class HFMarian(nn.Module):
+    """MarianMTModel with plmkit's label smoothing (eps on the V - 1 wrong tokens, `objectives/
+    seq2seq.py`): torch's `label_smoothing` spreads its eps over all V tokens, so it gets
+    eps V / (V - 1), which is the same target distribution."""
+
+    architecture = "MarianMTModel"
+
+    def __init__(self, marian: nn.Module):
+        super().__init__()
+        self.marian = marian
+
+    def loss(self, inputs: dict[str, Tensor], batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """The label-smoothed loss and the plain nll over the labelled tokens."""
+        inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        logits = self.marian(**inputs).logits.float()  # (B, T, V)
+        v = logits.shape[-1]
+        flat, labels = logits.flatten(0, 1), batch["labels"].flatten()
+        smooth = F.cross_entropy(flat, labels, label_smoothing=LABEL_SMOOTHING * v / (v - 1))
+        return smooth, F.cross_entropy(flat.detach(), labels)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor,
+                decoder_input_ids: Tensor) -> Tensor:
+        """The full teacher-forced forward -> logits (B, T, V) (the `infer` mode)."""
+        return self.marian(input_ids=input_ids, attention_mask=attention_mask,
+                           decoder_input_ids=decoder_input_ids).logits
+
+
 def hf_inputs(theirs: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
     """The transformers model's inputs for `batch`, its loss targets included (ELECTRA: the
     generator's)."""
-    targets = HF_TARGETS[type(getattr(theirs, "discriminator", theirs)).__name__]
-    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["input_mask"],
-              "token_type_ids": batch["segment_ids"]}
+    targets = HF_TARGETS[getattr(theirs, "architecture", type(theirs).__name__)]
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["input_mask"]}
+    if "segment_ids" in batch:
+        inputs["token_type_ids"] = batch["segment_ids"]
     for key, source in targets.items():
         inputs[key] = hf_labels(batch) if source == "masked_lm" else batch[source]
     return inputs
@@ -249,7 +365,7 @@ def train_steps(ours: nn.Module, theirs: nn.Module, batch: dict[str, Tensor],
 
     def b() -> None:
         with autocast(dtype):
-            if isinstance(theirs, HFElectra):
+            if isinstance(theirs, HFElectra | HFMarian):
                 loss = theirs.loss(inputs, batch)[0]
             else:
                 loss = theirs(**inputs).loss
@@ -285,19 +401,24 @@ def mlm_step(model: nn.Module, batch: dict[str, Tensor], dtype: str = "float32",
 
 def infer_steps(ours: nn.Module, theirs: nn.Module, batch: dict[str, Tensor],
                 dtype: str = "float32"):
-    """One forward pass for each side, hidden states only, no gradients."""
-    args = (batch["input_ids"], batch["input_mask"], batch["segment_ids"])
-    base = getattr(theirs, theirs.base_model_prefix)
+    """One forward pass for each side, hidden states only (the Transformer: encoder, decoder
+    and output logits, teacher-forced), no gradients."""
+    args = (batch["input_ids"], batch["input_mask"], batch.get("segment_ids"))
+    target = {k: batch[k] for k in ("decoder_input_ids",) if k in batch}
+    if isinstance(theirs, HFMarian):
+        base, extra = theirs, target
+    else:
+        base, extra = getattr(theirs, theirs.base_model_prefix), {"token_type_ids": args[2]}
 
     @torch.no_grad()
     def a() -> None:
         with autocast(dtype):
-            ours(*args)
+            ours(*args, **target)
 
     @torch.no_grad()
     def b() -> None:
         with autocast(dtype):
-            base(input_ids=args[0], attention_mask=args[1], token_type_ids=args[2])
+            base(input_ids=args[0], attention_mask=args[1], **extra)
 
     return a, b
 
@@ -407,7 +528,7 @@ def table(records: list[Record]) -> str:
             return ""
         return f"{r.plmkit_peak_mb:>9.0f}{r.hf_peak_mb:>9.0f}"
 
-    head = (f"{'model':<15}{'mode':<12}{'dtype':<10}{'batch x seq':>11}{'plmkit tok/s':>14}"
+    head = (f"{'model':<18}{'mode':<12}{'dtype':<10}{'batch x seq':>11}{'plmkit tok/s':>14}"
             f"{'hf tok/s':>10}{'ratio':>8}{'pairs':>13}")
     def vs(r: Record) -> str:
         return "" if r.vs_mlm is None else f"{r.vs_mlm:>7.2f}x"
@@ -418,7 +539,7 @@ def table(records: list[Record]) -> str:
         blank = " " * 18
     if any(vs(r) for r in records):  # ELECTRA: its step time over a same-size BERT MLM step's
         head += f"{'vs mlm':>8}"
-    rows = [f"{r.family + '-' + r.size:<15}{r.mode:<12}{r.dtype:<10}{f'{r.batch}x{r.seq}':>11}"
+    rows = [f"{r.family + '-' + r.size:<18}{r.mode:<12}{r.dtype:<10}{f'{r.batch}x{r.seq}':>11}"
             f"{r.plmkit_tok_s:>14.0f}{r.hf_tok_s:>10.0f}{r.ratio:>7.2f}x"
             f"{f'{r.ratio_lo:.2f}-{r.ratio_hi:.2f}':>13}{mb(r) or blank}{vs(r)}"
             for r in records]
