@@ -185,7 +185,8 @@ def test_checkpoints_keep_last_and_latest_model(tmp_path: Path) -> None:
     trainer.train()
     assert [step for step, _ in list_checkpoints(tmp_path)] == [6, 8, 10]
     last = tmp_path / "checkpoints" / "step-000010"
-    assert {p.name for p in last.iterdir()} == {"plmkit.json", "model.safetensors", TRAINER_STATE}
+    assert {p.name for p in last.iterdir()} == {"plmkit.json", "model.safetensors", TRAINER_STATE,
+                                              "manifest.json"}
     state = torch.load(last / TRAINER_STATE, weights_only=True)
     assert state["step"] == 10 and {"optimizer", "scheduler", "rng", "data"} <= state.keys()
     assert (tmp_path / "plmkit.json").is_file() and (tmp_path / "model.safetensors").is_file()

@@ -13,7 +13,7 @@ import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from plmkit.errors import UserError
+from plmkit.errors import Interrupted, UserError
 
 Handler = Callable[[argparse.Namespace], None]
 
@@ -365,6 +365,12 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
                    help="from step N on, train without dropout (ALBERT section 4.9)")
     p.add_argument("--bad-utf8", choices=["skip", "error"], default="skip")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    p.add_argument("--max-bad-steps", type=int, default=50, metavar="N",
+                   help="stop after N steps in a row with a non-finite loss (0: never)")
+    p.add_argument("--spike-rollback", type=float, default=None, metavar="FACTOR",
+                   help="on a loss over FACTOR x the recent mean, go back to the last checkpoint")
+    p.add_argument("--fsdp", action="store_true",
+                   help="under torchrun: shard the model with FSDP2 (default: DDP)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
 
 
@@ -378,6 +384,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as e:
         print(f"plmkit: error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(f"plmkit: interrupted: {e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print("plmkit: interrupted", file=sys.stderr)
         return 130

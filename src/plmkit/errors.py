@@ -14,3 +14,12 @@ class UserError(Exception):
 def where(path: object, line: int | None = None) -> str:
     """Format a location as ``path`` or ``path:line`` for error messages."""
     return f"{path}:{line}" if line is not None else f"{path}"
+
+
+class Interrupted(Exception):
+    """Training stopped by a signal after saving a checkpoint; the CLI exits with `exit_code`
+    (128 + the signal number: 130 for SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, exit_code: int, message: str) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

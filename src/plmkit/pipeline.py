@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from plmkit.errors import UserError
 from plmkit.models import Family, build, get_family, preset_config
 from plmkit.objectives import Objective, get_objective
 from plmkit.tokenizers import Tokenizer, train_tokenizer
-from plmkit.training import Phase, TrainConfig, Trainer
+from plmkit.training import Phase, TrainConfig, Trainer, distributed
 from plmkit.training.checkpoint import seed_all
 
 TOKENIZER_DIR = "tokenizer"
@@ -51,6 +52,9 @@ class PretrainArgs:
     dropout_off_step: int | None = None
     bad_utf8: str = "skip"
     resume: bool = False
+    max_bad_steps: int = 50
+    spike_rollback: float | None = None
+    fsdp: bool = False
     progress: bool = True
     heldout: list[Path] = field(default_factory=list)
     eval_batches: int = 20
@@ -65,7 +69,12 @@ def tokenizer_for(args: PretrainArgs, kind: str) -> Tokenizer:
     """The run's tokenizer: the saved one on resume, the given one, or one trained now."""
     saved = args.out / TOKENIZER_DIR
     if args.resume and saved.is_dir():
-        return Tokenizer.load(saved)
+        tok = Tokenizer.load(saved)
+        if args.tokenizer is not None and fingerprint(Tokenizer.load(args.tokenizer)) != \
+                fingerprint(tok):
+            raise UserError(f"{args.tokenizer}: not the tokenizer of the run being resumed "
+                            f"({saved}); resume without --tokenizer")
+        return tok
     if args.tokenizer is not None:
         tok = Tokenizer.load(args.tokenizer)
     else:
@@ -132,7 +141,14 @@ def pretrain(args: PretrainArgs) -> list[dict[str, Any]]:
         from plmkit.seq2seq import train_seq2seq
 
         return train_seq2seq(args)
-    return trainer_for(args).train(resume=args.resume)
+    fresh = not args.out.exists()
+    try:
+        trainer = trainer_for(args)
+    except UserError:
+        if fresh:  # a bad input leaves no half-made run directory behind
+            shutil.rmtree(args.out, ignore_errors=True)
+        raise
+    return trainer.train(resume=args.resume)
 
 
 def trainer_for(args: PretrainArgs) -> Trainer:
@@ -140,13 +156,16 @@ def trainer_for(args: PretrainArgs) -> Trainer:
     family = get_family(preset_config(args.model).family)
     objective = get_objective(args.objective or family.default_objective)
     longest = LONG_SEQ if args.long_fraction > 0 else args.seq_len
-    tok = tokenizer_for(args, family.tokenizer)
+    dist = distributed.init(args.fsdp)
+    with dist.main_first():  # rank 0 writes the tokenizer and the shards, the others reuse them
+        tok = tokenizer_for(args, family.tokenizer)
+        corpus = prepare(args.corpus, tok, args.out / "data", args.bad_utf8)
+        held = args.heldout and prepare(args.heldout, tok, args.out / "data-heldout",
+                                        args.bad_utf8)
     config = model_config(args.model, tok, longest)
     options = data_options(args, family)
-    corpus = prepare(args.corpus, tok, args.out / "data", args.bad_utf8)
     heldout = None
-    if args.heldout:
-        held = prepare(args.heldout, tok, args.out / "data-heldout", args.bad_utf8)
+    if held:
         heldout = objective.batches(held, tok, options, args.seq_len, args.seed + 7)
     train_config = TrainConfig(
         steps=args.steps, out_dir=args.out, lr=args.lr,
@@ -154,8 +173,9 @@ def trainer_for(args: PretrainArgs) -> Trainer:
         grad_accum=args.grad_accum, bf16=args.bf16, seed=args.seed, log_every=args.log_every,
         eval_every=args.eval_every, eval_batches=args.eval_batches, save_every=args.save_every,
         progress=args.progress, optimizer=args.optimizer,
-        dropout_off_step=args.dropout_off_step, **family.optim_defaults,
+        dropout_off_step=args.dropout_off_step, max_bad_steps=args.max_bad_steps,
+        spike_rollback=args.spike_rollback, **family.optim_defaults,
     )
     seed_all(args.seed)  # the initial weights depend on the seed alone
     return Trainer(build(config), objective, phases(objective, corpus, tok, args, options),
-                   train_config, eval_data=heldout)
+                   train_config, eval_data=heldout, dist=dist)

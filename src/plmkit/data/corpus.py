@@ -21,6 +21,7 @@ from plmkit.errors import UserError, where
 BadUtf8 = Literal["skip", "error"]
 
 SNIFF_BYTES = 8192
+MAX_LINE_BYTES = 1 << 24  # a longer line is refused: no sentence or paragraph is 16 MiB
 BINARY_UNDECODABLE = 0.3  # more than this fraction of undecodable characters: "looks binary"
 
 # Abbreviations after which "." does not end an English sentence (compared lowercased).
@@ -143,7 +144,10 @@ def _documents(
 def _lines(path: Path, bad_utf8: BadUtf8, stats: CorpusStats) -> Iterator[tuple[int, str]]:
     """(line number, decoded line without its end) for each line; invalid UTF-8 per policy."""
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
+        for lineno, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 2), b""), start=1):
+            if len(raw.rstrip(b"\r\n")) > MAX_LINE_BYTES:
+                raise UserError(f"{where(path, lineno)}: a line over {MAX_LINE_BYTES >> 20} MiB; "
+                                "put one sentence or paragraph per line")
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError:

@@ -41,6 +41,7 @@ class CausalLM:
 
     def __init__(self) -> None:
         self.memory = Memory()
+        self.state_dict, self.load_state_dict = self.memory.state_dict, self.memory.load_state_dict
 
     def batches(self, corpus: ShardedCorpus, vocab: Any, options: DataOptions, seq_len: int,
                 seed: int) -> Batches:

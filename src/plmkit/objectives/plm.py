@@ -11,7 +11,7 @@ follow in a random order (`permutation_masks`, the reference's `_local_perm`).
 
 Memory: consecutive batches of a stream continue each row's text; the hidden states of each
 segment's first `reuse_len` tokens are cached, up to `mem_len`, for the next batch (no gradient;
-a resumed run starts with an empty memory).
+the trainer checkpoints it through `state_dict`, so a resumed run goes on with it).
 """
 
 from __future__ import annotations
@@ -146,6 +146,14 @@ class Memory:
         if mems is not None:
             self._cache[stream] = ((epoch, step), mems)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The cache as tensors and primitives, so that a checkpoint resumes exactly."""
+        return {str(stream): {"key": list(key), "mems": mems}
+                for stream, (key, mems) in self._cache.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._cache = {int(s): (tuple(v["key"]), list(v["mems"])) for s, v in state.items()}
+
 
 class PermutationLM:
     """The `plm` objective: XLNet's permutation LM on the query stream, with memory."""
@@ -155,6 +163,7 @@ class PermutationLM:
     def __init__(self) -> None:
         self.memory = Memory()
         self._warned = False
+        self.state_dict, self.load_state_dict = self.memory.state_dict, self.memory.load_state_dict
 
     def batches(self, corpus: ShardedCorpus, vocab: Any, options: DataOptions, seq_len: int,
                 seed: int) -> Batches:

@@ -1,19 +1,25 @@
 """Resumable checkpoints: `out_dir/checkpoints/step-000123/` and RNG state capture.
 
 A checkpoint directory holds the model as `save_model` writes it (`plmkit.json` and
-`model.safetensors`) and `trainer_state.pt`: optimizer, scheduler, step, RNG states and data
-positions, only tensors and primitives, so that it loads with `torch.load(weights_only=True)`.
-It is written in a temporary directory, fsynced and renamed into place: a `step-*` directory
-that exists is complete.
+`model.safetensors`), `trainer_state.pt` (optimizer, scheduler, step, RNG states and data
+positions, only tensors and primitives, so that it loads with `torch.load(weights_only=True)`)
+and `manifest.json`: the size and sha256 of every other file. It is written in a temporary
+directory, fsynced and renamed into place, so a `step-*` directory that exists is complete; the
+manifest catches what happens to it later (a truncated or corrupted file): `load_latest` then
+warns and falls back to the newest checkpoint that verifies.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 import random
 import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,10 +29,12 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from plmkit.io import WEIGHTS
+from plmkit.errors import UserError
+from plmkit.io import NATIVE_CONFIG, WEIGHTS
 
 CHECKPOINTS = "checkpoints"
 TRAINER_STATE = "trainer_state.pt"
+MANIFEST = "manifest.json"
 _NAME = re.compile(r"step-(\d+)")
 
 SaveModel = Callable[[nn.Module, Path], Any]
@@ -40,13 +48,13 @@ def list_checkpoints(out_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
     found = []
     for path in root.iterdir():
         match = _NAME.fullmatch(path.name)
-        if match and (path / TRAINER_STATE).is_file() and (path / WEIGHTS).is_file():
+        if match and path.is_dir():
             found.append((int(match.group(1)), path))
     return sorted(found)
 
 
 def latest_checkpoint(out_dir: str | os.PathLike[str]) -> Path | None:
-    """The newest complete checkpoint directory, or None."""
+    """The newest checkpoint directory (verified or not), or None."""
     found = list_checkpoints(out_dir)
     return found[-1][1] if found else None
 
@@ -67,6 +75,9 @@ def save_checkpoint(
     try:
         save_model(model, tmp)
         torch.save(state, tmp / TRAINER_STATE)
+        manifest = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
+                    for p in sorted(tmp.iterdir())}
+        (tmp / MANIFEST).write_text(json.dumps({"files": manifest}, indent=2) + "\n")
         _fsync_tree(tmp)
         if final.exists():  # an earlier run's checkpoint of the same step: move it aside
             final.rename(tmp.with_name(tmp.name + ".old"))
@@ -78,10 +89,84 @@ def save_checkpoint(
     return final
 
 
+def verify_checkpoint(checkpoint: Path) -> str | None:
+    """What is wrong with `checkpoint` by its manifest (a missing, truncated or altered file),
+    or None when every file matches."""
+    try:
+        files = json.loads((checkpoint / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"no valid {MANIFEST} (an incomplete write?)"
+    for name in (WEIGHTS, TRAINER_STATE):
+        if name not in files:
+            return f"{MANIFEST} lists no {name}"
+    for name, expected in files.items():
+        path = checkpoint / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != expected["size"]:
+            return f"{name} has {path.stat().st_size} bytes, the manifest says {expected['size']}"
+        if _sha256(path) != expected["sha256"]:
+            return f"{name} is corrupted (sha256 differs from the manifest)"
+    return None
+
+
+def load_latest(out_dir: str | os.PathLike[str], load: Callable[[Path], dict[str, Any]]
+                ) -> tuple[Path, dict[str, Any]]:
+    """`load(checkpoint)` (e.g. `partial(load_checkpoint, model)`) of the newest checkpoint
+    that verifies; returns it and what `load` returned.
+
+    Each one that does not verify is skipped with a warning naming the problem; none at all
+    is a `UserError`.
+    """
+    found = list_checkpoints(out_dir)
+    if not found:
+        raise UserError(f"{Path(out_dir) / CHECKPOINTS}: no checkpoint to resume from")
+    for _, path in reversed(found):
+        problem = verify_checkpoint(path)
+        if problem is None:
+            return path, load(path)
+        warnings.warn(f"{path}: {problem}; falling back to an earlier checkpoint", stacklevel=2)
+    raise UserError(f"{Path(out_dir) / CHECKPOINTS}: no intact checkpoint to resume from")
+
+
 def load_checkpoint(model: nn.Module, checkpoint: Path) -> dict[str, Any]:
-    """Read the weights of `checkpoint` into `model` and return its trainer state."""
+    """Read the weights of `checkpoint` into `model` and return its trainer state.
+
+    The checkpoint's model config (`plmkit.json`) must be the one `model` was built with.
+    """
+    check_config(model, checkpoint)
     safetensors.torch.load_model(model, checkpoint / WEIGHTS)
     return torch.load(checkpoint / TRAINER_STATE, map_location="cpu", weights_only=True)
+
+
+def check_config(model: nn.Module, checkpoint: Path) -> None:
+    """A `UserError` naming the family or the config fields in which the model saved in
+    `checkpoint` differs from `model` (e.g. a vocabulary of another size)."""
+    path = checkpoint / NATIVE_CONFIG
+    config = getattr(model, "config", None)
+    if config is None or not path.is_file():
+        return
+    saved = json.loads(path.read_text())
+    ours = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples as lists, like the file
+    if saved.get("family") != config.family:
+        family = config.family
+        raise UserError(f"{path}: the checkpoint holds a {saved.get('family')} model, this run "
+                        f"a{'n' if family[0] in 'aeiou' else ''} {family} model (another "
+                        "--model, or another --out?)")
+    theirs = saved.get("config", {})
+    diff = [f"{k} {theirs.get(k)!r} there, {v!r} here" for k, v in ours.items()
+            if theirs.get(k) != v]
+    if diff:
+        raise UserError(f"{path}: the checkpoint's model differs from this run's: "
+                        f"{'; '.join(diff)}")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _prune(root: Path, keep_last: int | None) -> None:

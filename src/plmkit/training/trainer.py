@@ -3,13 +3,24 @@
 Batch sources. Training data is an iterable of `dict[str, Tensor]` batches, or a list of
 `Phase(steps, source)` run one after the other (BERT: 90% of the steps at length 128, 10% at
 512); the step count is global. A source that also has `state_dict()` / `load_state_dict()`
-(returning tensors and primitives) resumes at its exact position; a plain iterable restarts
+(returning tensors and primitives) resumes at its exact position (so does an objective with
+state, such as XLNet's memory); a plain iterable restarts
 from its beginning on resume (with a warning). When a source is exhausted it is iterated again.
 
 metrics.jsonl. One JSON object per logged step (every `log_every` steps, every `eval_every`
 steps and the last step): `step`, `loss`, `lr`, `tokens_per_s`, `elapsed_s`, `grad_norm`,
 `skipped_steps` and the objective's metrics, averaged over the steps since the previous line.
 Held-out results go in the same object, as keys prefixed `eval_` (`eval_loss`, ...).
+
+Faults. A step whose loss or gradient is not finite is skipped (no update) and counted
+(`skipped_steps`); `config.max_bad_steps` such steps in a row stop the run with a `Diverged`
+error, the checkpoints untouched. With `config.spike_rollback = F`, a loss over F times the mean
+of the last good ones restores the newest checkpoint, except the data position: the batches
+since are skipped (PaLM, section 5.1); `rollbacks` counts them. A first SIGINT or SIGTERM ends
+the current step, saves a checkpoint and raises `Interrupted`.
+
+Distributed runs (`plmkit.training.distributed`): the trainer calls the objective through
+`dist.wrap`, averages the logged values over processes, and rank 0 alone writes files.
 
 Held-out evaluation. `eval_data` gives the objective's mean loss and metrics; an `evaluator`
 (model -> metrics, e.g. a task's official scores on an eval file) adds its own. With
@@ -20,10 +31,14 @@ without improvement (0: never).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
+import math
 import os
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -35,18 +50,21 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from plmkit import io
-from plmkit.errors import UserError
+from plmkit.errors import Interrupted, UserError
 from plmkit.training.checkpoint import (
     CHECKPOINTS,
+    TRAINER_STATE,
+    WEIGHTS,
     SaveModel,
-    latest_checkpoint,
+    check_config,
     list_checkpoints,
-    load_checkpoint,
+    load_latest,
     rng_state,
     save_checkpoint,
     seed_all,
     set_rng_state,
 )
+from plmkit.training.distributed import Dist, RankSlice
 from plmkit.training.optim import OPTIMIZERS, Schedule, build_optimizer, linear_warmup_decay
 
 Batch = dict[str, Tensor]
@@ -54,6 +72,12 @@ Metrics = Mapping[str, float | Tensor]
 Objective = Callable[[nn.Module, Batch], tuple[Tensor, Metrics]]
 
 METRICS_FILE = "metrics.jsonl"
+SPIKE_HISTORY = 20  # good losses whose mean a spike is measured against
+SPIKE_MIN_HISTORY = 5  # no spike is called before this many
+
+
+class Diverged(UserError):
+    """`max_bad_steps` steps in a row had a non-finite loss or gradient."""
 
 
 @dataclasses.dataclass
@@ -98,12 +122,14 @@ class TrainConfig:
     patience: int = 0
     optimizer: str = "adamw"
     dropout_off_step: int | None = None
+    max_bad_steps: int = 50  # non-finite steps in a row that stop the run (0: never)
+    spike_rollback: float | None = None  # roll back when loss > this x the recent mean
 
     def __post_init__(self) -> None:
         for name in ("steps", "grad_accum", "log_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "eval_every", "save_every", "patience"):
+        for name in ("warmup_steps", "eval_every", "save_every", "patience", "max_bad_steps"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.optimizer not in OPTIMIZERS:
@@ -113,13 +139,16 @@ class TrainConfig:
             raise UserError(f"dropout_off_step must not be negative, got {self.dropout_off_step}")
         if self.keep_last is not None and self.keep_last < 1:
             raise UserError(f"keep_last must be at least 1 (or None), got {self.keep_last}")
+        if self.spike_rollback is not None and self.spike_rollback <= 1:
+            raise UserError(f"spike_rollback must be over 1, got {self.spike_rollback}")
 
 
 class Trainer:
     """Trains `model` on `objective` over `train_data`; see the module docstring.
 
     `schedule` is a LambdaLR factor (see `plmkit.training.optim`), by default BERT's
-    `linear_warmup_decay(config.warmup_steps, config.steps)`.
+    `linear_warmup_decay(config.warmup_steps, config.steps)`. `dist`: this process's place in
+    a `torchrun` launch (`plmkit.training.distributed.init()`); it also picks the device.
     """
 
     def __init__(
@@ -132,17 +161,24 @@ class Trainer:
         save_model: SaveModel = io.save_model,
         schedule: Schedule | None = None,
         evaluator: Callable[[nn.Module], Mapping[str, float]] | None = None,
+        dist: Dist | None = None,
     ) -> None:
         self.config = config
+        self.dist = dist or Dist()
         self.phases = _as_phases(train_data, config.steps)
+        if self.dist.world > 1:
+            self.phases = [Phase(p.steps, RankSlice(p.source, self.dist.rank, self.dist.world))
+                           for p in self.phases]
         self.objective = objective
         self.eval_data = eval_data
         self.evaluator = evaluator
         self.save_model = save_model
         self.out_dir = Path(config.out_dir)
-        default_device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(config.device or default_device)
+        default_device = self.dist.device() if dist else None
+        self.device = torch.device(config.device or default_device or
+                                   ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device)
+        self.wrapped = self.dist.wrap(self.model, self._call_objective)
         self.optimizer = build_optimizer(
             model, config.lr, config.weight_decay, config.betas, config.eps, config.optimizer
         )
@@ -150,6 +186,9 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         self.step = 0
         self.skipped_steps = 0
+        self.bad_in_row = 0  # non-finite steps since the last good one
+        self.rollbacks = 0
+        self.recent_losses: list[float] = []  # the last good losses (spike_rollback)
         self.best: dict[str, Any] | None = None  # the best evaluation record (best_metric)
         self.bad_evals = 0  # evaluations since the best one
         self._elapsed_before = 0.0
@@ -166,23 +205,35 @@ class Trainer:
         cfg = self.config
         records: list[dict[str, Any]] = []
         meter = _Meter()
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=None if cfg.progress else True)
+        show = cfg.progress and self.dist.is_main
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=None if show else True)
         self.model.train()
-        with bar:
+        with bar, _signals_caught() as caught:
             while self.step < cfg.steps and not self.stopped:
                 if cfg.dropout_off_step is not None and self.step >= cfg.dropout_off_step:
                     disable_dropout(self.model)
                 batches = [self._next_batch() for _ in range(cfg.grad_accum)]
                 meter.tokens += sum(_count_tokens(b) for b in batches)
                 loss, metrics = self.forward_backward(batches)
+                loss, metrics = self._reduce(loss, metrics)
+                if self._is_spike(loss):
+                    self._roll_back(float(loss))
+                    bar.n, meter = self.step, _Meter()
+                    records = [r for r in records if r["step"] <= self.step]
+                    continue
                 self._update(loss, metrics, meter)
                 bar.update()
                 if self._due(cfg.log_every) or self._eval_due() or self._last():
                     records.append(self._log(meter, bar))
                     meter = _Meter()
-                if self._due(cfg.save_every) or self._last() or self.stopped:
-                    self.save()
+                interrupted = self.dist.any(bool(caught))
+                if self._due(cfg.save_every) or self._last() or self.stopped or interrupted:
+                    path = self.save()
                     meter.reset_clock()
+                if interrupted:
+                    signum = signal.Signals(caught[0] if caught else signal.SIGTERM)
+                    raise Interrupted(128 + signum.value, f"{signum.name} at step {self.step}: "
+                                      f"saved {path}; continue with --resume")
         return records
 
     def forward_backward(self, batches: Sequence[Batch]) -> tuple[Tensor, dict[str, Any]]:
@@ -193,9 +244,10 @@ class Trainer:
         """
         losses = []
         sums: dict[str, Any] = {}
-        for batch in batches:
-            loss, metrics = self._forward(batch)
-            (loss / len(batches)).backward()
+        for i, batch in enumerate(batches):
+            with self.dist.sync_gradients(self.wrapped, sync=i == len(batches) - 1):
+                loss, metrics = self._forward(batch)
+                (loss / len(batches)).backward()
             losses.append(loss.detach().float())
             _add(sums, metrics)
         return torch.stack(losses).mean(), {k: v / len(batches) for k, v in sums.items()}
@@ -242,24 +294,33 @@ class Trainer:
 
     def save(self) -> Path:
         """Checkpoint the current step and write the model to `out_dir` itself."""
+        rngs = self.dist.gather(rng_state())
         state = {
             "step": self.step,
             "skipped_steps": self.skipped_steps,
+            "bad_in_row": self.bad_in_row,
+            "rollbacks": self.rollbacks,
+            "recent_losses": list(self.recent_losses),
             "elapsed_s": self._elapsed(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.dist.optimizer_state(self.model, self.optimizer),
             "scheduler": self.scheduler.state_dict(),
-            "rng": rng_state(),
+            "rng": rngs[0],
+            "rng_ranks": rngs,
             "data": [_state_of(p.source) for p in self.phases],
+            "objective": _state_of(self.objective),
             "best": json.dumps(self.best),
             "bad_evals": self.bad_evals,
         }
         cfg = self.config
         path = self.out_dir
-        if cfg.checkpoints:
-            path = save_checkpoint(self.out_dir, self.step, self.model, state, self.save_model,
-                                   cfg.keep_last)
-        if cfg.best_metric is None:
-            self.save_model(self.model, self.out_dir)
+        model = self.dist.full_model(self.model)
+        if model is not None:  # rank 0
+            if cfg.checkpoints:
+                path = save_checkpoint(self.out_dir, self.step, model, state, self.save_model,
+                                       cfg.keep_last)
+            if cfg.best_metric is None:
+                self.save_model(model, self.out_dir)
+        self.dist.barrier()
         return path
 
     def _track_best(self, record: dict[str, Any]) -> None:
@@ -272,51 +333,124 @@ class Trainer:
         if self.best is None or (value is not None and value > self.best[key]):
             self.best = record
             self.bad_evals = 0
-            self.save_model(self.model, self.out_dir)
+            model = self.dist.full_model(self.model)
+            if model is not None:
+                self.save_model(model, self.out_dir)
         else:
             self.bad_evals += 1
 
     def _start(self, resume: bool) -> None:
         if resume:
-            checkpoint = latest_checkpoint(self.out_dir)
-            if checkpoint is None:
-                raise UserError(f"{self.out_dir / CHECKPOINTS}: no checkpoint to resume from")
-            self._restore(load_checkpoint(self.model, checkpoint))
-            _truncate_metrics(self.metrics_path, self.step)
+            self._restore(load_latest(self.out_dir, self._load)[1])
+            if self.dist.is_main:
+                _truncate_metrics(self.metrics_path, self.step)
         else:
             if list_checkpoints(self.out_dir):
                 raise UserError(f"{self.out_dir / CHECKPOINTS}: holds checkpoints of an earlier "
                                 "run; resume it or choose another output directory")
-            seed_all(self.config.seed)
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            self.metrics_path.write_text("")
+            seed_all(self.config.seed + self.dist.rank)
+            if self.dist.is_main:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                self.metrics_path.write_text("")
+        self.dist.barrier()
         self._started = time.perf_counter()
 
-    def _restore(self, state: dict[str, Any]) -> None:
+    def _load(self, checkpoint: Path) -> dict[str, Any]:
+        """The weights of `checkpoint` into the model; its trainer state (tensors and
+        primitives only: `weights_only=True`)."""
+        check_config(self.model, checkpoint)
+        self.dist.load_model(self.model, checkpoint / WEIGHTS)
+        return torch.load(checkpoint / TRAINER_STATE, map_location="cpu", weights_only=True)
+
+    def _restore(self, state: dict[str, Any], data: bool = True) -> None:
         if len(state["data"]) != len(self.phases):
             raise UserError(f"{self.out_dir}: the checkpoint has {len(state['data'])} data "
                             f"phases, this run {len(self.phases)}")
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.dist.load_optimizer(self.model, self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = state["step"]
         self.skipped_steps = state["skipped_steps"]
+        self.bad_in_row = state.get("bad_in_row", 0)
+        self.rollbacks = state.get("rollbacks", 0)
+        self.recent_losses = list(state.get("recent_losses", []))
         self.best = json.loads(state.get("best", "null"))
         self.bad_evals = state.get("bad_evals", 0)
         self._elapsed_before = state["elapsed_s"]
         for phase, data_state in zip(self.phases, state["data"], strict=True):
+            if not data:
+                break
             if data_state is None or not hasattr(phase.source, "load_state_dict"):
                 warnings.warn("training data has no state_dict(): resuming restarts it from "
                               "its beginning", stacklevel=4)
             else:
                 phase.source.load_state_dict(data_state)
-        set_rng_state(state["rng"])
-        self._iter = None
+        if state.get("objective") is not None:  # e.g. XLNet's memory
+            self.objective.load_state_dict(_to(state["objective"], self.device))  # type: ignore[attr-defined]
+        self._restore_rng(state)
+        if data:
+            self._iter = None
+
+    def _restore_rng(self, state: dict[str, Any]) -> None:
+        """This rank's saved RNG state; on another number of processes, rank 0 takes the first
+        rank's and the others are seeded from the seed, step and rank."""
+        ranks = state.get("rng_ranks", [state["rng"]])
+        if len(ranks) == self.dist.world or self.dist.is_main:
+            set_rng_state(ranks[self.dist.rank if len(ranks) == self.dist.world else 0])
+        else:
+            seed_all(self.config.seed + self.dist.rank + 1_000_003 * self.step)
+
+    def _is_spike(self, loss: Tensor) -> bool:
+        """Whether `loss` is over `spike_rollback` times the mean of the recent good losses
+        (recorded here). A host sync, only with spike_rollback set."""
+        factor = self.config.spike_rollback
+        if factor is None:
+            return False
+        value, recent = float(loss), self.recent_losses
+        if not math.isfinite(value):
+            return False  # a skipped step, not a spike
+        if len(recent) >= SPIKE_MIN_HISTORY and value > factor * sum(recent) / len(recent):
+            return True
+        recent.append(value)
+        del recent[:-SPIKE_HISTORY]
+        return False
+
+    def _roll_back(self, loss: float) -> None:
+        """Restore the newest checkpoint but keep the data position (the batches since are
+        skipped); without a checkpoint yet, only skip this step."""
+        self.optimizer.zero_grad(set_to_none=True)
+        mean = sum(self.recent_losses) / len(self.recent_losses)
+        where = "skipped the step (no checkpoint yet)"
+        if self.config.checkpoints and list_checkpoints(self.out_dir):
+            data = [_state_of(p.source) for p in self.phases]
+            path, state = load_latest(self.out_dir, self._load)
+            self._restore({**state, "data": data}, data=False)
+            if self.dist.is_main:
+                _truncate_metrics(self.metrics_path, self.step)
+            where = f"rolled back to {path.name}, skipping the batches since"
+        else:
+            self.scheduler.step()
+            self.step += 1
+            self.skipped_steps += 1
+        self.rollbacks += 1
+        warnings.warn(f"loss {loss:.4g} is over {self.config.spike_rollback} x the recent mean "
+                      f"{mean:.4g}: {where}", stacklevel=3)
 
     def _forward(self, batch: Batch) -> tuple[Tensor, Metrics]:
         batch = {k: v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v
                  for k, v in batch.items()}
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16):
-            return self.objective(self.model, batch)
+            return self.wrapped(batch)
+
+    def _call_objective(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Metrics]:
+        return self.objective(model, batch)  # looked up per call: tests may swap it
+
+    def _reduce(self, loss: Tensor, metrics: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
+        """The loss and metrics averaged over the processes."""
+        if self.dist.world == 1:
+            return loss, metrics
+        tensors = {k: v for k, v in metrics.items() if isinstance(v, Tensor)}
+        mean = self.dist.mean({"loss": loss, **tensors})
+        return mean.pop("loss"), {**metrics, **mean}
 
     def _update(self, loss: Tensor, metrics: dict[str, Any], meter: _Meter) -> None:
         """Clip, step the optimizer (unless the loss or gradients are not finite), schedule."""
@@ -324,13 +458,22 @@ class Trainer:
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         cfg = self.config
         norm = nn.utils.clip_grad_norm_(params, cfg.clip_norm) if cfg.clip_norm else None
+        norm = None if norm is None else self.dist.grad_norm(norm)
         finite = torch.isfinite(loss) if norm is None else torch.isfinite(loss + norm)
         if finite:  # the one host sync per step
             self.optimizer.step()
+            self.bad_in_row = 0
             extra = {} if norm is None else {"grad_norm": norm}
             meter.add({"loss": loss, **metrics, **extra})
         else:
             self.skipped_steps += 1
+            self.bad_in_row += 1
+            if 0 < cfg.max_bad_steps <= self.bad_in_row:
+                newest = list_checkpoints(self.out_dir)
+                kept = f"{newest[-1][1]} is intact" if newest else "no checkpoint was saved"
+                raise Diverged(f"{self.out_dir}: {self.bad_in_row} steps in a row up to step "
+                               f"{self.step + 1} had a non-finite loss or gradient; stopped "
+                               f"({kept}; try a lower --lr, or --max-bad-steps 0 to go on)")
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -342,17 +485,19 @@ class Trainer:
             "step": self.step,
             "loss": means.pop("loss", None),
             "lr": meter.lr,
-            "tokens_per_s": float(meter.tokens) / max(seconds, 1e-9),
+            "tokens_per_s": float(self.dist.total(meter.tokens)) / max(seconds, 1e-9),
             "elapsed_s": self._elapsed(),
             "skipped_steps": self.skipped_steps,
+            **({"rollbacks": self.rollbacks} if self.config.spike_rollback else {}),
             **means,
         }
         if self._eval_due() or (self._last() and self._evaluates()):
             record.update(self.evaluate())
             if self.config.best_metric is not None:
                 self._track_best(record)
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        if self.dist.is_main:
+            with open(self.metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
         bar.set_postfix(loss=record["loss"], tok_s=round(record["tokens_per_s"]))
         return record
 
@@ -382,6 +527,30 @@ class Trainer:
 
     def _elapsed(self) -> float:
         return self._elapsed_before + time.perf_counter() - self._started
+
+
+@contextlib.contextmanager
+def _signals_caught() -> Iterator[list[int]]:
+    """Record the first SIGINT or SIGTERM in the yielded list instead of acting on it (the
+    training loop then saves and stops); a second one acts as before. Main thread only."""
+    caught: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, frame: Any) -> None:
+        caught.append(signum)
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+    for s in previous:
+        signal.signal(s, handler)
+    try:
+        yield caught
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def disable_dropout(model: nn.Module) -> None:
@@ -448,6 +617,17 @@ def _phase_index(phases: Sequence[Phase], step: int) -> int:
 
 def _state_of(source: object) -> Any:
     return source.state_dict() if hasattr(source, "state_dict") else None  # type: ignore[attr-defined]
+
+
+def _to(state: Any, device: torch.device) -> Any:
+    """`state` with every tensor in it moved to `device`."""
+    if isinstance(state, Tensor):
+        return state.to(device)
+    if isinstance(state, dict):
+        return {k: _to(v, device) for k, v in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(_to(v, device) for v in state)
+    return state
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
