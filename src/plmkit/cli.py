@@ -188,7 +188,9 @@ def parser() -> argparse.ArgumentParser:
     p = _add(tsub, "train", "train a tokenizer on a corpus",
              "plmkit tokenizer train --kind wordpiece --corpus a.txt,b.txt --vocab-size 8000 "
              "--out tok/", cmd_tokenizer_train)
-    p.add_argument("--kind", required=True, choices=["wordpiece", "bpe", "unigram"])
+    p.add_argument("--kind", required=True, choices=["wordpiece", "bpe", "unigram", "char"],
+                   help="char: every CJK character a token, Latin words in word pieces "
+                        "(BERT-Chinese, ERNIE)")
     p.add_argument("--corpus", type=_paths, required=True, help="comma-separated txt/jsonl files")
     p.add_argument("--vocab-size", type=int, default=30522)
     p.add_argument("--out", type=Path, required=True)
@@ -208,10 +210,12 @@ def parser() -> argparse.ArgumentParser:
              plmkit data build --name sentiment-en --out data/sentiment-en  # train/dev/test.csv
              plmkit data build --name sentiment-zh --out data/sentiment-zh
              plmkit data build --name ner-zh --out data/ner-zh  # train/dev/test.conll
+             plmkit data build --name peoples-daily --out data/pd  # ERNIE corpus + entities
+             plmkit data build --name dialogues --out data/dialogues  # ERNIE's DLM
              """, cmd_data_build)
     p.add_argument("--name", required=True,
                    choices=["sentiment-en", "sentiment-zh", "ner-zh", "bible-swag",
-                            "bible-paraphrase", "bible-en-es"])
+                            "bible-paraphrase", "bible-en-es", "peoples-daily", "dialogues"])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffle before splitting")
 
@@ -356,6 +360,8 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
                    help="BERT segments, or RoBERTa packing (default: the model's)")
     p.add_argument("--max-ngram", type=int,
                    help="mask n-grams up to this length, p(n) ~ 1/n (ALBERT: 3)")
+    p.add_argument("--entities", type=Path, metavar="FILE",
+                   help="ernie: entity names (one a line) masked whole, besides People's Daily's")
     p.add_argument("--long-fraction", type=float, default=0.0,
                    help="fraction of steps at sequence length 512 (BERT: 0.1)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from plmkit.data.corpus import CorpusStats, read_documents
 from plmkit.data.options import DataOptions
@@ -45,6 +48,7 @@ class PretrainArgs:
     masking: str | None = None  # None: the family's default (also below)
     input_format: str | None = None
     max_ngram: int | None = None
+    entities: Path | None = None  # ernie: extra entity names, one a line
     whole_word: bool = False
     long_fraction: float = 0.0
     bf16: bool = False
@@ -102,7 +106,8 @@ def prepare(corpus: list[Path], tokenizer: Path | Tokenizer, out: Path,
 def data_options(args: PretrainArgs, family: Family) -> DataOptions:
     """The batch options: the user's, else the family's pretraining defaults, else BERT's."""
     given = {"masking": args.masking, "whole_word": args.whole_word or None,
-             "input_format": args.input_format, "max_ngram": args.max_ngram}
+             "input_format": args.input_format, "max_ngram": args.max_ngram,
+             "entities": str(args.entities) if args.entities else None}
     given = {k: v for k, v in given.items() if v is not None}
     preset = preset_config(args.model)
     from_model = {"mask_prob": preset.mask_prob} if hasattr(preset, "mask_prob") else {}
@@ -112,12 +117,16 @@ def data_options(args: PretrainArgs, family: Family) -> DataOptions:
 
 def phases(objective: Objective, corpus: ShardedCorpus, tok: Tokenizer, args: PretrainArgs,
            options: DataOptions) -> list[Phase]:
-    """One phase at --seq-len, or two with `long_fraction` of the steps at 512."""
+    """One phase at --seq-len (one per stage of a staged objective), and one more with
+    `long_fraction` of the steps at 512."""
     if not 0.0 <= args.long_fraction < 1.0:
         raise UserError(f"--long-fraction must be in [0, 1), got {args.long_fraction}")
     long_steps = round(args.steps * args.long_fraction)
-    first = objective.batches(corpus, tok, options, args.seq_len, args.seed)
-    out = [Phase(args.steps - long_steps, first)]
+    stages = getattr(objective, "stages", ({},))
+    steps = np.diff(np.linspace(0, args.steps - long_steps, len(stages) + 1).round().astype(int))
+    out = [Phase(int(n), objective.batches(corpus, tok, dataclasses.replace(options, **stage),
+                                           args.seq_len, args.seed))
+           for n, stage in zip(steps, stages, strict=True)]
     if long_steps:
         out.append(Phase(long_steps, objective.batches(corpus, tok, options, LONG_SEQ,
                                                        args.seed + 1)))

@@ -25,7 +25,13 @@ import torch
 from plmkit.data.options import DataOptions, max_predictions
 from plmkit.data.shards import ShardedCorpus
 from plmkit.errors import UserError
-from plmkit.objectives.masking import MaskingSpec, MaskingVocab, mask_batch, mask_tokens
+from plmkit.objectives.masking import (
+    MaskedTokens,
+    MaskingSpec,
+    MaskingVocab,
+    mask_batch,
+    mask_tokens,
+)
 
 FIELDS = (
     "input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
@@ -245,19 +251,32 @@ def build_instance(
     mask_rng: np.random.Generator | None,
 ) -> Instance:
     """[CLS] A [SEP] B [SEP] with segment ids 0/1, masked with ``mask_rng`` (None: not yet)."""
-    a, b, is_random_next = pair
+    ids, segment = pair_ids(pair, vocab, config)
+    masked = mask_tokens(ids, mask_rng, spec) if mask_rng is not None else None
+    return pad_instance(ids, segment, masked, pair[2], vocab, config)
+
+
+def pair_ids(pair: Pair, vocab: BertVocab, config: BertInstanceConfig
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """(L,) int64 ids of [CLS] A [SEP] (B [SEP]) and their (L,) segment ids 0/1."""
+    a, b, _ = pair
     parts = [[vocab.cls_id], a, [vocab.sep_id]] + ([b, [vocab.sep_id]] if config.nsp else [])
     ids = np.concatenate(parts).astype(np.int64)  # (L,)
     segment = np.zeros(len(ids), dtype=np.int64)
     segment[len(a) + 2 :] = 1
+    return ids, segment
+
+
+def pad_instance(ids: np.ndarray, segment: np.ndarray, masked: MaskedTokens | None,
+                 is_random_next: bool, vocab: BertVocab, config: BertInstanceConfig) -> Instance:
+    """The reference fields of one sequence, padded to S and P (no MLM fields if unmasked)."""
     S, P = config.max_seq_length, config.max_predictions_per_seq
     instance = {
         "input_ids": _pad(ids, S, vocab.pad_id),
         "input_mask": _pad(np.ones(len(ids), dtype=np.int64), S),
         "segment_ids": _pad(segment, S),
     }
-    if mask_rng is not None:
-        masked = mask_tokens(ids, mask_rng, spec)
+    if masked is not None:
         instance["input_ids"] = _pad(masked.ids, S, vocab.pad_id)
         instance["masked_lm_positions"] = _pad(masked.positions, P)
         instance["masked_lm_ids"] = _pad(masked.labels, P)
@@ -333,13 +352,17 @@ class BertPretrainingStream(torch.utils.data.IterableDataset):
         for j, pair in enumerate(document_pairs(self.corpus, document, self.config, rng)):
             if self.config.static_masking:
                 mask_rng = np.random.default_rng([self.seed, _MASKS, dupe, document, j])
-                instances.append(build_instance(pair, self.vocab, self.config, self.spec, mask_rng))
+                instances.append(self.build(pair, mask_rng))
             else:
-                instance = build_instance(pair, self.vocab, self.config, self.spec, None)
+                instance = self.build(pair, None)
                 entropy = np.random.SeedSequence([self.seed, _MASKS, epoch, document, j])
                 instance["mask_seed"] = entropy.generate_state(1, np.uint64)
                 instances.append(instance)
         return instances
+
+    def build(self, pair: Pair, mask_rng: np.random.Generator | None) -> Instance:
+        """One instance of ``pair`` (`build_instance`; a subclass may mask otherwise)."""
+        return build_instance(pair, self.vocab, self.config, self.spec, mask_rng)
 
     def _window_instances(self, epoch: int, block: int) -> list[Instance]:
         docs = self._epoch_order(epoch)[block * self.window : (block + 1) * self.window]

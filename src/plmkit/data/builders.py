@@ -154,9 +154,24 @@ def bible_en_es(out_dir: Path, seed: int) -> list[Path]:
     return list(build_bible_pairs(out_dir).values())
 
 
+def peoples_daily(out_dir: Path, seed: int) -> list[Path]:
+    """People's Daily, word-segmented, as an ERNIE pretraining corpus with its entity list."""
+    from plmkit.data.ernie import peoples_daily_corpus
+
+    return peoples_daily_corpus(out_dir, seed=seed)
+
+
+def dialogues(out_dir: Path, seed: int) -> list[Path]:
+    """Chinese and English conversations (chatterbot-corpus) for ERNIE's dialogue LM."""
+    from plmkit.data.dialogue import dialogue_corpus
+
+    return dialogue_corpus(out_dir, seed=seed)
+
+
 TASK_DATASETS = {"sentiment-en": sentiment_en, "sentiment-zh": sentiment_zh, "ner-zh": ner_zh,
                  "bible-swag": bible_swag, "bible-paraphrase": bible_paraphrase,
-                 "bible-en-es": bible_en_es}
+                 "bible-en-es": bible_en_es, "peoples-daily": peoples_daily,
+                 "dialogues": dialogues}
 
 
 def build_dataset(name: str, out_dir: Path, seed: int = 0) -> list[Path]:

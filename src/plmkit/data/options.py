@@ -12,7 +12,9 @@ class DataOptions:
     """Batch size and masking policy. `masking`: "static" decides each sequence's mask once per
     dupe copy (BERT, dupe_factor 10); "dynamic" draws a fresh mask every time a sequence is fed
     (RoBERTa section 4.1). `max_ngram` > 1 masks spans of up to that many words, p(n) ∝ 1/n
-    (ALBERT). `input_format` is how `mlm` fills a sequence: "segments" as BERT (one segment of a
+    (ALBERT). `unit_level` is ERNIE's knowledge-masking level (basic / phrase / entity; the
+    `ernie` objective steps through all three) and `entities` a file of extra entity names, one
+    a line. `input_format` is how `mlm` fills a sequence: "segments" as BERT (one segment of a
     document), or RoBERTa's packings of whole sentences (section 4.2, `data/packing.py`)."""
 
     batch_size: int = 32
@@ -22,6 +24,8 @@ class DataOptions:
     dupe_factor: int = 10
     max_ngram: int = 1
     input_format: Literal["segments", "full-sentences", "doc-sentences"] = "segments"
+    unit_level: Literal["basic", "phrase", "entity"] = "basic"
+    entities: str | None = None
 
 
 def max_predictions(seq_len: int, mask_prob: float = 0.15) -> int:

@@ -129,6 +129,15 @@ class ShardedCorpus:
         """(num_documents,) int64: sentences in each document."""
         return np.diff(self._documents)
 
+    def sentence_starts(self) -> np.ndarray:
+        """(num_sentences + 1,) int64, read-only: where each sentence starts in the token stream
+        (for arrays aligned with the tokens); the last entry is the number of tokens."""
+        return self._sentences
+
+    def document_starts(self) -> np.ndarray:
+        """(num_documents + 1,) int64, read-only: the first sentence of each document."""
+        return self._documents
+
     def sentence(self, j: int) -> np.ndarray:
         """Token ids of sentence ``j`` (a read-only view into its shard)."""
         start, end = int(self._sentences[j]), int(self._sentences[j + 1])

@@ -13,6 +13,8 @@ class Embeddings(nn.Module):
 
     With `embedding_size` smaller than `hidden`, the sum lives in E and a linear map
     projects it to H (ALBERT's factorized embedding parameterization, ELECTRA-small).
+    `task_types` > 0 adds one more learned table, indexed by `task_type_ids` (id 0 when not
+    given): ERNIE's task-type embedding.
     """
 
     def __init__(
@@ -26,12 +28,14 @@ class Embeddings(nn.Module):
         pad_token_id: int = 0,
         eps: float = 1e-12,
         dropout: float = 0.1,
+        task_types: int = 0,
     ):
         super().__init__()
         size = embedding_size or hidden
         self.tokens = nn.Embedding(vocab_size, size, padding_idx=pad_token_id)
         self.positions = nn.Embedding(max_positions, size)
         self.segments = nn.Embedding(type_vocab_size, size) if type_vocab_size else None
+        self.task_types = nn.Embedding(task_types, size) if task_types else None
         self.norm = nn.LayerNorm(size, eps=eps)
         self.drop = nn.Dropout(dropout)
         self.project = nn.Linear(size, hidden) if size != hidden else None
@@ -41,6 +45,7 @@ class Embeddings(nn.Module):
         input_ids: Tensor,
         token_type_ids: Tensor | None = None,
         position_ids: Tensor | None = None,
+        task_type_ids: Tensor | None = None,
     ) -> Tensor:
         """input_ids: (B, S) -> (B, S, H)."""
         seq = input_ids.shape[1]
@@ -57,5 +62,8 @@ class Embeddings(nn.Module):
                 x = x + self.segments.weight[0]
             else:
                 x = x + self.segments(token_type_ids)
+        if self.task_types is not None:
+            x = x + (self.task_types.weight[0] if task_type_ids is None
+                     else self.task_types(task_type_ids))
         x = self.drop(self.norm(x))
         return self.project(x) if self.project is not None else x  # (B, S, H)

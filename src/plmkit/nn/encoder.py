@@ -26,6 +26,7 @@ class EncoderConfig:
     intermediate_size: int = 3072
     max_positions: int = 512
     type_vocab_size: int = 2
+    task_type_vocab_size: int = 0  # > 0: an extra input embedding table (ERNIE's task type)
     embedding_size: int | None = None
     activation: str = "gelu"
     dropout: float = 0.1
@@ -63,7 +64,7 @@ class Encoder(nn.Module):
         self.embeddings = Embeddings(
             cfg.vocab_size, cfg.hidden_size, cfg.max_positions, cfg.type_vocab_size,
             embedding_size=cfg.embedding_size, pad_token_id=cfg.pad_token_id,
-            eps=cfg.layer_norm_eps, dropout=cfg.dropout,
+            eps=cfg.layer_norm_eps, dropout=cfg.dropout, task_types=cfg.task_type_vocab_size,
         )
         self.layers = nn.ModuleList(block(cfg) for _ in range(cfg.num_layers))
         self.final_norm = (
@@ -76,9 +77,10 @@ class Encoder(nn.Module):
         attention_mask: Tensor | None = None,
         token_type_ids: Tensor | None = None,
         position_ids: Tensor | None = None,
+        task_type_ids: Tensor | None = None,
     ) -> Tensor:
         """input_ids: (B, S), position_ids: (B|1, S) or None for 0..S-1 -> hidden (B, S, H)."""
-        x = self.embeddings(input_ids, token_type_ids, position_ids)
+        x = self.embeddings(input_ids, token_type_ids, position_ids, task_type_ids)
         mask = padding_mask(attention_mask)  # (B, 1, 1, S) or None
         for layer in self.layers:
             x = layer(x, mask)
@@ -129,6 +131,7 @@ def encoder_hf_keys(ours: str, theirs: str) -> dict[str, str | tuple[str, ...]]:
         ours + "embeddings.tokens.weight": theirs + "embeddings.word_embeddings.weight",
         ours + "embeddings.positions.weight": theirs + "embeddings.position_embeddings.weight",
         ours + "embeddings.segments.weight": theirs + "embeddings.token_type_embeddings.weight",
+        ours + "embeddings.task_types.weight": theirs + "embeddings.task_type_embeddings.weight",
         ours + "embeddings.norm.{p}": theirs + "embeddings.LayerNorm.{p}",
         ours + "embeddings.project.{p}": theirs + "embeddings_project.{p}",
         ours + "layers.{i}.attn.qkv.{p}": tuple(

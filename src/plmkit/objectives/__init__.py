@@ -21,7 +21,10 @@ if TYPE_CHECKING:
 
 
 class Objective(Protocol):
-    """A pretraining task: its batches (masking policy included) and its loss."""
+    """A pretraining task: its batches (masking policy included) and its loss.
+
+    An objective may also have `stages`, a tuple of `DataOptions` overrides: the pipeline then
+    splits the steps evenly into one phase per stage (ERNIE's knowledge-masking levels)."""
 
     name: str
 
@@ -40,6 +43,8 @@ OBJECTIVES: dict[str, str] = {
     "seq2seq": "plmkit.objectives.seq2seq:Seq2Seq",
     "plm": "plmkit.objectives.plm:PermutationLM",
     "clm": "plmkit.objectives.clm:CausalLM",
+    "ernie": "plmkit.objectives.ernie:KnowledgeMasking",
+    "dlm": "plmkit.objectives.dlm:DialogueLM",
 }
 
 

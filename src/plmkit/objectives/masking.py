@@ -2,20 +2,22 @@
 
 The policy is Google BERT's ``create_masked_lm_predictions`` (create_pretraining_data.py),
 written around *units*: a unit is a span ``[start, end)`` of token positions masked together
-(one token; one whole word; later an ALBERT n-gram or an ERNIE phrase / entity). A sequence
+(one token; one whole word; an ALBERT n-gram; an ERNIE phrase or entity). A sequence
 predicts ``num_to_predict`` tokens; units are shuffled and taken whole while the budget allows,
 a unit that would overflow it is skipped; each chosen token becomes [MASK] 80% of the time,
 stays itself 10% and becomes a random token 10% (BERT paper §3.1 and Appendix C.2).
 
 `mask_tokens` does this for one sequence with numpy (static masking while building instances);
 `mask_batch` does the same for a padded batch with torch (dynamic masking in a collator).
+`mask_units` masks by units given from outside (ERNIE's knowledge masking, `unit_starts`) and
+draws 80/10/10 once per unit, so a phrase or an entity is hidden, kept or replaced whole.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import NamedTuple, Protocol, TypeVar
+from typing import Literal, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -25,6 +27,12 @@ MASK_TOKEN_FRAC = 0.8  # of those: 80% [MASK]
 KEEP_FRAC = 0.1  # 10% unchanged; the remaining 10% a random token
 
 Ids = TypeVar("Ids", np.ndarray, torch.Tensor)
+
+# ERNIE's knowledge-masking levels (section 3.2) and the bits of a token's unit flags that mark
+# where a phrase-level / entity-level unit begins (`data/ernie.py` computes them).
+Level = Literal["basic", "phrase", "entity"]
+LEVELS: tuple[Level, ...] = ("basic", "phrase", "entity")
+PHRASE_START, ENTITY_START = 1, 2
 
 
 class MaskingVocab(Protocol):
@@ -159,7 +167,13 @@ def ngram_units(units: np.ndarray, max_n: int, rng: np.random.Generator) -> np.n
 
 
 def select_units(units: np.ndarray, budget: int, rng: np.random.Generator) -> np.ndarray:
-    """Sorted positions of shuffled ``units`` taken whole while they fit in ``budget`` tokens.
+    """Sorted positions of shuffled ``units`` taken whole while they fit in ``budget`` tokens."""
+    return _positions(units[choose_units(units, budget, rng)])
+
+
+def choose_units(units: np.ndarray, budget: int, rng: np.random.Generator) -> np.ndarray:
+    """(K,) indices of the ``units`` taken, in the order of a shuffled walk that takes each unit
+    whole while it fits in ``budget`` tokens.
 
     A unit that would overflow the budget, or overlaps a chosen one, is skipped, and the walk
     goes on with the next (the reference loop).
@@ -167,15 +181,23 @@ def select_units(units: np.ndarray, budget: int, rng: np.random.Generator) -> np
     if len(units) == 0:
         return np.zeros(0, dtype=np.int64)
     covered = np.zeros(int(units[:, 1].max()), dtype=bool)
-    taken = 0
-    for start, end in units[rng.permutation(len(units))]:
+    chosen, taken = [], 0
+    for k in rng.permutation(len(units)):
         if taken >= budget:
             break
+        start, end = units[k]
         if taken + end - start > budget or covered[start:end].any():
             continue
         covered[start:end] = True
+        chosen.append(k)
         taken += end - start
-    return np.flatnonzero(covered).astype(np.int64)
+    return np.array(chosen, dtype=np.int64)
+
+
+def _positions(units: np.ndarray) -> np.ndarray:
+    """Sorted positions covered by non-overlapping (K, 2) ``units``."""
+    spans = [np.arange(start, end) for start, end in units]
+    return np.sort(np.concatenate(spans)) if spans else np.zeros(0, dtype=np.int64)
 
 
 def random_ids(rng: np.random.Generator, n: int, spec: MaskingSpec) -> np.ndarray:
@@ -187,9 +209,14 @@ def replace_tokens(
     ids: np.ndarray, positions: np.ndarray, rng: np.random.Generator, spec: MaskingSpec
 ) -> MaskedTokens:
     """Apply 80% [MASK] / 10% keep / 10% random to ``positions`` of ``ids`` (BERT §3.1)."""
-    out = np.array(ids, copy=True)
     u = rng.random(len(positions))
-    replacement = random_ids(rng, len(positions), spec)
+    return _replace(ids, positions, u, random_ids(rng, len(positions), spec), spec)
+
+
+def _replace(ids: np.ndarray, positions: np.ndarray, u: np.ndarray, replacement: np.ndarray,
+             spec: MaskingSpec) -> MaskedTokens:
+    """[MASK] where ``u`` < 0.8, ``replacement`` where ``u`` >= 0.9, at ``positions`` (n,)."""
+    out = np.array(ids, copy=True)
     out[positions[u < MASK_TOKEN_FRAC]] = spec.mask_id
     randomize = u >= MASK_TOKEN_FRAC + KEEP_FRAC
     out[positions[randomize]] = replacement[randomize]
@@ -207,6 +234,35 @@ def mask_tokens(ids: np.ndarray, rng: np.random.Generator, spec: MaskingSpec) ->
         units = ngram_units(units, spec.max_ngram, rng)
     positions = select_units(units, budget, rng)
     return replace_tokens(ids, positions, rng, spec)
+
+
+def unit_starts(flags: np.ndarray, word_start: np.ndarray, level: Level) -> np.ndarray:
+    """(L,) bool: the tokens that begin a knowledge-masking unit at ``level`` (ERNIE §3.2).
+
+    basic: a character or a whole Latin word (``word_start``, not a "##" piece); phrase: a
+    segmented word or phrase (`PHRASE_START` in ``flags`` (L,) uint8); entity: a whole person,
+    place or organization name, phrases elsewhere (`ENTITY_START`).
+    """
+    if level == "basic":
+        return word_start
+    bit = PHRASE_START if level == "phrase" else ENTITY_START
+    return (flags & bit) > 0
+
+
+def mask_units(ids: np.ndarray, starts: np.ndarray, rng: np.random.Generator,
+               spec: MaskingSpec) -> MaskedTokens:
+    """Mask one unpadded sequence by the units that begin at ``starts`` (L,) bool: the budget
+    of `mask_tokens`, and 80% [MASK] / 10% keep / 10% random drawn once per unit."""
+    ids = np.asarray(ids)
+    units = word_units(candidates(ids, spec.special_ids), starts)  # (U, 2)
+    budget = num_to_predict(len(ids), spec.mask_prob, spec.max_predictions)
+    chosen = units[choose_units(units, budget, rng)]  # (K, 2)
+    lengths = chosen[:, 1] - chosen[:, 0]  # (K,)
+    u = np.repeat(rng.random(len(chosen)), lengths)  # (n,) one draw per unit
+    spans = np.concatenate([np.arange(s, e) for s, e in chosen]) if len(chosen) else lengths
+    order = np.argsort(spans)
+    positions = spans[order].astype(np.int64)  # (n,) ascending
+    return _replace(ids, positions, u[order], random_ids(rng, len(positions), spec), spec)
 
 
 def mask_batch(

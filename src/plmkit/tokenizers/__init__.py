@@ -1,4 +1,5 @@
-"""Tokenizers: train / load WordPiece (BERT), byte-level BPE (RoBERTa), Unigram (ALBERT).
+"""Tokenizers: train / load WordPiece (BERT), byte-level BPE (RoBERTa), Unigram (ALBERT),
+characters (BERT-Chinese, ERNIE).
 
 Built on the Hugging Face `tokenizers` library; saved directories load in `transformers`.
 """

@@ -18,6 +18,7 @@ from plmkit.tokenizers.pipeline import (
     CONTINUATION,
     SPECIALS,
     WORD_START,
+    WORDPIECE_KINDS,
     Specials,
     set_post_processor,
     wordpiece_backend,
@@ -56,7 +57,7 @@ class Tokenizer:
 
     def _continuation_mask(self) -> np.ndarray:
         tokens = [self.backend.id_to_token(i) or "" for i in range(self.vocab_size)]
-        if self.kind == "wordpiece":
+        if self.kind in WORDPIECE_KINDS:
             mask = np.array([t.startswith(CONTINUATION) for t in tokens], dtype=bool)
         else:
             mask = np.array([not t.startswith(WORD_START[self.kind]) for t in tokens], dtype=bool)
@@ -137,7 +138,7 @@ class Tokenizer:
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         self.backend.save(str(out / "tokenizer.json"))
-        if self.kind == "wordpiece":
+        if self.kind in WORDPIECE_KINDS:
             vocab = (self.id_to_token(i) for i in range(self.vocab_size))
             (out / "vocab.txt").write_text("".join(f"{t}\n" for t in vocab), encoding="utf-8")
         tokens = {f"{role}_token": getattr(self.specials, role) for role in ROLES}
@@ -154,7 +155,7 @@ class Tokenizer:
         PreTrainedTokenizerFast uses tokenizer.json as it is.)
         """
         norm = json.loads(self.backend.to_str())["normalizer"] or {}
-        if self.kind != "wordpiece" or norm.get("type") != "BertNormalizer":
+        if self.kind not in WORDPIECE_KINDS or norm.get("type") != "BertNormalizer":
             return {"tokenizer_class": "PreTrainedTokenizerFast", "do_lower_case": self.lowercase}
         return {
             "tokenizer_class": "BertTokenizer",

@@ -1,6 +1,8 @@
-"""The three tokenizer pipelines (normaliser, pre-tokeniser, model, decoder) as the papers use them.
+"""The tokenizer pipelines (normaliser, pre-tokeniser, model, decoder) as the papers use them.
 
 - ``wordpiece``: BERT (BertNormalizer, BertPreTokenizer, WordPiece with "##" continuations).
+- ``char``: BERT-Chinese / ERNIE 1.0: the same pipeline, every CJK character a token and Latin
+  words in word pieces, with the characters making up most of the vocabulary (`CHAR_SHARE`).
 - ``bpe``: RoBERTa / GPT-2 byte-level BPE (no prefix space, every byte in the alphabet).
 - ``unigram``: ALBERT-style SentencePiece Unigram (NFKC, Metaspace "▁").
 """
@@ -20,7 +22,9 @@ from tokenizers import (
     trainers,
 )
 
-KINDS = ("wordpiece", "bpe", "unigram")
+KINDS = ("wordpiece", "bpe", "unigram", "char")
+WORDPIECE_KINDS = frozenset({"wordpiece", "char"})  # BERT's pipeline, "##" continuations
+CHAR_SHARE = 0.9  # char: the most frequent characters fill at most this share of the vocab
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ SPECIALS = {
     "wordpiece": Specials(*BERT_ORDER, order=BERT_ORDER),
     "bpe": Specials("<pad>", "<unk>", "<s>", "</s>", "<mask>", order=ROBERTA_ORDER),
     "unigram": Specials(*ALBERT_ORDER, order=ALBERT_ORDER),
+    "char": Specials(*BERT_ORDER, order=BERT_ORDER),
 }
 
 # Vocabulary entries that begin a word (BPE, Unigram) or continue one (WordPiece).
@@ -100,7 +105,7 @@ def unigram_backend(lowercase: bool) -> Tokenizer:
 
 def empty_backend(kind: str, lowercase: bool) -> Tokenizer:
     """An untrained pipeline of ``kind``."""
-    if kind == "wordpiece":
+    if kind in WORDPIECE_KINDS:
         return wordpiece_backend(None, lowercase)
     return bpe_backend(lowercase) if kind == "bpe" else unigram_backend(lowercase)
 
@@ -108,13 +113,16 @@ def empty_backend(kind: str, lowercase: bool) -> Tokenizer:
 def trainer(kind: str, vocab_size: int, min_frequency: int) -> trainers.Trainer:
     """The trainer of ``kind``: specials first (ids 0..4), byte alphabet for BPE."""
     specials = special_tokens(kind)
-    if kind == "wordpiece":
+    if kind in WORDPIECE_KINDS:
+        # char: the alphabet (the characters) may fill most of the vocabulary
+        alphabet = {"limit_alphabet": int(vocab_size * CHAR_SHARE)} if kind == "char" else {}
         return trainers.WordPieceTrainer(
             vocab_size=vocab_size,
             min_frequency=min_frequency,
             special_tokens=specials,
             continuing_subword_prefix=CONTINUATION,
             show_progress=False,
+            **alphabet,
         )
     if kind == "bpe":
         return trainers.BpeTrainer(

@@ -26,7 +26,8 @@ def train_tokenizer(
     lowercase: bool = True,
     min_frequency: int = 2,
 ) -> Tokenizer:
-    """Train a ``kind`` tokenizer ("wordpiece", "bpe" or "unigram") of at most ``vocab_size``.
+    """Train a ``kind`` tokenizer ("wordpiece", "bpe", "unigram" or "char") of at most
+    ``vocab_size``.
 
     The special tokens take ids 0..4 (see `plmkit.tokenizers.pipeline.SPECIALS`).
     ``min_frequency`` applies to WordPiece and BPE merges; Unigram prunes by likelihood instead.
