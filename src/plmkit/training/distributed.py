@@ -189,7 +189,8 @@ class Dist:
         set_model_state_dict(model, safetensors.torch.load_file(weights), options=options)
 
     def optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-        """The optimizer state to checkpoint: full (keyed by parameter name) under FSDP."""
+        """The optimizer state to checkpoint, as `optimizer.state_dict()` of one process would
+        be (under FSDP gathered on rank 0; every rank must call this)."""
         if not self.fsdp:
             return optimizer.state_dict()
         from torch.distributed.checkpoint.state_dict import (
@@ -199,6 +200,8 @@ class Dist:
 
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
         full = get_optimizer_state_dict(model, optimizer, options=options)
+        if not self.is_main:
+            return {}  # rank 0 alone holds (and writes) the full state
         index = _param_index(optimizer)  # keyed by position like optimizer.state_dict()
         return {"state": {index[name]: v for name, v in full["state"].items()},
                 "param_groups": [{**g, "params": [index[n] for n in g["params"]]}
@@ -218,8 +221,8 @@ class Dist:
         full = {"state": {names[i]: v for i, v in state["state"].items()},
                 "param_groups": [{**g, "params": [names[i] for i in g["params"]]}
                                  for g in state["param_groups"]]}
-        set_optimizer_state_dict(model, optimizer, full,
-                                 options=StateDictOptions(full_state_dict=True))
+        options = StateDictOptions(full_state_dict=True, strict=False)  # unused: no state
+        set_optimizer_state_dict(model, optimizer, full, options=options)
 
 
 def _param_index(optimizer: torch.optim.Optimizer) -> dict[str, int]:
