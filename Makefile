@@ -23,6 +23,11 @@ system-deps:
 	  && test -d /usr/share/sword/modules/texts/ztext/engWEB2015eb \
 	  && test -d /usr/share/sword/modules/texts/ztext/spaRV1909eb || { apt-get update -qq \
 	  && apt-get install -y -qq diatheke sword-text-web sword-text-kjv sword-text-sparv; }
+# Chromium, the headless browser that checks the `plmkit serve` page (tests/test_serve.py).
+.PHONY: browser-deps
+system-deps: browser-deps
+browser-deps:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 
 test: $(STAMP) system-deps
 	$(BIN)/ruff check src tests benchmarks

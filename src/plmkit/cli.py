@@ -157,7 +157,12 @@ def cmd_embed(args: argparse.Namespace) -> None:
     vectors = embed(plmkit.load(args.model), Tokenizer.load(tokenizer_dir(args.model)), texts,
                     args.pooling, args.max_seq_len, args.batch_size)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    np.save(args.output, vectors)
+    if args.output.suffix == ".jsonl":
+        with open(args.output, "w", encoding="utf-8") as f:
+            for text, vector in zip(texts, vectors.tolist(), strict=True):
+                f.write(json.dumps({"text": text, "embedding": vector}, ensure_ascii=False) + "\n")
+    else:
+        np.save(args.output, vectors)
     print(f"{vectors.shape[0]} x {vectors.shape[1]} embeddings -> {args.output}")
 
 
@@ -228,6 +233,7 @@ def parser() -> argparse.ArgumentParser:
     add_pretrain_arguments(p)
 
     add_task_commands(sub)
+    add_use_commands(sub)
 
     p = _add(sub, "translate", "translate source lines (a file or stdin), one output per line",
              "plmkit translate --model runs/en-es --input verses.txt\n"
@@ -318,17 +324,169 @@ def add_task_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", type=Path, required=True)
     p.add_argument("--batch-size", type=int)
 
-    p = _add(sub, "embed", "sentence vectors of text lines (or jsonl/csv `text`) as .npy",
+    p = _add(sub, "embed", "sentence vectors of text lines (or jsonl/csv `text`): .npy or .jsonl",
              """
              plmkit embed --model runs/bert --input sentences.txt --output vectors.npy
+             plmkit embed --model runs/bert --input sentences.txt --output vectors.jsonl
              plmkit embed --model hf-minilm/ --input docs.jsonl --output v.npy --pooling mean
              """, cmd_embed)
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--input", type=Path, required=True)
-    p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--output", type=Path, required=True,
+                   help=".npy (N x H float32) or .jsonl (one {text, embedding} per line)")
     p.add_argument("--pooling", choices=["cls", "mean"], default="cls")
     p.add_argument("--max-seq-len", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=32)
+
+
+def cmd_attention(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    import plmkit
+    from plmkit.inspect import attention_maps, plot_attention
+    from plmkit.tasks.finetune import tokenizer_dir
+    from plmkit.tokenizers import Tokenizer
+
+    maps = attention_maps(plmkit.load(args.model), Tokenizer.load(tokenizer_dir(args.model)),
+                          args.text, args.pair)
+    written = plot_attention(maps, args.out)
+    np.savez(args.out / "attention.npz", weights=maps.weights, tokens=np.array(maps.tokens))
+    layers, heads = maps.weights.shape[:2]
+    print(f"{layers} layers x {heads} heads over {len(maps.tokens)} tokens: {len(written)} PNGs "
+          f"and attention.npz -> {args.out}")
+
+
+def cmd_prune(args: argparse.Namespace) -> None:
+    from plmkit.prune import parse_heads, prune_dir
+
+    heads = parse_heads(args.heads) if args.heads is not None else None
+    result = prune_dir(args.model, args.out, heads, args.fraction, args.data)
+    removed = sum(map(len, result.heads.values()))
+    listed = ",".join(f"{layer}:{h}" for layer, hs in sorted(result.heads.items()) for h in hs)
+    print(f"removed {removed} heads ({listed}): {result.parameters_before:,} -> "
+          f"{result.parameters_after:,} parameters -> {args.out}")
+
+
+def cmd_fill_mask(args: argparse.Namespace) -> None:
+    import plmkit
+    from plmkit.fill_mask import check_mlm, fill_mask, fill_mask_lines, format_predictions
+    from plmkit.tasks.finetune import tokenizer_dir
+    from plmkit.tokenizers import Tokenizer
+
+    model = plmkit.load(args.model)
+    check_mlm(model)
+    tok = Tokenizer.load(tokenizer_dir(args.model))
+    if args.text is not None:
+        print(format_predictions(fill_mask(model, tok, [args.text], args.top_k)[0]))
+    elif args.input is not None:
+        with open(args.input, encoding="utf-8") as f:
+            lines = [line.strip() for line in f if line.strip()]
+        for line, masks in zip(lines, fill_mask(model, tok, lines, args.top_k), strict=True):
+            print(json.dumps({"text": line, "predictions": masks}, ensure_ascii=False))
+    else:
+        fill_mask_lines(model, tok, sys.stdin, sys.stdout, args.top_k, prompt=sys.stdin.isatty())
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    import torch
+
+    import plmkit
+    from plmkit.generate import generate_causal
+    from plmkit.seq2seq import translate_with
+    from plmkit.tasks.finetune import tokenizer_dir
+    from plmkit.tokenizers import Tokenizer
+
+    model = plmkit.load(args.model).eval()
+    tok = Tokenizer.load(tokenizer_dir(args.model))
+    prompts = ([args.text] if args.text is not None else
+               (args.input.read_text(encoding="utf-8") if args.input else sys.stdin.read())
+               .splitlines())
+    prompts = [p for p in prompts if p.strip()]
+    if hasattr(model, "decode"):  # an encoder-decoder: its output for each input line
+        for line in translate_with(model, tok, prompts, beam=args.beam):
+            print(line)
+        return
+    if getattr(model.config, "attn_type", None) != "uni" or not hasattr(model, "lm_logits"):
+        raise UserError(f"{args.model}: a {model.config.family} model does not generate text "
+                        "(use a transfo-xl or clm-trained model, or a seq2seq model)")
+    generator = torch.Generator().manual_seed(args.seed)
+    for prompt in prompts:
+        ids = tok.encode(prompt)
+        if not ids:
+            raise UserError(f"the prompt {prompt!r} has no tokens")
+        new = generate_causal(model, ids, args.max_new_tokens, args.temperature, args.top_k,
+                              eos_id=tok.sep_id, generator=generator)
+        print(tok.decode(ids + new).strip())
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from plmkit.serve import serve
+
+    serve(args.model, args.host, args.port)
+
+
+def add_use_commands(sub: argparse._SubParsersAction) -> None:
+    """attention, prune, fill-mask, generate, serve."""
+    p = _add(sub, "attention", "attention maps of every layer and head on a text, as PNG heatmaps",
+             """
+             plmkit attention --model runs/bert --text "the cat sat on the mat" --out att/
+             plmkit attention --model hf-minilm/ --text "a question" --pair "a passage" --out att/
+             """, cmd_attention)
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--text", required=True)
+    p.add_argument("--pair", help="a second segment (sentence pairs)")
+    p.add_argument("--out", type=Path, default=Path("attention"),
+                   help="layer{L}_head{H}.png, overview.png and attention.npz (weights, tokens)")
+
+    p = _add(sub, "prune", "remove attention heads physically; save the smaller model",
+             """
+             plmkit prune --model runs/sentiment --heads 0:1,0:3,5:0 --out runs/pruned
+             plmkit prune --model runs/sentiment --fraction 0.3 --data dev.csv --out runs/pruned
+             """, cmd_prune)
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--heads", help="LAYER:HEAD pairs to remove, comma-separated (0-based)")
+    p.add_argument("--fraction", type=float,
+                   help="remove this fraction of heads, least important first (Michel et al. "
+                        "2019); needs --data and a model fine-tuned with --task classify")
+    p.add_argument("--data", type=Path, help="labelled examples to score the heads on")
+
+    p = _add(sub, "fill-mask", "top-k predictions for each mask token ([MASK] or <mask>)",
+             """
+             plmkit fill-mask --model runs/bert --text "i love this [MASK]"
+             plmkit fill-mask --model runs/bert --input masked.txt  # one JSON line per line
+             plmkit fill-mask --model runs/bert  # interactive: type lines
+             """, cmd_fill_mask)
+    p.add_argument("--model", type=Path, required=True)
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--text")
+    source.add_argument("--input", type=Path, help="a file of lines (default: stdin)")
+    p.add_argument("--top-k", type=int, default=5)
+
+    p = _add(sub, "generate", "continue prompts (causal LM) or transform lines (seq2seq)",
+             """
+             plmkit generate --model runs/txl --text "In the beginning" --max-new-tokens 40
+             plmkit generate --model runs/txl --text "And God said" --temperature 0.8 --top-k 40
+             plmkit generate --model runs/en-es --input verses.txt --beam 4
+             """, cmd_generate)
+    p.add_argument("--model", type=Path, required=True)
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--text")
+    source.add_argument("--input", type=Path, help="prompts, one per line (default: stdin)")
+    p.add_argument("--max-new-tokens", type=int, default=50)
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    p.add_argument("--top-k", type=int, default=0, help="sample among the k best (0: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--beam", type=int, default=4, help="seq2seq models: beam size (1: greedy)")
+
+    p = _add(sub, "serve", "an HTTP JSON service (and a demo page) over a model",
+             """
+             plmkit serve --model runs/sentiment --port 8000
+             curl -s localhost:8000/v1/classify -d '{"texts": ["what a day"]}'
+             """, cmd_serve)
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
 
 
 def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:

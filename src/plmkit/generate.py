@@ -10,6 +10,9 @@ once `beam` hypotheses have ended; as in fairseq, an ending counts only when it 
 The model needs `config` (`bos_token_id`, `eos_token_id`, `pad_token_id`, `max_positions`),
 `encode(input_ids, attention_mask)`, `decode(ids, memory, memory_mask, cache)` and `new_cache()`
 (see `plmkit.models.transformer.Transformer`).
+
+`generate_causal` continues a prompt with a causal LM (Transformer-XL, XLNet trained with clm):
+greedy, or sampled with a temperature and top-k (`plmkit generate`).
 """
 
 from __future__ import annotations
@@ -182,3 +185,34 @@ def _select(top_scores: list[list[float]], top: list[list[int]], prefix: Tensor,
             tokens.append(token)
             scores.append(score)
     return rows, tokens, scores
+
+
+@torch.no_grad()
+def generate_causal(model: Any, prompt: list[int], max_new_tokens: int = 50,
+                    temperature: float = 0.0, top_k: int = 0, eos_id: int | None = None,
+                    context: int = 512, generator: torch.Generator | None = None) -> list[int]:
+    """Continue `prompt` (token ids) with a causal LM (`lm_logits`, attn_type "uni": a
+    Transformer-XL, or XLNet trained with clm): greedy at temperature 0, else sampled from
+    softmax(logits / temperature), among the `top_k` best when > 0. Each step recomputes the
+    last `context` tokens; stops after `eos_id`. Returns the new tokens."""
+    if not prompt:
+        raise ValueError("generation needs a prompt of at least one token")
+    device = next(model.parameters()).device
+    ids = torch.tensor([prompt], device=device)  # (1, t)
+    new: list[int] = []
+    for _ in range(max_new_tokens):
+        hidden = model(ids[:, -context:]).last_hidden_state  # (1, t', H)
+        logits = model.lm_logits(hidden[:, -1]).float()[0]  # (V,)
+        if temperature <= 0:
+            token = int(logits.argmax())
+        else:
+            if top_k > 0:
+                cut = logits.topk(min(top_k, logits.shape[0])).values[-1]
+                logits = logits.masked_fill(logits < cut, float("-inf"))
+            probs = F.softmax(logits / temperature, dim=-1)
+            token = int(torch.multinomial(probs, 1, generator=generator))
+        new.append(token)
+        ids = torch.cat([ids, ids.new_tensor([[token]])], dim=1)
+        if token == eos_id:
+            break
+    return new

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from plmkit.errors import UserError
 from plmkit.models.registry import FAMILIES, Family, HFSpec
+from plmkit.nn.attention import unpruned_state_dict
 
 SAFETENSORS = "model.safetensors"
 PYTORCH_BIN = "pytorch_model.bin"
@@ -57,7 +58,7 @@ def save_hf(model: nn.Module, directory: str | Path) -> Path:
     spec = _spec_of(model)
     directory = Path(directory)
     targets = [(directory, spec), *((directory / sub, p) for sub, p in spec.parts.items())]
-    state = model.state_dict()
+    state = unpruned_state_dict(model)  # transformers >= 5 has no pruned heads: zeros instead
     for key in state:
         if not any(_maps(s, key) for _, s in targets):  # e.g. ALBERT's partial sharing
             raise UserError(f"cannot export to Hugging Face: {key} has no name in the "

@@ -1,7 +1,13 @@
-"""Multi-head attention over `F.scaled_dot_product_attention`, self and cross."""
+"""Multi-head attention over `F.scaled_dot_product_attention`, self and cross; an explicit
+softmax path that keeps the attention weights (for inspection), per-head gates and physical
+head pruning (Michel et al. 2019, "Are Sixteen Heads Really Better than One?")."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -11,6 +17,12 @@ class MultiHeadAttention(nn.Module):
 
     Self-attention projects queries, keys and values with one fused (H, 3H) matrix; cross-
     attention (`cross=True`) keeps a query projection and a fused (H, 2H) key/value projection.
+
+    Off by default, for inspection: while `recorder` is a list, each forward computes the
+    softmax explicitly (SDPA returns no weights) and appends the weights (B, h, S, T) to it;
+    `head_gate` (h,) multiplies each head's output (the gate of Michel et al. 2019).
+    `prune` removes heads physically; the buffer `kept_heads` (the original indices of the
+    heads left) then travels in the state dict, so a pruned checkpoint loads pruned.
     """
 
     def __init__(self, hidden: int, num_heads: int, dropout: float = 0.0, cross: bool = False):
@@ -18,6 +30,7 @@ class MultiHeadAttention(nn.Module):
         if hidden % num_heads:
             raise ValueError(f"hidden size {hidden} is not divisible by {num_heads} heads")
         self.num_heads = num_heads
+        self.head_dim = hidden // num_heads
         self.dropout = dropout
         self.cross = cross
         if cross:
@@ -26,6 +39,8 @@ class MultiHeadAttention(nn.Module):
         else:
             self.qkv = nn.Linear(hidden, 3 * hidden)
         self.out = nn.Linear(hidden, hidden)
+        self.recorder: list[Tensor] | None = None
+        self.head_gate: Tensor | None = None
 
     def forward(
         self,
@@ -43,9 +58,72 @@ class MultiHeadAttention(nn.Module):
             q, k, v = self.qkv(x).chunk(3, dim=-1)  # (B, S, H) each
         q, k, v = (self._split(t) for t in (q, k, v))  # (B, h, S|T, d)
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
-                                           is_causal=is_causal)
+        if self.recorder is None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
+                                               is_causal=is_causal)  # (B, h, S, d)
+        else:
+            y, weights = attention_with_weights(q, k, v, mask, dropout_p=p, is_causal=is_causal)
+            self.recorder.append(weights.detach())
+        if self.head_gate is not None:
+            y = y * self.head_gate[:, None, None].to(y.dtype)
         return self.out(self._merge(y))  # (B, S, H)
+
+    def kept(self) -> list[int]:
+        """The original indices of the heads this module still has."""
+        kept = getattr(self, "kept_heads", None)
+        return list(range(self.num_heads)) if kept is None else kept.tolist()
+
+    @torch.no_grad()
+    def prune(self, heads: Iterable[int]) -> None:
+        """Remove the heads with original indices `heads`: their rows of the query, key and
+        value projections and their columns of the output projection."""
+        kept = self.kept()
+        drop = set(heads)
+        if drop - set(kept):
+            raise ValueError(f"heads {sorted(drop - set(kept))} are not in this layer "
+                             f"(it has {kept})")
+        stay = [i for i, h in enumerate(kept) if h not in drop]
+        if not stay:
+            raise ValueError("cannot prune every head of a layer")
+        d, inner = self.head_dim, self.num_heads * self.head_dim
+        index = torch.tensor([i * d + j for i in stay for j in range(d)],
+                             device=self.out.weight.device)  # (h' d,)
+        if self.cross:
+            self.q = _select(self.q, index, 0)
+            self.kv = _select(self.kv, torch.cat([index, index + inner]), 0)
+        else:
+            self.qkv = _select(self.qkv, torch.cat([index, index + inner, index + 2 * inner]), 0)
+        self.out = _select(self.out, index, 1)
+        self.num_heads = len(stay)
+        self.register_buffer("kept_heads", torch.tensor([kept[i] for i in stay]))
+
+    def unpruned_state(self) -> dict[str, Tensor]:
+        """The projections' parameters at the original head count, a pruned head's rows and
+        columns zero: the same outputs (zero values, zero output columns) in the unpruned
+        layout."""
+        total = self.out.out_features // self.head_dim
+        index = torch.tensor([h * self.head_dim + j for h in self.kept()
+                              for j in range(self.head_dim)])  # (h' d,)
+        names = {"q": 1, "kv": 2} if self.cross else {"qkv": 3}
+        state = {}
+        for name, parts in names.items():
+            linear = getattr(self, name)
+            rows = torch.cat([index + i * total * self.head_dim for i in range(parts)])
+            for p in ("weight", "bias"):
+                value = getattr(linear, p).detach()
+                full = value.new_zeros(parts * total * self.head_dim, *value.shape[1:])
+                state[f"{name}.{p}"] = full.index_copy(0, rows.to(value.device), value)
+        weight = self.out.weight.detach()  # (H, h' d)
+        state["out.weight"] = weight.new_zeros(weight.shape[0], total * self.head_dim
+                                               ).index_copy(1, index.to(weight.device), weight)
+        return state
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str,
+                              *args: Any, **kwargs: Any) -> None:
+        kept = state_dict.get(prefix + "kept_heads")
+        if kept is not None and kept.tolist() != self.kept():  # a pruned checkpoint
+            self.prune(set(self.kept()) - set(kept.tolist()))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _split(self, t: Tensor) -> Tensor:
         b, s, h = t.shape
@@ -56,3 +134,48 @@ class MultiHeadAttention(nn.Module):
         b, n, s, d = t.shape
         return t.transpose(1, 2).reshape(b, s, n * d)
 
+
+
+def attention_with_weights(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *,
+                           dropout_p: float = 0.0, scale: float | None = None,
+                           is_causal: bool = False) -> tuple[Tensor, Tensor]:
+    """`F.scaled_dot_product_attention` written out, also returning its softmax weights.
+
+    q: (B, h, S, d), k, v: (B, h, T, d); mask: bool (True = attend) or additive float,
+    broadcastable to (B, h, S, T). Returns the output (B, h, S, d) and weights (B, h, S, T).
+    """
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    scores = (q @ k.transpose(-2, -1)) * scale  # (B, h, S, T)
+    if is_causal:
+        s, t = scores.shape[-2:]
+        future = torch.ones(s, t, dtype=torch.bool, device=q.device).triu(1)
+        scores = scores.masked_fill(future, float("-inf"))
+    if mask is not None:
+        scores = (scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool
+                  else scores + mask)
+    weights = scores.softmax(-1)
+    return F.dropout(weights, dropout_p) @ v, weights
+
+
+def unpruned_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """`model.state_dict()` with every pruned attention back at its original head count (the
+    pruned heads zero, `MultiHeadAttention.unpruned_state`) and without `kept_heads`: for
+    formats that have no pruned heads, such as transformers >= 5."""
+    state = model.state_dict()
+    for name, module in model.named_modules():
+        if isinstance(module, MultiHeadAttention) and hasattr(module, "kept_heads"):
+            state.pop(f"{name}.kept_heads")
+            state.update({f"{name}.{k}": v for k, v in module.unpruned_state().items()})
+    return state
+
+
+def _select(linear: nn.Linear, index: Tensor, dim: int) -> nn.Linear:
+    """A copy of `linear` keeping the outputs (dim 0) or inputs (dim 1) at `index`."""
+    weight = linear.weight.index_select(dim, index)  # (out', in) or (out, in')
+    bias = linear.bias if dim == 1 or linear.bias is None else linear.bias[index]
+    new = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None,
+                    device=weight.device, dtype=weight.dtype)
+    new.weight.copy_(weight)
+    if bias is not None:
+        new.bias.copy_(bias)
+    return new

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plmkit.errors import UserError
+from plmkit.nn.attention import attention_with_weights
 from plmkit.nn.block import FeedForward
 from plmkit.nn.positions import sinusoids
 
@@ -171,7 +172,7 @@ class RelativeAttention(nn.Module):
 
     Projections are (H, n, d) matrices without biases, named as in XLNet's reference; the
     scores go through `F.scaled_dot_product_attention` with the position and segment terms as
-    its additive mask.
+    its additive mask. `recorder` and `head_gate` inspect it as they do `MultiHeadAttention`.
     """
 
     def __init__(self, hidden: int, num_heads: int, *, dropout: float = 0.1,
@@ -189,6 +190,9 @@ class RelativeAttention(nn.Module):
         self.norm = nn.LayerNorm(hidden, eps=eps)
         self.drop = nn.Dropout(dropout)
         self.dropout = dropout
+        self.num_heads = num_heads
+        self.recorder: list[Tensor] | None = None
+        self.head_gate: Tensor | None = None
 
     def keys(self, context: Tensor, pos: Tensor) -> RelKeys:
         """context: (B, T, H) memory and current states, pos: (R, H) encodings."""
@@ -210,10 +214,15 @@ class RelativeAttention(nn.Module):
         if queries.mask is not None:
             bias = bias.masked_fill(~queries.mask[:, None], NEG)
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(
-            (q + self.r_w_bias).transpose(1, 2), keys.k.transpose(1, 2), keys.v.transpose(1, 2),
-            attn_mask=bias.to(q.dtype), dropout_p=p, scale=scale,
-        )  # (B, n, S', d)
+        args = ((q + self.r_w_bias).transpose(1, 2), keys.k.transpose(1, 2),
+                keys.v.transpose(1, 2), bias.to(q.dtype))
+        if self.recorder is None:
+            y = F.scaled_dot_product_attention(*args, dropout_p=p, scale=scale)  # (B, n, S', d)
+        else:
+            y, weights = attention_with_weights(*args, dropout_p=p, scale=scale)
+            self.recorder.append(weights.detach())  # (B, n, S', T)
+        if self.head_gate is not None:
+            y = y * self.head_gate[:, None, None].to(y.dtype)
         y = y.transpose(1, 2).flatten(2) @ self.o.flatten(1).T  # (B, S', H)
         return self.norm(x + self.drop(y))
 
