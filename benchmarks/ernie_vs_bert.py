@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-RUNS = (("ernie-tiny", "ernie"), ("bert-tiny", "mlm+nsp"))
+RUNS = "ernie-tiny:ernie,bert-tiny:mlm+nsp"  # PRESET:OBJECTIVE, comma-separated
 
 
 def plmkit(*args: object) -> None:
@@ -46,6 +46,8 @@ def main() -> None:
     p.add_argument("--epochs", type=float, default=3)
     p.add_argument("--finetune-seq-len", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--runs", default=RUNS,
+                   help="PRESET:OBJECTIVE pairs (ablation: ernie-tiny:mlm+nsp)")
     a = p.parse_args()
     out = a.out
     plmkit("data", "build", "--name", "peoples-daily", "--out", out / "pd")
@@ -55,7 +57,7 @@ def main() -> None:
     train = head_csv(out / "sentiment-zh" / "train.csv", out / "sentiment-train.csv",
                      a.finetune_examples)
     results = {}
-    for model, objective in RUNS:
+    for model, objective in (r.split(":") for r in a.runs.split(",")):
         run = out / model
         plmkit("pretrain", "--model", model, "--objective", objective,
                "--corpus", out / "pd" / "train.txt", "--tokenizer", out / "tokenizer",

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from functools import cache
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from plmkit.data.corpus import read_documents
 from plmkit.data.shards import ShardedCorpus
 from plmkit.errors import UserError
 from plmkit.objectives.masking import ENTITY_START, PHRASE_START
+
+if TYPE_CHECKING:
+    from plmkit.tokenizers import Tokenizer
 
 MAX_ENTITY_WORDS = 4  # an entity spans at most this many segmented words
 PARAGRAPHS_PER_DOCUMENT = 10  # People's Daily has no article breaks: documents of paragraphs
@@ -150,7 +153,8 @@ def _changes(key: np.ndarray) -> np.ndarray:
     return np.concatenate([[True], key[1:] != key[:-1]]) if len(key) else key.astype(bool)
 
 
-def unit_flags(corpus: ShardedCorpus, tokenizer: Any, entities: frozenset[str]) -> np.ndarray:
+def unit_flags(corpus: ShardedCorpus, tokenizer: Tokenizer, entities: frozenset[str]
+               ) -> np.ndarray:
     """(num_tokens,) uint8 unit flags of a prepared corpus, cached in its directory."""
     key = hashlib.sha256("\n".join([corpus.meta["fingerprint"], *sorted(entities)]).encode())
     path = corpus.directory / f"ernie-units-{key.hexdigest()[:16]}.npy"
@@ -162,7 +166,8 @@ def unit_flags(corpus: ShardedCorpus, tokenizer: Any, entities: frozenset[str]) 
     return np.load(path, mmap_mode="r")
 
 
-def _compute_flags(corpus: ShardedCorpus, tokenizer: Any, segmenter: Segmenter) -> np.ndarray:
+def _compute_flags(corpus: ShardedCorpus, tokenizer: Tokenizer, segmenter: Segmenter
+                   ) -> np.ndarray:
     """Re-read and re-tokenize the corpus's sources (with offsets) and check each sentence
     against the prepared tokens, as `prepare_corpus` skips the sentences without tokens."""
     flags = np.zeros(corpus.num_tokens, dtype=np.uint8)
