@@ -3,8 +3,11 @@ family."""
 
 from __future__ import annotations
 
+import io
+import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,8 @@ import torch
 
 import plmkit
 from conftest import randomize
+from plmkit.cli import main
+from plmkit.fill_mask import fill_mask
 from plmkit.inspect import (
     attention_maps,
     attention_modules,
@@ -34,6 +39,15 @@ FAMILY_PRESETS = [f"{name}-tiny" for name in ("bert", "roberta", "albert", "elec
 def pretrained_bert(tmp_path_factory: pytest.TempPathFactory, tweets: list[str]) -> Path:
     return pretrained_bert_dir(tmp_path_factory, tweets)
 
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    """One torch thread: on a shared 2-core machine two threads spin against other work."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 def tiny(preset: str) -> torch.nn.Module:
     torch.manual_seed(0)
@@ -111,7 +125,8 @@ def test_attention_maps_and_pngs_of_a_pretrained_model(pretrained_bert: Path,
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
 
 
-def test_attention_cli(pretrained_bert: Path, tmp_path: Path) -> None:
+def test_attention_cli(pretrained_bert: Path, tmp_path: Path,
+                       capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "att"
     run = subprocess.run([sys.executable, "-m", "plmkit.cli", "attention", "--model",
                           str(pretrained_bert), "--text", "good morning", "--out", str(out)],
@@ -121,8 +136,67 @@ def test_attention_cli(pretrained_bert: Path, tmp_path: Path) -> None:
     saved = np.load(out / "attention.npz")
     assert saved["weights"].shape[:2] == (2, 2)
     assert str(saved["tokens"][0]) == "[CLS]"
-    bad = subprocess.run([sys.executable, "-m", "plmkit.cli", "attention", "--model",
-                          str(tmp_path / "nope"), "--text", "x", "--out", str(out)],
-                         capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert main(["attention", "--model", str(tmp_path / "nope"), "--text", "x"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
 
+
+def test_fill_mask_cli_text_file_and_stdin(pretrained_bert: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    model = plmkit.load(pretrained_bert)
+    tok = Tokenizer.load(tokenizer_dir(pretrained_bert))
+    expected = fill_mask(model, tok, ["thank you [MASK] much", "[MASK] morning"], top_k=3)
+    assert len(expected[0]) == 1 and len(expected[0][0]) == 3
+    assert main(["fill-mask", "--model", str(pretrained_bert), "--text",
+                 "thank you [MASK] much", "--top-k", "3"]) == 0
+    first = expected[0][0][0]
+    assert capsys.readouterr().out.startswith(f"mask 1: {first['token']} ({first['score']:.3f})")
+    lines = tmp_path / "masked.txt"
+    lines.write_text("thank you [MASK] much\n\n[MASK] morning\n")
+    assert main(["fill-mask", "--model", str(pretrained_bert), "--input", str(lines),
+                 "--top-k", "3"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["predictions"] for r in records] == expected
+    monkeypatch.setattr("sys.stdin", io.StringIO("no mask here\n[MASK] morning\n"))
+    assert main(["fill-mask", "--model", str(pretrained_bert), "--top-k", "3"]) == 0
+    streamed = capsys.readouterr()
+    assert "no [MASK] in" in streamed.err
+    assert streamed.out.startswith(f"mask 1: {expected[1][0][0]['token']} (")
+
+
+def test_embed_cli_writes_npy_and_jsonl(pretrained_bert: Path, tmp_path: Path) -> None:
+    texts = tmp_path / "texts.txt"
+    texts.write_text("i love this song\nworst day ever\n")
+    for out in ("v.npy", "v.jsonl"):
+        assert main(["embed", "--model", str(pretrained_bert), "--input", str(texts),
+                     "--output", str(tmp_path / out), "--pooling", "mean"]) == 0
+    vectors = np.load(tmp_path / "v.npy")
+    records = [json.loads(line) for line in (tmp_path / "v.jsonl").read_text().splitlines()]
+    assert vectors.shape == (2, 128)
+    assert [r["text"] for r in records] == ["i love this song", "worst day ever"]
+    np.testing.assert_allclose([r["embedding"] for r in records], vectors, rtol=1e-6)
+
+
+def test_generate_cli_continues_a_learned_pattern(pretrained_bert: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A Transformer-XL trained on a repeated phrase continues it greedily."""
+    tok = Tokenizer.load(tokenizer_dir(pretrained_bert))
+    phrase = tok.encode("thank you so much for the great flight")
+    torch.manual_seed(0)
+    model = build(preset_config("transfo-xl-tiny", vocab_size=tok.vocab_size, dropout=0.0))
+    optimizer = torch.optim.Adam(model.parameters(), 3e-3)
+    ids = torch.tensor([phrase * 4])  # (1, 4 * len(phrase))
+    for _ in range(60):
+        logits = model.lm_logits(model(ids[:, :-1]).last_hidden_state)  # (1, S, V)
+        loss = torch.nn.functional.cross_entropy(logits[0], ids[0, 1:])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    plmkit.save_model(model, tmp_path / "txl")
+    tok.save(tmp_path / "txl" / "tokenizer")
+    assert main(["generate", "--model", str(tmp_path / "txl"), "--text", "thank you so much",
+                 "--max-new-tokens", "8"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out.startswith("thank you so much for the great flight thank you")
+    assert main(["generate", "--model", str(pretrained_bert), "--text", "hi"]) == 2
+    assert "does not generate" in capsys.readouterr().err

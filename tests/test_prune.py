@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,12 +13,22 @@ import torch
 
 import plmkit
 from conftest import randomize
+from plmkit.cli import main
 from plmkit.errors import UserError
 from plmkit.models import build, preset_config
 from plmkit.prune import count_parameters, least_important, parse_heads, prune_heads
 
 HEADS = {0: [1, 3], 1: [0]}  # 3 of the 2 x 4 heads
 
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    """One torch thread: on a shared 2-core machine two threads spin against other work."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 def model_with_4_heads() -> torch.nn.Module:
     torch.manual_seed(0)
@@ -122,27 +133,26 @@ def test_parse_heads() -> None:
             parse_heads(bad)
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "plmkit.cli", *args], capture_output=True,
-                          text=True, timeout=300)
-
-
-def test_prune_cli_by_heads_and_errors(tmp_path: Path) -> None:
+def test_prune_cli_by_heads_and_errors(tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
     from plmkit.tokenizers import train_tokenizer
 
     model = model_with_4_heads()
     plmkit.save_model(model, tmp_path / "m")
     tok = train_tokenizer("wordpiece", ["a tiny corpus for a tiny tokenizer"] * 5, 100)
     tok.save(tmp_path / "m" / "tokenizer")
-    run = cli("prune", "--model", str(tmp_path / "m"), "--heads", "0:1,1:0,1:2",
-              "--out", str(tmp_path / "p"))
+    run = subprocess.run([sys.executable, "-m", "plmkit.cli", "prune", "--model",
+                          str(tmp_path / "m"), "--heads", "0:1,1:0,1:2", "--out",
+                          str(tmp_path / "p")], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "removed 3 heads" in run.stdout
     pruned = plmkit.load(tmp_path / "p")
     assert pruned.encoder.layers[1].attn.kept() == [1, 3]
     assert (tmp_path / "p" / "tokenizer").is_dir()
-    for args, needle in ((["--heads", "7:0"], "layer 7"), (["--heads", "0:0,0:1,0:2,0:3"],
-                                                           "every head"),
+    for args, needle in ((["--heads", "7:0"], "layer 7"),
+                         (["--heads", "0:0,0:1,0:2,0:3"], "every head"),
                          (["--fraction", "0.5"], "--data"), ([], "either")):
-        bad = cli("prune", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "q"), *args)
-        assert bad.returncode == 2 and needle in bad.stderr and bad.stderr.count("\n") == 1
+        assert main(["prune", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "q"),
+                     *args]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and err.count("\n") == 1

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 import plmkit
 from plmkit.fill_mask import fill_mask
@@ -33,6 +34,15 @@ TEXTS = ["i love this song", "worst day ever", "good morning everyone", "so tire
          "the weather is nice", "can't wait for the weekend", "happy birthday to you",
          "this is not fair"]
 
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    """One torch thread: on a shared 2-core machine two threads spin against other work."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 @pytest.fixture(scope="module")
 def pretrained_bert(tmp_path_factory: pytest.TempPathFactory, tweets: list[str]) -> Path:

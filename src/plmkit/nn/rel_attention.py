@@ -96,7 +96,7 @@ class RelKeys(NamedTuple):
 class Queries(NamedTuple):
     """What one stream's attention needs besides its states: mask (B, S', T) bool or None, the
     row of the position table for each (query, key) (B|1, S', T), segment difference (B, S', T)
-    bool or None."""
+    1 / 0 (float) or None."""
 
     mask: Tensor | None
     index: Tensor
@@ -150,11 +150,11 @@ def attention_masks(batch: int, qlen: int, mlen: int, attention_mask: Tensor | N
     return content, query
 
 
-def segment_difference(token_type_ids: Tensor, mlen: int) -> Tensor:
-    """(B, S) segment ids -> (B, S, T) True where key j is in another segment than query i;
-    the memory counts as segment 0 (XLNet's reference)."""
+def segment_difference(token_type_ids: Tensor, mlen: int, dtype: torch.dtype) -> Tensor:
+    """(B, S) segment ids -> (B, S, T) 1 where key j is in another segment than query i, else
+    0, in `dtype`; the memory counts as segment 0 (XLNet's reference)."""
     keys = F.pad(token_type_ids, (mlen, 0))  # (B, T)
-    return token_type_ids[:, :, None] != keys[:, None, :]
+    return (token_type_ids[:, :, None] != keys[:, None, :]).to(dtype)
 
 
 def update_memory(prev: Tensor | None, current: Tensor, mem_len: int | None,
@@ -201,25 +201,26 @@ class RelativeAttention(nn.Module):
 
     def forward(self, x: Tensor, keys: RelKeys, queries: Queries) -> Tensor:
         """x: (B, S', H) one stream's states -> LayerNorm(x + dropout(attention)) (B, S', H)."""
-        q = _project(x, self.q)  # (B, S', n, d)
-        b, s, n, d = q.shape
+        b, s = x.shape[:2]
+        n, d = self.q.shape[1:]
         scale = d**-0.5
-        bd = torch.einsum("bsnd,rnd->bnsr", q + self.r_r_bias, keys.r)  # (B, n, S', R)
+        q = _project(x, self.q * scale)  # (B, S', n, d), scaled once for all three terms
+        bd = torch.einsum("bsnd,rnd->bnsr", q + self.r_r_bias * scale, keys.r)  # (B,n,S',R)
         index = queries.index[:, None].expand(b, n, s, -1)  # (B, n, S', T)
         bias = bd.gather(3, index)  # (B, n, S', T)
         if self.segments and queries.segments is not None:
-            e = torch.einsum("bsnd,knd->bnsk", q + self.r_s_bias, self.seg_embed)  # (B,n,S',2)
-            bias = bias + torch.where(queries.segments[:, None], e[..., 1:], e[..., :1])
-        bias = bias * scale
+            e = torch.einsum("bsnd,knd->bnsk", q + self.r_s_bias * scale, self.seg_embed)
+            # softmax ignores a constant per query: "same" adds 0, "different" adds e1 - e0
+            bias = torch.addcmul(bias, queries.segments[:, None], e[..., 1:] - e[..., :1])
         if queries.mask is not None:
             bias = bias.masked_fill(~queries.mask[:, None], NEG)
         p = self.dropout if self.training else 0.0
-        args = ((q + self.r_w_bias).transpose(1, 2), keys.k.transpose(1, 2),
+        args = ((q + self.r_w_bias * scale).transpose(1, 2), keys.k.transpose(1, 2),
                 keys.v.transpose(1, 2), bias.to(q.dtype))
         if self.recorder is None:
-            y = F.scaled_dot_product_attention(*args, dropout_p=p, scale=scale)  # (B, n, S', d)
+            y = F.scaled_dot_product_attention(*args, dropout_p=p, scale=1.0)  # (B, n, S', d)
         else:
-            y, weights = attention_with_weights(*args, dropout_p=p, scale=scale)
+            y, weights = attention_with_weights(*args, dropout_p=p, scale=1.0)
             self.recorder.append(weights.detach())  # (B, n, S', T)
         if self.head_gate is not None:
             y = y * self.head_gate[:, None, None].to(y.dtype)
@@ -297,7 +298,7 @@ class RelativeEncoder(nn.Module):
                                                    cfg.attn_type, h.device)
         segments = None
         if cfg.segments and token_type_ids is not None:
-            segments = segment_difference(token_type_ids, mlen)  # (B, S, T)
+            segments = segment_difference(token_type_ids, mlen, h.dtype)  # (B, S, T)
         index = relative_index(torch.arange(s, device=h.device)[None], s, klen, pos.shape[0])
         content = Queries(content_mask, index, segments)
         query = None
