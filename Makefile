@@ -17,12 +17,14 @@ demo: $(STAMP)
 	$(BIN)/plmkit demo
 
 # Debian packages for the Bible datasets (diatheke reads the public-domain WEB, KJV and
-# Reina-Valera texts).
+# Reina-Valera texts) and tcmalloc, which the plmkit command preloads (plmkit/allocator.py).
 system-deps:
 	@command -v diatheke >/dev/null && test -d /usr/share/sword/modules/texts/ztext/engKJV2006eb \
 	  && test -d /usr/share/sword/modules/texts/ztext/engWEB2015eb \
-	  && test -d /usr/share/sword/modules/texts/ztext/spaRV1909eb || { apt-get update -qq \
-	  && apt-get install -y -qq diatheke sword-text-web sword-text-kjv sword-text-sparv; }
+	  && test -d /usr/share/sword/modules/texts/ztext/spaRV1909eb \
+	  && ldconfig -p | grep -q libtcmalloc_minimal.so.4 || { apt-get update -qq \
+	  && apt-get install -y -qq diatheke sword-text-web sword-text-kjv sword-text-sparv \
+	  libtcmalloc-minimal4; }
 # Chromium, the headless browser that checks the `plmkit serve` page (tests/test_serve.py).
 .PHONY: browser-deps
 system-deps: browser-deps

@@ -166,6 +166,37 @@ def cmd_embed(args: argparse.Namespace) -> None:
     print(f"{vectors.shape[0]} x {vectors.shape[1]} embeddings -> {args.output}")
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    from plmkit.compare import CompareArgs, compare
+
+    kind, amount = args.budget
+    try:
+        budget = (kind, float(amount))
+    except ValueError:
+        raise UserError(f"--budget {kind} {amount}: {amount!r} is not a number") from None
+    rows = compare(CompareArgs(
+        models=[m for m in args.models.split(",") if m], corpus=args.corpus, out=args.out,
+        budget=budget, tasks=[t for t in args.tasks.split(",") if t], seeds=args.seeds,
+        tokenizer=args.tokenizer, vocab_size=args.vocab_size, batch_size=args.batch_size,
+        seq_len=args.seq_len, lr=args.lr, finetune_examples=args.finetune_examples,
+        finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
+        progress=args.progress))
+    print((args.out / "results.md").read_text(), end="")
+    print(f"{len(rows)} models -> {args.out}/results.json, results.md, *.png")
+
+
+def cmd_env(args: argparse.Namespace) -> None:
+    import platform
+
+    import torch
+
+    from plmkit import __version__, allocator
+
+    print(json.dumps({"plmkit": __version__, "torch": torch.__version__,
+                      "python": platform.python_version(), "threads": torch.get_num_threads(),
+                      "cuda": torch.cuda.is_available(), "allocator": allocator.in_use()}))
+
+
 def cmd_data_build(args: argparse.Namespace) -> None:
     from plmkit.data.builders import build_dataset
 
@@ -263,6 +294,41 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--json", type=Path)
+
+    p = _add(sub, "compare", "pretrain models at equal compute, fine-tune each, compare",
+             """
+             plmkit compare --models bert-tiny,electra-tiny --corpus corpus.txt \\
+                 --budget flops 2e13 --tasks sentiment-en --out runs/compare
+             plmkit compare --models roberta-tiny:mlm:masking=static,roberta-tiny:mlm \\
+                 --corpus corpus.txt --budget steps 500 --out runs/masking
+             plmkit compare --models albert-tiny::sharing=all,albert-tiny::sharing=none \\
+                 --corpus corpus.txt --budget minutes 10 \\
+                 --tasks classify:train.csv:dev.csv:test.csv --out runs/sharing
+             """, cmd_compare)
+    p.add_argument("--models", required=True,
+                   help="comma-separated PRESET[:OBJECTIVE][:KEY=VALUE...]; KEY is a pretrain "
+                        "option (masking, input_format, max_ngram) or a model config field")
+    p.add_argument("--corpus", type=_paths, required=True, help="comma-separated txt/jsonl files")
+    p.add_argument("--budget", nargs=2, metavar=("UNIT", "N"), required=True,
+                   help="steps, tokens, flops (model FLOPs) or minutes, and how many")
+    p.add_argument("--tasks", default="sentiment-en",
+                   help="comma-separated datasets (sentiment-en, sentiment-zh, bible-paraphrase,"
+                        " bible-swag, ner-zh) or TASK:TRAIN:DEV[:TEST] (default: sentiment-en)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds per model and task")
+    p.add_argument("--tokenizer", type=Path, help="shared tokenizer (default: WordPiece, trained)")
+    p.add_argument("--vocab-size", type=int, default=8000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3, help="pretraining learning rate")
+    p.add_argument("--finetune-examples", type=int, default=2000,
+                   help="training records per task (0: all)")
+    p.add_argument("--finetune-epochs", type=float, default=2.0)
+    p.add_argument("--finetune-lr", type=float, default=1e-3)
+    p.add_argument("--progress", action="store_true", help="progress bars")
+
+    _add(sub, "env", "print versions, threads and the memory allocator in use as JSON",
+         "plmkit env\nPLMKIT_ALLOCATOR=system plmkit env  # glibc malloc, no tcmalloc", cmd_env)
 
     p = _add(sub, "export", "write a model as a Hugging Face transformers directory",
              "plmkit export --format hf --model runs/bert --out hf-bert/", cmd_export)
@@ -539,7 +605,12 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `plmkit` console script."""
+    """Entry point of the `plmkit` console script (`argv` None: the process's own arguments,
+    and the process may re-execute itself with a fast allocator, `plmkit.allocator`)."""
+    if argv is None:
+        from plmkit.allocator import reexec_with_fast_allocator
+
+        reexec_with_fast_allocator(sys.argv[1:])
     args = parser().parse_args(argv)
     if args.handler is None:  # a group such as `plmkit tokenizer` without its action
         parser().parse_args([*(argv or sys.argv[1:]), "--help"])

@@ -62,6 +62,7 @@ class PretrainArgs:
     progress: bool = True
     heldout: list[Path] = field(default_factory=list)
     eval_batches: int = 20
+    overrides: dict[str, Any] = field(default_factory=dict)  # model config fields, e.g. sharing
 
 
 def fingerprint(tokenizer: Tokenizer) -> str:
@@ -133,13 +134,19 @@ def phases(objective: Objective, corpus: ShardedCorpus, tok: Tokenizer, args: Pr
     return out
 
 
-def model_config(preset: str, tok: Tokenizer, longest: int) -> Any:
-    """The preset's config sized for the tokenizer and the longest sequence of the run."""
+def model_config(preset: str, tok: Tokenizer, longest: int,
+                 overrides: dict[str, Any] | None = None) -> Any:
+    """The preset's config sized for the tokenizer and the longest sequence of the run, with
+    `overrides` (config fields) applied."""
     base = preset_config(preset)
+    if unknown := sorted(set(overrides or {}) - set(vars(base))):
+        raise UserError(f"{preset} has no config field {unknown[0]!r}; its fields: "
+                        f"{', '.join(sorted(vars(base)))}")
     sizes = {"vocab_size": tok.vocab_size, "pad_token_id": tok.pad_id,
              "max_positions": max(getattr(base, "max_positions", 0), longest),
              "reuse_len": longest // 2}  # XLNet: half of each segment is cached memory
-    return preset_config(preset, **{k: v for k, v in sizes.items() if hasattr(base, k)})
+    sizes = {k: v for k, v in sizes.items() if hasattr(base, k)}
+    return preset_config(preset, **{**sizes, **(overrides or {})})
 
 
 def pretrain(args: PretrainArgs) -> list[dict[str, Any]]:
@@ -147,6 +154,8 @@ def pretrain(args: PretrainArgs) -> list[dict[str, Any]]:
     corpora (`seq2seq`) go through `plmkit.seq2seq.train_seq2seq`."""
     family = get_family(preset_config(args.model).family)
     if (args.objective or family.default_objective) == "seq2seq":
+        if distributed.init().world > 1 or args.fsdp:
+            raise UserError("--objective seq2seq runs on one process (no torchrun, no --fsdp)")
         from plmkit.seq2seq import train_seq2seq
 
         return train_seq2seq(args)
@@ -171,7 +180,7 @@ def trainer_for(args: PretrainArgs) -> Trainer:
         corpus = prepare(args.corpus, tok, args.out / "data", args.bad_utf8)
         held = args.heldout and prepare(args.heldout, tok, args.out / "data-heldout",
                                         args.bad_utf8)
-    config = model_config(args.model, tok, longest)
+    config = model_config(args.model, tok, longest, args.overrides)
     options = data_options(args, family)
     heldout = None
     if held:

@@ -1,0 +1,74 @@
+"""`plmkit compare`: two models at equal FLOPs on real tweets, fine-tuned, table and plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from plmkit.cli import main
+from plmkit.compare import CompareArgs, compare, parse_entry
+
+
+def test_entries_split_options_from_config_fields() -> None:
+    e = parse_entry("albert-tiny:mlm+sop:masking=static:sharing=none:embedding_size=32")
+    assert (e.preset, e.objective) == ("albert-tiny", "mlm+sop")
+    assert e.options == {"masking": "static"}
+    assert e.overrides == {"sharing": "none", "embedding_size": 32}
+    assert parse_entry("bert-tiny").objective is None
+    assert parse_entry("electra-tiny::generator_size=0.5").overrides == {"generator_size": 0.5}
+    with pytest.raises(Exception, match="key=value"):
+        parse_entry("bert-tiny:mlm:static")
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory, tweets: list[str]) -> CompareArgs:
+    root = tmp_path_factory.mktemp("compare")
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n\n".join("\n".join(tweets[i:i + 4])
+                                  for i in range(0, 1200, 4)) + "\n")
+    args = CompareArgs(models=["bert-tiny:mlm", "electra-tiny"], corpus=[corpus],
+                       out=root / "out", budget=("flops", 3e10), vocab_size=1000,
+                       batch_size=8, seq_len=32, seeds=2, finetune_examples=200,
+                       finetune_epochs=1.0)
+    compare(args)
+    return args
+
+
+def test_equal_flops_table_and_plots(study: CompareArgs) -> None:
+    data = json.loads((study.out / "results.json").read_text())
+    rows = {r["model"]: r for r in data["results"]}
+    bert, electra = rows["bert-tiny_mlm"], rows["electra-tiny"]
+    assert electra["objective"] == "electra"
+    for r in (bert, electra):
+        # the budget buys floor(budget / flops per step) steps, at least one
+        assert r["steps"] == max(1, int(3e10 // r["flops_per_step"]))
+        assert r["flops"] <= 3e10 or r["steps"] == 1
+        s = r["scores"]["classify/sentiment-en"]
+        assert len(s["seeds"]) == 2 and 0.0 <= s["mean"] <= 1.0
+    # ELECTRA's step runs a generator too: more FLOPs per step, so fewer steps
+    assert electra["flops_per_step"] > bert["flops_per_step"] and electra["steps"] < bert["steps"]
+    table = (study.out / "results.md").read_text()
+    assert "bert-tiny_mlm" in table and "electra-tiny" in table and "±" in table
+    for name in ("loss_vs_flops", "score_vs_flops", "params_vs_score"):
+        assert (study.out / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_second_call_reuses_everything(study: CompareArgs) -> None:
+    before = {p: p.stat().st_mtime_ns for p in study.out.rglob("test_results.json")}
+    assert len(before) == 4
+    compare(study)
+    assert {p: p.stat().st_mtime_ns for p in study.out.rglob("test_results.json")} == before
+
+
+def test_cli_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("a b c\n")
+    base = ["compare", "--models", "bert-tiny", "--corpus", str(corpus), "--out",
+            str(tmp_path / "o")]
+    assert main([*base, "--budget", "parsecs", "3"]) == 2
+    assert "--budget" in capsys.readouterr().err
+    assert main([*base, "--budget", "steps", "ten"]) == 2
+    assert main([*base, "--budget", "steps", "3", "--tasks", "nope"]) == 2
+    assert "--tasks" in capsys.readouterr().err
