@@ -25,7 +25,12 @@ WEIGHTS = "model.safetensors"
 
 
 def save_model(model: torch.nn.Module, directory: str | os.PathLike[str]) -> Path:
-    """Write `model` to `directory` atomically (temporary directory, fsync, rename)."""
+    """Write `model` to `directory` atomically (temporary directory, fsync, rename).
+
+    Each file is renamed into place whole, the weights before `plmkit.json`, so an interrupted
+    save leaves the previous model or the new one, never part of a file (the config of a run
+    does not change between its saves).
+    """
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
@@ -51,10 +56,16 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def _replace_files(src: Path, dst: Path) -> None:
-    """Move every file of `src` into `dst`, each by an atomic rename, keeping other files."""
+    """Move every file of `src` into `dst`, each by an atomic rename, `plmkit.json` last,
+    keeping other files; then fsync `dst` so that the renames are durable."""
     dst.mkdir(parents=True, exist_ok=True)
-    for path in src.iterdir():
+    for path in sorted(src.iterdir(), key=lambda p: p.name == NATIVE_CONFIG):
         os.replace(path, dst / path.name)
+    fd = os.open(dst, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load_model(directory: str | os.PathLike[str]) -> torch.nn.Module:

@@ -63,11 +63,13 @@ class _RowStream(abc.ABC):
         self._epoch = self._step = self._row = 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"seed": self.seed, "epoch": self._epoch, "step": self._step, "row": self._row}
+        return {"seed": self.seed, "epoch": self._epoch, "step": self._step, "row": self._row,
+                "stream_id": self.stream_id}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.seed = state["seed"]
         self._epoch, self._step, self._row = state["epoch"], state["step"], state["row"]
+        self.stream_id = state.get("stream_id", self.stream_id)  # the memory's key, on resume
 
     def __iter__(self) -> Iterator[Instance]:
         while True:
