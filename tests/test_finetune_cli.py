@@ -116,7 +116,16 @@ def test_data_build(tmp_path: Path, capsys) -> None:
     assert header == "text,label" and first.rsplit(",", 1)[1] in ("negative", "positive")
 
 
-@pytest.mark.parametrize("command", ["finetune", "evaluate", "predict", "embed", "data build"])
+def test_data_build_tweets_corpus(tmp_path: Path, capsys) -> None:
+    assert main(["data", "build", "--name", "tweets", "--out", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.split() == [str(tmp_path / "train.txt"),
+                                               str(tmp_path / "heldout.txt")]
+    documents = (tmp_path / "train.txt").read_bytes().decode().rstrip("\n").split("\n\n")
+    assert len(documents) > 4000 and all(0 < len(d.split("\n")) <= 8 for d in documents)
+
+
+@pytest.mark.parametrize("command", ["finetune", "evaluate", "predict", "embed", "data build",
+                                     "compare", "env"])
 def test_help_has_examples(command: str, capsys) -> None:
     with pytest.raises(SystemExit) as e:
         main([*command.split(), "--help"])

@@ -243,6 +243,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p = _add(dsub, "build", "write a task dataset from installed packages (fixed splits)",
              """
+             plmkit data build --name tweets --out data/tweets  # train.txt heldout.txt corpus
              plmkit data build --name sentiment-en --out data/sentiment-en  # train/dev/test.csv
              plmkit data build --name sentiment-zh --out data/sentiment-zh
              plmkit data build --name ner-zh --out data/ner-zh  # train/dev/test.conll
@@ -250,7 +251,7 @@ def parser() -> argparse.ArgumentParser:
              plmkit data build --name dialogues --out data/dialogues  # ERNIE's DLM
              """, cmd_data_build)
     p.add_argument("--name", required=True,
-                   choices=["sentiment-en", "sentiment-zh", "ner-zh", "bible-swag",
+                   choices=["tweets", "sentiment-en", "sentiment-zh", "ner-zh", "bible-swag",
                             "bible-paraphrase", "bible-en-es", "peoples-daily", "dialogues"])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffle before splitting")

@@ -168,7 +168,13 @@ def dialogues(out_dir: Path, seed: int) -> list[Path]:
     return dialogue_corpus(out_dir, seed=seed)
 
 
-TASK_DATASETS = {"sentiment-en": sentiment_en, "sentiment-zh": sentiment_zh, "ner-zh": ner_zh,
+def tweets(out_dir: Path, seed: int) -> list[Path]:
+    """The English tweets as a pretraining corpus: train.txt and heldout.txt (the demo's)."""
+    return list(tweets_corpus(out_dir, seed=seed))
+
+
+TASK_DATASETS = {"tweets": tweets, "sentiment-en": sentiment_en, "sentiment-zh": sentiment_zh,
+                 "ner-zh": ner_zh,
                  "bible-swag": bible_swag, "bible-paraphrase": bible_paraphrase,
                  "bible-en-es": bible_en_es, "peoples-daily": peoples_daily,
                  "dialogues": dialogues}
