@@ -36,9 +36,8 @@ def pretrain(data: dict[str, Path], out: Path, *extra: str, procs: int = 1) -> N
     """`plmkit pretrain` of bert-tiny without dropout, in one process or under torchrun."""
     launcher = [sys.executable, "-m", "plmkit.cli"]
     if procs > 1:
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node",
-                    str(procs), "--master-port", str(29500 + os.getpid() % 500),
-                    "-m", "plmkit.cli"]
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                    "--nproc-per-node", str(procs), "-m", "plmkit.cli"]
     command = [*launcher, "pretrain", "--model", "bert-tiny", "--objective", "mlm",
                "--corpus", str(data["corpus"]), "--tokenizer", str(data["tok"]),
                "--out", str(out), "--batch-size", "4", "--seq-len", "32", "--lr", "1e-3",

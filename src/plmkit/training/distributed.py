@@ -163,10 +163,10 @@ class Dist:
         return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
     def full_model(self, model: nn.Module) -> nn.Module | None:
-        """A model with the full weights to save: `model` itself, or under FSDP a CPU copy on
-        rank 0 (None on the others; every rank must call this)."""
+        """On rank 0 a model with the full weights, to save: `model` itself, or under FSDP a CPU
+        copy; None on the other ranks (under FSDP every rank must call this)."""
         if not self.fsdp:
-            return model
+            return model if self.is_main else None
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -239,10 +239,10 @@ def init(fsdp: bool = False) -> Dist:
         return Dist()
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if not tdist.is_initialized():
-        if "MASTER_ADDR" not in os.environ:  # --fsdp in a plain process: a group of one
-            os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29517")
         if torch.cuda.is_available():
             torch.cuda.set_device(local_rank)
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-        tdist.init_process_group(backend, rank=rank, world_size=world)
+        # --fsdp in a plain process: a group of one, in memory
+        store = tdist.HashStore() if "MASTER_ADDR" not in os.environ else None
+        tdist.init_process_group(backend, store=store, rank=rank, world_size=world)
     return Dist(rank=rank, world=world, local_rank=local_rank, fsdp=fsdp)
