@@ -5,7 +5,7 @@ Both pretrain on People's Daily with one character tokenizer, the same steps, ba
 and seed (mlm+nsp for BERT; `ernie`, i.e. the same plus phrase and entity stages, for ERNIE),
 then fine-tune on the same sentiment-zh examples and are scored on its test split.
 
-    python benchmarks/ernie_vs_bert.py --out runs/ernie-vs-bert --steps 600
+    python benchmarks/ernie_vs_bert.py --out runs/ernie-vs-bert
 """
 
 from __future__ import annotations
@@ -39,12 +39,13 @@ def head_csv(src: Path, dst: Path, rows: int) -> Path:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seq-len", type=int, default=64)
-    p.add_argument("--finetune-examples", type=int, default=4000)
-    p.add_argument("--epochs", type=float, default=3)
-    p.add_argument("--finetune-seq-len", type=int, default=128)
+    p.add_argument("--finetune-examples", type=int, default=2000)
+    p.add_argument("--epochs", type=float, default=2)
+    p.add_argument("--finetune-lr", type=float, default=1e-3)
+    p.add_argument("--finetune-seq-len", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--runs", default=RUNS,
                    help="PRESET:OBJECTIVE pairs (ablation: ernie-tiny:mlm+nsp)")
@@ -66,7 +67,7 @@ def main() -> None:
                "--eval-every", 0, "--log-every", 50)
         plmkit("finetune", "--task", "classify", "--model", run, "--train", train,
                "--eval", out / "sentiment-zh" / "dev.csv", "--out", run / "sentiment",
-               "--epochs", a.epochs, "--lr", 1e-4, "--max-seq-len", a.finetune_seq_len,
+               "--epochs", a.epochs, "--lr", a.finetune_lr, "--max-seq-len", a.finetune_seq_len,
                "--seed", a.seed)
         evaluated = subprocess.run(
             [sys.executable, "-m", "plmkit.cli", "evaluate", "--model", str(run / "sentiment"),
