@@ -3,6 +3,9 @@ contribute nothing, pruned checkpoints that reload in plmkit and export to trans
 
 from __future__ import annotations
 
+import csv
+import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,7 +19,15 @@ from conftest import randomize
 from plmkit.cli import main
 from plmkit.errors import UserError
 from plmkit.models import build, preset_config
-from plmkit.prune import count_parameters, least_important, parse_heads, prune_heads
+from plmkit.prune import (
+    count_parameters,
+    least_important,
+    parse_heads,
+    prunable,
+    prune_heads,
+)
+from plmkit.tasks import build_task_model
+from pretrained_tiny import pretrained_bert_dir
 
 HEADS = {0: [1, 3], 1: [0]}  # 3 of the 2 x 4 heads
 
@@ -156,3 +167,32 @@ def test_prune_cli_by_heads_and_errors(tmp_path: Path,
                      *args]) == 2
         err = capsys.readouterr().err
         assert needle in err and err.count("\n") == 1
+
+
+@pytest.fixture(scope="module")
+def pretrained_bert(tmp_path_factory: pytest.TempPathFactory, tweets: list[str]) -> Path:
+    return pretrained_bert_dir(tmp_path_factory, tweets)
+
+
+def test_prune_a_fraction_of_a_classifier_by_importance(pretrained_bert: Path, tmp_path: Path,
+                                                        tweets: list[str],
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    """`--fraction` scores the heads with the classifier's loss on `--data` and removes the
+    least important half (one of each layer's two here); the result evaluates as before."""
+    model = build_task_model(plmkit.load(pretrained_bert), {"name": "classify",
+                                                             "labels": ["neg", "pos"]})
+    plmkit.save_model(model, tmp_path / "clf")
+    shutil.copytree(pretrained_bert / "tokenizer", tmp_path / "clf" / "tokenizer")
+    data = tmp_path / "data.csv"
+    with open(data, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows([t, "pos" if "thank" in t.lower() else "neg"] for t in tweets[:64])
+    assert main(["prune", "--model", str(tmp_path / "clf"), "--fraction", "0.5", "--data",
+                 str(data), "--out", str(tmp_path / "pruned")]) == 0
+    assert "removed 2 heads" in capsys.readouterr().out
+    pruned = plmkit.load(tmp_path / "pruned")
+    assert [m.num_heads for m in prunable(pruned)] == [1, 1]
+    assert main(["evaluate", "--model", str(tmp_path / "pruned"), "--eval", str(data)]) == 0
+    assert 0 <= json.loads(capsys.readouterr().out)["accuracy"] <= 1

@@ -429,7 +429,8 @@ def cmd_prune(args: argparse.Namespace) -> None:
     heads = parse_heads(args.heads) if args.heads is not None else None
     result = prune_dir(args.model, args.out, heads, args.fraction, args.data)
     removed = sum(map(len, result.heads.values()))
-    listed = ",".join(f"{layer}:{h}" for layer, hs in sorted(result.heads.items()) for h in hs)
+    listed = ",".join(f"{layer}:{h}" for layer, hs in sorted(result.heads.items())
+                      for h in sorted(hs))
     print(f"removed {removed} heads ({listed}): {result.parameters_before:,} -> "
           f"{result.parameters_after:,} parameters -> {args.out}")
 
