@@ -7,7 +7,9 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import urllib.parse
@@ -232,3 +234,23 @@ def test_demo_page_in_a_headless_browser(server: Server) -> None:
     assert "fine-tuned for classify" in dom
     assert 'class="off"' in dom  # the qa section: not served by this model
     assert dom.count('<li class="mask">') == 1  # the demo request ran in the browser
+
+
+def test_plmkit_serve_command(classifier: Path) -> None:
+    """`plmkit serve --port 0` listens on a free port of 127.0.0.1, says which, answers, and
+    stops on SIGINT."""
+    proc = subprocess.Popen([sys.executable, "-m", "plmkit.cli", "serve", "--model",
+                             str(classifier), "--port", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()  # "serving DIR on http://127.0.0.1:PORT/ ..."
+        assert "http://127.0.0.1:" in line, proc.stderr.read() if proc.poll() else line
+        port = int(line.split("http://127.0.0.1:")[1].split("/")[0])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("POST", "/v1/classify", body=json.dumps({"texts": ["so happy"]}))
+        response = conn.getresponse()
+        assert response.status == 200 and len(json.loads(response.read())["labels"]) == 1
+        conn.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
