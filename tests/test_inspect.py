@@ -201,6 +201,26 @@ def test_generate_cli_continues_a_learned_pattern(pretrained_bert: Path, tmp_pat
     assert "does not generate" in capsys.readouterr().err
 
 
+def test_generate_cli_runs_a_seq2seq_model_by_beam_search(pretrained_bert: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]
+                                                          ) -> None:
+    from plmkit.seq2seq import translate_with
+
+    tok = Tokenizer.load(tokenizer_dir(pretrained_bert))
+    torch.manual_seed(0)
+    model = build(preset_config("transformer-tiny", vocab_size=tok.vocab_size,
+                                pad_token_id=tok.pad_id, bos_token_id=tok.cls_id,
+                                eos_token_id=tok.sep_id)).eval()
+    plmkit.save_model(model, tmp_path / "s2s")
+    tok.save(tmp_path / "s2s" / "tokenizer")
+    lines = tmp_path / "in.txt"
+    lines.write_text("good morning\nthank you\n")
+    assert main(["generate", "--model", str(tmp_path / "s2s"), "--input", str(lines),
+                 "--beam", "2"]) == 0
+    expected = translate_with(model, tok, ["good morning", "thank you"], beam=2)
+    assert capsys.readouterr().out.splitlines() == expected
+
+
 def test_pretrained_model_beats_unigram_baseline_on_heldout_masked_tokens(
         pretrained_bert: Path, tweets: list[str]) -> None:
     """Mask each token of held-out tweets in turn, one mask per input: the top prediction of the
