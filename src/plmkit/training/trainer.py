@@ -210,31 +210,45 @@ class Trainer:
         self.model.train()
         with bar, _signals_caught() as caught:
             while self.step < cfg.steps and not self.stopped:
-                if cfg.dropout_off_step is not None and self.step >= cfg.dropout_off_step:
-                    disable_dropout(self.model)
-                batches = [self._next_batch() for _ in range(cfg.grad_accum)]
-                meter.tokens += sum(_count_tokens(b) for b in batches)
-                loss, metrics = self.forward_backward(batches)
-                loss, metrics = self._reduce(loss, metrics)
-                if self._is_spike(loss):
-                    self._roll_back(float(loss))
+                if not self._train_step(meter):  # rolled back to a checkpoint
                     bar.n, meter = self.step, _Meter()
-                    records = [r for r in records if r["step"] <= self.step]
+                    records[:] = [r for r in records if r["step"] <= self.step]
                     continue
-                self._update(loss, metrics, meter)
                 bar.update()
                 if self._due(cfg.log_every) or self._eval_due() or self._last():
                     records.append(self._log(meter, bar))
                     meter = _Meter()
-                interrupted = self.dist.any(bool(caught))
-                if self._due(cfg.save_every) or self._last() or self.stopped or interrupted:
-                    path = self.save()
-                    meter.reset_clock()
-                if interrupted:
-                    signum = signal.Signals(caught[0] if caught else signal.SIGTERM)
-                    raise Interrupted(128 + signum.value, f"{signum.name} at step {self.step}: "
-                                      f"saved {path}; continue with --resume")
+                self._save_when_due(caught, meter)
         return records
+
+    def _train_step(self, meter: _Meter) -> bool:
+        """One optimizer step (skipped when not finite); False if a loss spike rolled
+        training back instead."""
+        cfg = self.config
+        if cfg.dropout_off_step is not None and self.step >= cfg.dropout_off_step:
+            disable_dropout(self.model)
+        batches = [self._next_batch() for _ in range(cfg.grad_accum)]
+        meter.tokens += sum(_count_tokens(b) for b in batches)
+        loss, metrics = self._reduce(*self.forward_backward(batches))
+        if self._is_spike(loss):
+            self._roll_back(float(loss))
+            return False
+        self._update(loss, metrics, meter)
+        return True
+
+    def _save_when_due(self, caught: list[int], meter: _Meter) -> None:
+        """Checkpoint every `save_every` steps, at the end, on early stopping, and after a
+        signal on any process (then raise `Interrupted`)."""
+        interrupted = self.dist.any(bool(caught))
+        if not (self._due(self.config.save_every) or self._last() or self.stopped
+                or interrupted):
+            return
+        path = self.save()
+        meter.reset_clock()
+        if interrupted:
+            signum = signal.Signals(caught[0] if caught else signal.SIGTERM)
+            raise Interrupted(128 + signum.value, f"{signum.name} at step {self.step}: saved "
+                              f"{path}; continue with --resume")
 
     def forward_backward(self, batches: Sequence[Batch]) -> tuple[Tensor, dict[str, Any]]:
         """Forward and backward over micro-batches, each loss scaled by 1/len(batches).
