@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from plmkit.cli import main
-from plmkit.compare import CompareArgs, compare, parse_entry
+from plmkit.compare import CompareArgs, compare, cut, parse_entry
 
 
 def test_entries_split_options_from_config_fields() -> None:
@@ -20,6 +20,13 @@ def test_entries_split_options_from_config_fields() -> None:
     assert parse_entry("electra-tiny::generator_size=0.5").overrides == {"generator_size": 0.5}
     with pytest.raises(Exception, match="key=value"):
         parse_entry("bert-tiny:mlm:static")
+
+
+def test_cut_keeps_whole_csv_records(tmp_path: Path) -> None:
+    source = tmp_path / "train.csv"
+    source.write_text('text,label\n"two\nlines",a\nplain,b\nthird,c\n', encoding="utf-8")
+    out = cut(source, 2, tmp_path / "cut")
+    assert out.read_bytes().decode() == 'text,label\r\n"two\nlines",a\r\nplain,b\r\n'
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,9 @@ OUT gets `results.json`, `results.md` and three plots (`loss_vs_flops.png`,
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import itertools
 import json
 import platform
 import shutil
@@ -263,11 +265,17 @@ def cut(path: Path, n: int, out_dir: Path) -> Path:
     """The first `n` records of a csv / tsv / jsonl file (other formats as they are)."""
     if path.suffix not in (".csv", ".tsv", ".jsonl") or n <= 0:
         return path
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    header = 0 if path.suffix == ".jsonl" else 1
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / path.name
-    out.write_text("".join(lines[: n + header]), encoding="utf-8")
+    if path.suffix == ".jsonl":
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        out.write_text("".join(lines[:n]), encoding="utf-8")
+        return out
+    dialect = {"delimiter": "\t" if path.suffix == ".tsv" else ","}
+    with open(path, encoding="utf-8", newline="") as f:  # a quoted field may span lines
+        rows = list(itertools.islice(csv.reader(f, **dialect), n + 1))  # header + n records
+    with open(out, "w", encoding="utf-8", newline="") as f:
+        csv.writer(f, **dialect).writerows(rows)
     return out
 
 
