@@ -48,9 +48,10 @@ def hf_run(marian: torch.nn.Module, batches: list[tuple[Tensor, Tensor]], beam: 
     def run() -> int:
         tokens = 0
         for ids, mask in batches:
+            penalty = {"length_penalty": ALPHA} if beam > 1 else {}  # beam search only
             out = marian.generate(input_ids=ids, attention_mask=mask, num_beams=beam,
-                                  length_penalty=ALPHA, max_new_tokens=ids.shape[1] + MAX_EXTRA,
-                                  do_sample=False)  # (B, 1 + T): <s> first
+                                  max_new_tokens=ids.shape[1] + MAX_EXTRA, do_sample=False,
+                                  **penalty)  # (B, 1 + T): <s> first
             tokens += int((out[:, 1:] != pad).sum())
         return tokens
 
