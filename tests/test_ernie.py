@@ -240,8 +240,8 @@ def test_pretrain_steps_through_three_stages_with_falling_loss(small_corpus: Pat
     entities.write_text(pair + "\n")  # two words of the corpus, one entity from now on
     run = tmp_path / "run"
     result = cli("pretrain", "--model", "ernie-tiny", "--objective", "ernie", "--corpus",
-                 str(small_corpus), "--out", str(run), "--steps", "45", "--batch-size", "16",
-                 "--seq-len", "48", "--vocab-size", "3000", "--lr", "2e-3", "--log-every", "3",
+                 str(small_corpus), "--out", str(run), "--steps", "30", "--batch-size", "16",
+                 "--seq-len", "32", "--vocab-size", "3000", "--lr", "2e-3", "--log-every", "3",
                  "--eval-every", "0", "--save-every", "0", "--entities", str(entities),
                  "--no-progress")
     assert result.returncode == 0, result.stderr
@@ -251,12 +251,12 @@ def test_pretrain_steps_through_three_stages_with_falling_loss(small_corpus: Pat
     model = plmkit.load(run)
     assert isinstance(model, Ernie)
     args = PretrainArgs(model="ernie-tiny", objective="ernie", corpus=[small_corpus],
-                        out=run, steps=45, tokenizer=run / "tokenizer", batch_size=4, seq_len=48,
+                        out=run, steps=30, tokenizer=run / "tokenizer", batch_size=4, seq_len=48,
                         entities=entities, progress=False)
     trainer = trainer_for(args)
     levels = [p.source.stream.level for p in trainer.phases]
     assert levels == ["basic", "phrase", "entity"]
-    assert [p.steps for p in trainer.phases] == [15, 15, 15]
+    assert [p.steps for p in trainer.phases] == [10, 10, 10]
     flags = trainer.phases[2].source.stream.corpus.flags
     tok = Tokenizer.load(run / "tokenizer")
     corpus = trainer.phases[0].source.stream.corpus.corpus
