@@ -3,6 +3,7 @@ mistakes exit with code 2 and one line naming the file and record."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -122,6 +123,22 @@ def test_data_build_tweets_corpus(tmp_path: Path, capsys) -> None:
                                                str(tmp_path / "heldout.txt")]
     documents = (tmp_path / "train.txt").read_bytes().decode().rstrip("\n").split("\n\n")
     assert len(documents) > 4000 and all(0 < len(d.split("\n")) <= 8 for d in documents)
+
+
+@pytest.mark.parametrize(("name", "labels"), [("nsp-en", {"next", "random"}),
+                                               ("sop-en", {"in-order", "swapped"})])
+def test_sentence_pair_tasks_from_tweets(tmp_path: Path, name: str, labels: set[str]) -> None:
+    assert main(["data", "build", "--name", name, "--out", str(tmp_path)]) == 0
+    splits = {}
+    for part in ("train", "dev", "test"):
+        with open(tmp_path / f"{part}.csv", encoding="utf-8", newline="") as f:
+            splits[part] = list(csv.DictReader(f))
+    rows = splits["train"]
+    assert {r["label"] for r in rows} == labels
+    share = sum(r["label"] == min(labels) for r in rows) / len(rows)
+    assert 0.48 < share < 0.52  # half each, within sampling error of ~27k pairs
+    texts = {part: {r["text_a"] for r in split} for part, split in splits.items()}
+    assert len(texts["train"] & texts["test"]) < len(texts["test"]) / 50  # documents split
 
 
 @pytest.mark.parametrize("command", ["finetune", "evaluate", "predict", "embed", "data build",

@@ -251,7 +251,8 @@ def parser() -> argparse.ArgumentParser:
              plmkit data build --name dialogues --out data/dialogues  # ERNIE's DLM
              """, cmd_data_build)
     p.add_argument("--name", required=True,
-                   choices=["tweets", "sentiment-en", "sentiment-zh", "ner-zh", "bible-swag",
+                   choices=["tweets", "sentiment-en", "nsp-en", "sop-en", "sentiment-zh",
+                            "ner-zh", "bible-swag",
                             "bible-paraphrase", "bible-en-es", "peoples-daily", "dialogues"])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffle before splitting")

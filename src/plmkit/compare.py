@@ -37,7 +37,8 @@ from plmkit.tasks.options import FinetuneOptions
 
 BUDGETS = ("steps", "tokens", "flops", "minutes")
 # dataset builder (plmkit data build) -> the fine-tuning task its files are for
-TASK_OF_DATASET = {"sentiment-en": "classify", "sentiment-zh": "classify",
+TASK_OF_DATASET = {"sentiment-en": "classify", "nsp-en": "classify", "sop-en": "classify",
+                   "sentiment-zh": "classify",
                    "bible-paraphrase": "classify", "bible-swag": "swag", "ner-zh": "tag"}
 MAIN_METRIC = {"classify": "accuracy", "swag": "accuracy", "tag": "f1", "squad": "f1"}
 STATE = "compare.json"  # per run: flops per step, steps, done

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import itertools
 import random
 from pathlib import Path
 
@@ -168,13 +169,52 @@ def dialogues(out_dir: Path, seed: int) -> list[Path]:
     return dialogue_corpus(out_dir, seed=seed)
 
 
+def tweet_pairs(objective: str, out_dir: Path, seed: int) -> list[Path]:
+    """Sentence-pair tasks from consecutive tweets of one topic (the `tweets` documents):
+    "nsp": the next tweet ("next") or a tweet of another document ("random"), half each;
+    "sop": two consecutive tweets in order ("in-order") or swapped ("swapped"), half each.
+    Columns `text_a,text_b,label`; documents are split before pairing, so no tweet is in two
+    splits."""
+    texts = [t for t, _ in read_tweets()]
+    docs = [texts[i:i + 8] for i in range(0, len(texts), 8)]
+    rng = random.Random(seed)
+    paths = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, part in split(docs, seed).items():
+        rows = []
+        for i, doc in enumerate(part):
+            for a, b in itertools.pairwise(doc):
+                flip = rng.random() < 0.5
+                if objective == "nsp":
+                    j = rng.randrange(len(part) - 1)  # any document but this one
+                    other = rng.choice(part[j + (j >= i)])
+                    rows.append((a, other, "random") if flip else (a, b, "next"))
+                else:
+                    rows.append((b, a, "swapped") if flip else (a, b, "in-order"))
+        path = out_dir / f"{name}.csv"
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            csv.writer(f).writerows([("text_a", "text_b", "label"), *rows])
+        paths.append(path)
+    return paths
+
+
+def nsp_en(out_dir: Path, seed: int) -> list[Path]:
+    """Next-sentence prediction on tweets (see `tweet_pairs`)."""
+    return tweet_pairs("nsp", out_dir, seed)
+
+
+def sop_en(out_dir: Path, seed: int) -> list[Path]:
+    """Sentence-order prediction on tweets (see `tweet_pairs`)."""
+    return tweet_pairs("sop", out_dir, seed)
+
+
 def tweets(out_dir: Path, seed: int) -> list[Path]:
     """The English tweets as a pretraining corpus: train.txt and heldout.txt (the demo's)."""
     return list(tweets_corpus(out_dir, seed=seed))
 
 
 TASK_DATASETS = {"tweets": tweets, "sentiment-en": sentiment_en, "sentiment-zh": sentiment_zh,
-                 "ner-zh": ner_zh,
+                 "ner-zh": ner_zh, "nsp-en": nsp_en, "sop-en": sop_en,
                  "bible-swag": bible_swag, "bible-paraphrase": bible_paraphrase,
                  "bible-en-es": bible_en_es, "peoples-daily": peoples_daily,
                  "dialogues": dialogues}
