@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,16 @@ def tweets() -> list[str]:
 
     with open(tweets_csv(), encoding="utf-8", errors="replace", newline="") as f:
         return [row["text"] for _, row in zip(range(2000), csv.DictReader(f), strict=False)]
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One torch thread for a module: on a shared 2-core machine two threads spin against
+    other work (`pytestmark = pytest.mark.usefixtures("one_thread")`)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)
