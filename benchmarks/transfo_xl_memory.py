@@ -3,7 +3,7 @@ sliding window (Dai et al. 2019, section 3.2 and Table 9), perplexity and speed.
 
     .venv/bin/python benchmarks/transfo_xl_memory.py --out docs/studies/transfo-xl-memory
 
-Pretrains a `transfo-xl-tiny` (segments of `--segment` tokens, the preset's 32 memory states)
+Pretrains a `transfo-xl-tiny` (segments of `--seq-len` tokens, the preset's 32 memory states)
 on the train chapters of the World English Bible (Debian `sword-text-web`), then evaluates
 `--tokens` tokens of its test chapters at each attention length C of `--contexts`, both ways,
 interleaved `--reps` times after a warm-up (memory, sliding, memory, ...): with memory,
@@ -146,8 +146,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("docs/studies/transfo-xl-memory"))
     p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--segment", type=int, default=64, help="training and memory segment length")
-    p.add_argument("--contexts", default="96,128,256",
+    p.add_argument("--seq-len", type=int, default=64, help="training and memory segment length")
+    p.add_argument("--contexts", default="96,128,256,512",
                    help="attention lengths (segment + memory, or the sliding window)")
     p.add_argument("--tokens", type=int, default=4000, help="held-out tokens evaluated")
     p.add_argument("--reps", type=int, default=3)
@@ -157,7 +157,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         train, heldout = bible_corpus(Path(tmp) / "corpus")
         run = PretrainArgs(model="transfo-xl-tiny", corpus=[train], out=Path(tmp) / "run",
-                           vocab_size=8000, batch_size=16, seq_len=a.segment, lr=2e-3,
+                           vocab_size=8000, batch_size=16, seq_len=a.seq_len, lr=2e-3,
                            steps=a.steps, warmup=a.steps // 10, log_every=50,
                            eval_every=10**9, save_every=a.steps, progress=False)
         began = time.perf_counter()
@@ -170,12 +170,12 @@ def main() -> None:
         ids = [i for line in heldout for i in tok.encode(line)]
         train_tokens = sum(len(tok.encode(line)) for line in train.read_text().splitlines())
     text = torch.tensor(ids[: a.tokens])
-    rows = [r for c in contexts for r in measure(model, text, a.segment, c, a.reps)]
+    rows = [r for c in contexts for r in measure(model, text, a.seq_len, c, a.reps)]
     setup = {"corpus": "World English Bible (sword-text-web), train chapters (80%, seed 0)",
              "heldout": f"first {len(text):,} tokens of the test chapters (10%)",
              "model": f"transfo-xl-tiny, {sum(q.numel() for q in model.parameters()):,} "
                       f"parameters, BPE {tok.vocab_size} tokens",
-             "pretraining": f"{a.steps} steps x 16 x {a.segment} tokens (corpus: "
+             "pretraining": f"{a.steps} steps x 16 x {a.seq_len} tokens (corpus: "
                             f"{train_tokens:,} tokens), lr 2e-3, seed 0, memory 32, "
                             f"{a.steps * flops_per_step:.2e} FLOPs, {minutes:.1f} min",
              "reps": a.reps, "torch": torch.__version__, "machine": started}
