@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -31,7 +30,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import plmkit
-from plmkit.compare import training_step_flops
+from plmkit import compare
 from plmkit.data.bible import chapter_splits, read_bible
 from plmkit.objectives.clm import LMEvaluation, evaluate_sliding, evaluate_with_memory
 from plmkit.pipeline import PretrainArgs, pretrain
@@ -98,12 +97,9 @@ def measure(model: nn.Module, text: torch.Tensor, segment: int, context: int,
 
 
 def machine() -> str:
-    """CPU model, threads, and the load average when the measurement started."""
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-               platform.processor())
+    """The CPU, threads, and the load average when the measurement started."""
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return f"{cpu}, {torch.get_num_threads()} threads, load average {load} at start"
+    return f"{compare.machine()}, load average {load} at start"
 
 
 def markdown(rows: list[dict[str, Any]], setup: dict[str, Any]) -> str:
@@ -163,7 +159,7 @@ def main() -> None:
         began = time.perf_counter()
         pretrain(run)
         minutes = (time.perf_counter() - began) / 60
-        flops_per_step = training_step_flops(PretrainArgs(
+        flops_per_step = compare.training_step_flops(PretrainArgs(
             **{**vars(run), "out": Path(tmp) / "probe", "tokenizer": run.out / "tokenizer"}))
         model = plmkit.load(run.out)
         tok = Tokenizer.load(run.out / "tokenizer")

@@ -326,11 +326,20 @@ def write_report(rows: list[dict[str, Any]], args: CompareArgs) -> None:
              "budget": list(args.budget),
              "batch_size": args.batch_size, "seq_len": args.seq_len, "seeds": args.seeds,
              "finetune_examples": args.finetune_examples, "torch": torch.__version__,
-             "machine": f"{platform.machine()}, {torch.get_num_threads()} threads"}
+             "machine": machine()}
     (args.out / "results.json").write_text(
         json.dumps({"setup": about, "results": rows}, indent=2) + "\n")
     (args.out / "results.md").write_text(markdown(rows, about))
     plot(rows, args.out)
+
+
+def machine() -> str:
+    """The CPU model (architecture where /proc/cpuinfo is missing) and torch's threads."""
+    info = Path("/proc/cpuinfo")
+    lines = info.read_text().splitlines() if info.is_file() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in lines
+                if line.startswith("model name")), platform.machine())
+    return f"{cpu}, {torch.get_num_threads()} threads"
 
 
 def markdown(rows: list[dict[str, Any]], about: dict[str, Any]) -> str:
