@@ -21,7 +21,7 @@ from plmkit.bench import bench_batch, steps, twins
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--model", default="bert-base")
-    p.add_argument("--mode", default="train", choices=["train", "train-fused", "infer"])
+    p.add_argument("--mode", default="train", choices=["train", "train-foreach", "infer"])
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=128)

@@ -25,11 +25,12 @@ def test_run_covers_bert_roberta_albert() -> None:
         assert {f.name for f in dataclasses.fields(r)} == {
             "family", "size", "mode", "dtype", "batch", "seq", "reps", "plmkit_tok_s",
             "hf_tok_s", "ratio", "ratio_lo", "ratio_hi", "plmkit_peak_mb", "hf_peak_mb",
-            "vs_mlm"}
+            "vs_mlm", "flops", "plmkit_mfu", "hf_mfu"}
         assert (r.dtype, r.batch, r.seq, r.reps) == ("float32", 2, 32, 1)
         assert r.plmkit_tok_s > 0 and r.hf_tok_s > 0
         assert all(math.isfinite(x) and x > 0 for x in (r.ratio, r.ratio_lo, r.ratio_hi))
         assert r.plmkit_peak_mb is None and r.hf_peak_mb is None and r.vs_mlm is None
+        assert r.flops is None and r.plmkit_mfu is None
     assert "roberta-tiny" in bench.table(records)
 
 
@@ -130,3 +131,65 @@ def test_transformer_and_marian_compute_the_same_smoothed_loss_and_logits() -> N
 def test_family_without_counterpart_is_a_user_error() -> None:
     with pytest.raises(UserError, match="no transformers counterpart"):
         bench.hf_architecture("transfo-xl-tiny")
+
+
+def test_model_flops_count_the_useful_work() -> None:
+    """An inference forward of bert-tiny: 2 FLOPs per non-embedding weight and token, plus
+    attention's two (S x S x d) products per layer and head."""
+    ours, theirs = bench.twins("bert-tiny")
+    ours.eval(), theirs.eval()
+    b, s = 2, 32
+    a, _ = bench.infer_steps(ours, theirs, bench.bench_batch(ours.config, b, s))
+    cfg = ours.config
+    weights = sum(p.numel() for n, p in ours.encoder.named_parameters()
+                  if p.dim() == 2 and "embed" not in n)
+    attention = cfg.num_layers * 2 * 2 * s * s * cfg.hidden_size * b
+    pooler = 2 * cfg.hidden_size**2 * b  # [CLS] only
+    expected = 2 * weights * b * s + attention + pooler
+    assert bench.step_flops(a) == pytest.approx(expected, rel=1e-6)
+
+
+def test_mfu_rows_and_the_defaults_mode() -> None:
+    peaks = {"float32": 1e11, "bfloat16": 4e11}
+    records = bench.run(["bert-tiny"], ["train", "train-defaults"], 2, 16, 1, memory=False,
+                        peaks=peaks)
+    train, defaults = records
+    assert train.dtype == "float32"
+    assert defaults.dtype == f"{bench.default_dtype()}/float32"
+    for r in records:
+        assert r.flops and r.flops > 0
+        ours_peak = peaks[r.dtype.split("/")[0]]
+        assert r.plmkit_mfu == pytest.approx(r.flops * r.plmkit_tok_s / 32 / ours_peak)
+        assert r.hf_mfu == pytest.approx(r.flops * r.hf_tok_s / 32 / peaks["float32"])
+    assert "plmk MFU" in bench.table(records)
+
+
+def test_matmul_peak_is_measured() -> None:
+    assert bench.matmul_peak("float32", sizes=(128,), reps=1) > 1e8
+
+
+def test_report_round_trips_into_the_markdown_section(tmp_path) -> None:
+    records = bench.run(["bert-tiny"], ["infer"], 2, 16, 1, memory=False)
+    report_path = tmp_path / "bench.json"
+    bench.write_json(records, report_path, {"float32": 1e11}, "plmkit bench --models bert-tiny")
+    report = bench.read_json(report_path)
+    assert report["records"] == records
+    doc = tmp_path / "BENCHMARKS.md"
+    doc.write_text(f"# Benchmarks\n\nintro\n\n{bench.BEGIN}\nold\n{bench.END}\n\nnotes\n")
+    bench.update_markdown(doc, bench.markdown(report))
+    text = doc.read_text()
+    assert "old" not in text and text.startswith("# Benchmarks\n\nintro") and "notes" in text
+    assert "plmkit bench --models bert-tiny" in text and "bert-tiny" in text
+    assert "float32 100 GFLOP/s" in text
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(UserError, match="bad.json: not a plmkit bench report"):
+        bench.read_json(tmp_path / "bad.json")
+
+
+def test_suite_covers_every_family_at_three_sizes() -> None:
+    families = {p.rsplit("-", 1)[0] for p in bench.SUITE}
+    assert families == {"bert", "roberta", "albert", "electra", "xlnet", "ernie", "transformer"}
+    for family in families:
+        for size in ("tiny", "small", "base"):
+            assert f"{family}-{size}" in bench.SUITE
+            bench.hf_architecture(f"{family}-{size}")  # every preset has a counterpart

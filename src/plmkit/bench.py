@@ -26,6 +26,7 @@ from plmkit.models import build, get_family, preset_config
 from plmkit.objectives import get_objective
 from plmkit.objectives.plm import K, permutation_masks, target_mapping
 from plmkit.objectives.seq2seq import LABEL_SMOOTHING
+from plmkit.precision import BF16_FLAGS, cpu_flags, fast_bf16
 
 MASK_FRACTION = 0.15  # BERT: 15% of the tokens are predicted
 
@@ -35,6 +36,8 @@ MASK_FRACTION = 0.15  # BERT: 15% of the tokens are predicted
 # sentence label (NSP or SOP) travels in `next_sentence_labels`.
 HF_TARGETS: dict[str, dict[str, str]] = {
     "BertForPreTraining": {"labels": "masked_lm", "next_sentence_label": "next_sentence_labels"},
+    "ErnieForPreTraining": {"labels": "masked_lm",
+                            "next_sentence_label": "next_sentence_labels"},
     "RobertaForMaskedLM": {"labels": "masked_lm"},
     "AlbertForPreTraining": {"labels": "masked_lm",
                              "sentence_order_label": "next_sentence_labels"},
@@ -49,6 +52,11 @@ HF_TARGETS: dict[str, dict[str, str]] = {
 }
 # transformers' XLNet has no SDPA attention.
 ATTN_IMPLEMENTATION = {"XLNetLMHeadModel": "eager"}
+# `plmkit bench --models suite`: every family at tiny, small and base (BERT also at mini, the
+# size of issue 10's 2x target).
+SUITE = [f"{family}-{size}" for family in ("bert", "roberta", "albert", "electra", "xlnet",
+                                           "ernie", "transformer")
+         for size in ("tiny", "mini", "small", "base") if size != "mini" or family == "bert"]
 
 
 @dataclass
@@ -73,13 +81,25 @@ class Record:
     # `mlm` step of a BERT with the discriminator's shape (Clark et al. 2020's BERT-Small for
     # electra-small: L12 H256 A4 FF1024 E128), measured interleaved; None elsewhere.
     vs_mlm: float | None = None
+    # Model FLOPs of one step (matmuls and attention as plmkit computes them: forward, plus
+    # backward when training; `step_flops`) and each side's share of the matmul peak of its
+    # dtype measured in the same run (`matmul_peak`): model FLOPs utilisation.
+    flops: float | None = None
+    plmkit_mfu: float | None = None
+    hf_mfu: float | None = None
 
 
 MODES = {
-    "train": "forward + backward + AdamW step (torch defaults), the family's pretraining "
-             "loss (BERT MLM+NSP, RoBERTa MLM, ALBERT MLM+SOP, ELECTRA generator MLM + 50 x "
-             "discriminator, one optimizer over both; XLNet two-stream PLM on the query stream)",
-    "train-fused": "as train, with fused AdamW on both sides (the plmkit trainer's setting)",
+    "train": "forward + backward + fused AdamW step (the default of plmkit's trainer and of "
+             "transformers' Trainer on torch >= 2.8), the family's pretraining loss (BERT and "
+             "ERNIE MLM+NSP, RoBERTa MLM, ALBERT MLM+SOP, ELECTRA generator MLM + 50 x "
+             "discriminator, one optimizer over both; XLNet two-stream PLM on the query stream; "
+             "the Transformer label-smoothed teacher forcing)",
+    "train-foreach": "as train, with torch's multi-tensor (foreach) AdamW on both sides",
+    "train-defaults": "as train, each side with what a user gets out of the box: plmkit "
+                      "with bf16 autocast where the hardware runs bf16 fast "
+                      "(`plmkit.precision.fast_bf16`), transformers in float32; the dtype "
+                      "option does not apply",
     "infer": "forward of the encoder and pooler (RobertaForMaskedLM's base has no pooler; "
              "ELECTRA: the discriminator's encoder; XLNet: the content stream), no gradients",
 }
@@ -348,9 +368,10 @@ def autocast(dtype: str):
 
 
 def train_steps(ours: nn.Module, theirs: nn.Module, batch: dict[str, Tensor],
-                dtype: str = "float32", fused: bool = False):
+                dtype: str = "float32", fused: bool = True, hf_dtype: str | None = None):
     """One optimizer step for each side, with identical AdamW settings; plmkit trains on its
-    family's default objective, transformers on the same targets (`HF_TARGETS`)."""
+    family's default objective, transformers on the same targets (`HF_TARGETS`), in
+    `hf_dtype` where given, else in `dtype`."""
     objective = get_objective(get_family(ours.config.family).default_objective)
     opt_a = torch.optim.AdamW(ours.parameters(), lr=1e-4, weight_decay=0.01, fused=fused or None)
     opt_b = torch.optim.AdamW(theirs.parameters(), lr=1e-4, weight_decay=0.01, fused=fused or None)
@@ -364,7 +385,7 @@ def train_steps(ours: nn.Module, theirs: nn.Module, batch: dict[str, Tensor],
         opt_a.zero_grad(set_to_none=True)
 
     def b() -> None:
-        with autocast(dtype):
+        with autocast(hf_dtype or dtype):
             if isinstance(theirs, HFElectra | HFMarian):
                 loss = theirs.loss(inputs, batch)[0]
             else:
@@ -384,7 +405,7 @@ def mlm_twin(config: Any) -> nn.Module:
 
 
 def mlm_step(model: nn.Module, batch: dict[str, Tensor], dtype: str = "float32",
-             fused: bool = False) -> Callable[[], None]:
+             fused: bool = True) -> Callable[[], None]:
     """One plmkit `mlm` optimizer step of `model`, with the settings of `train_steps`."""
     objective = get_objective("mlm")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=fused or None)
@@ -427,7 +448,51 @@ def steps(mode: str, ours: nn.Module, theirs: nn.Module, batch: dict[str, Tensor
     """The (plmkit, transformers) pair of step functions for `mode`."""
     if mode == "infer":
         return infer_steps(ours, theirs, batch, dtype)
-    return train_steps(ours, theirs, batch, dtype, fused=mode == "train-fused")
+    if mode == "train-defaults":
+        return train_steps(ours, theirs, batch, default_dtype(), hf_dtype="float32")
+    return train_steps(ours, theirs, batch, dtype, fused=mode != "train-foreach")
+
+
+def default_dtype() -> str:
+    """The dtype plmkit trains in by default on this machine (`precision.fast_bf16`)."""
+    return "bfloat16" if fast_bf16(torch.device("cpu")) else "float32"
+
+
+def matmul_peak(dtype: str, sizes: tuple[int, ...] = (1024, 2048, 3072), reps: int = 5
+                ) -> float:
+    """FLOP/s of this machine's best square matmul in `dtype` (float32, or bfloat16 as
+    autocast runs it), at the current thread count: the best size's median of `reps`."""
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        if dtype != "float32":
+            a, b = a.to(DTYPES[dtype]), b.to(DTYPES[dtype])
+        a @ b  # warm-up
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - start)
+        best = max(best, 2 * n**3 / statistics.median(times))
+    return best
+
+
+def step_flops(fn: Callable[[], None]) -> float:
+    """Model FLOPs of one call of `fn` as torch counts them (matmuls and attention, forward and
+    backward; nothing for the optimizer, embeddings or elementwise work), CPU flash attention
+    included (torch's counter knows only the CUDA kernels)."""
+    from torch.utils import flop_counter
+
+    aten = torch.ops.aten
+    cpu_flash = {
+        aten._scaled_dot_product_flash_attention_for_cpu:
+            lambda q, k, v, *_, **__: flop_counter.sdpa_flop_count(q, k, v),
+        aten._scaled_dot_product_flash_attention_for_cpu_backward:
+            lambda g, q, k, v, *_, **__: flop_counter.sdpa_backward_flop_count(g, q, k, v),
+    }
+    with flop_counter.FlopCounterMode(display=False, custom_mapping=cpu_flash) as counter:
+        fn()
+    return float(counter.get_total_flops())
 
 
 def interleaved(a: Callable[[], None], b: Callable[[], None],
@@ -467,8 +532,10 @@ def peak_step_bytes(fn: Callable[[], None]) -> int:
 
 
 def run(presets: list[str], modes: list[str], batch: int, seq: int, reps: int, *,
-        dtypes: tuple[str, ...] = ("float32",), memory: bool = True) -> list[Record]:
-    """Measure every preset in every mode and dtype; `memory` adds one profiled step per side."""
+        dtypes: tuple[str, ...] = ("float32",), memory: bool = True,
+        peaks: dict[str, float] | None = None) -> list[Record]:
+    """Measure every preset in every mode and dtype; `memory` adds one profiled step per side,
+    `peaks` (FLOP/s by dtype, `matmul_peak`) one FLOP-counted step and the MFU columns."""
     for name, given, known in (("mode", modes, MODES), ("dtype", dtypes, DTYPES)):
         if unknown := [v for v in given if v not in known]:
             raise UserError(f"unknown bench {name} {unknown[0]!r}; choose from {sorted(known)}")
@@ -476,29 +543,59 @@ def run(presets: list[str], modes: list[str], batch: int, seq: int, reps: int, *
     for preset in presets:
         ours, theirs = twins(preset)
         data = bench_batch(ours.config, batch, seq)
-        family, size = preset.split("-", 1)
+        family = preset.rsplit("-", 1)[0]
         for dtype in dtypes:
             for mode in modes:
-                ours.train(mode != "infer")
-                theirs.train(mode != "infer")
-                a, b = steps(mode, ours, theirs, data, dtype)
-                ta, tb = interleaved(a, b, reps)
-                pairs = [y / x for x, y in zip(ta, tb, strict=True)]
-                ma, mb = statistics.median(ta), statistics.median(tb)
-                tokens = batch * seq
-                record = Record(family, size, mode, dtype, batch, seq, reps, tokens / ma,
-                                tokens / mb, mb / ma, min(pairs), max(pairs))
-                if family == "electra" and mode != "infer":
-                    bert = mlm_twin(ours.config).train()
-                    te, tm = interleaved(a, mlm_step(bert, data, dtype, mode == "train-fused"),
-                                         reps)
-                    record.vs_mlm = statistics.median(te) / statistics.median(tm)
-                    del bert
+                if mode == "train-defaults" and dtype != dtypes[0]:
+                    continue  # one row: the dtypes are each side's default
+                record, a, b = measure(preset, ours, theirs, data, mode, dtype, reps)
+                if family == "electra" and mode.startswith("train"):
+                    record.vs_mlm = vs_mlm(ours.config, a, data, record.dtype, mode, reps)
                 if memory:
                     record.plmkit_peak_mb = peak_step_bytes(a) / 2**20
                     record.hf_peak_mb = peak_step_bytes(b) / 2**20
+                if peaks:
+                    add_mfu(record, step_flops(a), peaks)
                 records.append(record)
     return records
+
+
+def measure(preset: str, ours: nn.Module, theirs: nn.Module, data: dict[str, Tensor],
+            mode: str, dtype: str, reps: int
+            ) -> tuple[Record, Callable[[], None], Callable[[], None]]:
+    """The interleaved timing of one (preset, mode, dtype), and the two (warm) step functions."""
+    ours.train(mode != "infer")
+    theirs.train(mode != "infer")
+    a, b = steps(mode, ours, theirs, data, dtype)
+    ta, tb = interleaved(a, b, reps)
+    pairs = [y / x for x, y in zip(ta, tb, strict=True)]
+    ma, mb = statistics.median(ta), statistics.median(tb)
+    batch, seq = data["input_ids"].shape
+    tokens = batch * seq
+    if mode == "train-defaults":
+        dtype = f"{default_dtype()}/float32"
+    family, size = preset.rsplit("-", 1)
+    record = Record(family, size, mode, dtype, batch, seq, reps, tokens / ma, tokens / mb,
+                    mb / ma, min(pairs), max(pairs))
+    return record, a, b
+
+
+def vs_mlm(config: Any, electra_step: Callable[[], None], data: dict[str, Tensor], dtype: str,
+           mode: str, reps: int) -> float:
+    """An ELECTRA step's median time over that of a same-shape BERT `mlm` step, interleaved."""
+    bert = mlm_twin(config).train()
+    dtype = dtype.split("/")[0]  # train-defaults: plmkit's dtype
+    te, tm = interleaved(electra_step, mlm_step(bert, data, dtype, mode != "train-foreach"), reps)
+    return statistics.median(te) / statistics.median(tm)
+
+
+def add_mfu(record: Record, flops: float, peaks: dict[str, float]) -> None:
+    """Set the record's model FLOPs per step and each side's fraction of its dtype's peak."""
+    ours_dtype, _, hf_dtype = record.dtype.partition("/")
+    tokens = record.batch * record.seq
+    record.flops = flops
+    record.plmkit_mfu = flops * record.plmkit_tok_s / tokens / peaks[ours_dtype]
+    record.hf_mfu = flops * record.hf_tok_s / tokens / peaks[hf_dtype or ours_dtype]
 
 
 def cpu_model() -> str:
@@ -510,43 +607,100 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def machine() -> dict[str, str | int]:
+def machine() -> dict[str, Any]:
     """What the figures were measured on."""
     import transformers
 
+    from plmkit import allocator
+
+    bf16 = sorted(BF16_FLAGS & cpu_flags())
     return {"machine": platform.machine(), "processor": cpu_model(),
             "cpus": os.cpu_count() or 0, "threads": torch.get_num_threads(),
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+                                / 2**30, 1),
+            "bf16_instructions": ", ".join(bf16) or "none", "allocator": allocator.in_use(),
             "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version()}
+            "python": platform.python_version(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
 def table(records: list[Record]) -> str:
-    """A fixed-width table of the records."""
-
-    def mb(r: Record) -> str:
-        if r.plmkit_peak_mb is None or r.hf_peak_mb is None:
-            return ""
-        return f"{r.plmkit_peak_mb:>9.0f}{r.hf_peak_mb:>9.0f}"
-
-    head = (f"{'model':<18}{'mode':<12}{'dtype':<10}{'batch x seq':>11}{'plmkit tok/s':>14}"
-            f"{'hf tok/s':>10}{'ratio':>8}{'pairs':>13}")
-    def vs(r: Record) -> str:
-        return "" if r.vs_mlm is None else f"{r.vs_mlm:>7.2f}x"
-
-    blank = ""
-    if any(mb(r) for r in records):
-        head += f"{'plmk MB':>9}{'hf MB':>9}"
-        blank = " " * 18
-    if any(vs(r) for r in records):  # ELECTRA: its step time over a same-size BERT MLM step's
-        head += f"{'vs mlm':>8}"
-    rows = [f"{r.family + '-' + r.size:<18}{r.mode:<12}{r.dtype:<10}{f'{r.batch}x{r.seq}':>11}"
+    """A fixed-width table of the records; the memory, `vs mlm` and MFU columns only where some
+    record has them."""
+    extra = [(name, width, cell) for name, width, cell in COLUMNS
+             if any(cell(r) is not None for r in records)]
+    head = (f"{'model':<18}{'mode':<15}{'dtype':<16}{'batch x seq':>11}{'plmkit tok/s':>14}"
+            f"{'hf tok/s':>10}{'ratio':>8}{'pairs':>13}"
+            + "".join(f"{name:>{width}}" for name, width, _ in extra))
+    rows = [f"{r.family + '-' + r.size:<18}{r.mode:<15}{r.dtype:<16}{f'{r.batch}x{r.seq}':>11}"
             f"{r.plmkit_tok_s:>14.0f}{r.hf_tok_s:>10.0f}{r.ratio:>7.2f}x"
-            f"{f'{r.ratio_lo:.2f}-{r.ratio_hi:.2f}':>13}{mb(r) or blank}{vs(r)}"
+            f"{f'{r.ratio_lo:.2f}-{r.ratio_hi:.2f}':>13}"
+            + "".join(f"{cell(r) or '':>{width}}" for _, width, cell in extra)
             for r in records]
     return "\n".join([head, *rows])
 
 
-def write_json(records: list[Record], path: Path) -> None:
-    """The records as a JSON list, each with the machine details."""
-    info = machine()
-    path.write_text(json.dumps([{**asdict(r), **info} for r in records], indent=2) + "\n")
+def _fmt(value: float | None, spec: str) -> str | None:
+    return None if value is None else format(value, spec)
+
+
+# The optional columns of `table`: header, width, cell text (None where the record has none).
+COLUMNS: list[tuple[str, int, Callable[[Record], str | None]]] = [
+    ("plmk MB", 9, lambda r: _fmt(r.plmkit_peak_mb, ".0f")),
+    ("hf MB", 9, lambda r: _fmt(r.hf_peak_mb, ".0f")),
+    ("plmk MFU", 10, lambda r: _fmt(r.plmkit_mfu, ".0%")),
+    ("hf MFU", 8, lambda r: _fmt(r.hf_mfu, ".0%")),
+    ("vs mlm", 8, lambda r: None if r.vs_mlm is None else f"{r.vs_mlm:.2f}x"),
+]
+
+
+def write_json(records: list[Record], path: Path, peaks: dict[str, float] | None = None,
+               command: str = "") -> None:
+    """The records with the machine details, the matmul peaks (FLOP/s by dtype) and the
+    command that produced them."""
+    report = {"command": command, "machine": machine(), "matmul_peak_flops": peaks or {},
+              "records": [asdict(r) for r in records]}
+    path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A report written by `write_json`, its records as `Record`s."""
+    try:
+        report = json.loads(path.read_text())
+        report["records"] = [Record(**r) for r in report["records"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path}: not a plmkit bench report ({e})") from None
+    return report
+
+
+BEGIN, END = "<!-- plmkit bench: begin -->", "<!-- plmkit bench: end -->"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as a Markdown section: command, machine, peaks, the table."""
+    info = report["machine"]
+    peaks = ", ".join(f"{d} {f / 1e9:,.0f} GFLOP/s"
+                      for d, f in report["matmul_peak_flops"].items()) or "not measured"
+    return "\n".join([
+        BEGIN,
+        "Generated by `plmkit bench` from its JSON report; do not edit by hand.",
+        "", "```", report["command"], "```", "",
+        f"Machine: {info['processor']}, {info['cpus']} CPUs, {info['threads']} threads, "
+        f"{info['memory_gib']} GiB; bf16 instructions: {info['bf16_instructions']}; "
+        f"allocator {info['allocator']} (both sides: one process); torch {info['torch']}, "
+        f"transformers {info['transformers']}, Python {info['python']}; {info['date']}.",
+        f"Matmul peak measured in the same run: {peaks}.",
+        "", "```", table(report["records"]), "```", END])
+
+
+def update_markdown(path: Path, section: str) -> None:
+    """Replace the generated section of `path` (between `BEGIN` and `END`), or append it."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + section + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

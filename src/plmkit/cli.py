@@ -84,11 +84,24 @@ def cmd_plot(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from plmkit import bench
 
-    records = bench.run(args.models.split(","), args.modes.split(","), args.batch_size,
-                        args.seq_len, args.reps, dtypes=tuple(args.dtypes.split(",")))
-    print(bench.table(records))
-    if args.json:
-        bench.write_json(records, args.json)
+    if args.from_json:
+        report = bench.read_json(args.from_json)
+    else:
+        models = bench.SUITE if args.models == "suite" else args.models.split(",")
+        dtypes = tuple(args.dtypes.split(","))
+        needed = {*dtypes, bench.default_dtype()} if "train-defaults" in args.modes else dtypes
+        peaks = None if args.no_mfu else {d: bench.matmul_peak(d) for d in needed}
+        records = bench.run(models, args.modes.split(","), args.batch_size, args.seq_len,
+                            args.reps, dtypes=dtypes, peaks=peaks)
+        command = "plmkit " + " ".join(sys.argv[1:])
+        if args.json:
+            bench.write_json(records, args.json, peaks, command)
+        report = {"command": command, "machine": bench.machine(),
+                  "matmul_peak_flops": peaks or {}, "records": records}
+    print(bench.table(report["records"]))
+    if args.markdown:
+        bench.update_markdown(args.markdown, bench.markdown(report))
+        print(f"updated {args.markdown}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -287,15 +300,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path)
 
     p = _add(sub, "bench", "plmkit vs transformers, interleaved in one run: tokens/s and ratio",
-             "plmkit bench\nplmkit bench --models bert-mini,bert-base --json bench.json",
+             "plmkit bench --json bench.json --markdown BENCHMARKS.md\n"
+             "plmkit bench --models bert-mini,bert-base --modes train,train-defaults",
              cmd_bench)
-    p.add_argument("--models", default="bert-tiny,bert-mini,bert-base")
-    p.add_argument("--modes", default="train,infer", help="train, train-fused, infer")
+    p.add_argument("--models", default="suite",
+                   help="comma-separated presets, or `suite`: every family at tiny, small, base")
+    p.add_argument("--modes", default="train,infer",
+                   help="train, train-foreach, train-defaults, infer (plmkit/bench.py MODES)")
     p.add_argument("--dtypes", default="float32", help="float32, bfloat16 (autocast, both sides)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--reps", type=int, default=5)
-    p.add_argument("--json", type=Path)
+    p.add_argument("--no-mfu", action="store_true",
+                   help="skip the matmul peak and the FLOP-counted step")
+    p.add_argument("--json", type=Path, help="write the report as JSON")
+    p.add_argument("--markdown", type=Path,
+                   help="write the report's table into this Markdown file's generated section")
+    p.add_argument("--from-json", type=Path, help="print (and --markdown) a saved report")
 
     p = _add(sub, "compare", "pretrain models at equal compute, fine-tune each, compare",
              """

@@ -73,6 +73,7 @@ def _size(layers: int, hidden: int, heads: int) -> dict[str, int]:
 # ALBERT Table 1 (counts of transformers' AlbertModel with a 30,000 vocabulary in comments).
 PRESETS = {
     "albert-tiny": {**_size(4, 128, 2), "embedding_size": 64},
+    "albert-small": _size(4, 512, 8),  # not in the paper: BERT-Small's shape, E = 128
     "albert-base": _size(12, 768, 12),  # 11.7M ("12M")
     "albert-large": _size(24, 1024, 16),  # 17.7M ("18M")
     "albert-xlarge": _size(24, 2048, 16),  # 58.7M ("60M")

@@ -55,6 +55,7 @@ def _size(layers: int, hidden: int) -> dict[str, int]:
 # ERNIE section 4.1: the BERT-base shape; tiny is for tests and demos.
 PRESETS = {
     "ernie-tiny": _size(2, 128),
+    "ernie-small": _size(4, 512),  # not in the paper: BERT-Small's shape
     "ernie-base": _size(12, 768),  # 99.9M with 18k tokens (BERT-base's 110M has 30,522)
 }
 

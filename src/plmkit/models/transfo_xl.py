@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plmkit.models.registry import Family, register
+from plmkit.nn.dropout import Dropout
 from plmkit.nn.encoder import init_weights
 from plmkit.nn.rel_attention import (
     AttnType,
@@ -59,7 +60,7 @@ class TransfoXL(nn.Module):
         self.word_embedding = nn.Embedding(config.vocab_size, config.hidden_size)
         self.encoder = RelativeEncoder(config)
         self.lm_bias = nn.Parameter(torch.zeros(config.vocab_size))
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
         init_weights(self, config.initializer_range)
         init_relative(self, config.initializer_range)
 

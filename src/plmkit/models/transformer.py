@@ -19,6 +19,7 @@ from plmkit.errors import UserError
 from plmkit.models.registry import Family, register
 from plmkit.nn.block import EncoderBlock
 from plmkit.nn.decoder import DecoderBlock, DecoderCache
+from plmkit.nn.dropout import Dropout
 from plmkit.nn.masks import padding_mask
 from plmkit.nn.positions import sinusoidal_positions
 
@@ -64,6 +65,7 @@ def _size(layers: int, hidden: int, heads: int, **extra: float) -> dict:
 
 PRESETS = {
     "transformer-tiny": _size(2, 128, 4),
+    "transformer-small": _size(3, 256, 4),  # not in the paper: half base's depth and width
     "transformer-base": _size(6, 512, 8),  # 63.1M with 37k tokens (paper: 65M)
     "transformer-big": _size(6, 1024, 16, dropout=0.3),  # 214.2M (paper: 213M)
 }
@@ -88,7 +90,7 @@ class Transformer(nn.Module):
         self.embed = nn.Embedding(config.vocab_size, d, padding_idx=config.pad_token_id)
         self.register_buffer("positions", sinusoidal_positions(config.max_positions, d),
                              persistent=False)  # (P, d)
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
         common = {"act": config.activation, "dropout": config.dropout,
                   "attention_dropout": config.attention_dropout, "eps": config.layer_norm_eps}
         shape = (d, config.num_heads, config.intermediate_size)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plmkit.models.registry import Family, HFSpec, register
+from plmkit.nn.dropout import Dropout
 from plmkit.nn.encoder import init_weights
 from plmkit.nn.rel_attention import RelativeConfig, RelativeEncoder, RelativeOutput, init_relative
 
@@ -35,6 +36,7 @@ def _size(layers: int, hidden: int, mem_len: int, reuse_len: int) -> dict[str, i
 # base / large as released (section 3.1); tiny for tests: sequences of 64, half reused.
 PRESETS = {
     "xlnet-tiny": {**_size(2, 128, 64, 32), "num_heads": 2},
+    "xlnet-small": _size(4, 512, 384, 256),  # not released: BERT-Small's shape
     "xlnet-base": _size(12, 768, 384, 256),  # 117M with the 32000-piece vocabulary
     "xlnet-large": _size(24, 1024, 384, 256),  # 361M
 }
@@ -53,7 +55,7 @@ class XLNet(nn.Module):
         self.mask_emb = nn.Parameter(torch.empty(1, 1, h))
         self.encoder = RelativeEncoder(config)
         self.lm_bias = nn.Parameter(torch.zeros(config.vocab_size))
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
         init_weights(self, config.initializer_range)
         init_relative(self, config.initializer_range)
         nn.init.normal_(self.mask_emb, std=config.initializer_range)

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from plmkit.nn.dropout import dropout
+
 
 class MultiHeadAttention(nn.Module):
     """Scaled dot-product attention with `num_heads` heads ("Attention Is All You Need", 3.2.2).
@@ -58,12 +60,8 @@ class MultiHeadAttention(nn.Module):
             q, k, v = self.qkv(x).chunk(3, dim=-1)  # (B, S, H) each
         q, k, v = (self._split(t) for t in (q, k, v))  # (B, h, S|T, d)
         p = self.dropout if self.training else 0.0
-        if self.recorder is None:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
-                                               is_causal=is_causal)  # (B, h, S, d)
-        else:
-            y, weights = attention_with_weights(q, k, v, mask, dropout_p=p, is_causal=is_causal)
-            self.recorder.append(weights.detach())
+        y = attend(q, k, v, mask, dropout_p=p, is_causal=is_causal,
+                   recorder=self.recorder)  # (B, h, S, d)
         if self.head_gate is not None:
             y = y * self.head_gate[:, None, None].to(y.dtype)
         return self.out(self._merge(y))  # (B, S, H)
@@ -136,6 +134,22 @@ class MultiHeadAttention(nn.Module):
 
 
 
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *,
+           dropout_p: float = 0.0, scale: float | None = None, is_causal: bool = False,
+           recorder: list[Tensor] | None = None) -> Tensor:
+    """Attention (B, h, S, d) by SDPA, or written out where SDPA would fall back to its own
+    math path anyway (dropout on a CPU) and for a `recorder` (which gets the weights): the
+    written-out path uses plmkit's cheaper CPU dropout (`nn/dropout.py`)."""
+    if recorder is None and (dropout_p == 0.0 or q.device.type != "cpu"):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
+                                              scale=scale, is_causal=is_causal)
+    y, weights = attention_with_weights(q, k, v, mask, dropout_p=dropout_p, scale=scale,
+                                        is_causal=is_causal)
+    if recorder is not None:
+        recorder.append(weights.detach())
+    return y
+
+
 def attention_with_weights(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *,
                            dropout_p: float = 0.0, scale: float | None = None,
                            is_causal: bool = False) -> tuple[Tensor, Tensor]:
@@ -145,7 +159,7 @@ def attention_with_weights(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None 
     broadcastable to (B, h, S, T). Returns the output (B, h, S, d) and weights (B, h, S, T).
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    scores = (q @ k.transpose(-2, -1)) * scale  # (B, h, S, T)
+    scores = (q * scale) @ k.transpose(-2, -1)  # (B, h, S, T)
     if is_causal:
         s, t = scores.shape[-2:]
         future = torch.ones(s, t, dtype=torch.bool, device=q.device).triu(1)
@@ -154,7 +168,7 @@ def attention_with_weights(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None 
         scores = (scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool
                   else scores + mask)
     weights = scores.softmax(-1)
-    return F.dropout(weights, dropout_p) @ v, weights
+    return dropout(weights, dropout_p) @ v, weights
 
 
 def unpruned_state_dict(model: nn.Module) -> dict[str, Tensor]:

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plmkit.nn.attention import MultiHeadAttention
+from plmkit.nn.dropout import Dropout
 
 Norm = Literal["post", "pre"]
 Activation = Literal["gelu", "gelu_tanh", "relu"]
@@ -63,7 +64,7 @@ class EncoderBlock(nn.Module):
         self.attn_norm = nn.LayerNorm(hidden, eps=eps)
         self.ffn = FeedForward(hidden, inner, act)
         self.ffn_norm = nn.LayerNorm(hidden, eps=eps)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """x: (B, S, H), mask: (B, 1, 1, S) bool or None -> (B, S, H)."""

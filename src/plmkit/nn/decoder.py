@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from plmkit.nn.attention import MultiHeadAttention
 from plmkit.nn.block import FeedForward
+from plmkit.nn.dropout import Dropout
 
 
 @dataclass
@@ -76,7 +77,7 @@ class DecoderBlock(nn.Module):
         self.cross_norm = nn.LayerNorm(hidden, eps=eps)
         self.ffn = FeedForward(hidden, inner, act)
         self.ffn_norm = nn.LayerNorm(hidden, eps=eps)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(
         self,

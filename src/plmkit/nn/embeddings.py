@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from plmkit.errors import UserError
+from plmkit.nn.dropout import Dropout
 
 
 class Embeddings(nn.Module):
@@ -37,7 +38,7 @@ class Embeddings(nn.Module):
         self.segments = nn.Embedding(type_vocab_size, size) if type_vocab_size else None
         self.task_types = nn.Embedding(task_types, size) if task_types else None
         self.norm = nn.LayerNorm(size, eps=eps)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.project = nn.Linear(size, hidden) if size != hidden else None
 
     def forward(

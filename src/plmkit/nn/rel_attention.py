@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plmkit.errors import UserError
-from plmkit.nn.attention import attention_with_weights
+from plmkit.nn.attention import attend
 from plmkit.nn.block import FeedForward
+from plmkit.nn.dropout import Dropout
 from plmkit.nn.positions import sinusoids
 
 AttnType = Literal["bi", "uni"]
@@ -188,7 +189,7 @@ class RelativeAttention(nn.Module):
             self.seg_embed = nn.Parameter(torch.empty(2, n, d))  # same / different segment
         self.segments = segments
         self.norm = nn.LayerNorm(hidden, eps=eps)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.dropout = dropout
         self.num_heads = num_heads
         self.recorder: list[Tensor] | None = None
@@ -217,11 +218,7 @@ class RelativeAttention(nn.Module):
         p = self.dropout if self.training else 0.0
         args = ((q + self.r_w_bias * scale).transpose(1, 2), keys.k.transpose(1, 2),
                 keys.v.transpose(1, 2), bias.to(q.dtype))
-        if self.recorder is None:
-            y = F.scaled_dot_product_attention(*args, dropout_p=p, scale=1.0)  # (B, n, S', d)
-        else:
-            y, weights = attention_with_weights(*args, dropout_p=p, scale=1.0)
-            self.recorder.append(weights.detach())  # (B, n, S', T)
+        y = attend(*args, dropout_p=p, scale=1.0, recorder=self.recorder)  # (B, n, S', d)
         if self.head_gate is not None:
             y = y * self.head_gate[:, None, None].to(y.dtype)
         y = y.transpose(1, 2).flatten(2) @ self.o.flatten(1).T  # (B, S', H)
@@ -244,7 +241,7 @@ class RelativeBlock(nn.Module):
                                       eps=cfg.layer_norm_eps, segments=cfg.segments)
         self.ffn = FeedForward(h, cfg.intermediate_size, cfg.activation)
         self.ffn_norm = nn.LayerNorm(h, eps=cfg.layer_norm_eps)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
 
     def forward(self, h: Tensor, g: Tensor | None, pos: Tensor, content: Queries,
                 query: Queries | None, memory: Tensor | None) -> tuple[Tensor, Tensor | None]:
@@ -274,7 +271,7 @@ class RelativeEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.layers = nn.ModuleList(RelativeBlock(cfg) for _ in range(cfg.num_layers))
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
 
     def forward(
         self,

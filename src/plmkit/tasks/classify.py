@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plmkit.errors import UserError
+from plmkit.nn.dropout import Dropout
 from plmkit.tasks import register_head
 from plmkit.tasks.files import Record, field, read_records
 from plmkit.tasks.finetune import (
@@ -55,7 +56,7 @@ class SequenceClassifier(nn.Module):
         self.backbone = backbone
         self.config = config
         self.task = {"name": "classify", "labels": labels, "pooling": pooling}
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.classifier = nn.Linear(config.hidden_size, len(labels) if labels else 1)
         nn.init.normal_(self.classifier.weight, std=config.initializer_range)
         nn.init.zeros_(self.classifier.bias)

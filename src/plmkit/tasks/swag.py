@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plmkit.errors import UserError
+from plmkit.nn.dropout import Dropout
 from plmkit.tasks import register_head
 from plmkit.tasks.files import Record, field, read_records
 from plmkit.tasks.finetune import Batch, ShuffledBatches, TaskOutput, in_batches, pool, run_model
@@ -152,7 +153,7 @@ class MultipleChoice(nn.Module):
         self.backbone = backbone
         self.config = config
         self.task = {"name": "swag"}
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.score = nn.Linear(config.hidden_size, 1)
         nn.init.normal_(self.score.weight, std=config.initializer_range)
         nn.init.zeros_(self.score.bias)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plmkit.errors import UserError
+from plmkit.nn.dropout import Dropout
 from plmkit.tasks import register_head
 from plmkit.tasks.files import read_text
 from plmkit.tasks.finetune import (
@@ -52,7 +53,7 @@ class TokenClassifier(nn.Module):
         self.backbone = backbone
         self.config = config
         self.task = {"name": "tag", "labels": labels}
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.classifier = nn.Linear(config.hidden_size, len(labels))
         nn.init.normal_(self.classifier.weight, std=config.initializer_range)
         nn.init.zeros_(self.classifier.bias)
