@@ -612,7 +612,9 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
                    help="ernie: entity names (one a line) masked whole, besides People's Daily's")
     p.add_argument("--long-fraction", type=float, default=0.0,
                    help="fraction of steps at sequence length 512 (BERT: 0.1)")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast (weights stay float32); default: on where the hardware "
+                        "runs bf16 fast (CUDA with bf16, CPUs with AVX512-BF16 or AMX)")
     p.add_argument("--optimizer", choices=["adamw", "lamb"], default="adamw",
                    help="AdamW, or LAMB for large batches (ALBERT)")
     p.add_argument("--dropout-off-step", type=int, default=None, metavar="N",

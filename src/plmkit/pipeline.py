@@ -51,7 +51,7 @@ class PretrainArgs:
     entities: Path | None = None  # ernie: extra entity names, one a line
     whole_word: bool = False
     long_fraction: float = 0.0
-    bf16: bool = False
+    bf16: bool | None = None  # None: bf16 autocast where the hardware runs it fast
     optimizer: str = "adamw"
     dropout_off_step: int | None = None
     bad_utf8: str = "skip"

@@ -51,6 +51,7 @@ from tqdm.auto import tqdm
 
 from plmkit import io
 from plmkit.errors import Interrupted, UserError
+from plmkit.precision import fast_bf16
 from plmkit.training.checkpoint import (
     CHECKPOINTS,
     TRAINER_STATE,
@@ -108,7 +109,7 @@ class TrainConfig:
     eps: float = 1e-6
     grad_accum: int = 1
     clip_norm: float | None = 1.0
-    bf16: bool = False
+    bf16: bool | None = False  # bf16 autocast; None: where the device runs it fast (precision.py)
     seed: int = 0
     log_every: int = 50
     eval_every: int = 1000
@@ -178,6 +179,7 @@ class Trainer:
         self.device = torch.device(config.device or default_device or
                                    ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device)
+        self.bf16 = fast_bf16(self.device) if config.bf16 is None else config.bf16
         self.wrapped = self.dist.wrap(self.model, self._call_objective)
         self.optimizer = build_optimizer(
             model, config.lr, config.weight_decay, config.betas, config.eps, config.optimizer
@@ -452,7 +454,7 @@ class Trainer:
     def _forward(self, batch: Batch) -> tuple[Tensor, Metrics]:
         batch = {k: v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v
                  for k, v in batch.items()}
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             return self.wrapped(batch)
 
     def _call_objective(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Metrics]:
