@@ -5,6 +5,7 @@ measured")."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import platform
@@ -99,6 +100,11 @@ MODES = {
     "train-defaults": "as train, each side with what a user gets out of the box: plmkit "
                       "with bf16 autocast where the hardware runs bf16 fast "
                       "(`plmkit.precision.fast_bf16`), transformers in float32; the dtype "
+                      "option does not apply",
+    "infer-compiled": "as infer, plmkit's fast inference path (`plmkit.inference.optimize`: "
+                      "bf16 weights where the hardware runs bf16 fast, torch.compile with "
+                      "frozen weights) against transformers' eager model in the same dtype "
+                      "(`.to(bfloat16)`, as `torch_dtype=bfloat16` loads it); the dtype "
                       "option does not apply",
     "infer": "forward of the encoder and pooler (RobertaForMaskedLM's base has no pooler; "
              "ELECTRA: the discriminator's encoder; XLNet: the content stream), no gradients",
@@ -444,10 +450,23 @@ def infer_steps(ours: nn.Module, theirs: nn.Module, batch: dict[str, Tensor],
     return a, b
 
 
+def compiled_infer_steps(ours: nn.Module, theirs: nn.Module, batch: dict[str, Tensor]):
+    """`infer_steps` of plmkit's optimized copy of `ours` (compiled at its first call) and of
+    a copy of transformers' model in the same dtype, both without autocast."""
+    from plmkit.inference import optimize
+
+    fast = optimize(ours)
+    dtype = next(fast.parameters()).dtype
+    theirs = copy.deepcopy(theirs).to(dtype).eval()
+    return infer_steps(fast, theirs, batch)
+
+
 def steps(mode: str, ours: nn.Module, theirs: nn.Module, batch: dict[str, Tensor], dtype: str):
     """The (plmkit, transformers) pair of step functions for `mode`."""
     if mode == "infer":
         return infer_steps(ours, theirs, batch, dtype)
+    if mode == "infer-compiled":
+        return compiled_infer_steps(ours, theirs, batch)
     if mode == "train-defaults":
         return train_steps(ours, theirs, batch, default_dtype(), hf_dtype="float32")
     return train_steps(ours, theirs, batch, dtype, fused=mode != "train-foreach")
@@ -456,6 +475,12 @@ def steps(mode: str, ours: nn.Module, theirs: nn.Module, batch: dict[str, Tensor
 def default_dtype() -> str:
     """The dtype plmkit trains in by default on this machine (`precision.fast_bf16`)."""
     return "bfloat16" if fast_bf16(torch.device("cpu")) else "float32"
+
+
+def peak_dtypes(modes: list[str], dtypes: tuple[str, ...]) -> list[str]:
+    """The dtypes whose matmul peak the MFU of these modes and dtypes is relative to."""
+    own = {default_dtype()} if {"train-defaults", "infer-compiled"} & set(modes) else set()
+    return sorted({*dtypes, *own, "float32"} if "train-defaults" in modes else {*dtypes, *own})
 
 
 def matmul_peak(dtype: str, sizes: tuple[int, ...] = (1024, 2048, 3072), reps: int = 5
@@ -549,9 +574,11 @@ def run(presets: list[str], modes: list[str], batch: int, seq: int, reps: int, *
                 if mode == "train-defaults" and dtype != dtypes[0]:
                     continue  # one row: the dtypes are each side's default
                 record, a, b = measure(preset, ours, theirs, data, mode, dtype, reps)
+                if mode == "infer-compiled":  # FLOPs: the eager model's work; no memory column
+                    a, b = infer_steps(ours, theirs, data, record.dtype)
                 if family == "electra" and mode.startswith("train"):
                     record.vs_mlm = vs_mlm(ours.config, a, data, record.dtype, mode, reps)
-                if memory:
+                if memory and mode != "infer-compiled":
                     record.plmkit_peak_mb = peak_step_bytes(a) / 2**20
                     record.hf_peak_mb = peak_step_bytes(b) / 2**20
                 if peaks:
@@ -564,8 +591,8 @@ def measure(preset: str, ours: nn.Module, theirs: nn.Module, data: dict[str, Ten
             mode: str, dtype: str, reps: int
             ) -> tuple[Record, Callable[[], None], Callable[[], None]]:
     """The interleaved timing of one (preset, mode, dtype), and the two (warm) step functions."""
-    ours.train(mode != "infer")
-    theirs.train(mode != "infer")
+    ours.train(not mode.startswith("infer"))
+    theirs.train(not mode.startswith("infer"))
     a, b = steps(mode, ours, theirs, data, dtype)
     ta, tb = interleaved(a, b, reps)
     pairs = [y / x for x, y in zip(ta, tb, strict=True)]
@@ -574,6 +601,8 @@ def measure(preset: str, ours: nn.Module, theirs: nn.Module, data: dict[str, Ten
     tokens = batch * seq
     if mode == "train-defaults":
         dtype = f"{default_dtype()}/float32"
+    elif mode == "infer-compiled":
+        dtype = default_dtype()
     family, size = preset.rsplit("-", 1)
     record = Record(family, size, mode, dtype, batch, seq, reps, tokens / ma, tokens / mb,
                     mb / ma, min(pairs), max(pairs))

@@ -89,10 +89,11 @@ def cmd_bench(args: argparse.Namespace) -> None:
     else:
         models = bench.SUITE if args.models == "suite" else args.models.split(",")
         dtypes = tuple(args.dtypes.split(","))
-        needed = {*dtypes, bench.default_dtype()} if "train-defaults" in args.modes else dtypes
-        peaks = None if args.no_mfu else {d: bench.matmul_peak(d) for d in needed}
-        records = bench.run(models, args.modes.split(","), args.batch_size, args.seq_len,
-                            args.reps, dtypes=dtypes, peaks=peaks)
+        modes = args.modes.split(",")
+        peaks = None if args.no_mfu else {
+            d: bench.matmul_peak(d) for d in bench.peak_dtypes(modes, dtypes)}
+        records = bench.run(models, modes, args.batch_size, args.seq_len, args.reps,
+                            dtypes=dtypes, peaks=peaks)
         command = "plmkit " + " ".join(sys.argv[1:])
         if args.json:
             bench.write_json(records, args.json, peaks, command)
