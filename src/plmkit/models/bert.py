@@ -47,7 +47,7 @@ class Bert(nn.Module):
     """Encoder + pooler + MLM and NSP heads; `forward` returns the encoder outputs and the
     objectives call `mlm_logits` / `nsp_logits` on them."""
 
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: EncoderConfig):
         super().__init__()
         self.config = config
         h = config.hidden_size
@@ -77,14 +77,20 @@ class Bert(nn.Module):
         return self.nsp(pooled)
 
 
-HF_KEYS = {
-    **encoder_hf_keys("encoder.", "bert."),
-    "pooler.dense.{p}": "bert.pooler.dense.{p}",
-    "mlm.dense.{p}": "cls.predictions.transform.dense.{p}",
-    "mlm.norm.{p}": "cls.predictions.transform.LayerNorm.{p}",
-    "mlm.bias": "cls.predictions.bias",
-    "nsp.{p}": "cls.seq_relationship.{p}",
-}
+def pretraining_hf_keys(base: str) -> dict[str, str]:
+    """plmkit -> transformers keys of a model laid out as BertForPreTraining: the encoder and
+    pooler under `base`, the MLM and two-way heads under `cls.`."""
+    return {
+        **encoder_hf_keys("encoder.", base),
+        "pooler.dense.{p}": base + "pooler.dense.{p}",
+        "mlm.dense.{p}": "cls.predictions.transform.dense.{p}",
+        "mlm.norm.{p}": "cls.predictions.transform.LayerNorm.{p}",
+        "mlm.bias": "cls.predictions.bias",
+        "nsp.{p}": "cls.seq_relationship.{p}",
+    }
+
+
+HF_KEYS = pretraining_hf_keys("bert.")
 
 FAMILY = register(Family(
     name="bert",

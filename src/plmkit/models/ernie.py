@@ -17,19 +17,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from torch import Tensor, nn
+from torch import Tensor
 
+from plmkit.models.bert import Bert, pretraining_hf_keys
 from plmkit.models.registry import Family, HFSpec, register
-from plmkit.nn.encoder import (
-    ENCODER_HF_CONFIG,
-    Encoder,
-    EncoderConfig,
-    EncoderOutput,
-    Pooler,
-    encoder_hf_keys,
-    init_weights,
-)
-from plmkit.nn.heads import MaskedLMHead
+from plmkit.nn.encoder import ENCODER_HF_CONFIG, EncoderConfig, EncoderOutput
 
 
 @dataclass
@@ -60,20 +52,15 @@ PRESETS = {
 }
 
 
-class Ernie(nn.Module):
-    """Encoder + pooler + MLM and two-way [CLS] heads (next sentence, or real / fake dialogue
-    for the DLM); `forward` returns the encoder outputs, the objectives call the heads."""
+class Ernie(Bert):
+    """BERT's encoder, pooler, MLM and two-way [CLS] heads (next sentence, or real / fake
+    dialogue for the DLM), with the optional task-type embedding; `forward` returns the
+    encoder outputs, the objectives call the heads."""
 
     def __init__(self, config: ErnieConfig):
-        super().__init__()
-        self.config = config
-        h = config.hidden_size
         task_types = config.task_type_vocab_size if config.use_task_id else 0
-        self.encoder = Encoder(dataclasses.replace(config, task_type_vocab_size=task_types))
-        self.pooler = Pooler(h)
-        self.mlm = MaskedLMHead(h, h, config.vocab_size, config.activation, config.layer_norm_eps)
-        self.nsp = nn.Linear(h, 2)
-        init_weights(self, config.initializer_range)
+        super().__init__(dataclasses.replace(config, task_type_vocab_size=task_types))
+        self.config = config
 
     def forward(
         self,
@@ -88,23 +75,8 @@ class Ernie(nn.Module):
                               task_type_ids=task_type_ids)
         return EncoderOutput(hidden, self.pooler(hidden))
 
-    def mlm_logits(self, hidden: Tensor, positions: Tensor | None = None) -> Tensor:
-        """hidden: (B, S, H), positions: (B, P) -> (B, P, V); all positions when None."""
-        return self.mlm(hidden, self.encoder.embeddings.tokens.weight, positions)
 
-    def nsp_logits(self, pooled: Tensor) -> Tensor:
-        """pooled: (B, H) -> (B, 2); class 0 = real pair / dialogue, 1 = random / fake."""
-        return self.nsp(pooled)
-
-
-HF_KEYS = {
-    **encoder_hf_keys("encoder.", "ernie."),
-    "pooler.dense.{p}": "ernie.pooler.dense.{p}",
-    "mlm.dense.{p}": "cls.predictions.transform.dense.{p}",
-    "mlm.norm.{p}": "cls.predictions.transform.LayerNorm.{p}",
-    "mlm.bias": "cls.predictions.bias",
-    "nsp.{p}": "cls.seq_relationship.{p}",
-}
+HF_KEYS = pretraining_hf_keys("ernie.")
 
 FAMILY = register(Family(
     name="ernie",
