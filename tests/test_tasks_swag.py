@@ -164,10 +164,11 @@ def train_steps(task: SwagTask, model: torch.nn.Module, batch: dict, steps: int,
 @pytest.mark.slow
 def test_finetuning_the_whole_model_learns_the_choices(
         minilm_dir: Path, tokenizer: Tokenizer, swag_csv: Path) -> None:
+    torch.manual_seed(0)  # dropout's masks
     task = make_task(swag_csv)
     options = FinetuneOptions(batch_size=4, max_seq_len=32)
     model = task.build_model(plmkit.load(minilm_dir))
     batch = next(iter(task.train_batches(tokenizer, options)))
-    losses = train_steps(task, model, batch, 10, lr=1e-4)
+    losses = train_steps(task, model, batch, 15, lr=1e-4)
     assert losses[-1] < 0.5 * losses[0]
     assert task.evaluate(model, tokenizer, swag_csv, options) == {"accuracy": 1.0}
