@@ -182,7 +182,7 @@ def test_report_round_trips_into_the_markdown_section(tmp_path) -> None:
     assert "plmkit bench --models bert-tiny" in text and "bert-tiny" in text
     assert "float32 100 GFLOP/s" in text
     (tmp_path / "bad.json").write_text("[1, 2]")
-    with pytest.raises(UserError, match="bad.json: not a plmkit bench report"):
+    with pytest.raises(UserError, match=r"bad\.json: not a plmkit bench report"):
         bench.read_json(tmp_path / "bad.json")
 
 

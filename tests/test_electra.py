@@ -118,8 +118,9 @@ def test_load_base_model_and_save_hf_loads_in_transformers(tmp_path: Path) -> No
     with pytest.warns(UserWarning, match="head parameters"):
         ours = plmkit.load(tmp_path / "base").eval()
     x = inputs()
+    keep = x["attention_mask"].bool()  # plmkit leaves padded positions at zero
     with torch.no_grad():
-        close(ours(**x).last_hidden_state, base.eval()(**x).last_hidden_state)
+        close(ours(**x).last_hidden_state[keep], base.eval()(**x).last_hidden_state[keep])
 
     ours = randomize(Electra(ElectraConfig(**TINY)))
     plmkit.save_hf(ours, tmp_path / "hf")
@@ -130,7 +131,7 @@ def test_load_base_model_and_save_hf_loads_in_transformers(tmp_path: Path) -> No
     compare(ours, disc, gen)
     auto = transformers.AutoModel.from_pretrained(tmp_path / "hf").eval()
     with torch.no_grad():
-        close(ours.eval()(**x).last_hidden_state, auto(**x).last_hidden_state)
+        close(ours.eval()(**x).last_hidden_state[keep], auto(**x).last_hidden_state[keep])
     again = plmkit.load(tmp_path / "hf")
     compare(again, disc, gen)
 

@@ -31,7 +31,7 @@ from plmkit.nn.encoder import (
     init_weights,
 )
 from plmkit.nn.heads import MaskedLMHead
-from plmkit.nn.masks import padding_mask
+from plmkit.nn.masks import Unpadded, encoder_mask
 
 Sharing = Literal["all", "attention", "ffn", "none"]
 
@@ -90,7 +90,7 @@ class GroupedLayers(nn.Module):
         self.groups = nn.ModuleList(block(cfg) for _ in range(cfg.num_groups))
         self.schedule = [int(i / (cfg.num_layers / cfg.num_groups)) for i in range(cfg.num_layers)]
 
-    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | Unpadded | None) -> Tensor:
         """x: (B, S, H), mask: (B, 1, 1, S) or None -> (B, S, H)."""
         for g in self.schedule:
             x = self.groups[g](x, mask)
@@ -109,7 +109,7 @@ class PartlySharedLayers(nn.Module):
             for name in shared:
                 setattr(b, name, getattr(self.blocks[0], name))
 
-    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | Unpadded | None) -> Tensor:
         """x: (B, S, H), mask: (B, 1, 1, S) or None -> (B, S, H)."""
         for b in self.blocks:
             x = b(x, mask)
@@ -133,7 +133,10 @@ class AlbertEncoder(nn.Module):
                 token_type_ids: Tensor | None = None) -> Tensor:
         """input_ids: (B, S) -> hidden states (B, S, H)."""
         x = self.embeddings(input_ids, token_type_ids)  # (B, S, H)
-        return self.layers(x, padding_mask(attention_mask))
+        mask = encoder_mask(attention_mask)
+        if not isinstance(mask, Unpadded):
+            return self.layers(x, mask)
+        return mask.pad(self.layers(mask.unpad(x), mask))  # the real tokens only
 
 
 class Albert(nn.Module):

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plmkit.nn.dropout import dropout
+from plmkit.nn.masks import Unpadded
 
 
 class MultiHeadAttention(nn.Module):
@@ -47,24 +48,32 @@ class MultiHeadAttention(nn.Module):
     def forward(
         self,
         x: Tensor,
-        mask: Tensor | None = None,
+        mask: Tensor | Unpadded | None = None,
         memory: Tensor | None = None,
         is_causal: bool = False,
     ) -> Tensor:
         """x: (B, S, H); mask: bool, True = attend, broadcastable to (B, heads, S, T);
-        memory: (B, T, H) for cross-attention. Returns (B, S, H)."""
+        memory: (B, T, H) for cross-attention. Returns (B, S, H). Self-attention also takes
+        the real tokens alone: x (N, H) with `Unpadded` as the mask -> (N, H)."""
         if self.cross:
             q = self.q(x)  # (B, S, H)
             k, v = self.kv(memory).chunk(2, dim=-1)  # (B, T, H) each
         else:
-            q, k, v = self.qkv(x).chunk(3, dim=-1)  # (B, S, H) each
+            qkv = self.qkv(x)  # (B, S, 3H), or (N, 3H) unpadded
+            if isinstance(mask, Unpadded):
+                qkv = mask.pad(qkv)  # (B, S, 3H)
+            q, k, v = qkv.chunk(3, dim=-1)  # (B, S, H) each
         q, k, v = (self._split(t) for t in (q, k, v))  # (B, h, S|T, d)
         p = self.dropout if self.training else 0.0
-        y = attend(q, k, v, mask, dropout_p=p, is_causal=is_causal,
+        bool_mask = mask.mask if isinstance(mask, Unpadded) else mask
+        y = attend(q, k, v, bool_mask, dropout_p=p, is_causal=is_causal,
                    recorder=self.recorder)  # (B, h, S, d)
         if self.head_gate is not None:
             y = y * self.head_gate[:, None, None].to(y.dtype)
-        return self.out(self._merge(y))  # (B, S, H)
+        y = self._merge(y)  # (B, S, H)
+        if isinstance(mask, Unpadded):
+            y = mask.unpad(y)  # (N, H)
+        return self.out(y)  # (B, S, H) or (N, H)
 
     def kept(self) -> list[int]:
         """The original indices of the heads this module still has."""

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from plmkit.nn.attention import MultiHeadAttention
 from plmkit.nn.dropout import Dropout
+from plmkit.nn.masks import Unpadded
 
 Norm = Literal["post", "pre"]
 Activation = Literal["gelu", "gelu_tanh", "relu"]
@@ -66,8 +67,9 @@ class EncoderBlock(nn.Module):
         self.ffn_norm = nn.LayerNorm(hidden, eps=eps)
         self.drop = Dropout(dropout)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """x: (B, S, H), mask: (B, 1, 1, S) bool or None -> (B, S, H)."""
+    def forward(self, x: Tensor, mask: Tensor | Unpadded | None = None) -> Tensor:
+        """x: (B, S, H), mask: (B, 1, 1, S) bool or None -> (B, S, H); or the real tokens
+        x: (N, H) with `Unpadded` -> (N, H)."""
         if self.norm == "post":
             x = self.attn_norm(x + self.drop(self.attn(x, mask)))
             return self.ffn_norm(x + self.drop(self.ffn(x)))

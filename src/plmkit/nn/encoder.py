@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from plmkit.errors import UserError
 from plmkit.nn.block import EncoderBlock, Norm
 from plmkit.nn.embeddings import Embeddings
-from plmkit.nn.masks import padding_mask
+from plmkit.nn.masks import Unpadded, encoder_mask
 
 
 @dataclass
@@ -81,10 +81,14 @@ class Encoder(nn.Module):
     ) -> Tensor:
         """input_ids: (B, S), position_ids: (B|1, S) or None for 0..S-1 -> hidden (B, S, H)."""
         x = self.embeddings(input_ids, token_type_ids, position_ids, task_type_ids)
-        mask = padding_mask(attention_mask)  # (B, 1, 1, S) or None
+        mask = encoder_mask(attention_mask)
+        if isinstance(mask, Unpadded):
+            x = mask.unpad(x)  # (N, H): the real tokens
         for layer in self.layers:
             x = layer(x, mask)
-        return self.final_norm(x) if self.final_norm is not None else x
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        return mask.pad(x) if isinstance(mask, Unpadded) else x  # (B, S, H)
 
 
 def block(cfg: EncoderConfig) -> EncoderBlock:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -24,3 +26,37 @@ def padding_mask(attention_mask: Tensor | None) -> Tensor | None:
 def causal_mask(length: int, device: torch.device | None = None) -> Tensor:
     """(S, S) lower-triangular bool mask: position i sees positions <= i."""
     return torch.ones(length, length, dtype=torch.bool, device=device).tril()
+
+
+class Unpadded(NamedTuple):
+    """A padded batch's real tokens as the rows of one (N, D) matrix: the encoder runs its
+    position-wise work (projections, feed-forward, LayerNorm, dropout) on real tokens only and
+    lays them out as (B, S, D) for attention alone, so no FLOPs go to padding. Padded
+    positions come out as zeros (no real position reads them: attention masks them)."""
+
+    index: Tensor  # (N,) positions of the real tokens in the flattened (B * S) batch
+    batch: int
+    seq: int
+    mask: Tensor  # (B, 1, 1, S) bool, the attention mask
+
+    def unpad(self, x: Tensor) -> Tensor:
+        """(B, S, D) -> (N, D)."""
+        return x.flatten(0, 1).index_select(0, self.index)
+
+    def pad(self, x: Tensor) -> Tensor:
+        """(N, D) -> (B, S, D), zeros at the padded positions."""
+        out = x.new_zeros(self.batch * self.seq, x.shape[-1])
+        return out.index_copy(0, self.index, x).view(self.batch, self.seq, -1)
+
+
+def encoder_mask(attention_mask: Tensor | None) -> Tensor | Unpadded | None:
+    """What an encoder's layers take: None when nothing is padded (`padding_mask`), the
+    real tokens (`Unpadded`) when something is, or the bool mask under tracing (where shapes
+    may not depend on the data)."""
+    mask = padding_mask(attention_mask)
+    if mask is None or torch.compiler.is_compiling():
+        return mask
+    assert attention_mask is not None
+    batch, seq = attention_mask.shape
+    index = attention_mask.flatten().nonzero().squeeze(1)  # (N,)
+    return Unpadded(index, batch, seq, mask)
