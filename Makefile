@@ -42,7 +42,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
 bench: $(STAMP)
-	$(BIN)/plmkit bench --json BENCHMARKS.json
+	$(BIN)/plmkit bench --modes train,train-defaults,infer --json benchmarks/suite.json --markdown BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info

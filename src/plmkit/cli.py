@@ -84,6 +84,14 @@ def cmd_plot(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from plmkit import bench
 
+    if args.data:
+        from plmkit import bench_data
+
+        presets = ["bert-mini", "bert-base"] if args.models == "suite" else args.models.split(",")
+        data, loader = bench_data.run_data(args.data, args.tokenizer, presets, args.seq_len,
+                                           args.batch_size, args.reps)
+        print(bench_data.table(data, loader))
+        return
     if args.from_json:
         report = bench.read_json(args.from_json)
     else:
@@ -318,6 +326,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", type=Path,
                    help="write the report's table into this Markdown file's generated section")
     p.add_argument("--from-json", type=Path, help="print (and --markdown) a saved report")
+    p.add_argument("--data", type=Path, metavar="CORPUS",
+                   help="instead: raw text -> batches MB/s against a port of BERT's "
+                        "create_pretraining_data, and the loader's share of a step (--models: "
+                        "BERT presets, default bert-mini,bert-base)")
+    p.add_argument("--tokenizer", type=Path,
+                   help="with --data: a WordPiece tokenizer (default: trained on CORPUS)")
 
     p = _add(sub, "compare", "pretrain models at equal compute, fine-tune each, compare",
              """
