@@ -10,6 +10,7 @@ import pytest
 from plmkit.cli import main
 from plmkit.compare import CompareArgs, compare, cut, parse_entry
 from plmkit.data.builders import build_dataset
+from plmkit.errors import UserError
 from plmkit.tokenizers import Tokenizer
 
 
@@ -111,3 +112,15 @@ def test_knowledge_vs_character_masking_on_chinese(tmp_path: Path) -> None:
     assert ernie["flops_per_step"] == chars["flops_per_step"] and ernie["steps"] == 6
     for r in (ernie, chars):
         assert r["scores"]["tag/tag"]["metric"] == "f1"
+
+
+def test_another_budget_needs_another_out(tmp_path: Path) -> None:
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("a b c d\n\ne f g h\n")
+    run = tmp_path / "out" / "runs" / "bert-tiny_mlm"
+    run.mkdir(parents=True)
+    (run / "compare.json").write_text('{"budget": ["steps", 10], "steps": 10, "done": true}')
+    args = CompareArgs(models=["bert-tiny:mlm"], corpus=[corpus], out=tmp_path / "out",
+                       budget=("steps", 20), tasks=[], vocab_size=100)
+    with pytest.raises(UserError, match="--budget steps 10; give another --out"):
+        compare(args)

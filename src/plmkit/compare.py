@@ -7,8 +7,9 @@ its objective, generator included for ELECTRA) is run once under
 steps follows from the budget. `steps`, `tokens` (batch x sequence length per step) and
 `minutes` (seconds per step measured on a few steps) are the other units.
 
-Everything lands in OUT and is reused on a second call: the shared tokenizer, each run's
-checkpoints (an interrupted run resumes), each finished fine-tuning (`eval_results.json`).
+Everything lands in OUT and is reused on a second call with the same budget (another budget
+needs another OUT): the shared tokenizer, each run's checkpoints (an interrupted run resumes),
+each finished fine-tuning (`eval_results.json`).
 OUT gets `results.json`, `results.md` and three plots (`loss_vs_flops.png`,
 `score_vs_flops.png`, `params_vs_score.png`).
 """
@@ -211,10 +212,14 @@ def pretrain_entry(entry: Entry, args: CompareArgs, tokenizer: Path) -> dict[str
     out = args.out / "runs" / entry.name
     state_file = out / STATE
     state = json.loads(state_file.read_text()) if state_file.is_file() else {}
+    if state.get("budget", list(args.budget)) != list(args.budget):
+        kind, amount = state["budget"]
+        raise UserError(f"{out} was pretrained under --budget {kind} {amount:g}; give another "
+                        "--out for a new budget")
     if "steps" not in state:
         out.mkdir(parents=True, exist_ok=True)
         flops = step_flops(entry, args, tokenizer, out / "probe")
-        state = {"flops_per_step": flops,
+        state = {"flops_per_step": flops, "budget": list(args.budget),
                  "steps": budget_steps(entry, args, tokenizer, out / "probe", flops)}
         shutil.rmtree(out / "probe")
         state_file.write_text(json.dumps(state) + "\n")
