@@ -49,8 +49,13 @@ def test_round_trip_across_shards(tmp_path: Path, tokenizer: CountingTokenizer) 
     assert len(corpus.meta["shards"]) > 5
     assert all(0 < s["tokens"] <= 3000 for s in corpus.meta["shards"])
     reopened = ShardedCorpus.open(tmp_path / "prep")
+    doc_starts = reopened.sentence_starts()[reopened.document_starts()].tolist()
+    shard_ends = np.cumsum([s["tokens"] for s in corpus.meta["shards"]]).tolist()
+    assert set(shard_ends) - set(doc_starts)  # some documents straddle two shards
     for i, doc in enumerate(expected):
         assert same(reopened.document(i), doc)
+    assert same([reopened.sentence(j) for j in range(corpus.num_sentences)],
+                [s for doc in expected for s in doc])
     assert reopened.sentence_counts().tolist() == [len(d) for d in expected]
     assert reopened.dtype == np.dtype("<u2") and reopened.vocab_size == tokenizer.vocab_size
     with pytest.raises(IndexError):

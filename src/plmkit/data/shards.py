@@ -14,7 +14,9 @@ the directory is written under a temporary name and renamed into place.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import itertools
 import json
 import os
 import shutil
@@ -67,11 +69,12 @@ class ShardedCorpus:
         self.directory = directory
         self.meta = meta
         self.dtype = np.dtype(meta["dtype"])
-        self._shards = [
-            np.memmap(directory / s["file"], dtype=self.dtype, mode="r", shape=(s["tokens"],))
+        self._shards = [  # plain ndarray views of the maps: slicing a memmap costs more
+            np.asarray(np.memmap(directory / s["file"], dtype=self.dtype, mode="r",
+                                 shape=(s["tokens"],)))
             for s in meta["shards"]
         ]
-        self._shard_starts = np.cumsum([0] + [s["tokens"] for s in meta["shards"]])
+        self._shard_starts = np.cumsum([0] + [s["tokens"] for s in meta["shards"]]).tolist()
         self._sentences = np.load(directory / SENTENCES, mmap_mode="r")
         self._documents = np.load(directory / DOCUMENTS, mmap_mode="r")
 
@@ -140,17 +143,26 @@ class ShardedCorpus:
 
     def sentence(self, j: int) -> np.ndarray:
         """Token ids of sentence ``j`` (a read-only view into its shard)."""
-        start, end = int(self._sentences[j]), int(self._sentences[j + 1])
-        k = int(np.searchsorted(self._shard_starts, start, side="right")) - 1
-        base = int(self._shard_starts[k])
-        return self._shards[k][start - base : end - base]
+        start, end = self._sentences[j : j + 2].tolist()
+        return self._span(start, end)
 
     def document(self, i: int) -> list[np.ndarray]:
-        """The sentences of document ``i``, each an array of token ids."""
+        """The sentences of document ``i``, each an array of token ids (read-only views)."""
         if not 0 <= i < self.num_documents:
             raise IndexError(f"document {i} out of range for {self.num_documents} documents")
-        first, end = int(self._documents[i]), int(self._documents[i + 1])
-        return [self.sentence(j) for j in range(first, end)]
+        first, end = self._documents[i : i + 2].tolist()
+        starts = self._sentences[first : end + 1].tolist()
+        k = bisect.bisect_right(self._shard_starts, starts[0]) - 1
+        if starts[-1] > self._shard_starts[k + 1]:  # the document straddles two shards
+            return [self._span(s, e) for s, e in itertools.pairwise(starts)]
+        tokens = self._span(starts[0], starts[-1])  # one read, then views into it
+        return [tokens[s - starts[0] : e - starts[0]] for s, e in itertools.pairwise(starts)]
+
+    def _span(self, start: int, end: int) -> np.ndarray:
+        """Tokens ``[start, end)`` of the stream, all in one shard (a read-only view)."""
+        k = bisect.bisect_right(self._shard_starts, start) - 1
+        base = self._shard_starts[k]
+        return self._shards[k][start - base : end - base]
 
     def is_up_to_date(self, paths: Iterable[str | Path], fingerprint: str) -> bool:
         """Whether this was built from exactly these files, unchanged, with this tokenizer."""
