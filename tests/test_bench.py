@@ -181,7 +181,7 @@ def test_report_round_trips_into_the_markdown_section(tmp_path) -> None:
     assert "old" not in text and text.startswith("# Benchmarks\n\nintro") and "notes" in text
     assert "plmkit bench --models bert-tiny" in text and "bert-tiny" in text
     assert "float32 100 GFLOP/s" in text
-    (tmp_path / "bad.json").write_text("[1, 2]")
+    (tmp_path / "bad.json").write_text("{\"records\": 1}")
     with pytest.raises(UserError, match=r"bad\.json: not a plmkit bench report"):
         bench.read_json(tmp_path / "bad.json")
 

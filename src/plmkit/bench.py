@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import os
 import platform
@@ -685,21 +686,26 @@ COLUMNS: list[tuple[str, int, Callable[[Record], str | None]]] = [
 
 def write_json(records: list[Record], path: Path, peaks: dict[str, float] | None = None,
                command: str = "") -> None:
-    """The records with the machine details, the matmul peaks (FLOP/s by dtype) and the
-    command that produced them."""
-    report = {"command": command, "machine": machine(), "matmul_peak_flops": peaks or {},
-              "records": [asdict(r) for r in records]}
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    """The records as a JSON list (DESIGN.md's public format), each with the machine details,
+    the matmul peaks (FLOP/s by dtype) and the command that produced them."""
+    extra = {**machine(), "matmul_peak_flops": peaks or {}, "command": command}
+    path.write_text(json.dumps([{**asdict(r), **extra} for r in records], indent=2) + "\n")
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    """A report written by `write_json`, its records as `Record`s."""
+    """A report written by `write_json`: command, machine, matmul peaks and the `Record`s."""
+    fields = {f.name for f in dataclasses.fields(Record)}
     try:
-        report = json.loads(path.read_text())
-        report["records"] = [Record(**r) for r in report["records"]]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        rows = json.loads(path.read_text())
+        first = rows[0]
+        return {"command": first.get("command", ""),
+                "machine": {k: v for k, v in first.items()
+                            if k not in fields and k not in ("command", "matmul_peak_flops")},
+                "matmul_peak_flops": first.get("matmul_peak_flops", {}),
+                "records": [Record(**{k: v for k, v in r.items() if k in fields})
+                            for r in rows]}
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
         raise UserError(f"{path}: not a plmkit bench report ({e})") from None
-    return report
 
 
 BEGIN, END = "<!-- plmkit bench: begin -->", "<!-- plmkit bench: end -->"
