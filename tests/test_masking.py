@@ -13,6 +13,7 @@ from plmkit.objectives.masking import (
     mask_tokens,
     num_to_predict,
     random_ids,
+    replace_tokens,
     select_units,
     word_starts,
     word_units,
@@ -74,6 +75,18 @@ def test_random_ids_are_uniform_over_non_special_ids() -> None:
     counts = np.bincount(draws, minlength=12)
     assert counts[[0, 2, 3, 4, 7]].sum() == 0
     assert np.all(np.abs(counts[[1, 5, 6, 8, 9, 10, 11]] - 10_000) < 500)
+
+
+def test_mask_tokens_takes_one_token_units_as_the_walk_of_select_units() -> None:
+    s = spec()
+    cases = [sequence(np.random.default_rng(n), n) for n in range(1, 130, 7)]
+    for seed, ids in enumerate([np.array([CLS, SEP, SEP]), *cases]):
+        fast = mask_tokens(ids, np.random.default_rng(seed), s)
+        rng = np.random.default_rng(seed)
+        budget = num_to_predict(len(ids), s.mask_prob, s.max_predictions)
+        walked = replace_tokens(ids, select_units(word_units(candidates(ids, SPECIALS)), budget,
+                                                  rng), rng, s)
+        assert all(np.array_equal(a, b) for a, b in zip(fast, walked, strict=True))
 
 
 def test_mask_tokens_follows_the_reference() -> None:

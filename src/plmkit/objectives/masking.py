@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Literal, NamedTuple, Protocol, TypeVar
+from typing import Literal, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -25,8 +25,6 @@ import torch
 MASK_PROB = 0.15  # BERT §3.1: 15% of WordPiece tokens
 MASK_TOKEN_FRAC = 0.8  # of those: 80% [MASK]
 KEEP_FRAC = 0.1  # 10% unchanged; the remaining 10% a random token
-
-Ids = TypeVar("Ids", np.ndarray, torch.Tensor)
 
 # ERNIE's knowledge-masking levels (section 3.2) and the bits of a token's unit flags that mark
 # where a phrase-level / entity-level unit begins (`data/ernie.py` computes them).
@@ -90,6 +88,18 @@ class MaskingSpec:
     def sorted_specials(self) -> np.ndarray:
         """Special ids below ``vocab_size``, ascending (for drawing non-special ids)."""
         return np.array(sorted(i for i in self.special_ids if i < self.vocab_size), dtype=np.int64)
+
+    @cached_property
+    def is_special(self) -> np.ndarray:
+        """(V,) bool: which ids are special (a lookup cheaper than `np.isin` on short rows)."""
+        table = np.zeros(self.vocab_size, dtype=bool)
+        table[self.sorted_specials] = True
+        return table
+
+    @cached_property
+    def plain_ids(self) -> np.ndarray:
+        """(V - #specials,) int64: the non-special ids, ascending."""
+        return np.flatnonzero(~self.is_special).astype(np.int64)
 
 
 class MaskedTokens(NamedTuple):
@@ -180,15 +190,16 @@ def choose_units(units: np.ndarray, budget: int, rng: np.random.Generator) -> np
     """
     if len(units) == 0:
         return np.zeros(0, dtype=np.int64)
-    covered = np.zeros(int(units[:, 1].max()), dtype=bool)
+    starts, ends = units[:, 0].tolist(), units[:, 1].tolist()  # Python ints: units are few
+    covered = bytearray(max(ends))
     chosen, taken = [], 0
-    for k in rng.permutation(len(units)):
+    for k in rng.permutation(len(units)).tolist():
         if taken >= budget:
             break
-        start, end = units[k]
-        if taken + end - start > budget or covered[start:end].any():
+        start, end = starts[k], ends[k]
+        if taken + end - start > budget or covered.find(1, start, end) >= 0:
             continue
-        covered[start:end] = True
+        covered[start:end] = b"\1" * (end - start)
         chosen.append(k)
         taken += end - start
     return np.array(chosen, dtype=np.int64)
@@ -196,13 +207,13 @@ def choose_units(units: np.ndarray, budget: int, rng: np.random.Generator) -> np
 
 def _positions(units: np.ndarray) -> np.ndarray:
     """Sorted positions covered by non-overlapping (K, 2) ``units``."""
-    spans = [np.arange(start, end) for start, end in units]
-    return np.sort(np.concatenate(spans)) if spans else np.zeros(0, dtype=np.int64)
+    spans = sorted(p for start, end in units.tolist() for p in range(start, end))
+    return np.array(spans, dtype=np.int64)
 
 
 def random_ids(rng: np.random.Generator, n: int, spec: MaskingSpec) -> np.ndarray:
     """(n,) int64 ids drawn uniformly from the non-special ids."""
-    return _skip_specials(rng.integers(0, _num_plain(spec), size=n), spec.sorted_specials)
+    return spec.plain_ids[rng.integers(0, _num_plain(spec), size=n)]
 
 
 def replace_tokens(
@@ -226,13 +237,18 @@ def _replace(ids: np.ndarray, positions: np.ndarray, u: np.ndarray, replacement:
 def mask_tokens(ids: np.ndarray, rng: np.random.Generator, spec: MaskingSpec) -> MaskedTokens:
     """Mask one unpadded sequence ([CLS] ... [SEP] ... [SEP]) as the reference does."""
     ids = np.asarray(ids)
-    candidate = candidates(ids, spec.special_ids)
-    start = word_starts(ids, spec.is_continuation) if spec.whole_word else None
+    candidate = ~spec.is_special[ids]  # (L,) as `candidates`
     budget = num_to_predict(len(ids), spec.mask_prob, spec.max_predictions)
-    units = word_units(candidate, start)
-    if spec.max_ngram > 1:
-        units = ngram_units(units, spec.max_ngram, rng)
-    positions = select_units(units, budget, rng)
+    if spec.whole_word or spec.max_ngram > 1:
+        start = word_starts(ids, spec.is_continuation) if spec.whole_word else None
+        units = word_units(candidate, start)
+        if spec.max_ngram > 1:
+            units = ngram_units(units, spec.max_ngram, rng)
+        positions = select_units(units, budget, rng)
+    else:  # one-token units: the walk of `choose_units` takes the first `budget` shuffled
+        single = np.flatnonzero(candidate)  # (U,)
+        shuffled = rng.permutation(len(single)) if len(single) else single
+        positions = np.sort(single[shuffled[:budget]])
     return replace_tokens(ids, positions, rng, spec)
 
 
@@ -376,8 +392,9 @@ def _num_plain(spec: MaskingSpec) -> int:
     return spec.vocab_size - len(spec.sorted_specials)
 
 
-def _skip_specials(draw: Ids, specials: np.ndarray | torch.Tensor) -> Ids:
-    """Map k in [0, V - #specials) to the k-th non-special id (numpy or torch, elementwise)."""
+def _skip_specials(draw: torch.Tensor, specials: torch.Tensor) -> torch.Tensor:
+    """Map k in [0, V - #specials) to the k-th non-special id (elementwise; `plain_ids` in
+    numpy)."""
     for s in specials.tolist():
         draw = draw + (draw >= s)
     return draw
