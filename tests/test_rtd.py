@@ -12,7 +12,12 @@ import plmkit
 from plmkit.models.electra import Electra, ElectraConfig
 from plmkit.objectives import get_objective
 from plmkit.objectives.masking import MaskingSpec, mask_batch
-from plmkit.objectives.rtd import ReplacedTokenDetection, corrupt, discriminator_loss
+from plmkit.objectives.rtd import (
+    ReplacedTokenDetection,
+    corrupt,
+    discriminator_loss,
+    sample_tokens,
+)
 from plmkit.pipeline import PretrainArgs, trainer_for
 
 TINY = {"vocab_size": 99, "hidden_size": 32, "num_layers": 2, "num_heads": 4,
@@ -108,3 +113,16 @@ def test_electra_tiny_trains_on_real_tweets(tweets: list[str], tmp_path: Path) -
     model = plmkit.load(tmp_path / "run")
     assert isinstance(model, Electra) and model.config.vocab_size == 2000
 
+
+
+def test_sampled_tokens_follow_the_softmax() -> None:
+    logits = torch.tensor([0.0, 1.0, 2.0, -1.0, float("-inf")])
+    rows = logits.expand(100_000, 5)
+    g = torch.Generator().manual_seed(0)
+    counts = torch.bincount(sample_tokens(rows, g), minlength=5).float()
+    p = logits.softmax(-1)
+    sigma = (p * (1 - p) * 1e5).sqrt()
+    assert ((counts - p * 1e5).abs() <= 5 * sigma + 1).all()
+    assert counts[4] == 0  # never a token of probability 0
+    again = sample_tokens(rows, torch.Generator().manual_seed(0))
+    assert torch.equal(again, sample_tokens(rows, torch.Generator().manual_seed(0)))
