@@ -11,8 +11,6 @@ Other devices (and `p` of 0 or 1) use `F.dropout`, whose CUDA kernel is already 
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -27,7 +25,8 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
         return x
     if x.device.type != "cpu" or p >= 1.0:
         return F.dropout(x, p, True)
-    return _Dropout.apply(x, p)
+    mask, scale = keep_mask(x, p)
+    return (x * mask).mul_(scale)  # autograd keeps `mask` for the backward pass, nothing else
 
 
 def keep_mask(x: Tensor, p: float) -> tuple[Tensor, float]:
@@ -41,22 +40,6 @@ def keep_mask(x: Tensor, p: float) -> tuple[Tensor, float]:
     uniforms = words.view(torch.int16)[:n].view(x.shape)  # in [-2^15, 2^15)
     mask = torch.ge(uniforms, dropped - LEVELS // 2, out=torch.empty_like(x))
     return mask, LEVELS / (LEVELS - dropped)
-
-
-class _Dropout(torch.autograd.Function):
-    """y = x * mask * scale; the backward pass applies the same mask and scale."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, p: float) -> Tensor:
-        mask, scale = keep_mask(x, p)
-        ctx.save_for_backward(mask)
-        ctx.scale = scale
-        return (x * mask).mul_(scale)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        (mask,) = ctx.saved_tensors
-        return (grad * mask).mul_(ctx.scale), None
 
 
 class Dropout(nn.Dropout):
