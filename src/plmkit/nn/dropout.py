@@ -3,9 +3,9 @@
 `F.dropout` on a CPU draws one Mersenne-Twister number per element through `bernoulli_`, a
 serial loop: ~5 ns an element, 8% of a bert-base training step on this project's machine
 (BENCHMARKS.md, "Where the time goes"). Here one 64-bit draw gives four 16-bit uniforms, so
-the mask costs about a quarter of that. The drop
-probability is `p` rounded to a multiple of 2^-16 (0.1 -> 0.1000061); the survivors are
-scaled by the exact inverse of the rounded keep probability, so expectations are unchanged.
+the mask costs about a quarter of that. The drop probability is `p` rounded to a multiple of
+2^-16 (0.1 -> 0.1000061); the survivors are scaled by the exact inverse of the rounded keep
+probability, so expectations are unchanged.
 Other devices (and `p` of 0 or 1) use `F.dropout`, whose CUDA kernel is already fused.
 """
 
