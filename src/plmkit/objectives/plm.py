@@ -28,6 +28,7 @@ from plmkit.data.batches import Batches
 from plmkit.data.options import DataOptions
 from plmkit.data.shards import ShardedCorpus
 from plmkit.data.xlnet import Instance, XLNetDataConfig, XLNetStream
+from plmkit.objectives.mlm import top1
 
 Batch = dict[str, Tensor]
 K = 6  # partial prediction: 1/K of the tokens are predicted (section 2.3)
@@ -204,6 +205,6 @@ def prediction_loss(logits: Tensor, labels: Tensor, weights: Tensor,
     count = weights.sum().clamp(min=1.0)
     loss = (nll * weights).sum() / count
     with torch.no_grad():
-        correct = (logits.argmax(-1).flatten() == labels.flatten()).float()
+        correct = (top1(logits).flatten() == labels.flatten()).float()
         accuracy = (correct * weights).sum() / count
     return loss, {f"{prefix}_loss": loss.detach(), f"{prefix}_accuracy": accuracy}

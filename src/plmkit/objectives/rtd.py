@@ -23,7 +23,7 @@ from plmkit.data.batches import Batches
 from plmkit.data.bert import BertVocab
 from plmkit.data.options import DataOptions
 from plmkit.data.shards import ShardedCorpus
-from plmkit.objectives.mlm import Batch, bert_batches
+from plmkit.objectives.mlm import Batch, bert_batches, top1
 
 DISC_WEIGHT = 50.0  # lambda, section 2 / Table 6
 Stage = Literal["joint", "generator", "discriminator"]
@@ -63,7 +63,7 @@ def generator_loss(logits: Tensor, batch: Batch) -> tuple[Tensor, dict[str, Tens
     nll = F.cross_entropy(logits.flatten(0, 1).float(), labels, reduction="none")  # (B*P,)
     count = weights.sum().clamp(min=1.0)
     loss = (nll * weights).sum() / count
-    correct = (logits.detach().argmax(-1).flatten() == labels).float()
+    correct = (top1(logits).flatten() == labels).float()
     return loss, {"mlm_loss": loss.detach(), "mlm_accuracy": (correct * weights).sum() / count}
 
 

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from plmkit.data.options import DataOptions
 from plmkit.data.parallel import IGNORE, Pair, TokenBatches, encode_pairs
+from plmkit.objectives.mlm import top1
 from plmkit.tokenizers import Tokenizer
 
 Batch = dict[str, Tensor]
@@ -60,6 +61,6 @@ class Seq2Seq:
         loss, nll = label_smoothed_loss(out.logits, labels)
         with torch.no_grad():
             keep = labels != IGNORE
-            correct = (out.logits.argmax(-1) == labels) & keep
+            correct = (top1(out.logits) == labels) & keep
             accuracy = correct.sum() / keep.sum().clamp(min=1)
         return loss, {"nll": nll.detach(), "accuracy": accuracy}
