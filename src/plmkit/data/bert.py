@@ -212,9 +212,11 @@ def _random_next(
             break
     document = corpus.document(other)
     b: list[np.ndarray] = []
+    length = 0
     for sentence in document[int(rng.integers(len(document))) :]:
         b.append(sentence)
-        if sum(len(s) for s in b) >= target_b:
+        length += len(sentence)
+        if length >= target_b:
             break
     return np.concatenate(b)
 
@@ -260,35 +262,36 @@ def pair_ids(pair: Pair, vocab: BertVocab, config: BertInstanceConfig
              ) -> tuple[np.ndarray, np.ndarray]:
     """(L,) int64 ids of [CLS] A [SEP] (B [SEP]) and their (L,) segment ids 0/1."""
     a, b, _ = pair
-    parts = [[vocab.cls_id], a, [vocab.sep_id]] + ([b, [vocab.sep_id]] if config.nsp else [])
-    ids = np.concatenate(parts).astype(np.int64)  # (L,)
+    n_a = len(a)
+    ids = np.empty(n_a + len(b) + 3 if config.nsp else n_a + 2, dtype=np.int64)  # (L,)
+    ids[0], ids[1 : n_a + 1], ids[n_a + 1], ids[-1] = vocab.cls_id, a, vocab.sep_id, vocab.sep_id
+    if config.nsp:
+        ids[n_a + 2 : -1] = b
     segment = np.zeros(len(ids), dtype=np.int64)
-    segment[len(a) + 2 :] = 1
+    segment[n_a + 2 :] = 1
     return ids, segment
 
 
 def pad_instance(ids: np.ndarray, segment: np.ndarray, masked: MaskedTokens | None,
                  is_random_next: bool, vocab: BertVocab, config: BertInstanceConfig) -> Instance:
     """The reference fields of one sequence, padded to S and P (no MLM fields if unmasked)."""
-    S, P = config.max_seq_length, config.max_predictions_per_seq
-    instance = {
-        "input_ids": _pad(ids, S, vocab.pad_id),
-        "input_mask": _pad(np.ones(len(ids), dtype=np.int64), S),
-        "segment_ids": _pad(segment, S),
-    }
+    S, P, L = config.max_seq_length, config.max_predictions_per_seq, len(ids)
+    rows = np.zeros((3, S), dtype=np.int64)  # one buffer for the three (S,) fields
+    rows[0, :L] = ids if masked is None else masked.ids
+    rows[0, L:] = vocab.pad_id
+    rows[1, :L] = 1
+    rows[2, :L] = segment
+    instance = {"input_ids": rows[0], "input_mask": rows[1], "segment_ids": rows[2]}
     if masked is not None:
-        instance["input_ids"] = _pad(masked.ids, S, vocab.pad_id)
-        instance["masked_lm_positions"] = _pad(masked.positions, P)
-        instance["masked_lm_ids"] = _pad(masked.labels, P)
-        instance["masked_lm_weights"] = _pad(np.ones(len(masked.positions), np.float32), P)
+        k = len(masked.positions)
+        predictions = np.zeros((2, P), dtype=np.int64)
+        predictions[0, :k], predictions[1, :k] = masked.positions, masked.labels
+        weights = np.zeros(P, dtype=np.float32)
+        weights[:k] = 1.0
+        instance |= {"masked_lm_positions": predictions[0], "masked_lm_ids": predictions[1],
+                     "masked_lm_weights": weights}
     instance["next_sentence_labels"] = np.array(int(is_random_next), dtype=np.int64)
     return instance
-
-
-def _pad(x: np.ndarray, n: int, value: int = 0) -> np.ndarray:
-    out = np.full(n, value, dtype=x.dtype)
-    out[: len(x)] = x
-    return out
 
 
 class BertPretrainingStream(torch.utils.data.IterableDataset):
