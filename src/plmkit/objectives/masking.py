@@ -227,11 +227,11 @@ def replace_tokens(
 def _replace(ids: np.ndarray, positions: np.ndarray, u: np.ndarray, replacement: np.ndarray,
              spec: MaskingSpec) -> MaskedTokens:
     """[MASK] where ``u`` < 0.8, ``replacement`` where ``u`` >= 0.9, at ``positions`` (n,)."""
+    labels = np.asarray(ids, dtype=np.int64)[positions]  # (n,)
+    randomized = np.where(u >= MASK_TOKEN_FRAC + KEEP_FRAC, replacement, labels)  # (n,)
     out = np.array(ids, copy=True)
-    out[positions[u < MASK_TOKEN_FRAC]] = spec.mask_id
-    randomize = u >= MASK_TOKEN_FRAC + KEEP_FRAC
-    out[positions[randomize]] = replacement[randomize]
-    return MaskedTokens(out, positions, np.asarray(ids, dtype=np.int64)[positions])
+    out[positions] = np.where(u < MASK_TOKEN_FRAC, spec.mask_id, randomized)
+    return MaskedTokens(out, positions, labels)
 
 
 def mask_tokens(ids: np.ndarray, rng: np.random.Generator, spec: MaskingSpec) -> MaskedTokens:
@@ -246,9 +246,10 @@ def mask_tokens(ids: np.ndarray, rng: np.random.Generator, spec: MaskingSpec) ->
             units = ngram_units(units, spec.max_ngram, rng)
         positions = select_units(units, budget, rng)
     else:  # one-token units: the walk of `choose_units` takes the first `budget` shuffled
-        single = np.flatnonzero(candidate)  # (U,)
+        single = candidate.nonzero()[0]  # (U,)
         shuffled = rng.permutation(len(single)) if len(single) else single
-        positions = np.sort(single[shuffled[:budget]])
+        positions = single[shuffled[:budget]]  # (n,)
+        positions.sort()
     return replace_tokens(ids, positions, rng, spec)
 
 
