@@ -140,10 +140,11 @@ def document_pairs(
     pairs: list[Pair] = []
     chunk: list[np.ndarray] = []
     length = i = 0
-    while i < len(document):
+    last = len(document) - 1
+    while i <= last:
         chunk.append(document[i])
         length += len(document[i])
-        if i == len(document) - 1 or length >= target:
+        if i == last or length >= target:
             pair, unused = _split_chunk(corpus, index, chunk, target, config, rng)
             pairs.append(pair)
             i -= unused

@@ -69,14 +69,14 @@ class ShardedCorpus:
         self.directory = directory
         self.meta = meta
         self.dtype = np.dtype(meta["dtype"])
-        self._shards = [  # plain ndarray views of the maps: slicing a memmap costs more
+        self._shards = [  # plain ndarray views of the maps (here and below): cheaper slicing
             np.asarray(np.memmap(directory / s["file"], dtype=self.dtype, mode="r",
                                  shape=(s["tokens"],)))
             for s in meta["shards"]
         ]
         self._shard_starts = np.cumsum([0] + [s["tokens"] for s in meta["shards"]]).tolist()
-        self._sentences = np.load(directory / SENTENCES, mmap_mode="r")
-        self._documents = np.load(directory / DOCUMENTS, mmap_mode="r")
+        self._sentences = np.asarray(np.load(directory / SENTENCES, mmap_mode="r"))
+        self._documents = np.asarray(np.load(directory / DOCUMENTS, mmap_mode="r"))
 
     @classmethod
     def open(cls, directory: str | Path) -> ShardedCorpus:
