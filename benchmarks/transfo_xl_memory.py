@@ -9,9 +9,8 @@ on the train chapters of the World English Bible (Debian `sword-text-web`), then
 interleaved `--reps` times after a warm-up (memory, sliding, memory, ...): with memory,
 segment by segment, each attending to C - segment cached states; and sliding a window of C
 tokens one token at a time, recomputing the whole window for each prediction. Writes
-results.json, results.md and memory_vs_sliding.png into OUT. Speeds are medians over the reps,
-per wall second and per CPU second of this process, the latter unaffected by other jobs on a
-shared machine.
+results.json, results.md and memory_vs_sliding.png into OUT; tokens/s are medians over the
+reps.
 """
 
 from __future__ import annotations
@@ -74,39 +73,26 @@ def eval_flops(method: str, model: nn.Module, text: torch.Tensor, segment: int,
     return float(counter.get_total_flops())
 
 
-def timed(method: str, model: nn.Module, text: torch.Tensor, segment: int,
-          context: int) -> tuple[LMEvaluation, float]:
-    """One evaluation and the CPU seconds this process spent on it."""
-    start = time.process_time()
-    result = evaluate(method, model, text, segment, context)
-    return result, time.process_time() - start
-
-
 def measure(model: nn.Module, text: torch.Tensor, segment: int, context: int,
             reps: int) -> list[dict[str, Any]]:
-    """Both methods at attention length `context`, interleaved `reps` times: one row each,
-    with tokens per wall second and per CPU second (medians)."""
-    runs: dict[str, list[tuple[LMEvaluation, float]]] = {m: [] for m in METHODS}
+    """Both methods at attention length `context`, interleaved `reps` times: one row each."""
+    runs: dict[str, list[LMEvaluation]] = {m: [] for m in METHODS}
     for method in METHODS:  # warm-up, not counted
         evaluate(method, model, text[: 4 * context], segment, context)
     for _ in range(reps):
         for method in METHODS:
-            runs[method].append(timed(method, model, text, segment, context))
+            runs[method].append(evaluate(method, model, text, segment, context))
     rows = []
     for method, results in runs.items():
-        first = results[0][0]
-        wall = [r.tokens_per_s for r, _ in results]
-        cpu = [r.tokens / cpu_s for r, cpu_s in results]
+        speeds = [r.tokens_per_s for r in results]
         rows.append({"context": context, "method": method,
                      "segment": segment if method == "memory" else None,
                      "mem_len": context - segment if method == "memory" else None,
-                     "perplexity": first.perplexity, "tokens": first.tokens,
-                     "positions": first.positions,
+                     "perplexity": results[0].perplexity, "tokens": results[0].tokens,
+                     "positions": results[0].positions,
                      "flops": eval_flops(method, model, text, segment, context),
-                     "tokens_per_s": statistics.median(wall), "tokens_per_s_reps": wall,
-                     "tokens_per_cpu_s": statistics.median(cpu), "tokens_per_cpu_s_reps": cpu})
-    for key in ("tokens_per_s", "tokens_per_cpu_s"):
-        rows[0][f"speedup_{key}"] = rows[0][key] / rows[1][key]
+                     "tokens_per_s": statistics.median(speeds), "tokens_per_s_reps": speeds})
+    rows[0]["speedup"] = rows[0]["tokens_per_s"] / rows[1]["tokens_per_s"]
     return rows
 
 
@@ -119,20 +105,17 @@ def machine() -> str:
 def markdown(rows: list[dict[str, Any]], setup: dict[str, Any]) -> str:
     """The results table with what was run."""
     about = ", ".join(f"{k}: {v}" for k, v in setup.items())
-    head = ["attention length", "evaluation", "segment + memory", "perplexity",
-            "positions computed", "GFLOPs", "tokens/s (wall)", "tokens/CPU-s", "speedup (wall)",
-            "speedup (CPU)"]
+    head = ["attention length", "evaluation", "segment + memory", "perplexity", "tokens/s",
+            "positions computed", "GFLOPs", "speedup"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         shape = f"{r['segment']} + {r['mem_len']}" if r["method"] == "memory" else "window"
-        speedups = [f"{r[k]:.1f}x" if k in r else "" for k in
-                    ("speedup_tokens_per_s", "speedup_tokens_per_cpu_s")]
+        speedup = f"{r['speedup']:.1f}x" if "speedup" in r else ""
         cells = [str(r["context"]), r["method"], shape, f"{r['perplexity']:.2f}",
-                 f"{r['positions']:,}", f"{r['flops'] / 1e9:.1f}", f"{r['tokens_per_s']:,.0f}",
-                 f"{r['tokens_per_cpu_s']:,.0f}", *speedups]
+                 f"{r['tokens_per_s']:,.0f}", f"{r['positions']:,}", f"{r['flops'] / 1e9:.1f}",
+                 speedup]
         lines.append("| " + " | ".join(cells) + " |")
-    return (f"Setup: {about}.\n\ntokens/s (wall clock) and tokens/CPU-s (CPU seconds of this "
-            f"process, unaffected by other jobs): medians of {setup['reps']} interleaved runs; "
+    return (f"Setup: {about}.\n\ntokens/s: median of {setup['reps']} interleaved runs; "
             "perplexity, positions and FLOPs are the same in every run.\n\n"
             + "\n".join(lines) + "\n")
 
@@ -144,10 +127,9 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
     for method in METHODS:
         mine = [r for r in rows if r["method"] == method]
         contexts = [r["context"] for r in mine]
-        speed_ax.plot(contexts, [r["tokens_per_cpu_s"] for r in mine], marker="o",
-                      label=method)
+        speed_ax.plot(contexts, [r["tokens_per_s"] for r in mine], marker="o", label=method)
         ppl_ax.plot(contexts, [r["perplexity"] for r in mine], marker="o", label=method)
-    speed_ax.set(xlabel="attention length (tokens)", ylabel="evaluation tokens per CPU second",
+    speed_ax.set(xlabel="attention length (tokens)", ylabel="evaluation tokens/s",
                  yscale="log", title="speed")
     ppl_ax.set(xlabel="attention length (tokens)", ylabel="held-out perplexity",
                title="perplexity")
@@ -165,10 +147,7 @@ def main() -> None:
                    help="attention lengths (segment + memory, or the sliding window)")
     p.add_argument("--tokens", type=int, default=4000, help="held-out tokens evaluated")
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                   help="torch threads (default: all cores)")
     a = p.parse_args()
-    torch.set_num_threads(a.threads)
     contexts = [int(c) for c in a.contexts.split(",")]
     started = machine()
     with tempfile.TemporaryDirectory() as tmp:
