@@ -38,7 +38,7 @@ def test_transfo_xl_memory_evaluation_computes_far_less_at_no_worse_perplexity(
     # memory computes each position once; sliding recomputes a 32-token window per prediction
     assert memory.positions == len(text) - 1
     assert sliding.positions == 32 + (len(text) - 1 - 32) * 32
-    # the speed itself is measured in benchmarks/transfo_xl_memory.py (BENCHMARKS.md)
+    # the speed itself is measured in benchmarks/transfo_xl_memory.py (docs/compare.md, study 5)
 
 
 def test_clm_needs_a_causal_model() -> None:

@@ -202,7 +202,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
         tokenizer=args.tokenizer, vocab_size=args.vocab_size, batch_size=args.batch_size,
         seq_len=args.seq_len, lr=args.lr, finetune_examples=args.finetune_examples,
         finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
-        progress=args.progress))
+        tokenizer_kind=args.tokenizer_kind, progress=args.progress))
     print((args.out / "results.md").read_text(), end="")
     print(f"{len(rows)} models -> {args.out}/results.json, results.md, *.png")
 
@@ -355,6 +355,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds per model and task")
     p.add_argument("--tokenizer", type=Path, help="shared tokenizer (default: WordPiece, trained)")
+    p.add_argument("--tokenizer-kind", choices=["wordpiece", "bpe", "unigram", "char"],
+                   default="wordpiece",
+                   help="kind of the shared tokenizer trained without --tokenizer (char: Chinese)")
     p.add_argument("--vocab-size", type=int, default=8000)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seq-len", type=int, default=128)
