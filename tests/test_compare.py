@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from plmkit.cli import main
-from plmkit.compare import CompareArgs, compare, cut, parse_entry
+from plmkit.compare import CompareArgs, compare, cut, parse_entry, pretrain_args
 from plmkit.data.builders import build_dataset
 from plmkit.errors import UserError
 from plmkit.tokenizers import Tokenizer
@@ -124,3 +124,10 @@ def test_another_budget_needs_another_out(tmp_path: Path) -> None:
                        budget=("steps", 20), tasks=[], vocab_size=100)
     with pytest.raises(UserError, match="--budget steps 10; give another --out"):
         compare(args)
+
+
+def test_pretraining_is_float32_unless_an_entry_says_bf16(tmp_path: Path) -> None:
+    args = CompareArgs(models=[], corpus=[tmp_path / "c.txt"], out=tmp_path, budget=("steps", 1))
+    plain = pretrain_args(parse_entry("bert-tiny:mlm"), args, tmp_path, 1, tmp_path / "a")
+    fast = pretrain_args(parse_entry("bert-tiny:mlm:bf16=true"), args, tmp_path, 1, tmp_path)
+    assert plain.bf16 is False and fast.bf16 is True

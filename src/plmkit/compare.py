@@ -152,14 +152,16 @@ def shared_tokenizer(args: CompareArgs) -> Path:
 
 def pretrain_args(entry: Entry, args: CompareArgs, tokenizer: Path, steps: int,
                   out: Path) -> PretrainArgs:
-    """The `plmkit pretrain` options of one entry."""
+    """The `plmkit pretrain` options of one entry, in float32 (as the committed studies ran)
+    whatever the hardware, unless the entry says otherwise."""
+    options = {"bf16": False, **entry.options}
     try:
         return PretrainArgs(
             model=entry.preset, objective=entry.objective, corpus=args.corpus, out=out,
             steps=steps, tokenizer=tokenizer, batch_size=args.batch_size, seq_len=args.seq_len,
             lr=args.lr, warmup=max(1, steps // 10), save_every=max(1, steps // 4),
             eval_every=10**9, log_every=max(1, steps // 50), progress=args.progress,
-            overrides=entry.overrides, **entry.options)
+            overrides=entry.overrides, **options)
     except TypeError as e:
         raise UserError(f"--models {entry.name}: {e}") from None
 
