@@ -84,6 +84,9 @@ def cmd_plot(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from plmkit import bench
 
+    for out in (args.json, args.markdown):  # before a run of minutes, not after it
+        if out is not None and not out.parent.is_dir():
+            raise UserError(f"{out}: no such directory {out.parent}")
     if args.data:
         from plmkit import bench_data
 

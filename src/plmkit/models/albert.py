@@ -31,7 +31,7 @@ from plmkit.nn.encoder import (
     init_weights,
 )
 from plmkit.nn.heads import MaskedLMHead
-from plmkit.nn.masks import Unpadded, encoder_mask
+from plmkit.nn.masks import Unpadded, over_real_tokens
 
 Sharing = Literal["all", "attention", "ffn", "none"]
 
@@ -133,10 +133,7 @@ class AlbertEncoder(nn.Module):
                 token_type_ids: Tensor | None = None) -> Tensor:
         """input_ids: (B, S) -> hidden states (B, S, H)."""
         x = self.embeddings(input_ids, token_type_ids)  # (B, S, H)
-        mask = encoder_mask(attention_mask)
-        if not isinstance(mask, Unpadded):
-            return self.layers(x, mask)
-        return mask.pad(self.layers(mask.unpad(x), mask))  # the real tokens only
+        return over_real_tokens(self.layers, x, attention_mask)
 
 
 class Albert(nn.Module):

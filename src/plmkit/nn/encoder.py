@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from plmkit.errors import UserError
 from plmkit.nn.block import EncoderBlock, Norm
 from plmkit.nn.embeddings import Embeddings
-from plmkit.nn.masks import Unpadded, encoder_mask
+from plmkit.nn.masks import Unpadded, over_real_tokens
 
 
 @dataclass
@@ -81,14 +81,12 @@ class Encoder(nn.Module):
     ) -> Tensor:
         """input_ids: (B, S), position_ids: (B|1, S) or None for 0..S-1 -> hidden (B, S, H)."""
         x = self.embeddings(input_ids, token_type_ids, position_ids, task_type_ids)
-        mask = encoder_mask(attention_mask)
-        if isinstance(mask, Unpadded):
-            x = mask.unpad(x)  # (N, H): the real tokens
+        return over_real_tokens(self._layers, x, attention_mask)  # (B, S, H)
+
+    def _layers(self, x: Tensor, mask: Tensor | Unpadded | None) -> Tensor:
         for layer in self.layers:
             x = layer(x, mask)
-        if self.final_norm is not None:
-            x = self.final_norm(x)
-        return mask.pad(x) if isinstance(mask, Unpadded) else x  # (B, S, H)
+        return self.final_norm(x) if self.final_norm is not None else x
 
 
 def block(cfg: EncoderConfig) -> EncoderBlock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -60,3 +61,13 @@ def encoder_mask(attention_mask: Tensor | None) -> Tensor | Unpadded | None:
     batch, seq = attention_mask.shape
     index = attention_mask.flatten().nonzero().squeeze(1)  # (N,)
     return Unpadded(index, batch, seq, mask)
+
+
+def over_real_tokens(layers: Callable[[Tensor, Tensor | Unpadded | None], Tensor], x: Tensor,
+                     attention_mask: Tensor | None) -> Tensor:
+    """`layers(x, mask)` of an encoder on x (B, S, H), on the real tokens alone when some are
+    padded (`encoder_mask`) -> (B, S, H)."""
+    mask = encoder_mask(attention_mask)
+    if not isinstance(mask, Unpadded):
+        return layers(x, mask)
+    return mask.pad(layers(mask.unpad(x), mask))  # (N, H) in between
