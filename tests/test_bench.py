@@ -164,6 +164,15 @@ def test_mfu_rows_and_the_defaults_mode() -> None:
     assert "plmk MFU" in bench.table(records)
 
 
+def test_remeasured_peaks_keep_the_highest_and_set_every_mfu() -> None:
+    peaks = {"float32": 1.0}  # far below any real measurement: the run's own one wins
+    first, second = bench.run(["bert-tiny", "roberta-tiny"], ["infer"], 2, 16, 1,
+                              memory=False, peaks=peaks, remeasure=True)
+    assert peaks["float32"] > 1e8
+    for r in (first, second):
+        assert r.plmkit_mfu == pytest.approx(r.flops * r.plmkit_tok_s / 32 / peaks["float32"])
+
+
 def test_matmul_peak_is_measured() -> None:
     assert bench.matmul_peak("float32", sizes=(128,), reps=1) > 1e8
 

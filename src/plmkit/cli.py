@@ -104,7 +104,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         peaks = None if args.no_mfu else {
             d: bench.matmul_peak(d) for d in bench.peak_dtypes(modes, dtypes)}
         records = bench.run(models, modes, args.batch_size, args.seq_len, args.reps,
-                            dtypes=dtypes, peaks=peaks)
+                            dtypes=dtypes, peaks=peaks, remeasure=True)
         command = "plmkit " + " ".join(sys.argv[1:])
         if args.json:
             bench.write_json(records, args.json, peaks, command)
