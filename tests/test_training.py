@@ -275,6 +275,17 @@ def test_bf16_autocast_runs(tmp_path: Path) -> None:
     assert records[-1]["step"] == 2
 
 
+def test_compiled_training_matches_eager(tmp_path: Path) -> None:
+    torch._dynamo.reset()
+    runs = []
+    for compile in (False, True):
+        trainer = Trainer(make_model(dropout=0.0), next_token, ToySource(0),
+                          config(tmp_path / str(compile), steps=6, log_every=1, compile=compile))
+        runs.append([r["loss"] for r in trainer.train()])
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # it did compile
+    assert runs[1] == pytest.approx(runs[0], rel=1e-4)
+
+
 def test_plot_writes_png(tmp_path: Path) -> None:
     Trainer(make_model(), next_token, ToySource(0),
             config(tmp_path, steps=6, log_every=2, eval_every=3), eval_data=eval_batches()).train()

@@ -52,6 +52,7 @@ class PretrainArgs:
     whole_word: bool = False
     long_fraction: float = 0.0
     bf16: bool | None = None  # None: bf16 autocast where the hardware runs it fast
+    compile: bool = False
     optimizer: str = "adamw"
     dropout_off_step: int | None = None
     bad_utf8: str = "skip"
@@ -188,7 +189,8 @@ def trainer_for(args: PretrainArgs) -> Trainer:
     train_config = TrainConfig(
         steps=args.steps, out_dir=args.out, lr=args.lr,
         warmup_steps=args.warmup if args.warmup is not None else args.steps // 100,
-        grad_accum=args.grad_accum, bf16=args.bf16, seed=args.seed, log_every=args.log_every,
+        grad_accum=args.grad_accum, bf16=args.bf16, compile=args.compile, seed=args.seed,
+        log_every=args.log_every,
         eval_every=args.eval_every, eval_batches=args.eval_batches, save_every=args.save_every,
         progress=args.progress, optimizer=args.optimizer,
         dropout_off_step=args.dropout_off_step, max_bad_steps=args.max_bad_steps,

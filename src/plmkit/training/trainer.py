@@ -110,6 +110,7 @@ class TrainConfig:
     grad_accum: int = 1
     clip_norm: float | None = 1.0
     bf16: bool | None = False  # bf16 autocast; None: where the device runs it fast (precision.py)
+    compile: bool = False  # torch.compile the objective's forward (BENCHMARKS.md: CPU gains none)
     seed: int = 0
     log_every: int = 50
     eval_every: int = 1000
@@ -181,6 +182,8 @@ class Trainer:
         self.model = model.to(self.device)
         self.bf16 = fast_bf16(self.device) if config.bf16 is None else config.bf16
         self.wrapped = self.dist.wrap(self.model, self._call_objective)
+        if config.compile:
+            self.wrapped.compile()  # in place: the DDP / FSDP type and state-dict keys stay
         self.optimizer = build_optimizer(
             model, config.lr, config.weight_decay, config.betas, config.eps, config.optimizer
         )
