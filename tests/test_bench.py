@@ -164,6 +164,14 @@ def test_mfu_rows_and_the_defaults_mode() -> None:
     assert "plmk MFU" in bench.table(records)
 
 
+def test_compiled_training_mode() -> None:
+    record, = bench.run(["albert-tiny"], ["train-compiled"], 2, 16, 1, memory=False,
+                        peaks={"float32": 1e11})
+    assert record.mode == "train-compiled" and record.dtype == "float32"
+    assert record.ratio > 0 and record.flops and record.flops > 0  # the eager step's FLOPs
+    assert record.plmkit_peak_mb is None  # no memory column for compiled steps
+
+
 def test_remeasured_peaks_keep_the_highest_and_set_every_mfu() -> None:
     peaks = {"float32": 1.0}  # far below any real measurement: the run's own one wins
     first, second = bench.run(["bert-tiny", "roberta-tiny"], ["infer"], 2, 16, 1,

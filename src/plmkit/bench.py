@@ -98,6 +98,9 @@ MODES = {
              "discriminator, one optimizer over both; XLNet two-stream PLM on the query stream; "
              "the Transformer label-smoothed teacher forcing)",
     "train-foreach": "as train, with torch's multi-tensor (foreach) AdamW on both sides",
+    "train-compiled": "as train, plmkit's forward and backward through torch.compile (`plmkit "
+                      "pretrain --compile`, compiled before timing) against transformers' eager "
+                      "step",
     "train-defaults": "as train, each side with what a user gets out of the box: plmkit "
                       "with bf16 autocast where the hardware runs bf16 fast "
                       "(`plmkit.precision.fast_bf16`), transformers in float32; the dtype "
@@ -375,18 +378,24 @@ def autocast(dtype: str):
 
 
 def train_steps(ours: nn.Module, theirs: nn.Module, batch: dict[str, Tensor],
-                dtype: str = "float32", fused: bool = True, hf_dtype: str | None = None):
+                dtype: str = "float32", fused: bool = True, hf_dtype: str | None = None,
+                compiled: bool = False):
     """One optimizer step for each side, with identical AdamW settings; plmkit trains on its
-    family's default objective, transformers on the same targets (`HF_TARGETS`), in
-    `hf_dtype` where given, else in `dtype`."""
+    family's default objective (through `torch.compile` when `compiled`), transformers on the
+    same targets (`HF_TARGETS`), in `hf_dtype` where given, else in `dtype`."""
     objective = get_objective(get_family(ours.config.family).default_objective)
     opt_a = torch.optim.AdamW(ours.parameters(), lr=1e-4, weight_decay=0.01, fused=fused or None)
     opt_b = torch.optim.AdamW(theirs.parameters(), lr=1e-4, weight_decay=0.01, fused=fused or None)
     inputs = hf_inputs(theirs, batch)
 
+    def forward() -> Tensor:
+        return objective(ours, batch)[0]
+
+    loss_a = torch.compile(forward) if compiled else forward
+
     def a() -> None:
         with autocast(dtype):
-            loss = objective(ours, batch)[0]
+            loss = loss_a()
         loss.backward()
         opt_a.step()
         opt_a.zero_grad(set_to_none=True)
@@ -470,7 +479,8 @@ def steps(mode: str, ours: nn.Module, theirs: nn.Module, batch: dict[str, Tensor
         return compiled_infer_steps(ours, theirs, batch)
     if mode == "train-defaults":
         return train_steps(ours, theirs, batch, default_dtype(), hf_dtype="float32")
-    return train_steps(ours, theirs, batch, dtype, fused=mode != "train-foreach")
+    return train_steps(ours, theirs, batch, dtype, fused=mode != "train-foreach",
+                       compiled=mode == "train-compiled")
 
 
 def default_dtype() -> str:
@@ -579,11 +589,13 @@ def run(presets: list[str], modes: list[str], batch: int, seq: int, reps: int, *
                 if mode == "train-defaults" and dtype != dtypes[0]:
                     continue  # one row: the dtypes are each side's default
                 record, a, b = measure(preset, ours, theirs, data, mode, dtype, reps)
-                if mode == "infer-compiled":  # FLOPs: the eager model's work; no memory column
-                    a, b = infer_steps(ours, theirs, data, record.dtype)
-                if family == "electra" and mode.startswith("train"):
+                compiled = mode.endswith("-compiled")
+                if compiled:  # FLOPs: the eager model's work; no memory column
+                    eager = infer_steps if mode == "infer-compiled" else train_steps
+                    a, b = eager(ours, theirs, data, record.dtype)
+                elif family == "electra" and mode.startswith("train"):
                     record.vs_mlm = vs_mlm(ours.config, a, data, record.dtype, mode, reps)
-                if memory and mode != "infer-compiled":
+                if memory and not compiled:
                     record.plmkit_peak_mb = peak_step_bytes(a) / 2**20
                     record.hf_peak_mb = peak_step_bytes(b) / 2**20
                 if peaks:

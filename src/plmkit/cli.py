@@ -318,7 +318,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default="suite",
                    help="comma-separated presets, or `suite`: every family at tiny, small, base")
     p.add_argument("--modes", default="train,infer",
-                   help="train, train-foreach, train-defaults, infer (plmkit/bench.py MODES)")
+                   help="train, train-foreach, train-defaults, train-compiled, infer, "
+                        "infer-compiled (plmkit/bench.py MODES)")
     p.add_argument("--dtypes", default="float32", help="float32, bfloat16 (autocast, both sides)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=128)
