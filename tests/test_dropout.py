@@ -4,7 +4,7 @@ and the written-out attention path it is used in."""
 import torch
 import torch.nn.functional as F
 
-from plmkit.nn.attention import attend
+from plmkit.nn.attention import attend, writes_out
 from plmkit.nn.dropout import LEVELS, Dropout, dropout, keep_mask
 
 
@@ -64,3 +64,21 @@ def test_attention_without_dropout_matches_sdpa_and_with_it_keeps_rows_unbiased(
     ones = torch.ones(1, 1, 4096, 8)
     out = attend(ones, ones, ones, dropout_p=0.1)  # uniform weights on 4096 values of 1
     assert abs(out.mean().item() - 1.0) < 0.01
+
+
+def test_bf16_training_attention_is_written_out_with_sdpa_gradients() -> None:
+    torch.manual_seed(5)
+    x = torch.randn(1, 2, 16, 8, requires_grad=True)
+    assert writes_out(x.bfloat16(), x.bfloat16(), 0.0)  # bf16 training
+    assert not writes_out(x, x, 0.0)  # float32 without dropout: SDPA
+    assert writes_out(x, x, 0.1)  # dropout: plmkit's cheaper masks
+    with torch.no_grad():
+        assert not writes_out(x.bfloat16(), x.bfloat16(), 0.0)  # inference keeps SDPA
+    grads = []
+    for fn in (attend, F.scaled_dot_product_attention):
+        q, k, v = (torch.randn(2, 3, 5, 8, generator=torch.Generator().manual_seed(i))
+                   .bfloat16().requires_grad_() for i in range(3))
+        fn(q, k, v).float().square().sum().backward()
+        grads.append([t.grad.float() for t in (q, k, v)])
+    for ours, sdpa in zip(*grads, strict=True):
+        torch.testing.assert_close(ours, sdpa, atol=0.05, rtol=0.02)

@@ -146,10 +146,12 @@ class MultiHeadAttention(nn.Module):
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *,
            dropout_p: float = 0.0, scale: float | None = None, is_causal: bool = False,
            recorder: list[Tensor] | None = None) -> Tensor:
-    """Attention (B, h, S, d) by SDPA, or written out where SDPA would fall back to its own
-    math path anyway (dropout on a CPU) and for a `recorder` (which gets the weights): the
-    written-out path uses plmkit's cheaper CPU dropout (`nn/dropout.py`)."""
-    if recorder is None and (dropout_p == 0.0 or q.device.type != "cpu"):
+    """Attention (B, h, S, d) by SDPA, or written out where that is faster or needed: for a
+    `recorder` (which gets the weights), and on a CPU when training: with dropout (SDPA would
+    take its math path; the written-out path uses plmkit's cheaper dropout, `nn/dropout.py`)
+    and in bf16, where the CPU flash kernel's backward is slow (its forward + backward takes
+    1.4-2.6x the written-out one's; in float32 the two are within 2% in a step)."""
+    if recorder is None and not writes_out(q, k, dropout_p):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
                                               scale=scale, is_causal=is_causal)
     y, weights = attention_with_weights(q, k, v, mask, dropout_p=dropout_p, scale=scale,
@@ -157,6 +159,15 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *,
     if recorder is not None:
         recorder.append(weights.detach())
     return y
+
+
+def writes_out(q: Tensor, k: Tensor, dropout_p: float) -> bool:
+    """Whether `attend` writes attention out rather than calling SDPA (see there)."""
+    if q.device.type != "cpu":
+        return False
+    if dropout_p > 0.0:
+        return True
+    return torch.is_grad_enabled() and q.requires_grad and q.dtype != torch.float32
 
 
 def attention_with_weights(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *,
