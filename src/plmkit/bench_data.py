@@ -333,8 +333,9 @@ def timed_training(preset: str, source: TimedSource, tok: Tokenizer, seq: int,
     CUDA as it picks), nothing saved."""
     family = get_family(preset_config(preset).family)
     with tempfile.TemporaryDirectory() as tmp:
+        # inline loading (prefetch=0): the wait a step would see without the prefetch thread
         config = TrainConfig(steps=steps, out_dir=tmp, log_every=steps, eval_every=0,
-                             save_every=0, progress=False, checkpoints=False,
+                             save_every=0, progress=False, checkpoints=False, prefetch=0,
                              **family.optim_defaults)
         model = build(model_config(preset, tok, seq))
         objective = get_objective(family.default_objective)

@@ -67,6 +67,7 @@ from plmkit.training.checkpoint import (
 )
 from plmkit.training.distributed import Dist, RankSlice
 from plmkit.training.optim import OPTIMIZERS, Schedule, build_optimizer, linear_warmup_decay
+from plmkit.training.prefetch import Prefetch
 
 Batch = dict[str, Tensor]
 Metrics = Mapping[str, float | Tensor]
@@ -110,7 +111,8 @@ class TrainConfig:
     grad_accum: int = 1
     clip_norm: float | None = 1.0
     bf16: bool | None = False  # bf16 autocast; None: where the device runs it fast (precision.py)
-    compile: bool = False  # torch.compile the objective's forward (BENCHMARKS.md: CPU gains none)
+    compile: bool = False  # torch.compile the objective's forward and backward (BENCHMARKS.md)
+    prefetch: int = 2  # batches made ahead in a background thread (prefetch.py); 0: inline
     seed: int = 0
     log_every: int = 50
     eval_every: int = 1000
@@ -131,7 +133,8 @@ class TrainConfig:
         for name in ("steps", "grad_accum", "log_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "eval_every", "save_every", "patience", "max_bad_steps"):
+        for name in ("warmup_steps", "eval_every", "save_every", "patience", "max_bad_steps",
+                     "prefetch"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.optimizer not in OPTIMIZERS:
@@ -170,6 +173,9 @@ class Trainer:
         self.phases = _as_phases(train_data, config.steps)
         if self.dist.world > 1:
             self.phases = [Phase(p.steps, RankSlice(p.source, self.dist.rank, self.dist.world))
+                           for p in self.phases]
+        if config.prefetch:
+            self.phases = [Phase(p.steps, Prefetch(p.source, config.prefetch))
                            for p in self.phases]
         self.objective = objective
         self.eval_data = eval_data
