@@ -66,8 +66,8 @@ def test_load_state_dict_during_a_pass_restarts_there() -> None:
     prefetch.load_state_dict({"position": 40})
     assert prefetch.state_dict() == {"position": 40}
     assert list(prefetch)[:3] == [40, 41, 42]
-    del batches  # the stale pass must not move the source back
-    assert prefetch.state_dict() == {"position": 0}  # the pass above ended: the next at 0
+    assert list(batches) == []  # the superseded pass ends, and does not move the source back
+    assert prefetch.state_dict() == {"position": 0}  # the newer pass ended: the next at 0
 
 
 def test_the_sources_error_reaches_the_consumer() -> None:

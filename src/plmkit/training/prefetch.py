@@ -55,9 +55,15 @@ class _Worker:
         return False
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
-        """(batch, state) pairs, then (_END, the state after the pass)."""
-        while True:
-            item = self.queue.get()
+        """(batch, state) pairs, then (_END, the state after the pass); nothing more once
+        stopped (a pass superseded by a newer one ends)."""
+        while not self.halt.is_set():
+            try:
+                item = self.queue.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if self.halt.is_set():
+                return
             if isinstance(item, _Failed):
                 raise item.error
             yield item
