@@ -43,6 +43,7 @@ def test_same_batches_and_passes_as_the_source() -> None:
     assert list(prefetch) == [0, 1, 2, 3, 4]
     assert list(prefetch) == [0, 1, 2, 3, 4]  # the source's own end-of-pass reset carried over
     assert list(Prefetch([7, 8, 9])) == [7, 8, 9]
+    assert Prefetch(Counter(5)).n == 5  # the source's attributes show through
     assert Prefetch([7, 8, 9]).state_dict() is None
 
 

@@ -101,6 +101,11 @@ class Prefetch:
             if self._worker is worker:  # not already stopped by load_state_dict or a new pass
                 self._stop()
 
+    def __getattr__(self, name: str) -> Any:  # the source's own attributes (`stream`, ...)
+        if name == "source":
+            raise AttributeError(name)
+        return getattr(self.source, name)
+
     def state_dict(self) -> Any:
         return _state(self.source) if self._worker is None else self._consumed
 
