@@ -233,9 +233,15 @@ def test_demo_page_in_a_headless_browser(server: Server) -> None:
 def test_plmkit_serve_command(classifier: Path) -> None:
     """`plmkit serve --port 0` listens on a free port of 127.0.0.1, says which, answers, and
     stops on SIGINT."""
-    proc = subprocess.Popen([sys.executable, "-m", "plmkit.cli", "serve", "--model",
-                             str(classifier), "--port", "0"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    # A shell starts background jobs with SIGINT ignored, and an ignored signal stays ignored
+    # through exec; a handler does not: the server gets Python's own, as from a terminal.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "plmkit.cli", "serve", "--model",
+                                 str(classifier), "--port", "0"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         line = proc.stdout.readline()  # "serving DIR on http://127.0.0.1:PORT/ ..."
         assert "http://127.0.0.1:" in line, proc.stderr.read() if proc.poll() else line
@@ -247,4 +253,7 @@ def test_plmkit_serve_command(classifier: Path) -> None:
         conn.close()
     finally:
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=60) == 130
+        try:
+            assert proc.wait(timeout=60) == 130
+        finally:
+            proc.kill()  # no server left behind if it did not stop
