@@ -638,7 +638,8 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
                    help="bf16 autocast (weights stay float32); default: on where the hardware "
                         "runs bf16 fast (CUDA with bf16, CPUs with AVX512-BF16 or AMX)")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the forward and backward (GPUs; no faster on a CPU)")
+                   help="torch.compile the forward and backward (on a CPU it pays for tiny models "
+                        "only; BENCHMARKS.md)")
     p.add_argument("--optimizer", choices=["adamw", "lamb"], default="adamw",
                    help="AdamW, or LAMB for large batches (ALBERT)")
     p.add_argument("--dropout-off-step", type=int, default=None, metavar="N",

@@ -190,9 +190,8 @@ def trainer_for(args: PretrainArgs) -> Trainer:
         steps=args.steps, out_dir=args.out, lr=args.lr,
         warmup_steps=args.warmup if args.warmup is not None else args.steps // 100,
         grad_accum=args.grad_accum, bf16=args.bf16, compile=args.compile, seed=args.seed,
-        log_every=args.log_every,
-        eval_every=args.eval_every, eval_batches=args.eval_batches, save_every=args.save_every,
-        progress=args.progress, optimizer=args.optimizer,
+        log_every=args.log_every, eval_every=args.eval_every, eval_batches=args.eval_batches,
+        save_every=args.save_every, progress=args.progress, optimizer=args.optimizer,
         dropout_off_step=args.dropout_off_step, max_bad_steps=args.max_bad_steps,
         spike_rollback=args.spike_rollback, **family.optim_defaults,
     )
