@@ -88,15 +88,27 @@ def test_v2_no_answer_scores_only_an_empty_prediction(tmp_path: Path) -> None:
     assert m["exact_match"] == m["f1"] == 50.0
 
 
+def one_answer(text: str, start: object) -> str:
+    return json.dumps({"data": [{"paragraphs": [{"context": "We met in Paris.", "qas": [
+        {"id": "q17", "question": "?", "answers": [{"text": text, "answer_start": start}]}]}]}]})
+
+
 @pytest.mark.parametrize("content, message", [
     ("{\"data\": [", "dev.json:1: invalid JSON"),
     (json.dumps({"data": [{"paragraphs": [{"qas": []}]}]}),
      "dev.json: article 0 paragraph 0: missing 'context'"),
     (json.dumps({"data": [{"paragraphs": [{"context": "c", "qas": [{"id": "q1"}]}]}]}),
      "dev.json: question 'q1': missing 'question'"),
-    (json.dumps({"data": [{"paragraphs": [{"context": "We met in Paris.", "qas": [
-        {"id": "q17", "question": "?", "answers": [{"text": "Paris", "answer_start": 12}]}]}]}]}),
-     "dev.json: question 'q17': answer 'Paris' is not at offset 12 of its context"),
+    (one_answer("Paris", 3),
+     "dev.json: question 'q17': answer 'Paris' is not at answer_start 3 of its context "
+     "(found 'met i')"),
+    (one_answer("We", -16),  # Python slicing would find "We" there
+     "dev.json: question 'q17': answer_start -16 is negative"),
+    (one_answer("Paris.", 13),
+     "dev.json: question 'q17': answer 'Paris.' at answer_start 13 ends at character 19, past "
+     "the end of its 16-character context"),
+    (one_answer("", 40), "dev.json: question 'q17': empty answer text at answer_start 40"),
+    (one_answer("Paris", 10.0), "dev.json: question 'q17': 'answer_start' has the wrong type"),
 ])
 def test_malformed_squad_files_name_the_file_and_record(tmp_path: Path, content: str,
                                                         message: str) -> None:

@@ -119,11 +119,24 @@ def _read_question(qa: Any, context: str, path: Path, where: str) -> Question:
     for answer in answers:
         answer_text = _field(answer, "text", str, path, where)
         start = _field(answer, "answer_start", int, path, where)
-        if context[start:start + len(answer_text)] != answer_text:
-            raise UserError(f"{path}: {where}: answer {answer_text!r} is not at offset {start} "
-                            "of its context")
+        _check_offset(context, answer_text, start, f"{path}: {where}")
         question.answers.append((answer_text, start))
     return question
+
+
+def _check_offset(context: str, text: str, start: int, where: str) -> None:
+    """A UserError unless `text` is a non-empty span of `context` starting at `start`."""
+    end = start + len(text)
+    if not text:
+        raise UserError(f"{where}: empty answer text at answer_start {start}")
+    if start < 0:
+        raise UserError(f"{where}: answer_start {start} is negative")
+    if end > len(context):
+        raise UserError(f"{where}: answer {text!r} at answer_start {start} ends at character "
+                        f"{end}, past the end of its {len(context)}-character context")
+    if context[start:end] != text:
+        raise UserError(f"{where}: answer {text!r} is not at answer_start {start} of its "
+                        f"context (found {context[start:end]!r})")
 
 
 def _field(record: Any, name: str, kind: type | tuple[type, ...], path: Path, where: str) -> Any:
