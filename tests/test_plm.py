@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -9,11 +10,21 @@ import pytest
 import torch
 
 from plmkit.data.options import DataOptions
+from plmkit.data.shards import ShardedCorpus
+from plmkit.data.xlnet import XLNetDataConfig
+from plmkit.models import build, preset_config
 from plmkit.nn.rel_attention import attention_masks
 from plmkit.objectives import get_objective
-from plmkit.objectives.plm import K, permutation_masks, span_targets, target_mapping
+from plmkit.objectives.plm import (
+    K,
+    PermutationLM,
+    PLMStream,
+    permutation_masks,
+    span_targets,
+    target_mapping,
+)
 from plmkit.pipeline import PretrainArgs, prepare, pretrain
-from plmkit.tokenizers import Tokenizer
+from plmkit.tokenizers import Tokenizer, train_tokenizer
 
 
 def test_permutation_masks_follow_the_factorization_order() -> None:
@@ -90,3 +101,75 @@ def test_xlnet_tiny_pretrains_with_plm_on_real_text(corpus: tuple[Path, Path],
     rows = torch.from_numpy(batches.stream.tokens[:4])  # each row continues: memory fits
     assert torch.equal(ids[:, :32], rows[:, :32])
     assert torch.equal(second["input_ids"][:, :32], rows[:, 32:64])
+
+
+@pytest.fixture(scope="module")
+def shards(corpus: tuple[Path, Path], tweets: list[str],
+           tmp_path_factory: pytest.TempPathFactory) -> tuple[ShardedCorpus, Tokenizer]:
+    tok = train_tokenizer("unigram", tweets, 2000)
+    return prepare([corpus[0]], tok, tmp_path_factory.mktemp("shards")), tok
+
+
+def test_memory_never_carries_a_target_of_the_next_segment(
+        shards: tuple[ShardedCorpus, Tokenizer]) -> None:
+    """The reused half sees only itself (reference `_local_perm` + perm_mask[:reuse, reuse:] = 1):
+    the next segment starts with the tokens after it, so its cached states hold none of them.
+    Changing a next-segment target's own token leaves that target's query stream exactly as it
+    was, memory included."""
+    corpus, tok = shards
+    seq, reuse = 64, 32
+    model = build(preset_config("xlnet-tiny", vocab_size=tok.vocab_size)).eval()
+    batches = PermutationLM().batches(corpus, tok, DataOptions(batch_size=8), seq, 0)
+    first, second = itertools.islice(batches, 2)
+    assert first["perm_mask"][:, :reuse, reuse:].all()  # the reused part sees only itself
+    a_len = (first["input_ids"] == tok.sep_id).int().argmax(-1) - reuse  # (B,) segment A
+    changed = 0
+    for slot in range(second["target_positions"].shape[1]):
+        p = second["target_positions"][:, slot]  # (B,) a target per row, in the reused part
+        rows = ((p < a_len) & second["target_weights"][:, slot].bool()).nonzero().flatten()
+        if not len(rows):
+            continue
+        ids = [first["input_ids"].clone(), second["input_ids"].clone()]
+        old = ids[1][rows, p[rows]]
+        assert torch.equal(ids[0][rows, reuse + p[rows]], old)  # the same token, seen twice
+        new = torch.where(old == 100, 101, 100)
+        ids[0][rows, reuse + p[rows]], ids[1][rows, p[rows]] = new, new
+        outs = []
+        for x, y in ((first, second), ({**first, "input_ids": ids[0]},
+                                         {**second, "input_ids": ids[1]})):
+            objective = PermutationLM()
+            with torch.no_grad():
+                objective.forward(model, x)  # the memory for y
+                outs.append(objective.forward(model, y))
+        query = [o.query_hidden_state[rows, slot] for o in outs]
+        assert torch.equal(query[0], query[1])
+        content = [o.last_hidden_state[rows, p[rows]] for o in outs]
+        assert not torch.equal(content[0], content[1])  # the change is real
+        changed += len(rows)
+    assert changed >= 10
+
+
+@pytest.mark.parametrize(("seq", "split"), [(64, (5, 5)), (78, (7, 6)), (512, (43, 42))])
+def test_targets_split_between_the_reused_part_and_the_rest(
+        shards: tuple[ShardedCorpus, Tokenizer], seq: int, split: tuple[int, int]) -> None:
+    """As the reference's `create_tfrecords`: `_sample_mask` on each part, num_predict - num_predict
+    // 2 targets in the reused half (43 of 85 at 512), the rest in A [SEP] B [SEP] [CLS]."""
+    corpus, tok = shards
+    reuse = seq // 2
+    stream = PLMStream(corpus, tok, 2, XLNetDataConfig(seq_len=seq, reuse_len=reuse))
+    rows = iter(stream)
+    for _ in range(3):
+        batch = stream.collate([next(rows), next(rows)])
+        chosen = batch["target_mapping"].sum(1).bool()  # (B, S)
+        assert chosen[:, :reuse].sum(-1).eq(split[0]).all()
+        assert chosen[:, reuse:].sum(-1).eq(split[1]).all()
+        is_special = (batch["input_ids"] == tok.sep_id) | (batch["input_ids"] == tok.cls_id)
+        assert not (chosen & is_special).any()
+        perm = batch["perm_mask"]
+        assert perm[:, :reuse, reuse:].all() and not perm[:, reuse:, :reuse].any()
+        for part in (slice(0, reuse), slice(reuse, seq)):  # each part: its own order
+            seen = ~perm[:, part, part] & chosen[:, None, part]  # (B, n, n) targets seen
+            for b in range(2):
+                targets = chosen[b, part]
+                order = seen[b][targets][:, targets].sum(-1)  # targets before each one
+                assert sorted(order.tolist()) == list(range(int(targets.sum())))

@@ -28,6 +28,7 @@ from plmkit.data.batches import Batches
 from plmkit.data.options import DataOptions
 from plmkit.data.shards import ShardedCorpus
 from plmkit.data.xlnet import Instance, XLNetDataConfig, XLNetStream
+from plmkit.nn.rel_attention import RelativeOutput
 from plmkit.objectives.mlm import top1
 
 Batch = dict[str, Tensor]
@@ -65,21 +66,29 @@ def span_targets(word_start: np.ndarray, maskable: np.ndarray, goal: int,
 
 
 def permutation_masks(is_target: Tensor, is_functional: Tensor,
-                      generator: torch.Generator | None = None) -> Tensor:
+                      generator: torch.Generator | None = None, reuse_len: int = 0) -> Tensor:
     """is_target, is_functional ([SEP], [CLS]): (B, S) bool -> perm_mask (B, S, S) bool,
     True = query i may not see token j (XLNet's convention).
 
     A random factorization order ranks the targets and functional tokens; every other token
     ranks first (-1): it sees all of them and none of the hidden ones. A target sees exactly
     the tokens before it in the order, never itself; a functional token also sees itself.
+
+    With `reuse_len`, the first `reuse_len` tokens (the part cached as the next segment's
+    memory) and the rest are ordered apart, and the rest comes after: it sees all of the reused
+    part, which sees none of it (the reference's two `_local_perm` calls). Otherwise the cache
+    would carry the next segment's tokens, targets included, into its memory.
     """
     b, s = is_target.shape
     order = torch.rand(b, s, generator=generator).argsort(-1).argsort(-1)  # (B, S) ranks
-    order = order.to(is_target.device)
+    order = order.to(is_target.device)  # its restriction to each part is a uniform order too
     hidden = is_target | is_functional  # content not visible to all
     rank = torch.where(hidden, order, torch.full_like(order, -1))  # (B, S)
     own = torch.where(is_target, rank, rank + 1)  # a target may not see its own rank
-    return (own[:, :, None] <= rank[:, None, :]) & hidden[:, None, :]  # (B, S, S)
+    perm = (own[:, :, None] <= rank[:, None, :]) & hidden[:, None, :]  # (B, S, S)
+    perm[:, :reuse_len, reuse_len:] = True
+    perm[:, reuse_len:, :reuse_len] = False
+    return perm
 
 
 def target_mapping(is_target: Tensor, num_predict: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -102,15 +111,19 @@ class PLMStream(XLNetStream):
                  seed: int = 0, k: int = K):
         super().__init__(corpus, vocab, rows, config, seed)
         self.num_predict = max(1, config.seq_len // k)
+        reused = -(-self.num_predict * config.reuse_len // config.seq_len)  # ceil
+        self.goals = reused, self.num_predict - reused  # targets in the reused part, the rest
         self.word_start = ~np.asarray(vocab.is_continuation, dtype=bool)  # (V,)
         self.special = np.zeros(len(self.word_start), dtype=bool)
         self.special[list(vocab.special_ids)] = True
 
     def instance(self, epoch: int, step: int, row: int) -> Instance:
         x = super().instance(epoch, step, row)
-        ids = x["input_ids"]
-        x["is_target"] = span_targets(self.word_start[ids], ~self.special[ids],
-                                      self.num_predict, self.rng(_TARGETS, epoch, step, row))
+        ids, reuse = x["input_ids"], self.config.reuse_len
+        rng = self.rng(_TARGETS, epoch, step, row)
+        x["is_target"] = np.concatenate([
+            span_targets(self.word_start[part], ~self.special[part], goal, rng)
+            for part, goal in zip((ids[:reuse], ids[reuse:]), self.goals, strict=True)])
         return x
 
     def collate(self, instances: list[Instance]) -> dict[str, Tensor]:
@@ -121,7 +134,8 @@ class PLMStream(XLNetStream):
         epoch, step = (int(v) for v in batch["mem_key"][1:])
         seed = np.random.SeedSequence([self.seed, _ORDER, epoch, step]).generate_state(1)[0]
         generator = torch.Generator().manual_seed(int(seed))
-        batch["perm_mask"] = permutation_masks(is_target, functional, generator)
+        batch["perm_mask"] = permutation_masks(is_target, functional, generator,
+                                               self.config.reuse_len)
         mapping, positions, weights = target_mapping(is_target, self.num_predict)
         batch["target_mapping"], batch["target_positions"] = mapping, positions
         batch["target_ids"], batch["target_weights"] = ids.gather(1, positions), weights
@@ -174,14 +188,19 @@ class PermutationLM:
                        options.batch_size)
 
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        logits = model.lm_logits(self.forward(model, batch).query_hidden_state)  # (B, P, V)
+        return prediction_loss(logits, batch["target_ids"], batch["target_weights"], "plm")
+
+    def forward(self, model: nn.Module, batch: Batch) -> RelativeOutput:
+        """The model's two streams on `batch`, with the memory of the batch before it; caches
+        this batch's memory for the next."""
         use_mems = self._memory_fits(model, batch)
         mems = self.memory.get(batch["mem_key"]) if use_mems else None
         out = model(batch["input_ids"], batch["input_mask"], batch["segment_ids"],
                     perm_mask=batch["perm_mask"], target_mapping=batch["target_mapping"],
                     mems=mems, use_mems=use_mems)
         self.memory.put(batch["mem_key"], out.mems)
-        logits = model.lm_logits(out.query_hidden_state)  # (B, P, V)
-        return prediction_loss(logits, batch["target_ids"], batch["target_weights"], "plm")
+        return out
 
     def _memory_fits(self, model: nn.Module, batch: Batch) -> bool:
         """Memory is right only when the model caches exactly the reused part."""
