@@ -5,13 +5,17 @@ section 2.3) from the query stream, which sees the position but not the content 
 
 Targets are spans of up to 5 whole words, p(n) proportional to 1/n, each with a context of
 about 6n unpredicted tokens around it, topped up at random to exactly S/K per sequence (the
-reference's `_sample_mask`: mask_alpha 6, mask_beta 1, num_predict 85 of 512). Non-target
-tokens come first in the order and see each other; the targets and the [SEP] / [CLS] tokens
-follow in a random order (`permutation_masks`, the reference's `_local_perm`).
+reference's `_sample_mask`: mask_alpha 6, mask_beta 1, num_predict 85 of 512), sampled apart in
+the reused part (43 of 85) and in the rest (42), as the reference's `create_tfrecords` does.
+Non-target tokens come first in the order and see each other; the targets and the [SEP] / [CLS]
+tokens follow in a random order (`permutation_masks`, the reference's `_local_perm`).
 
 Memory: consecutive batches of a stream continue each row's text; the hidden states of each
 segment's first `reuse_len` tokens are cached, up to `mem_len`, for the next batch (no gradient;
-the trainer checkpoints it through `state_dict`, so a resumed run goes on with it).
+the trainer checkpoints it through `state_dict`, so a resumed run goes on with it). The next
+segment begins with the tokens that follow the reused part, so the reused part has its own
+factorization order and never sees the rest, which sees all of it (the reference's two
+`_local_perm` calls); else the memory would hand each of those targets its own token.
 """
 
 from __future__ import annotations
