@@ -234,7 +234,9 @@ def test_no_intact_checkpoint_is_a_user_error(data: dict[str, Path], tmp_path: P
     flip_byte(run / "checkpoints" / "step-000002" / "model.safetensors")  # the only one
     with pytest.warns(UserWarning, match="corrupted"):
         code = main(["pretrain", "--model", "bert-tiny", "--corpus", str(data["corpus"]),
-                     "--out", str(run), "--resume", "--steps", "4", "--no-progress"])
+                     "--tokenizer", str(data["tok"]), "--batch-size", "4", "--seq-len", "32",
+                     "--lr", "1e-3", "--out", str(run), "--resume", "--steps", "4",
+                     "--no-progress"])
     assert code == 2
     assert "no intact checkpoint to resume from" in capsys.readouterr().err
 
@@ -343,7 +345,7 @@ BAD_INPUTS = [  # (id, arguments, message), {root} the inputs, {run} a finished 
     ("unknown-preset", "pretrain --corpus {root}/one.txt --model bert-tyni",
      "did you mean bert-tiny"),
     ("other-family", "pretrain --corpus {corpus} --resume --model electra-tiny --out {run}",
-     "plmkit.json: the checkpoint holds a bert model, this run an electra model"),
+     "--model electra-tiny differs from the run's bert-tiny"),
     ("vocab-mismatch", "pretrain --corpus {corpus} --resume --tokenizer {root}/small --out {run}",
      "small: not the tokenizer of the run being resumed"),
     ("wrong-columns", "finetune --task classify --model {run} --train {root}/wrong.csv",

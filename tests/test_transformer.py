@@ -20,7 +20,7 @@ from plmkit.nn.positions import sinusoidal_positions, sinusoids
 from plmkit.objectives import get_objective
 from plmkit.objectives.seq2seq import label_smoothed_loss
 from plmkit.pipeline import PretrainArgs
-from plmkit.seq2seq import score, train_seq2seq, translate
+from plmkit.seq2seq import score, seq2seq_trainer, translate
 from plmkit.training.optim import inverse_sqrt
 
 SMALL = {"vocab_size": 60, "hidden_size": 32, "num_layers": 2, "num_heads": 4,
@@ -216,7 +216,7 @@ def bible_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     args = PretrainArgs(model="transformer-tiny", corpus=[small], out=root / "run", steps=200,
                         vocab_size=400, batch_size=16, seq_len=32, warmup=40, log_every=20,
                         save_every=0, progress=False)
-    records = train_seq2seq(args, lr_scale=0.4)
+    records = seq2seq_trainer(args, lr_scale=0.4).train()
     return root / "run", splits, [short, records]
 
 

@@ -33,21 +33,51 @@ def _add(sub: argparse._SubParsersAction, name: str, help: str, examples: str,
     return parser
 
 
+def _positive(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {value}")
+    return value
+
+
+def _claim(args: argparse.Namespace, command: str, *inputs: Path | None) -> bool:
+    """Check `args.out` for `command` (plmkit.outputs.claim) and that it is none of `inputs`."""
+    from plmkit.outputs import claim, refuse_inside
+
+    refuse_inside(args.out, *inputs)
+    return claim(args.out, command, overwrite=args.overwrite)
+
+
 def cmd_tokenizer_train(args: argparse.Namespace) -> None:
-    from plmkit.data.corpus import read_documents
+    from plmkit.data.corpus import CorpusStats, read_documents
+    from plmkit.outputs import staged
     from plmkit.tokenizers import train_tokenizer
 
-    texts = (s for doc in read_documents(args.corpus) for s in doc)
+    if args.vocab_size < 1:
+        raise UserError(f"--vocab-size must be a positive number, not {args.vocab_size}")
+    _claim(args, "tokenizer train", *args.corpus)
+    stats = CorpusStats()
+    texts = (s for doc in read_documents(args.corpus, stats=stats) for s in doc)
     tok = train_tokenizer(args.kind, texts, args.vocab_size, lowercase=not args.cased,
                           min_frequency=args.min_frequency)
-    tok.save(args.out)
+    for message in stats.messages():
+        print(message, file=sys.stderr)
+    with staged(args.out, "tokenizer train") as tmp:
+        tok.save(tmp)
     print(f"trained a {args.kind} tokenizer with {tok.vocab_size} tokens -> {args.out}")
 
 
 def cmd_data_prepare(args: argparse.Namespace) -> None:
+    from plmkit.outputs import staged
     from plmkit.pipeline import prepare
 
-    corpus = prepare(args.corpus, args.tokenizer, args.out)
+    _claim(args, "data prepare", *args.corpus, args.tokenizer)
+    with staged(args.out, "data prepare") as tmp:
+        corpus = prepare(args.corpus, args.tokenizer, tmp / "shards")
+        for path in (tmp / "shards").iterdir():
+            path.rename(tmp / path.name)
+        (tmp / "shards").rmdir()
     print(f"{corpus.num_documents} documents, {corpus.num_tokens} tokens -> {args.out}")
 
 
@@ -118,8 +148,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     import plmkit
+    from plmkit.outputs import staged
 
-    plmkit.save_hf(plmkit.load(args.model), args.out)
+    _claim(args, "export", args.model)
+    model = plmkit.load(args.model)
+    with staged(args.out, "export") as tmp:
+        plmkit.save_hf(model, tmp)
     print(f"wrote a Hugging Face {args.format} directory -> {args.out}")
 
 
@@ -142,7 +176,20 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         seed=args.seed, eval_every=args.eval_every, patience=args.patience, bf16=args.bf16,
         progress=args.progress,
     )
-    best = finetune(task, args.model, args.train, args.eval, args.out, options)
+    from plmkit.outputs import keep_until_done, mark
+
+    existing = _claim(args, "finetune", args.model, args.train, args.eval)
+    created = not args.out.exists()
+    try:
+        with keep_until_done(args.out, replace=existing):
+            best = finetune(task, args.model, args.train, args.eval, args.out, options)
+            mark(args.out, "finetune")
+    except BaseException:
+        if created:
+            import shutil
+
+            shutil.rmtree(args.out, ignore_errors=True)
+        raise
     print(json.dumps(best) if best else f"fine-tuned model (no --eval) -> {args.out}")
 
 
@@ -162,9 +209,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
+    from plmkit.outputs import refuse_inside, staged_file
     from plmkit.tasks.finetune import predict_file
 
-    n = predict_file(args.model, args.input, args.output, args.batch_size)
+    refuse_inside(args.output, args.input, args.model, option="--output")
+    with staged_file(args.output, overwrite=args.overwrite) as tmp:
+        n = predict_file(args.model, args.input, tmp, args.batch_size)
     print(f"{n} predictions -> {args.output}", file=sys.stderr)
 
 
@@ -172,22 +222,26 @@ def cmd_embed(args: argparse.Namespace) -> None:
     import numpy as np
 
     import plmkit
+    from plmkit.outputs import refuse_inside, staged_file
     from plmkit.tasks.embed import embed
     from plmkit.tasks.files import field, read_records
     from plmkit.tasks.finetune import tokenizer_dir
     from plmkit.tokenizers import Tokenizer
 
-    records = read_records(args.input, text_lines=True)
-    texts = [str(field(args.input, r, "text")) for r in records]
-    vectors = embed(plmkit.load(args.model), Tokenizer.load(tokenizer_dir(args.model)), texts,
-                    args.pooling, args.max_seq_len, args.batch_size)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    if args.output.suffix == ".jsonl":
-        with open(args.output, "w", encoding="utf-8") as f:
-            for text, vector in zip(texts, vectors.tolist(), strict=True):
-                f.write(json.dumps({"text": text, "embedding": vector}, ensure_ascii=False) + "\n")
-    else:
-        np.save(args.output, vectors)
+    refuse_inside(args.output, args.input, args.model, option="--output")
+    with staged_file(args.output, overwrite=args.overwrite) as tmp:
+        records = read_records(args.input, text_lines=True)
+        texts = [str(field(args.input, r, "text")) for r in records]
+        vectors = embed(plmkit.load(args.model), Tokenizer.load(tokenizer_dir(args.model)),
+                        texts, args.pooling, args.max_seq_len, args.batch_size)
+        if args.output.suffix == ".jsonl":
+            with open(tmp, "w", encoding="utf-8") as f:
+                for text, vector in zip(texts, vectors.tolist(), strict=True):
+                    record = {"text": text, "embedding": vector}
+                    f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        else:
+            with open(tmp, "wb") as f:
+                np.save(f, vectors)
     print(f"{vectors.shape[0]} x {vectors.shape[1]} embeddings -> {args.output}")
 
 
@@ -199,15 +253,18 @@ def cmd_compare(args: argparse.Namespace) -> None:
         budget = (kind, float(amount))
     except ValueError:
         raise UserError(f"--budget {kind} {amount}: {amount!r} is not a number") from None
-    rows = compare(CompareArgs(
+    results = compare(CompareArgs(
         models=[m for m in args.models.split(",") if m], corpus=args.corpus, out=args.out,
         budget=budget, tasks=[t for t in args.tasks.split(",") if t], seeds=args.seeds,
+        pretrain_seeds=args.pretrain_seeds,
+        control=None if args.control == "none" else args.control, claims=args.claim,
+        heldout=args.heldout or [], heldout_batches=args.heldout_batches,
         tokenizer=args.tokenizer, vocab_size=args.vocab_size, batch_size=args.batch_size,
         seq_len=args.seq_len, lr=args.lr, finetune_examples=args.finetune_examples,
         finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
-        tokenizer_kind=args.tokenizer_kind, progress=args.progress))
+        tokenizer_kind=args.tokenizer_kind, overwrite=args.overwrite, progress=args.progress))
     print((args.out / "results.md").read_text(), end="")
-    print(f"{len(rows)} models -> {args.out}/results.json, results.md, *.png")
+    print(f"{len(results['results'])} arms -> {args.out}/results.json, results.md, *.png")
 
 
 def cmd_env(args: argparse.Namespace) -> None:
@@ -224,9 +281,13 @@ def cmd_env(args: argparse.Namespace) -> None:
 
 def cmd_data_build(args: argparse.Namespace) -> None:
     from plmkit.data.builders import build_dataset
+    from plmkit.outputs import staged
 
-    for path in build_dataset(args.name, args.out, args.seed):
-        print(path)
+    _claim(args, "data build")
+    with staged(args.out, "data build") as tmp:
+        paths = build_dataset(args.name, tmp, args.seed)
+    for path in paths:
+        print(args.out / path.relative_to(tmp))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -256,6 +317,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab-size", type=int, default=30522)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--cased", action="store_true", help="keep case (default: lowercase)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --out that plmkit did not write for this command")
     p.add_argument("--min-frequency", type=int, default=2)
 
     data = _add(sub, "data", "prepare corpora", "plmkit data prepare --help", None)
@@ -266,6 +329,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", type=_paths, required=True)
     p.add_argument("--tokenizer", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --out that plmkit did not write for this command")
     p = _add(dsub, "build", "write a task dataset from installed packages (fixed splits)",
              """
              plmkit data build --name tweets --out data/tweets  # train.txt heldout.txt corpus
@@ -281,6 +346,8 @@ def parser() -> argparse.ArgumentParser:
                             "bible-paraphrase", "bible-en-es", "peoples-daily", "dialogues"])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffle before splitting")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --out that plmkit did not write for this command")
 
     p = _add(sub, "pretrain", "pretrain a model with its objective on a corpus",
              """
@@ -337,27 +404,45 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", type=Path,
                    help="with --data: a WordPiece tokenizer (default: trained on CORPUS)")
 
-    p = _add(sub, "compare", "pretrain models at equal compute, fine-tune each, compare",
-             """
-             plmkit compare --models bert-tiny,electra-tiny --corpus corpus.txt \\
-                 --budget flops 2e13 --tasks sentiment-en --out runs/compare
+    p = _add(sub, "compare", "pretrain models at equal compute with several seeds, score, "
+             "compare", """
+             plmkit compare --models bert-tiny:mlm,electra-tiny --corpus train.txt \\
+                 --heldout heldout.txt --budget flops 2e13 --tasks sentiment-en,nsp-en \\
+                 --claim 'electra-tiny > bert-tiny:mlm' --out runs/compare
              plmkit compare --models roberta-tiny:mlm:masking=static,roberta-tiny:mlm \\
-                 --corpus corpus.txt --budget steps 500 --out runs/masking
+                 --corpus corpus.txt --budget steps 500 --pretrain-seeds 5 --out runs/masking
              plmkit compare --models albert-tiny::sharing=all,albert-tiny::sharing=none \\
-                 --corpus corpus.txt --budget minutes 10 \\
+                 --corpus corpus.txt --budget minutes 10 --control none \\
                  --tasks classify:train.csv:dev.csv:test.csv --out runs/sharing
              """, cmd_compare)
     p.add_argument("--models", required=True,
                    help="comma-separated PRESET[:OBJECTIVE][:KEY=VALUE...]; KEY is a pretrain "
                         "option (masking, input_format, max_ngram) or a model config field")
     p.add_argument("--corpus", type=_paths, required=True, help="comma-separated txt/jsonl files")
+    p.add_argument("--heldout", type=_paths,
+                   help="comma-separated held-out txt/jsonl files: every arm is scored on one "
+                        "fixed mask set made from them (masked-LM loss and accuracy, ...)")
+    p.add_argument("--heldout-batches", type=int, default=16,
+                   help="held-out batches of --batch-size x --seq-len (default 16)")
     p.add_argument("--budget", nargs=2, metavar=("UNIT", "N"), required=True,
                    help="steps, tokens, flops (model FLOPs) or minutes, and how many")
     p.add_argument("--tasks", default="sentiment-en",
-                   help="comma-separated datasets (sentiment-en, sentiment-zh, bible-paraphrase,"
-                        " bible-swag, ner-zh) or TASK:TRAIN:DEV[:TEST] (default: sentiment-en)")
+                   help="comma-separated datasets (sentiment-en, nsp-en, sop-en, sentiment-zh, "
+                        "bible-paraphrase, bible-swag, ner-zh) or TASK:TRAIN:DEV[:TEST] "
+                        "(default: sentiment-en)")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds per model and task")
+    p.add_argument("--overwrite", action="store_true",
+                   help="empty a non-empty --out that is not a compare run of this setup")
+    p.add_argument("--pretrain-seeds", type=int, default=3,
+                   help="pretraining runs per model, seeds 0..N-1 (default 3)")
+    p.add_argument("--seeds", type=int, default=3,
+                   help="fine-tuning seeds per pretraining seed and task (default 3)")
+    p.add_argument("--control", default="auto", metavar="SPEC|none",
+                   help="the 1-step control arm: auto (the first model, default), another "
+                        "model spec, or none")
+    p.add_argument("--claim", action="append", default=[], metavar="'A > B'",
+                   help="a claim to test: model A (as given in --models) scores higher than "
+                        "B (or control); repeatable. Every model is tested against the control")
     p.add_argument("--tokenizer", type=Path, help="shared tokenizer (default: WordPiece, trained)")
     p.add_argument("--tokenizer-kind", choices=["wordpiece", "bpe", "unigram", "char"],
                    default="wordpiece",
@@ -380,6 +465,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["hf"], default="hf")
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --out that plmkit did not write for this command")
     return top
 
 
@@ -402,8 +489,8 @@ def add_task_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--epochs", type=float, default=3.0, help="BERT: 2-4 (default 3)")
     p.add_argument("--lr", type=float, default=3e-5, help="BERT: 5e-5, 3e-5 or 2e-5")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-seq-len", type=int, help="default: 128 (squad 384)")
+    p.add_argument("--batch-size", type=_positive, default=32)
+    p.add_argument("--max-seq-len", type=_positive, help="default: 128 (squad 384)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=0, help="steps (default: every epoch)")
     p.add_argument("--patience", type=int, default=3,
@@ -412,6 +499,8 @@ def add_task_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--regression", action="store_true", help="classify: numeric labels")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast")
     p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --out that plmkit did not write for this command")
 
     p = _add(sub, "evaluate", "print a fine-tuned model's metrics on a file as one JSON object",
              """
@@ -422,7 +511,7 @@ def add_task_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval", type=Path, required=True)
     p.add_argument("--task", choices=["squad"], help="with --predictions: score that file")
     p.add_argument("--predictions", type=Path, help="SQuAD predictions {id: answer text}")
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--batch-size", type=_positive)
 
     p = _add(sub, "predict", "run a fine-tuned model on a file; one JSON line per record",
              """
@@ -433,7 +522,8 @@ def add_task_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", type=Path, required=True,
                    help="classify: text lines, csv, tsv or jsonl; tag: CoNLL")
     p.add_argument("--output", type=Path, required=True)
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--batch-size", type=_positive)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
 
     p = _add(sub, "embed", "sentence vectors of text lines (or jsonl/csv `text`): .npy or .jsonl",
              """
@@ -446,8 +536,9 @@ def add_task_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", type=Path, required=True,
                    help=".npy (N x H float32) or .jsonl (one {text, embedding} per line)")
     p.add_argument("--pooling", choices=["cls", "mean"], default="cls")
-    p.add_argument("--max-seq-len", type=int, default=512)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-seq-len", type=_positive, default=512)
+    p.add_argument("--batch-size", type=_positive, default=32)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
 
 
 def cmd_attention(args: argparse.Namespace) -> None:
@@ -646,6 +737,8 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
                    help="from step N on, train without dropout (ALBERT section 4.9)")
     p.add_argument("--bad-utf8", choices=["skip", "error"], default="skip")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --out (its old contents go once the run has started)")
     p.add_argument("--max-bad-steps", type=int, default=50, metavar="N",
                    help="stop after N steps in a row with a non-finite loss (0: never)")
     p.add_argument("--spike-rollback", type=float, default=None, metavar="FACTOR",
@@ -658,6 +751,14 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `plmkit` console script (`argv` None: the process's own arguments,
     and the process may re-execute itself with a fast allocator, `plmkit.allocator`)."""
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:  # during start-up, before a command could save anything
+        print("plmkit: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(argv: Sequence[str] | None) -> int:
     if argv is None:
         from plmkit.allocator import reexec_with_fast_allocator
 
@@ -670,12 +771,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as e:
         print(f"plmkit: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the file system refused: a permission, a full disk, a FIFO...
+        from plmkit.outputs import os_error_message
+
+        print(f"plmkit: error: {os_error_message(e)}", file=sys.stderr)
+        return 2
     except Interrupted as e:
         print(f"plmkit: interrupted: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("plmkit: interrupted", file=sys.stderr)
-        return 130
     return 0
 
 

@@ -14,11 +14,13 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import safetensors.torch
 import torch
 
 from plmkit.errors import UserError
+from plmkit.outputs import STAGING, fix_modes, no_space_is_user_error
 
 NATIVE_CONFIG = "plmkit.json"
 WEIGHTS = "model.safetensors"
@@ -29,11 +31,20 @@ def save_model(model: torch.nn.Module, directory: str | os.PathLike[str]) -> Pat
 
     Each file is renamed into place whole, the weights before `plmkit.json`, so an interrupted
     save leaves the previous model or the new one, never part of a file (the config of a run
-    does not change between its saves).
+    does not change between its saves). The temporary folder is a hidden one inside
+    `directory` (removed by the next `plmkit.outputs.clean_leftovers`), never beside it.
     """
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    if not directory.exists():
+        directory.mkdir(parents=True)
+        fix_modes(directory)
+    with no_space_is_user_error(directory, "the model"):
+        _save_into(model, directory)
+    return directory
+
+
+def _save_into(model: torch.nn.Module, directory: Path) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=STAGING, dir=directory))
     try:
         config = model.config  # type: ignore[attr-defined]
         meta = {"family": config.family, "kind": type(model).__name__,
@@ -42,11 +53,11 @@ def save_model(model: torch.nn.Module, directory: str | os.PathLike[str]) -> Pat
             meta["task"] = model.task  # type: ignore[attr-defined]
         (tmp / NATIVE_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
         safetensors.torch.save_model(model, str(tmp / WEIGHTS))
+        fix_modes(tmp)
         _fsync_dir(tmp)
         _replace_files(tmp, directory)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return directory
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -69,24 +80,42 @@ def _replace_files(src: Path, dst: Path) -> None:
 
 
 def load_model(directory: str | os.PathLike[str]) -> torch.nn.Module:
-    """A model from a native plmkit directory (see `save_model`)."""
+    """A model from a native plmkit directory (see `save_model`); its config is checked
+    against the weights' header before the model is allocated (`plmkit.interop.preflight`)."""
+    from plmkit.interop import preflight
     from plmkit.models import get_family
 
     directory = Path(directory)
-    meta = _read_meta(directory / NATIVE_CONFIG)
-    family = get_family(meta.get("family", ""))
+    path = directory / NATIVE_CONFIG
+    meta = _read_meta(path)
+    family = get_family(_entry(meta, "family", str, path))
+    values = _entry(meta, "config", dict, path)
+    task = meta.get("task")
+    if task is not None and not isinstance(task, dict):
+        raise UserError(f"{path}: \"task\" is not an object")
+    preflight.check_fields(family.config, values, str(path))
     try:
-        config = family.config(**meta["config"])
-    except (KeyError, TypeError) as e:
-        raise UserError(f"{directory / NATIVE_CONFIG}: bad model config ({e})") from None
-    model = family.model(config)
-    if "task" in meta:
-        from plmkit.tasks import build_task_model
-
-        model = build_task_model(model, meta["task"])
+        config = family.config(**values)
+    except TypeError as e:
+        raise UserError(f"{path}: bad model config ({e})") from None
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
     weights = directory / WEIGHTS
     if not weights.is_file():
         raise UserError(f"{directory}: no {WEIGHTS} (the run has not saved a model yet?)")
+    shapes = preflight.weight_shapes(weights)
+
+    def build(config: Any) -> torch.nn.Module:
+        from plmkit.tasks import build_task_model
+
+        model = family.model(config)
+        return model if task is None else build_task_model(model, task)
+
+    def check(model: torch.nn.Module) -> None:
+        preflight.check_state_shapes(model, shapes, weights, NATIVE_CONFIG)
+
+    preflight.checked_on_meta(config, build, check, preflight.layers_held(shapes), str(path))
+    model = build(config)
     try:
         safetensors.torch.load_model(model, str(weights))
     except (RuntimeError, OSError, safetensors.SafetensorError) as e:
@@ -101,6 +130,17 @@ def is_native(directory: str | os.PathLike[str]) -> bool:
 
 def _read_meta(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        meta = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise UserError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{path}: not a JSON object")
+    return meta
+
+
+def _entry(meta: dict, key: str, kind: type, path: Path) -> Any:
+    value = meta.get(key)
+    if not isinstance(value, kind):
+        what = "an object" if kind is dict else "a string"
+        raise UserError(f"{path}: {key!r} is missing or not {what}")
+    return value

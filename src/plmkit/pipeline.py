@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
+import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,16 +15,23 @@ import numpy as np
 
 from plmkit.data.corpus import CorpusStats, read_documents
 from plmkit.data.options import DataOptions
-from plmkit.data.shards import ShardedCorpus, prepare_corpus
+from plmkit.data.shards import ShardedCorpus, prepare_corpus, source_info
 from plmkit.errors import UserError
 from plmkit.models import Family, build, get_family, preset_config
 from plmkit.objectives import Objective, get_objective
+from plmkit.outputs import claim, fix_modes, keep_until_done, mark
 from plmkit.tokenizers import Tokenizer, train_tokenizer
 from plmkit.training import Phase, TrainConfig, Trainer, distributed
-from plmkit.training.checkpoint import seed_all
+from plmkit.training.checkpoint import clean_temporaries, seed_all
 
 TOKENIZER_DIR = "tokenizer"
+RUN_RECORD = "run.json"  # the options, tokenizer and model config a run was started with
 LONG_SEQ = 512  # BERT's second phase (section A.2: 90% of steps at 128, the rest at 512)
+MIN_SEQ_LEN = 8  # [CLS] a [SEP] b [SEP] with room for a few tokens
+# Options that a resumed run may change; every other one must equal the run's (`run.json`).
+RESUMABLE_CHANGES = frozenset({
+    "out", "steps", "tokenizer", "save_every", "eval_every", "log_every", "eval_batches",
+    "progress", "resume", "overwrite", "max_bad_steps", "spike_rollback", "compile", "fsdp"})
 
 
 @dataclass
@@ -57,6 +66,7 @@ class PretrainArgs:
     dropout_off_step: int | None = None
     bad_utf8: str = "skip"
     resume: bool = False
+    overwrite: bool = False
     max_bad_steps: int = 50
     spike_rollback: float | None = None
     fsdp: bool = False
@@ -72,14 +82,15 @@ def fingerprint(tokenizer: Tokenizer) -> str:
 
 
 def tokenizer_for(args: PretrainArgs, kind: str) -> Tokenizer:
-    """The run's tokenizer: the saved one on resume, the given one, or one trained now."""
+    """The run's tokenizer: the saved one on resume (a --tokenizer must equal it), the given
+    one, or one trained now on the corpus; a new run saves it in `args.out / "tokenizer"`."""
     saved = args.out / TOKENIZER_DIR
     if args.resume and saved.is_dir():
         tok = Tokenizer.load(saved)
-        if args.tokenizer is not None and fingerprint(Tokenizer.load(args.tokenizer)) != \
-                fingerprint(tok):
-            raise UserError(f"{args.tokenizer}: not the tokenizer of the run being resumed "
-                            f"({saved}); resume without --tokenizer")
+        if args.tokenizer is not None and \
+                fingerprint(Tokenizer.load(args.tokenizer)) != fingerprint(tok):
+            raise UserError(f"--tokenizer {args.tokenizer}: not the tokenizer of the run being "
+                            f"resumed ({saved}); resume without --tokenizer")
         return tok
     if args.tokenizer is not None:
         tok = Tokenizer.load(args.tokenizer)
@@ -136,38 +147,134 @@ def phases(objective: Objective, corpus: ShardedCorpus, tok: Tokenizer, args: Pr
 
 
 def model_config(preset: str, tok: Tokenizer, longest: int,
-                 overrides: dict[str, Any] | None = None) -> Any:
+                 overrides: dict[str, Any] | None = None,
+                 needs: dict[str, Any] | None = None) -> Any:
     """The preset's config sized for the tokenizer and the longest sequence of the run, with
-    `overrides` (config fields) applied."""
+    what the objective `needs` (the fields the config has: a sentence head, two segment types)
+    and `overrides` (config fields) applied."""
     base = preset_config(preset)
     if unknown := sorted(set(overrides or {}) - set(vars(base))):
         raise UserError(f"{preset} has no config field {unknown[0]!r}; its fields: "
                         f"{', '.join(sorted(vars(base)))}")
     sizes = {"vocab_size": tok.vocab_size, "pad_token_id": tok.pad_id,
              "max_positions": max(getattr(base, "max_positions", 0), longest),
-             "reuse_len": longest // 2}  # XLNet: half of each segment is cached memory
+             "reuse_len": longest // 2,  # XLNet: half of each segment is cached memory
+             **(needs or {})}
     sizes = {k: v for k, v in sizes.items() if hasattr(base, k)}
     return preset_config(preset, **{**sizes, **(overrides or {})})
 
 
 def pretrain(args: PretrainArgs) -> list[dict[str, Any]]:
-    """Pretrain `args.model` with its objective; returns the logged records. Sentence-pair
-    corpora (`seq2seq`) go through `plmkit.seq2seq.train_seq2seq`."""
+    """Pretrain `args.model` with its objective; returns the logged records.
+
+    Nothing is written into `args.out` before every check has passed: the options, the
+    directory (`plmkit.outputs.claim`), and on `--resume` that the run's options, tokenizer and
+    prepared data are the ones given. A failure while setting up restores what was there.
+    """
+    check_args(args)
+    existing = claim(args.out, "pretrain", overwrite=args.overwrite, resume=args.resume)
+    if args.resume and not existing:
+        raise UserError(f"--out {args.out}: no run to resume")
+    if args.resume:
+        check_resume(args)
+    created = not args.out.exists()
+    clean_temporaries(args.out)  # of a run killed while saving
+    try:
+        with keep_until_done(args.out, replace=existing and not args.resume):
+            trainer = setup(args)
+            if not args.resume:
+                write_record(args, trainer)
+    except BaseException:
+        if created:  # a failed start leaves no half-made run directory behind
+            shutil.rmtree(args.out, ignore_errors=True)
+        raise
+    return trainer.train(resume=args.resume)
+
+
+def setup(args: PretrainArgs) -> Trainer:
+    """The run's trainer; sentence-pair corpora (`seq2seq`) through `plmkit.seq2seq`."""
     family = get_family(preset_config(args.model).family)
     if (args.objective or family.default_objective) == "seq2seq":
         if distributed.init().world > 1 or args.fsdp:
             raise UserError("--objective seq2seq runs on one process (no torchrun, no --fsdp)")
-        from plmkit.seq2seq import train_seq2seq
+        from plmkit.seq2seq import seq2seq_trainer
 
-        return train_seq2seq(args)
-    fresh = not args.out.exists()
+        return seq2seq_trainer(args)
+    return trainer_for(args)
+
+
+def check_args(args: PretrainArgs) -> None:
+    """Refuse numbers that cannot make a run, each in one line naming its option."""
+    positive = {"steps": args.steps, "batch-size": args.batch_size, "seq-len": args.seq_len,
+                "vocab-size": args.vocab_size, "grad-accum": args.grad_accum,
+                "log-every": args.log_every, "eval-batches": args.eval_batches}
+    for name, value in positive.items():
+        if value is not None and value < 1:
+            raise UserError(f"--{name} must be a positive number, not {value}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise UserError(f"--lr must be a positive finite number, not {args.lr}")
+    at_least_0 = {"warmup": args.warmup, "max-bad-steps": args.max_bad_steps,
+                  "save-every": args.save_every, "eval-every": args.eval_every}  # 0: at the end
+    for name, value in at_least_0.items():
+        if value is not None and value < 0:
+            raise UserError(f"--{name} must be >= 0, not {value}")
+    if args.max_ngram is not None and args.max_ngram < 1:
+        raise UserError(f"--max-ngram must be >= 1, not {args.max_ngram}")
+    if args.spike_rollback is not None and not args.spike_rollback > 1:
+        raise UserError(f"--spike-rollback must be a factor > 1, not {args.spike_rollback}")
+    if args.seq_len < MIN_SEQ_LEN:
+        raise UserError(f"--seq-len {args.seq_len}: below the minimum of {MIN_SEQ_LEN}")
+    base = preset_config(args.model)
+    positions = args.overrides.get("max_positions", getattr(base, "max_positions", None))
+    if positions is not None and args.seq_len > positions:
+        raise UserError(f"--seq-len {args.seq_len}: {args.model} has {positions} positions "
+                        f"(more with --model {args.model}::max_positions={args.seq_len})")
+
+
+def _record_args(args: PretrainArgs) -> dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(args), default=str))
+
+
+def write_record(args: PretrainArgs, trainer: Trainer) -> None:
+    """`run.json`: what `--resume` checks against, and the `.plmkit` marker of the run."""
+    if not trainer.dist.is_main:
+        return
+    record = {"args": _record_args(args), "corpus": source_info(args.corpus),
+              "tokenizer": fingerprint(Tokenizer.load(args.out / TOKENIZER_DIR)),
+              "config": dataclasses.asdict(trainer.model.config)}
+    (args.out / RUN_RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n")
+    fix_modes(args.out / RUN_RECORD)
+    mark(args.out, "pretrain")
+
+
+def check_resume(args: PretrainArgs) -> None:
+    """Refuse a `--resume` whose options, tokenizer or corpus differ from the run's."""
+    path = args.out / RUN_RECORD
     try:
-        trainer = trainer_for(args)
-    except UserError:
-        if fresh:  # a bad input leaves no half-made run directory behind
-            shutil.rmtree(args.out, ignore_errors=True)
-        raise
-    return trainer.train(resume=args.resume)
+        record = json.loads(path.read_text())
+        saved = record["args"]
+        tok = Tokenizer.load(args.out / TOKENIZER_DIR)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path}: cannot read the run's record ({e}); not resumable") from None
+    if fingerprint(tok) != record.get("tokenizer"):
+        raise UserError(f"{args.out / TOKENIZER_DIR}: not the tokenizer the run was trained with")
+    tokenizer_for(args, "")  # a --tokenizer must be the run's
+    given = _record_args(args)
+    for name, value in given.items():
+        if name not in RESUMABLE_CHANGES and saved.get(name) != value:
+            flag = "--" + name.replace("_", "-")
+            raise UserError(f"{flag} {_show(value)} differs from the run's "
+                            f"{_show(saved.get(name))} ({path}); resume with the run's options "
+                            "or use another --out")
+    if source_info(args.corpus) != record.get("corpus"):
+        raise UserError(f"--corpus {_show(args.corpus)}: changed since the run started (size or "
+                        f"time in {path}); resume on the same files or use another --out")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(map(str, value)) or "(none)"
+    return str(value)
 
 
 def trainer_for(args: PretrainArgs) -> Trainer:
@@ -181,7 +288,8 @@ def trainer_for(args: PretrainArgs) -> Trainer:
         corpus = prepare(args.corpus, tok, args.out / "data", args.bad_utf8)
         held = args.heldout and prepare(args.heldout, tok, args.out / "data-heldout",
                                         args.bad_utf8)
-    config = model_config(args.model, tok, longest, args.overrides)
+    config = model_config(args.model, tok, longest, args.overrides,
+                          getattr(objective, "model_needs", None))
     options = data_options(args, family)
     heldout = None
     if held:

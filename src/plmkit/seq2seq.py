@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import sacrebleu
 import torch
@@ -51,9 +51,9 @@ def seq2seq_tokenizer(args: PretrainArgs, pairs: Sequence[Pair]) -> Tokenizer:
     return tok
 
 
-def train_seq2seq(args: PretrainArgs, lr_scale: float = 1.0) -> list[dict[str, Any]]:
-    """Train `args.model` (an encoder-decoder preset) on the pairs of `args.corpus`; `args.lr`
-    is not used: the schedule gives the learning rate, times `lr_scale`. Returns the logs."""
+def seq2seq_trainer(args: PretrainArgs, lr_scale: float = 1.0) -> Trainer:
+    """A trainer of `args.model` (an encoder-decoder preset) on the pairs of `args.corpus`;
+    `args.lr` is not used: the schedule gives the learning rate, times `lr_scale`."""
     family = get_family(preset_config(args.model).family)
     if family.default_objective != "seq2seq":
         raise UserError(f"--objective seq2seq needs an encoder-decoder model, not {args.model}")
@@ -80,9 +80,8 @@ def train_seq2seq(args: PretrainArgs, lr_scale: float = 1.0) -> list[dict[str, A
         grad_accum=args.grad_accum, **family.optim_defaults,
     )
     seed_all(args.seed)
-    trainer = Trainer(build(config), objective, train, train_config, eval_data=heldout,
-                      schedule=inverse_sqrt(config.hidden_size, warmup), evaluator=evaluator)
-    return trainer.train(resume=args.resume)
+    return Trainer(build(config), objective, train, train_config, eval_data=heldout,
+                   schedule=inverse_sqrt(config.hidden_size, warmup), evaluator=evaluator)
 
 
 def bleu_evaluator(tok: Tokenizer, pairs: Sequence[Pair]) -> Callable[[nn.Module], dict]:

@@ -117,6 +117,8 @@ def _check_file(path: Path) -> None:
         raise UserError(f"{path}: no such file")
     if path.is_dir():
         raise UserError(f"{path}: is a directory, not a corpus file")
+    if not path.is_file():
+        raise UserError(f"{path}: not a regular file (a FIFO, socket or device), not a corpus")
     with open(path, "rb") as f:
         head = f.read(SNIFF_BYTES)
     decoded = codecs.getincrementaldecoder("utf-8")("replace").decode(head, final=False)
@@ -188,7 +190,7 @@ def _json_text(line: str, loc: str, text_field: str) -> str:
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
-        raise UserError(f"{loc}: invalid JSON ({e.msg} at column {e.colno})") from None
+        raise UserError(f"{loc}: invalid JSON, {e.msg.lower()} at column {e.colno}") from None
     if not isinstance(obj, dict):
         raise UserError(f"{loc}: expected a JSON object, got {type(obj).__name__}")
     if text_field not in obj:

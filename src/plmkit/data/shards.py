@@ -30,6 +30,7 @@ import numpy as np
 
 from plmkit.data.corpus import BadUtf8, CorpusStats, read_documents
 from plmkit.errors import UserError
+from plmkit.outputs import fix_modes
 
 FORMAT = "plmkit-token-shards"
 VERSION = 1
@@ -341,6 +342,7 @@ def _write_meta(directory: Path, meta: dict[str, Any]) -> None:
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
     """Rename ``tmp`` to ``out``, replacing an earlier prepared corpus (never other data)."""
+    fix_modes(tmp)
     if not out.exists():
         os.rename(tmp, out)
         return

@@ -31,6 +31,7 @@ from torch import nn
 
 from plmkit.errors import UserError
 from plmkit.io import NATIVE_CONFIG, WEIGHTS
+from plmkit.outputs import clean_leftovers, fix_modes, no_space_is_user_error
 
 CHECKPOINTS = "checkpoints"
 TRAINER_STATE = "trainer_state.pt"
@@ -71,6 +72,15 @@ def save_checkpoint(
     root = Path(out_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:06d}"
+    with no_space_is_user_error(root, f"the checkpoint of step {step}"):
+        _write_checkpoint(final, model, state, save_model)
+    _prune(root, keep_last)
+    return final
+
+
+def _write_checkpoint(final: Path, model: nn.Module, state: dict[str, Any],
+                      save_model: SaveModel) -> None:
+    root = final.parent
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
     try:
         save_model(model, tmp)
@@ -78,6 +88,7 @@ def save_checkpoint(
         manifest = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
                     for p in sorted(tmp.iterdir())}
         (tmp / MANIFEST).write_text(json.dumps({"files": manifest}, indent=2) + "\n")
+        fix_modes(tmp)
         _fsync_tree(tmp)
         if final.exists():  # an earlier run's checkpoint of the same step: move it aside
             final.rename(tmp.with_name(tmp.name + ".old"))
@@ -85,8 +96,6 @@ def save_checkpoint(
         _fsync(root)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    _prune(root, keep_last)
-    return final
 
 
 def verify_checkpoint(checkpoint: Path) -> str | None:
@@ -169,11 +178,24 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _prune(root: Path, keep_last: int | None) -> None:
-    """Remove leftovers of interrupted writes and checkpoints beyond the newest `keep_last`."""
+def clean_temporaries(out_dir: str | os.PathLike[str]) -> None:
+    """Remove what interrupted saves left in a run directory: hidden staging folders of the
+    model and of checkpoints (a run killed while saving)."""
+    out_dir = Path(out_dir)
+    clean_leftovers(out_dir)
+    if (out_dir / CHECKPOINTS).is_dir():
+        _remove_hidden(out_dir / CHECKPOINTS)
+
+
+def _remove_hidden(root: Path) -> None:
     for path in root.iterdir():
         if path.name.startswith("."):
             shutil.rmtree(path, ignore_errors=True)
+
+
+def _prune(root: Path, keep_last: int | None) -> None:
+    """Remove leftovers of interrupted writes and checkpoints beyond the newest `keep_last`."""
+    _remove_hidden(root)
     if keep_last is not None:
         for _, path in list_checkpoints(root.parent)[:-keep_last]:
             shutil.rmtree(path)
