@@ -5,18 +5,27 @@ from __future__ import annotations
 import json
 import re
 import warnings
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import safetensors.torch
 import torch
 from torch import Tensor, nn
 
 from plmkit.errors import UserError
+from plmkit.interop.preflight import (
+    Shapes,
+    check_fields,
+    checked_on_meta,
+    layers_held,
+    weight_shapes,
+)
 from plmkit.models.registry import FAMILIES, Family, HFSpec
 from plmkit.nn.attention import unpruned_state_dict
 
+V = TypeVar("V")
 SAFETENSORS = "model.safetensors"
 PYTORCH_BIN = "pytorch_model.bin"
 
@@ -32,7 +41,10 @@ def family_for_model_type(model_type: str | None, where: Path) -> Family:
 
 def load_hf(directory: str | Path) -> nn.Module:
     """A plmkit model holding the weights of a transformers directory (config.json plus
-    model.safetensors or pytorch_model.bin), with or without the base-model prefix and heads."""
+    model.safetensors or pytorch_model.bin), with or without the base-model prefix and heads.
+
+    The config is checked against the weight files' headers before the model is allocated
+    (`plmkit.interop.preflight`)."""
     directory = Path(directory)
     hf_config = _read_json(directory / "config.json")
     family = family_for_model_type(hf_config.get("model_type"), directory / "config.json")
@@ -42,13 +54,30 @@ def load_hf(directory: str | Path) -> nn.Module:
                                    if (directory / sub / "config.json").is_file()]
     kwargs: dict[str, Any] = {}
     for where, part in parts:
-        _merge_config(kwargs, _config_kwargs(part, _read_json(where / "config.json"), where),
-                      where)
-    model = family.model(family.config(**kwargs))
-    for where, part in parts:
-        state = _with_prefix(_read_weights(where), part)
-        model.load_state_dict(_import_state(model, state, part, where), strict=False)
+        more = _config_kwargs(part, family.config, _read_json(where / "config.json"), where)
+        _merge_config(kwargs, more, where)
+    where = directory / "config.json"
+    config = _build_config(family.config, kwargs, where)
+    shapes = {at: _with_prefix(weight_shapes(_weights_file(at)), part) for at, part in parts}
+
+    def check(meta: nn.Module) -> None:
+        for at, part in parts:
+            _plan(meta, shapes[at], part, at)
+
+    checked_on_meta(config, family.model, check, max(layers_held(s) for s in shapes.values()),
+                    str(where), spec.config)
+    model = family.model(config)
+    for at, part in parts:
+        state = _with_prefix(_read_weights(at), part)
+        model.load_state_dict(_import_state(model, state, part, at), strict=False)
     return model
+
+
+def _build_config(config_cls: type, kwargs: dict[str, Any], where: Path) -> Any:
+    try:
+        return config_cls(**kwargs)
+    except UserError as e:
+        raise UserError(f"{where}: {e}") from None
 
 
 def save_hf(model: nn.Module, directory: str | Path) -> Path:
@@ -58,7 +87,8 @@ def save_hf(model: nn.Module, directory: str | Path) -> Path:
     spec = _spec_of(model)
     directory = Path(directory)
     targets = [(directory, spec), *((directory / sub, p) for sub, p in spec.parts.items())]
-    state = unpruned_state_dict(model)  # transformers >= 5 has no pruned heads: zeros instead
+    state = {k: v for k, v in unpruned_state_dict(model).items()  # transformers >= 5 has no
+             if not k.startswith(spec.unexported)}  # pruned heads: zeros instead
     for key in state:
         if not any(_maps(s, key) for _, s in targets):  # e.g. ALBERT's partial sharing
             raise UserError(f"cannot export to Hugging Face: {key} has no name in the "
@@ -83,10 +113,12 @@ def _write_hf(spec: HFSpec, state: dict[str, Tensor], model: nn.Module, director
 
 def config_from_hf(spec: HFSpec, config_cls: type, hf: dict[str, Any], where: Path) -> Any:
     """The plmkit config for a transformers `config.json` dict."""
-    return config_cls(**_config_kwargs(spec, hf, where))
+    return _build_config(config_cls, _config_kwargs(spec, config_cls, hf, where), where)
 
 
-def _config_kwargs(spec: HFSpec, hf: dict[str, Any], where: Path) -> dict[str, Any]:
+def _config_kwargs(spec: HFSpec, config_cls: type, hf: dict[str, Any],
+                   where: Path) -> dict[str, Any]:
+    """The plmkit config fields a config.json dict gives, each of the field's type."""
     for name, value in spec.fixed.items():
         if hf.get(name, value) != value:
             raise UserError(f"{where}: {name}={hf[name]!r} is not supported (only {value!r})")
@@ -98,6 +130,7 @@ def _config_kwargs(spec: HFSpec, hf: dict[str, Any], where: Path) -> dict[str, A
             if inverse and value not in inverse:
                 raise UserError(f"{where}: {theirs}={value!r} is not supported")
             kwargs[ours] = inverse.get(value, value)
+    check_fields(config_cls, kwargs, str(where / "config.json"), spec.config)
     return kwargs
 
 
@@ -145,35 +178,62 @@ def _compiled(spec: HFSpec) -> list[tuple[re.Pattern[str], str | tuple[str, ...]
 
 def _import_state(model: nn.Module, state: dict[str, Tensor], spec: HFSpec,
                   where: Path) -> dict[str, Tensor]:
-    own = {k: v for k, v in model.state_dict().items() if _maps(spec, k)}
-    out, used, missing = {}, set(), []
-    for key, param in own.items():
-        names = [_lookup(state, spec, n) for n in hf_names(spec, key)]
-        if None in names:
-            missing.append(key)
-            continue
-        used.update(names)
-        value = torch.cat([state[n] for n in names]) if len(names) > 1 else state[names[0]]
-        if value.shape != param.shape:
-            raise UserError(f"{where}: {names[0]} has shape {tuple(value.shape)}, "
-                            f"config.json implies {tuple(param.shape)}")
-        out[key] = value.to(param.dtype)
-    _check_missing(missing, spec, where)
-    unused = sorted(set(state) - used - set(spec.ignored))
+    own = model.state_dict()
+    plan, heads = _plan(model, {k: tuple(v.shape) for k, v in state.items()}, spec, where)
+    if heads:
+        warnings.warn(f"{where}: no weights for {len(heads)} head parameters "
+                      f"({', '.join(heads[:4])}...); they keep their fresh initialisation",
+                      stacklevel=3)
+    unused = sorted(set(state) - {n for names in plan.values() for n in names}
+                    - set(spec.ignored))
     if unused:
         warnings.warn(f"{where}: ignored {len(unused)} weights: {', '.join(unused[:5])}",
                       stacklevel=3)
-    return out
+    return {key: (torch.cat([state[n] for n in names]) if len(names) > 1
+                  else state[names[0]]).to(own[key].dtype) for key, names in plan.items()}
 
 
-def _lookup(state: dict[str, Tensor], spec: HFSpec, name: str) -> str | None:
+def _plan(model: nn.Module, shapes: Shapes, spec: HFSpec,
+          where: Path) -> tuple[dict[str, list[str]], list[str]]:
+    """The HF tensor names each parameter of `model` in `spec` is read from (several are
+    concatenated on dim 0), and the head parameters the checkpoint has none for. A UserError
+    on a shape that differs or a backbone parameter that is missing. `shapes`: the checkpoint's
+    tensor shapes, so that a meta-device model is checked before the real one is built."""
+    plan, missing = {}, []
+    for key, param in model.state_dict().items():
+        if not _maps(spec, key):
+            continue
+        names = [_lookup(shapes, spec, n) for n in hf_names(spec, key)]
+        if None in names:
+            missing.append(key)
+            continue
+        shape = _concatenated([shapes[n] for n in names])  # type: ignore[index]
+        if shape != tuple(param.shape):
+            raise UserError(f"{where}: {names[0]} has shape {shapes[names[0]]}, "  # type: ignore[index]
+                            f"config.json implies {tuple(param.shape)}")
+        plan[key] = names
+    return plan, _missing_heads(missing, spec, where)  # type: ignore[return-value]
+
+
+def _concatenated(shapes: list[tuple[int, ...]]) -> tuple[int, ...] | None:
+    """The shape of the tensors of `shapes` concatenated on dim 0 (None: they do not fit)."""
+    first = shapes[0]
+    if len(shapes) == 1:
+        return first
+    if not first or any(s[1:] != first[1:] or not s for s in shapes):
+        return None
+    return (sum(s[0] for s in shapes), *first[1:])
+
+
+def _lookup(state: Mapping[str, Any], spec: HFSpec, name: str) -> str | None:
     if name in state:
         return name
     alias = spec.aliases.get(name)
     return alias if alias in state else None
 
 
-def _check_missing(missing: list[str], spec: HFSpec, where: Path) -> None:
+def _missing_heads(missing: list[str], spec: HFSpec, where: Path) -> list[str]:
+    """The head parameters among `missing`; a UserError if a backbone parameter is."""
     # the pooler counts as a head: *ForMaskedLM checkpoints (RoBERTa's) have none
     heads = [k for k in missing
              if k.startswith("pooler.") or not hf_names(spec, k)[0].startswith(spec.base_prefix)]
@@ -181,28 +241,29 @@ def _check_missing(missing: list[str], spec: HFSpec, where: Path) -> None:
     if backbone:
         raise UserError(f"{where}: not a complete {spec.model_type} checkpoint; "
                         f"missing {hf_names(spec, backbone[0])[0]} and {len(backbone) - 1} more")
-    if heads:
-        warnings.warn(f"{where}: no weights for {len(heads)} head parameters "
-                      f"({', '.join(heads[:4])}...); they keep their fresh initialisation",
-                      stacklevel=3)
+    return heads
 
 
-def _with_prefix(state: dict[str, Tensor], spec: HFSpec) -> dict[str, Tensor]:
+def _with_prefix(state: dict[str, V], spec: HFSpec) -> dict[str, V]:
     """Give a base-model checkpoint (no `bert.` prefix) the prefixed *ForPreTraining names."""
     if any(k.startswith(spec.base_prefix) for k in state):
         return state
     return {spec.base_prefix + k: v for k, v in state.items()}
 
 
-def _read_weights(directory: Path) -> dict[str, Tensor]:
-    if (directory / SAFETENSORS).is_file():
-        return safetensors.torch.load_file(str(directory / SAFETENSORS))
-    if (directory / PYTORCH_BIN).is_file():
-        try:
-            return torch.load(directory / PYTORCH_BIN, map_location="cpu", weights_only=True)
-        except Exception as e:  # a pickle with code, a truncated file
-            raise UserError(f"{directory / PYTORCH_BIN}: cannot read weights ({e})") from None
+def _weights_file(directory: Path) -> Path:
+    for name in (SAFETENSORS, PYTORCH_BIN):
+        if (directory / name).is_file():
+            return directory / name
     raise UserError(f"{directory}: no {SAFETENSORS} or {PYTORCH_BIN}")
+
+
+def _read_weights(directory: Path) -> dict[str, Tensor]:
+    """The tensors of a directory's weight file (`weight_shapes` has read it once already)."""
+    path = _weights_file(directory)
+    if path.name == SAFETENSORS:
+        return safetensors.torch.load_file(str(path))
+    return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
