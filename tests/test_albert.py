@@ -59,7 +59,7 @@ def compare(ours: Albert, theirs: transformers.AlbertForPreTraining) -> None:
                                    atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(ours.mlm_logits(out.last_hidden_state)[keep],
                                    ref.prediction_logits[keep], atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(ours.sop_logits(out.pooler_output), ref.sop_logits,
+        torch.testing.assert_close(ours.sentence_logits(out.pooler_output), ref.sop_logits,
                                    atol=1e-5, rtol=1e-5)
 
 

@@ -48,7 +48,7 @@ def compare(ours: Bert, theirs: transformers.BertForPreTraining) -> None:
                                    atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(ours.mlm_logits(out.last_hidden_state)[keep],
                                    ref.prediction_logits[keep], atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(ours.nsp_logits(out.pooler_output),
+        torch.testing.assert_close(ours.sentence_logits(out.pooler_output),
                                    ref.seq_relationship_logits, atol=1e-5, rtol=1e-5)
 
 

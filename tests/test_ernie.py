@@ -200,7 +200,8 @@ def assert_same(ours: Ernie, theirs: transformers.ErnieForPreTraining) -> None:
     torch.testing.assert_close(out.last_hidden_state[keep], ref.hidden_states[-1][keep], **close)
     torch.testing.assert_close(ours.mlm_logits(out.last_hidden_state)[keep],
                                ref.prediction_logits[keep], **close)
-    torch.testing.assert_close(ours.nsp_logits(out.pooler_output), ref.seq_relationship_logits,
+    torch.testing.assert_close(ours.sentence_logits(out.pooler_output),
+                               ref.seq_relationship_logits,
                                **close)
 
 

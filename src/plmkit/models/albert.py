@@ -8,7 +8,8 @@ Representations"): BERT's encoder with two parameter reductions and a better sen
   layers (the released models), "attention" / "ffn" share only that sublayer, "none" shares
   nothing. Layers can also come in `num_groups` contiguous runs that each share a block
   (transformers' `num_hidden_groups`); "none" is one group per layer.
-- Sentence-order prediction (section 3.2) on the pooled [CLS]: `objectives/sop.py`.
+- Sentence-order prediction (section 3.2) on the pooled [CLS]: `objectives/sop.py`; the same
+  sentence head takes next-sentence prediction (`mlm+nsp`, the ablation of Table 5).
 
 No dropout (the v2 models, section 4.8), GELU with the tanh approximation ("gelu_new")."""
 
@@ -30,7 +31,7 @@ from plmkit.nn.encoder import (
     block,
     init_weights,
 )
-from plmkit.nn.heads import MaskedLMHead
+from plmkit.nn.heads import MaskedLMHead, SentenceHead
 from plmkit.nn.masks import Unpadded, over_real_tokens
 
 Sharing = Literal["all", "attention", "ffn", "none"]
@@ -137,7 +138,8 @@ class AlbertEncoder(nn.Module):
 
 
 class Albert(nn.Module):
-    """Encoder + pooler + MLM head (H -> E, tied to the E-sized token embedding) + SOP head."""
+    """Encoder + pooler + MLM head (H -> E, tied to the E-sized token embedding) + sentence
+    head (SOP by default, NSP with `mlm+nsp`)."""
 
     def __init__(self, config: AlbertConfig):
         super().__init__()
@@ -147,7 +149,7 @@ class Albert(nn.Module):
         self.encoder = AlbertEncoder(config)
         self.pooler = Pooler(h)
         self.mlm = MaskedLMHead(h, e, config.vocab_size, config.activation, config.layer_norm_eps)
-        self.sop = nn.Linear(h, 2)
+        self.sop = SentenceHead(h)
         init_weights(self, config.initializer_range)
 
     def forward(
@@ -164,8 +166,9 @@ class Albert(nn.Module):
         """hidden: (B, S, H), positions: (B, P) -> (B, P, V); all positions when None."""
         return self.mlm(hidden, self.encoder.embeddings.tokens.weight, positions)
 
-    def sop_logits(self, pooled: Tensor) -> Tensor:
-        """pooled: (B, H) -> (B, 2); class 0 = segments in order, 1 = swapped."""
+    def sentence_logits(self, pooled: Tensor) -> Tensor:
+        """pooled: (B, H) -> (B, 2); class 0 = segments in order (B follows A), 1 = swapped
+        (B is random)."""
         return self.sop(pooled)
 
 

@@ -1,5 +1,6 @@
 """BERT (Devlin et al. 2019): a post-LN bidirectional encoder pretrained with masked-LM and
-next-sentence prediction. Pooler on [CLS], MLM head tied to the token embedding, NSP head."""
+next-sentence prediction. Pooler on [CLS], MLM head tied to the token embedding, and the
+two-way sentence head (NSP by default; `mlm+sop` trains it on sentence order)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from plmkit.nn.encoder import (
     encoder_hf_keys,
     init_weights,
 )
-from plmkit.nn.heads import MaskedLMHead
+from plmkit.nn.heads import MaskedLMHead, SentenceHead
 
 
 @dataclass
@@ -44,8 +45,8 @@ PRESETS = {
 
 
 class Bert(nn.Module):
-    """Encoder + pooler + MLM and NSP heads; `forward` returns the encoder outputs and the
-    objectives call `mlm_logits` / `nsp_logits` on them."""
+    """Encoder + pooler + MLM and sentence heads; `forward` returns the encoder outputs and
+    the objectives call `mlm_logits` / `sentence_logits` on them."""
 
     def __init__(self, config: EncoderConfig):
         super().__init__()
@@ -55,7 +56,7 @@ class Bert(nn.Module):
         self.pooler = Pooler(h)
         e = config.embedding_size or h
         self.mlm = MaskedLMHead(h, e, config.vocab_size, config.activation, config.layer_norm_eps)
-        self.nsp = nn.Linear(h, 2)
+        self.nsp = SentenceHead(h)
         init_weights(self, config.initializer_range)
 
     def forward(
@@ -72,14 +73,15 @@ class Bert(nn.Module):
         """hidden: (B, S, H), positions: (B, P) -> (B, P, V); all positions when None."""
         return self.mlm(hidden, self.encoder.embeddings.tokens.weight, positions)
 
-    def nsp_logits(self, pooled: Tensor) -> Tensor:
-        """pooled: (B, H) -> (B, 2); class 0 = B follows A, 1 = B is random."""
+    def sentence_logits(self, pooled: Tensor) -> Tensor:
+        """pooled: (B, H) -> (B, 2); class 0 = B follows A (in order, real), 1 = random
+        (swapped, fake)."""
         return self.nsp(pooled)
 
 
 def pretraining_hf_keys(base: str) -> dict[str, str]:
     """plmkit -> transformers keys of a model laid out as BertForPreTraining: the encoder and
-    pooler under `base`, the MLM and two-way heads under `cls.`."""
+    pooler under `base`, the MLM and sentence heads under `cls.`."""
     return {
         **encoder_hf_keys("encoder.", base),
         "pooler.dense.{p}": base + "pooler.dense.{p}",

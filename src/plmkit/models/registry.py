@@ -32,6 +32,9 @@ class HFSpec:
     ignored: tuple[str, ...] = ()  # HF names with nothing to load (tied copies, buffers)
     value_maps: dict[str, dict[Any, Any]] = field(default_factory=dict)  # field -> {ours: HF}
     fixed: dict[str, Any] = field(default_factory=dict)  # HF fields we write and require
+    # plmkit parameter prefixes the HF class has no place for, left out of an export
+    # (RoBERTa's optional sentence head: RobertaForMaskedLM has none)
+    unexported: tuple[str, ...] = ()
     # further HF models inside the same plmkit model, each in a subdirectory (ELECTRA's
     # generator); `keys` of each spec name the plmkit parameters it owns
     parts: dict[str, HFSpec] = field(default_factory=dict)

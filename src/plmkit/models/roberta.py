@@ -2,7 +2,10 @@
 encoder, trained longer on more data with dynamic masking, no NSP, FULL-SENTENCES inputs and a
 byte-level BPE vocabulary. What differs in the model itself: one segment type, LayerNorm eps
 1e-5, and learned positions that start past the padding index (as the released fairseq
-checkpoints number them), so the position table has 2 more rows (514 for 512 tokens)."""
+checkpoints number them), so the position table has 2 more rows (514 for 512 tokens).
+
+`sentence_head` adds BERT's two-way [CLS] classifier for the paper's SEGMENT-PAIR+NSP ablation
+(section 4.2, Table 2); `mlm+nsp` / `mlm+sop` turn it on, with a second segment type."""
 
 from __future__ import annotations
 
@@ -21,13 +24,14 @@ from plmkit.nn.encoder import (
     encoder_hf_keys,
     init_weights,
 )
-from plmkit.nn.heads import MaskedLMHead
+from plmkit.nn.heads import MaskedLMHead, SentenceHead
 
 
 @dataclass
 class RobertaConfig(EncoderConfig):
     """RoBERTa-base by default: BERT-base's shape, vocabulary 50,265 (GPT-2 byte-level BPE),
-    514 positions, one segment type, LayerNorm eps 1e-5, <pad> = 1 (fairseq's dictionary)."""
+    514 positions, one segment type, LayerNorm eps 1e-5, <pad> = 1 (fairseq's dictionary);
+    no sentence head unless `sentence_head` (the NSP ablation)."""
 
     family: str = "roberta"
     vocab_size: int = 50265
@@ -35,6 +39,7 @@ class RobertaConfig(EncoderConfig):
     type_vocab_size: int = 1
     layer_norm_eps: float = 1e-5
     pad_token_id: int = 1
+    sentence_head: bool = False
 
 
 def _size(layers: int, hidden: int) -> dict[str, int]:
@@ -60,7 +65,8 @@ def position_ids(input_ids: Tensor, pad_token_id: int) -> Tensor:
 
 
 class Roberta(nn.Module):
-    """Encoder + pooler + the MLM head (lm_head: dense -> GELU -> LayerNorm -> tied decoder)."""
+    """Encoder + pooler + the MLM head (lm_head: dense -> GELU -> LayerNorm -> tied decoder),
+    and the sentence head when the config asks for it."""
 
     def __init__(self, config: RobertaConfig):
         super().__init__()
@@ -69,6 +75,7 @@ class Roberta(nn.Module):
         self.encoder = Encoder(config)
         self.pooler = Pooler(h)
         self.mlm = MaskedLMHead(h, h, config.vocab_size, config.activation, config.layer_norm_eps)
+        self.nsp = SentenceHead(h) if config.sentence_head else None
         init_weights(self, config.initializer_range)
 
     def forward(
@@ -89,6 +96,12 @@ class Roberta(nn.Module):
     def mlm_logits(self, hidden: Tensor, positions: Tensor | None = None) -> Tensor:
         """hidden: (B, S, H), positions: (B, P) -> (B, P, V); all positions when None."""
         return self.mlm(hidden, self.encoder.embeddings.tokens.weight, positions)
+
+    def sentence_logits(self, pooled: Tensor) -> Tensor:
+        """pooled: (B, H) -> (B, 2); class 0 = B follows A, 1 = B is random (or swapped)."""
+        if self.nsp is None:
+            raise UserError("this RoBERTa model has no sentence head (config sentence_head)")
+        return self.nsp(pooled)
 
 
 HF_KEYS = {
@@ -119,5 +132,6 @@ FAMILY = register(Family(
                  "roberta.embeddings.position_ids", "roberta.embeddings.token_type_ids"),
         value_maps={"activation": {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}},
         fixed={"position_embedding_type": "absolute"},
+        unexported=("nsp.",),
     ),
 ))

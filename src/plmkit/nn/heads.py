@@ -1,4 +1,5 @@
-"""Output heads shared by several models: the masked-LM head over a tied vocabulary matrix."""
+"""Output heads shared by several models: the masked-LM head over a tied vocabulary matrix, and
+the two-way sentence head on the pooled [CLS]."""
 
 from __future__ import annotations
 
@@ -36,3 +37,13 @@ def gather_positions(hidden: Tensor, positions: Tensor) -> Tensor:
     """hidden: (B, S, H), positions: (B, P) int64 -> (B, P, H)."""
     index = positions[..., None].expand(-1, -1, hidden.shape[-1])
     return hidden.gather(1, index)
+
+
+class SentenceHead(nn.Linear):
+    """The two-way classifier on the pooled [CLS] of a BERT-layout model, whichever sentence
+    task trains it: next sentence (BERT), sentence order (ALBERT) or real / fake dialogue
+    (ERNIE's DLM). Class 0: the pair is as the text has it; 1: random, swapped or fake."""
+
+    def __init__(self, hidden: int):
+        super().__init__(hidden, 2)
+

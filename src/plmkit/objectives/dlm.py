@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plmkit.data.batches import Batches
@@ -25,6 +24,7 @@ from plmkit.data.options import DataOptions, max_predictions
 from plmkit.data.shards import ShardedCorpus
 from plmkit.objectives.masking import MaskingSpec, mask_units, word_starts
 from plmkit.objectives.mlm import Batch, encode, mlm_loss
+from plmkit.objectives.nsp import sentence_loss
 
 FAKE_PROB = 0.5  # half real, half fake dialogues
 FIELDS = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
@@ -105,15 +105,6 @@ class DialogueStream:
         return {k: torch.from_numpy(np.stack([x[k] for x in instances])) for k in FIELDS}
 
 
-def dialogue_loss(model: nn.Module, pooled: Tensor, labels: Tensor
-                  ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Cross entropy of the real (0) / fake (1) classifier on [CLS] and its accuracy."""
-    logits = model.nsp_logits(pooled)  # (B, 2)
-    loss = F.cross_entropy(logits.float(), labels)
-    accuracy = (logits.argmax(-1) == labels).float().mean()
-    return loss, {"dlm_loss": loss.detach(), "dlm_accuracy": accuracy.detach()}
-
-
 class DialogueLM:
     """The `dlm` objective: masked-LM over the dialogue + real / fake dialogue."""
 
@@ -132,5 +123,5 @@ class DialogueLM:
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         out = encode(model, batch)
         mlm, m1 = mlm_loss(model, out.last_hidden_state, batch)
-        dlm, m2 = dialogue_loss(model, out.pooler_output, batch["next_sentence_labels"])
+        dlm, m2 = sentence_loss(model, out.pooler_output, batch["next_sentence_labels"], "dlm")
         return mlm + dlm, {**m1, **m2}

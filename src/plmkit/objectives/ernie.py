@@ -2,7 +2,7 @@
 in three stages (`stages`): basic (a Chinese character or an English word), phrase (a whole
 segmented word or phrase) and entity (a whole person, place or organization name). Each stage
 keeps BERT's 15% budget; 80/10/10 is drawn once per unit (`masking.mask_units`). As the
-released ERNIE 1.0 pretraining, next-sentence prediction is trained alongside (`nsp_loss`).
+released ERNIE 1.0 pretraining, next-sentence prediction is trained alongside (`sentence_loss`).
 
 The units come from the corpus text (`data/ernie.py`); instances are BERT's segment pairs."""
 
@@ -27,7 +27,7 @@ from plmkit.data.shards import ShardedCorpus
 from plmkit.errors import UserError
 from plmkit.objectives.masking import LEVELS, Level, mask_units, unit_starts, word_starts
 from plmkit.objectives.mlm import Batch, encode, mlm_loss
-from plmkit.objectives.nsp import nsp_loss
+from plmkit.objectives.nsp import sentence_loss
 
 
 class KnowledgeMaskingStream(BertPretrainingStream):
@@ -72,5 +72,5 @@ class KnowledgeMasking:
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         out = encode(model, batch)
         mlm, m1 = mlm_loss(model, out.last_hidden_state, batch)
-        nsp, m2 = nsp_loss(model, out.pooler_output, batch["next_sentence_labels"])
+        nsp, m2 = sentence_loss(model, out.pooler_output, batch["next_sentence_labels"], "nsp")
         return mlm + nsp, {**m1, **m2}
