@@ -704,7 +704,9 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated held-out files, evaluated every --eval-every steps")
     p.add_argument("--eval-batches", type=int, default=20)
     p.add_argument("--tokenizer", type=Path, help="tokenizer directory (default: train one)")
-    p.add_argument("--vocab-size", type=int, default=30522, help="when training a tokenizer")
+    p.add_argument("--vocab-size", type=int, default=None,
+                   help="when training a tokenizer (default: the family's: BERT 30522, RoBERTa "
+                        "50265, ALBERT 30000, ERNIE 18000, XLNet 32000)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
@@ -721,6 +723,9 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
                    help="BERT segments, or RoBERTa packing (default: the model's)")
     p.add_argument("--max-ngram", type=int,
                    help="mask n-grams up to this length, p(n) ~ 1/n (ALBERT: 3)")
+    p.add_argument("--dupe-factor", type=int, metavar="N",
+                   help="static masking: N masked copies of the data, epoch e using copy e %% N "
+                        "(default 10, as BERT)")
     p.add_argument("--entities", type=Path, metavar="FILE",
                    help="ernie: entity names (one a line) masked whole, besides People's Daily's")
     p.add_argument("--long-fraction", type=float, default=0.0,

@@ -44,7 +44,7 @@ class PretrainArgs:
     objective: str | None = None
     steps: int = 1000
     tokenizer: Path | None = None
-    vocab_size: int = 30522
+    vocab_size: int | None = None  # None: the family's (`tokenizer_vocab_size`)
     batch_size: int = 32
     seq_len: int = 128
     seed: int = 0
@@ -57,6 +57,7 @@ class PretrainArgs:
     masking: str | None = None  # None: the family's default (also below)
     input_format: str | None = None
     max_ngram: int | None = None
+    dupe_factor: int | None = None  # static masking's copies (None: 10, as BERT)
     entities: Path | None = None  # ernie: extra entity names, one a line
     whole_word: bool = False
     long_fraction: float = 0.0
@@ -98,7 +99,7 @@ def tokenizer_for(args: PretrainArgs, kind: str) -> Tokenizer:
         stats = CorpusStats()
         texts = (s for d in read_documents(args.corpus, bad_utf8=args.bad_utf8, stats=stats)
                  for s in d)
-        tok = train_tokenizer(kind, texts, args.vocab_size)
+        tok = train_tokenizer(kind, texts, tokenizer_vocab_size(args))
         for message in stats.messages():
             print(message)
         print(f"trained a {kind} tokenizer of {tok.vocab_size} tokens on the corpus")
@@ -116,10 +117,17 @@ def prepare(corpus: list[Path], tokenizer: Path | Tokenizer, out: Path,
     return shards
 
 
+def tokenizer_vocab_size(args: PretrainArgs) -> int:
+    """--vocab-size, else the family's own: its config's vocabulary size (BERT 30,522 WordPiece,
+    RoBERTa 50,265 byte-level BPE, ALBERT 30,000 SentencePiece, ERNIE 18,000 characters)."""
+    return args.vocab_size or preset_config(args.model).vocab_size
+
+
 def data_options(args: PretrainArgs, family: Family) -> DataOptions:
     """The batch options: the user's, else the family's pretraining defaults, else BERT's."""
     given = {"masking": args.masking, "whole_word": args.whole_word or None,
              "input_format": args.input_format, "max_ngram": args.max_ngram,
+             "dupe_factor": args.dupe_factor,
              "entities": str(args.entities) if args.entities else None}
     given = {k: v for k, v in given.items() if v is not None}
     preset = preset_config(args.model)
@@ -207,7 +215,8 @@ def check_args(args: PretrainArgs) -> None:
     """Refuse numbers that cannot make a run, each in one line naming its option."""
     positive = {"steps": args.steps, "batch-size": args.batch_size, "seq-len": args.seq_len,
                 "vocab-size": args.vocab_size, "grad-accum": args.grad_accum,
-                "log-every": args.log_every, "eval-batches": args.eval_batches}
+                "log-every": args.log_every, "eval-batches": args.eval_batches,
+                "dupe-factor": args.dupe_factor}
     for name, value in positive.items():
         if value is not None and value < 1:
             raise UserError(f"--{name} must be a positive number, not {value}")

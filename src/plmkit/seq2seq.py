@@ -25,7 +25,7 @@ from plmkit.generate import BEAM, MAX_EXTRA, beam_search, greedy
 from plmkit.io import load_model
 from plmkit.models import build, get_family, preset_config
 from plmkit.objectives.seq2seq import Seq2Seq
-from plmkit.pipeline import TOKENIZER_DIR, PretrainArgs
+from plmkit.pipeline import TOKENIZER_DIR, PretrainArgs, tokenizer_vocab_size
 from plmkit.tokenizers import Tokenizer, train_tokenizer
 from plmkit.training import TrainConfig, Trainer
 from plmkit.training.checkpoint import seed_all
@@ -45,7 +45,7 @@ def seq2seq_tokenizer(args: PretrainArgs, pairs: Sequence[Pair]) -> Tokenizer:
         tok = Tokenizer.load(args.tokenizer)
     else:
         texts = (text for pair in pairs for text in pair)
-        tok = train_tokenizer("bpe", texts, args.vocab_size, lowercase=False)
+        tok = train_tokenizer("bpe", texts, tokenizer_vocab_size(args), lowercase=False)
         print(f"trained a joint bpe tokenizer of {tok.vocab_size} tokens on the pairs")
     tok.save(saved)
     return tok

@@ -1,0 +1,51 @@
+"""Data options reachable from the command line: --dupe-factor, and each family's own tokenizer
+vocabulary size when --vocab-size is not given."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from plmkit.cli import main, parser
+from plmkit.compare import parse_entry
+from plmkit.pipeline import PretrainArgs, tokenizer_vocab_size, trainer_for
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory, tweets: list[str]) -> Path:
+    path = tmp_path_factory.mktemp("options") / "train.txt"
+    path.write_text("\n\n".join("\n".join(tweets[i:i + 8]) for i in range(0, 400, 8)) + "\n")
+    return path
+
+
+def pretrain_args(*extra: str) -> PretrainArgs:
+    args = vars(parser().parse_args(["pretrain", "--corpus", "c.txt", "--out", "o", *extra]))
+    return PretrainArgs(**{k: v for k, v in args.items() if k not in ("handler", "command")})
+
+
+def test_dupe_factor_reaches_the_instance_stream(corpus: Path, tmp_path: Path) -> None:
+    args = pretrain_args("--model", "bert-tiny", "--dupe-factor", "3", "--vocab-size", "500")
+    assert args.dupe_factor == 3
+    args.corpus, args.out, args.progress = [corpus], tmp_path / "run", False
+    trainer = trainer_for(args)
+    assert trainer.phases[0].source.stream.config.dupe_factor == 3
+    assert parse_entry("bert-tiny:mlm:dupe_factor=3").options == {"dupe_factor": 3}  # compare
+
+
+def test_dupe_factor_below_one_is_one_line_exit_2(corpus: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["pretrain", "--model", "bert-tiny", "--corpus", str(corpus), "--out",
+                 str(tmp_path / "run"), "--dupe-factor", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--dupe-factor must be a positive" in err
+
+
+@pytest.mark.parametrize(("model", "size"), [("bert-tiny", 30522), ("roberta-tiny", 50265),
+                                             ("albert-tiny", 30000), ("ernie-tiny", 18000),
+                                             ("xlnet-tiny", 32000)])
+def test_each_family_trains_its_own_vocabulary_size_by_default(model: str, size: int) -> None:
+    assert tokenizer_vocab_size(pretrain_args("--model", model)) == size
+    assert tokenizer_vocab_size(pretrain_args("--model", model, "--vocab-size", "900")) == 900
