@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import http.client
 import json
+import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +24,7 @@ import numpy as np
 import pytest
 
 import plmkit
+from plmkit.cli import main
 from plmkit.fill_mask import fill_mask
 from plmkit.io import save_model
 from plmkit.serve import MAX_BODY, Server, make_server
@@ -173,6 +177,8 @@ def test_concurrent_requests_are_batched_and_answered_correctly(server: Server,
     (json.dumps({"texts": ["ok"], "extra": 1}).encode(), 422, "unknown field"),
     (json.dumps({"texts": ["ok"], "pooling": "max"}).encode(), 422, "pooling"),
     (json.dumps({"texts": ["x"] * 65}).encode(), 422, "at most 64"),
+    (b"[" * 100_000, 400, "nested too deeply"),  # a RecursionError in the parser
+    (b'{"texts": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", 400, "nested too deeply"),
 ])
 def test_bad_embed_requests_get_4xx(server: Server, body: bytes, status: int,
                                     needle: str) -> None:
@@ -230,9 +236,10 @@ def test_demo_page_in_a_headless_browser(server: Server) -> None:
     assert dom.count('<li class="mask">') == 1  # the demo request ran in the browser
 
 
-def test_plmkit_serve_command(classifier: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_plmkit_serve_command(classifier: Path, signum: signal.Signals) -> None:
     """`plmkit serve --port 0` listens on a free port of 127.0.0.1, says which, answers, and
-    stops on SIGINT."""
+    stops on SIGINT (Ctrl-C) or SIGTERM with one line and exit code 128 + the signal."""
     # A shell starts background jobs with SIGINT ignored, and an ignored signal stays ignored
     # through exec; a handler does not: the server gets Python's own, as from a terminal.
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -252,8 +259,116 @@ def test_plmkit_serve_command(classifier: Path) -> None:
         assert response.status == 200 and len(json.loads(response.read())["labels"]) == 1
         conn.close()
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         try:
-            assert proc.wait(timeout=60) == 130
+            assert proc.wait(timeout=60) == 128 + signum
         finally:
             proc.kill()  # no server left behind if it did not stop
+    assert proc.stderr.read().splitlines()[-1] == (
+        f"plmkit: interrupted: {signum.name}: stopped serving on http://127.0.0.1:{port}/")
+
+
+def test_64_concurrent_clients_are_all_answered(server: Server) -> None:
+    """64 clients that connect at once, a few requests each: no connection refused or reset
+    (a listen backlog of 5 overflowed under 32)."""
+    clients, rounds = 64, 3
+    barrier = threading.Barrier(clients)
+    statuses: list[int] = []
+    failures: list[BaseException] = []
+
+    def client(i: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            for r in range(rounds):
+                if r % 2:
+                    statuses.append(request(server, "GET", "/health")[0])
+                else:
+                    statuses.append(request(server, "POST", "/v1/embed",
+                                            {"texts": [TEXTS[i % len(TEXTS)]]})[0])
+        except Exception as e:  # every failure is reported below
+            failures.append(e)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not failures, f"{len(failures)} failed, e.g. {failures[0]!r}"
+    assert statuses == [200] * (clients * rounds)
+
+
+def raw_exchange(server: Server, data: bytes) -> bytes:
+    """What the server answers to `data` sent on a fresh connection, until it closes."""
+    with socket.create_connection(server.server_address[:2], timeout=30) as sock:
+        sock.sendall(data)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    return reply
+
+
+@pytest.mark.parametrize(("data", "status"), [
+    (b"GET /health two words HTTP/1.1\r\n", 400),
+    (b"PUT /v1/embed HTTP/1.1\r\n\r\n", 501),
+])
+def test_requests_the_http_parser_refuses_get_json_errors(server: Server, data: bytes,
+                                                          status: int) -> None:
+    head, _, body = raw_exchange(server, data).partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0].split()[1] == str(status).encode()
+    assert json.loads(body)["status"] == status
+    assert request(server, "GET", "/health")[0] == 200
+
+
+def test_a_trickling_request_is_dropped_while_others_are_served(
+        server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slowloris: a header sent a byte at a time is cut off `request_timeout` seconds after
+    its first byte, however steadily it trickles, while other clients are answered."""
+    monkeypatch.setattr(server, "request_timeout", 1.0)
+    with socket.create_connection(server.server_address[:2], timeout=30) as slow:
+        slow.sendall(b"GET /health HTTP/1.1\r\nX-Slow: ")
+        start = time.monotonic()
+        for i in range(100):  # a byte every 0.05 s: at most 5 s
+            if i % 10 == 0:
+                assert request(server, "GET", "/health")[0] == 200
+            try:
+                slow.sendall(b"a")
+                if select.select([slow], [], [], 0.05)[0]:
+                    reply = slow.recv(65536)  # the 408, or the close itself
+                    assert reply == b"" or reply.startswith(b"HTTP/1.1 408 ")
+                    break
+            except ConnectionError:  # closed while bytes were in flight: a reset
+                break
+        else:
+            pytest.fail("a request trickling for 5 s was not cut off")
+    assert 1.0 <= time.monotonic() - start < 4.0
+    assert request(server, "GET", "/health")[0] == 200
+
+
+def test_an_unexpected_failure_is_a_500_and_one_log_line(
+        server: Server, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    def broken() -> dict[str, Any]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(server.service, "describe", broken)
+    monkeypatch.setattr(server, "verbose", True)
+    capsys.readouterr()
+    status, out = request(server, "GET", "/health")
+    assert (status, out) == (500, {"error": "internal error (RuntimeError)", "status": 500})
+    logged = [line for line in capsys.readouterr().err.splitlines() if "a bug" in line]
+    assert len(logged) == 1 and "500 on GET /health: RuntimeError: a bug" in logged[0]
+    monkeypatch.undo()
+    assert request(server, "GET", "/health")[0] == 200
+
+
+def test_serve_refuses_a_bad_or_busy_port(classifier: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        taken = busy.getsockname()[1]
+        for port, needle in [(-1, "must be from 1 to 65535"), (65536, "must be from 1 to 65535"),
+                             (taken, "cannot listen on 127.0.0.1")]:
+            capsys.readouterr()
+            assert main(["serve", "--model", str(classifier), f"--port={port}"]) == 2
+            err = capsys.readouterr().err.splitlines()
+            assert len(err) == 1 and err[0].startswith(f"plmkit: error: --port {port}: ")
+            assert needle in err[0]

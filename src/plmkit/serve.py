@@ -8,17 +8,24 @@
     POST /v1/classify    {"texts": [...]} -> {"labels": [...], "scores": [...]}
     POST /v1/qa          {"question": ..., "context": ...} -> {"answer", "score", "start", "end"}
 
-A body over `MAX_BODY` bytes gets 413 (unread), malformed JSON 400, missing, unknown or
-ill-typed fields 422 (also a request the model cannot serve, e.g. no mask token), an unknown
-path 404; one request's failure never stops the service. All model work runs on one worker
-thread (`Batcher`): requests of the same endpoint that arrive within `WINDOW` seconds of each
-other go through the model as one batch.
+A body over `MAX_BODY` bytes gets 413 (unread), malformed or too deeply nested JSON 400,
+missing, unknown or ill-typed fields 422 (also a request the model cannot serve, e.g. no mask
+token), an unknown path 404, a request not received within `REQUEST_TIMEOUT` seconds of its
+first byte 408 (slowloris), an unexpected failure 500 and one log line; every error has a JSON
+body and one request's failure never stops the service. Each connection has its own thread
+(up to `BACKLOG` more wait to be accepted); all model work runs on one worker thread
+(`Batcher`): requests of the same endpoint that arrive within `WINDOW` seconds of each other go
+through the model as one batch. SIGINT or SIGTERM closes the socket and ends `serve`.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import queue
+import signal
+import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -32,7 +39,7 @@ from typing import Any
 import torch
 
 import plmkit
-from plmkit.errors import UserError
+from plmkit.errors import Interrupted, UserError
 from plmkit.tasks.finetune import resolve_options, saved_options, task_of_model, tokenizer_dir
 from plmkit.tokenizers import Tokenizer
 
@@ -43,10 +50,16 @@ MAX_TOP_K = 100
 MAX_BATCH = 64  # requests per forward pass
 WINDOW = 0.01  # seconds the batcher waits for more requests after the first
 TIMEOUT = 30.0  # seconds a connection may idle, and a request may wait for its result
+REQUEST_TIMEOUT = 10.0  # seconds from a request's first byte to the end of its body
+BACKLOG = 1024  # connections the kernel queues before `accept` (the system's somaxconn caps it)
 
 
 class Invalid(Exception):
     """A request with missing, unknown or ill-typed fields (422)."""
+
+
+class RequestTimeout(Exception):
+    """A request whose bytes did not all arrive in time (408)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,6 +308,40 @@ def validate(kind: str, body: Any) -> dict[str, Any]:
 # HTTP
 
 
+class DeadlineReader(io.RawIOBase):
+    """A connection's bytes, where each request must arrive within `limit` seconds of its first
+    byte (`RequestTimeout`), however slowly it trickles; between requests the connection may
+    idle `idle` seconds (`TimeoutError`). `start()` begins the next request."""
+
+    def __init__(self, sock: socket.socket, idle: float, limit: float):
+        self.sock, self.idle, self.limit = sock, idle, limit
+        self.deadline: float | None = None
+
+    def start(self) -> None:
+        self.deadline = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise RequestTimeout
+            self.sock.settimeout(left)
+        try:
+            n = self.sock.recv_into(buffer)
+        except TimeoutError:
+            if self.deadline is None:
+                raise
+            raise RequestTimeout from None
+        finally:
+            self.sock.settimeout(self.idle)  # also the limit on each write
+        if n and self.deadline is None:
+            self.deadline = time.monotonic() + self.limit
+        return n
+
+
 class Handler(BaseHTTPRequestHandler):
     """The routes; `server.service` is the `Service`."""
 
@@ -303,7 +350,46 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "plmkit"
     timeout = TIMEOUT  # a client that stops sending is dropped
 
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()  # the socket stays open; its bytes come through a DeadlineReader
+        self.reader = DeadlineReader(self.connection, self.timeout, self.server.request_timeout)
+        self.rfile = io.BufferedReader(self.reader)
+
+    def handle_one_request(self) -> None:
+        self.reader.start()
+        self.responding = False
+        # what parse_request sets, for a 408 before it ran
+        self.requestline, self.command, self.request_version = "", "", self.protocol_version
+        try:
+            super().handle_one_request()
+        except RequestTimeout:
+            self.close_connection = True
+            self.log_error("request not received within %.0f s", self.reader.limit)
+            self._error(HTTPStatus.REQUEST_TIMEOUT,
+                        f"the request did not arrive within {self.reader.limit:.0f} s")
+
     def do_GET(self) -> None:
+        self._guarded(self._get)
+
+    def do_POST(self) -> None:
+        self._guarded(self._post)
+
+    def _guarded(self, route: Callable[[], None]) -> None:
+        """`route()`, any unexpected failure answered with 500 and logged in one line."""
+        try:
+            route()
+        except (RequestTimeout, ConnectionError):
+            raise  # answered in handle_one_request / nobody to answer
+        except Exception as e:
+            self.close_connection = True
+            if self.responding:  # too late for a status: the client sees the connection close
+                raise
+            self.log_error("500 on %s %s: %s: %s", self.command, self.path,
+                           type(e).__name__, e)
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error ({type(e).__name__})")
+
+    def _get(self) -> None:
         path = self.path.split("?", 1)[0]
         service = self.server.service
         if path == "/":
@@ -318,7 +404,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._error(HTTPStatus.NOT_FOUND, f"no such page {path}")
 
-    def do_POST(self) -> None:
+    def _post(self) -> None:
         kind = self.path.removeprefix("/v1/") if self.path.startswith("/v1/") else None
         if kind not in VALIDATORS:
             self.close_connection = True  # the body stays unread
@@ -331,8 +417,6 @@ class Handler(BaseHTTPRequestHandler):
             result = self.server.service.batcher.submit(kind, validate(kind, body))
         except (Invalid, UserError) as e:
             self._error(HTTPStatus.UNPROCESSABLE_ENTITY, str(e))
-        except Exception as e:  # one request fails, the service goes on
-            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(e).__name__}: {e}")
         else:
             self._json(HTTPStatus.OK, result)
 
@@ -356,7 +440,9 @@ class Handler(BaseHTTPRequestHandler):
             return json.loads(self.rfile.read(int(length)))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             self._error(HTTPStatus.BAD_REQUEST, f"malformed JSON: {e}")
-            return None
+        except RecursionError:
+            self._error(HTTPStatus.BAD_REQUEST, "malformed JSON: nested too deeply")
+        return None
 
     def _json(self, status: HTTPStatus, data: Any) -> None:
         self._send(status, json.dumps(data).encode(), "application/json")
@@ -364,7 +450,15 @@ class Handler(BaseHTTPRequestHandler):
     def _error(self, status: HTTPStatus, message: str) -> None:
         self._json(status, {"error": message, "status": status.value})
 
+    def send_error(self, code: int, message: str | None = None,
+                   explain: str | None = None) -> None:
+        """What the HTTP parser refuses (bad request line, long headers, unknown method), as
+        JSON like every other error."""
+        self.close_connection = True
+        self._error(HTTPStatus(code), message or HTTPStatus(code).phrase)
+
     def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
+        self.responding = True
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -379,35 +473,65 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class Server(ThreadingHTTPServer):
-    """A thread per connection, the `Service` shared."""
+    """A daemon thread per connection, the `Service` (set once bound) shared."""
 
+    service: Service
     daemon_threads = True
+    request_queue_size = BACKLOG
+    request_timeout = REQUEST_TIMEOUT
 
-    def __init__(self, address: tuple[str, int], service: Service, verbose: bool = False):
-        self.service = service
+    def __init__(self, address: tuple[str, int], verbose: bool = False):
         self.verbose = verbose
         super().__init__(address, Handler)
+
+    def handle_error(self, request: Any, client_address: tuple[str, int]) -> None:
+        """A connection that failed outside the routes (e.g. the client left): one line."""
+        error = sys.exc_info()[1]
+        if self.verbose and not isinstance(error, ConnectionError):
+            print(f"{client_address[0]} - connection closed: {type(error).__name__}: {error}",
+                  file=sys.stderr)
 
 
 def make_server(model_dir: Path, host: str = "127.0.0.1", port: int = 8000,
                 verbose: bool = False) -> Server:
-    """A bound server for `model_dir` (port 0: any free port; see `server_address`)."""
-    service = Service(model_dir)
+    """A server bound to `host:port` (0: any free port; see `server_address`), then serving
+    `model_dir`: a busy port is refused before the model loads."""
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port {port}: must be from 1 to 65535 (or 0: any free port)")
     try:
-        return Server((host, port), service, verbose)
+        server = Server((host, port), verbose)
     except OSError as e:
-        raise UserError(f"cannot listen on {host}:{port} ({e.strerror})") from None
+        raise UserError(f"--port {port}: cannot listen on {host}:{port} "
+                        f"({e.strerror or e})") from None
+    try:
+        server.service = Service(model_dir)
+    except BaseException:
+        server.server_close()
+        raise
+    return server
 
 
 def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve until interrupted (`plmkit serve`)."""
+    """Serve until SIGINT or SIGTERM, then close the socket and raise `Interrupted`
+    (`plmkit serve`; main thread only)."""
     server = make_server(model_dir, host, port, verbose=True)
+    caught: list[int] = []
+
+    def stop(signum: int, frame: Any) -> None:  # serve_forever ends at its next poll
+        caught.append(signum)
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     host, port = server.server_address[:2]
     print(f"serving {model_dir} on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()
     finally:
         server.server_close()
+        for s, h in previous.items():
+            signal.signal(s, h)
+    name = signal.Signals(caught[0]).name
+    raise Interrupted(128 + caught[0], f"{name}: stopped serving on http://{host}:{port}/")
 
 
 def index_html() -> bytes:
