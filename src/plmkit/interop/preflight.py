@@ -107,8 +107,11 @@ def weight_shapes(path: Path) -> Shapes:
             with safetensors.safe_open(str(path), framework="pt") as f:
                 return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
         state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except (OSError, RuntimeError, ValueError, safetensors.SafetensorError) as e:
+    except (OSError, ValueError, safetensors.SafetensorError) as e:
         raise UserError(f"{path}: cannot read the tensor shapes ({_first_line(e)})") from None
+    except RuntimeError:  # torch.load: not the zip format, which alone can be memory-mapped
+        raise UserError(f"{path}: not a zip-format torch file, whose tensor shapes could be read "
+                        "without loading it (save it with torch.save, or as safetensors)") from None
     except Exception as e:  # a pickle with code in it: weights_only refuses it
         raise UserError(f"{path}: not a plain tensor file ({type(e).__name__})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)

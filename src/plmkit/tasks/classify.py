@@ -114,9 +114,12 @@ class ClassifyTask:
         loss = F.cross_entropy(logits.float(), labels)
         return loss, {"accuracy": (logits.argmax(-1) == labels).float().mean()}
 
+    def read_eval(self, path: Path) -> list[Example]:
+        return self.read(path, need_label=True)
+
     def evaluate(self, model: nn.Module, tokenizer: Tokenizer, path: Path,
                  options: FinetuneOptions) -> dict[str, float]:
-        examples = self.read(path, need_label=True)
+        examples = self.read_eval(path)
         scores = self.scores(model, tokenizer, examples, options)  # (N, C)
         if self.regression:
             gold = [float(e.label) for e in examples]  # type: ignore[arg-type]

@@ -84,6 +84,12 @@ class Task(Protocol):
         """The training loss and metrics of a batch (the Trainer's objective)."""
         ...
 
+    def read_eval(self, path: Path) -> Any:
+        """The examples of an eval file, checked as `evaluate` needs them (labels known to the
+        training set, SWAG endings, SQuAD answer offsets, tags): a UserError naming the file
+        and record otherwise. `finetune` calls it before the first step."""
+        ...
+
     def evaluate(self, model: nn.Module, tokenizer: Tokenizer, path: Path,
                  options: FinetuneOptions) -> dict[str, float]:
         """The task's official metrics on an eval file (includes `main_metric`)."""
@@ -154,6 +160,8 @@ def finetune(task: Task, model_dir: Path, train: Path, eval: Path | None, out: P
     `metrics.jsonl` and `finetune.json`. Returns the best model's metrics (empty without eval).
     """
     options = resolve_options(task, options)
+    if eval is not None:
+        task.read_eval(eval)  # a bad eval file stops the run now, not after an epoch
     tokenizer = Tokenizer.load(tokenizer_dir(model_dir))
     model = task.build_model(plmkit.load(model_dir))
     data = task.train_batches(tokenizer, options)

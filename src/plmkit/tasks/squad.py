@@ -462,9 +462,12 @@ class SquadTask:
         out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
         return span_loss(out.logits, batch["start_positions"], batch["end_positions"])
 
+    def read_eval(self, path: Path) -> SquadFile:
+        return read_squad(path)
+
     def evaluate(self, model: nn.Module, tokenizer: Tokenizer, path: Path,
                  options: FinetuneOptions) -> dict[str, float]:
-        data = read_squad(path)
+        data = self.read_eval(path)
         answers = self.answer(model, tokenizer, data.questions, options)
         predictions = {q.qid: a.text for q, a in zip(data.questions, answers, strict=True)}
         return squad_metrics(data.questions, predictions, data.version_2)

@@ -209,9 +209,12 @@ class SwagTask:
         out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
         return choice_loss(out.logits, batch["labels"])
 
+    def read_eval(self, path: Path) -> list[Choice]:
+        return read_swag(path)
+
     def evaluate(self, model: nn.Module, tokenizer: Tokenizer, path: Path,
                  options: FinetuneOptions) -> dict[str, float]:
-        examples = read_swag(path)
+        examples = self.read_eval(path)
         probs = self.scores(model, tokenizer, examples, options)
         right = sum(int(p.argmax()) == ex.label for p, ex in zip(probs, examples, strict=True))
         return {"accuracy": right / len(examples)}

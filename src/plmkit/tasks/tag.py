@@ -102,9 +102,12 @@ class TagTask:
         accuracy = (logits.argmax(-1) == labels)[known].float().mean()
         return loss, {"token_accuracy": accuracy}
 
+    def read_eval(self, path: Path) -> list[Sentence]:
+        return self.read(path, need_tags=True)
+
     def evaluate(self, model: nn.Module, tokenizer: Tokenizer, path: Path,
                  options: FinetuneOptions) -> dict[str, float]:
-        sentences = self.read(path, need_tags=True)
+        sentences = self.read_eval(path)
         predicted = self.tag(model, tokenizer, sentences, options)
         return entity_scores([s.tags for s in sentences], predicted)  # type: ignore[misc]
 
