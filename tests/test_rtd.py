@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,6 +19,7 @@ from plmkit.objectives.rtd import (
     corrupt,
     discriminator_loss,
     sample_tokens,
+    scatter_predictions,
 )
 from plmkit.pipeline import PretrainArgs, trainer_for
 
@@ -126,3 +129,101 @@ def test_sampled_tokens_follow_the_softmax() -> None:
     assert counts[4] == 0  # never a token of probability 0
     again = sample_tokens(rows, torch.Generator().manual_seed(0))
     assert torch.equal(again, sample_tokens(rows, torch.Generator().manual_seed(0)))
+
+
+@pytest.fixture(scope="module")
+def tweet_corpus(tmp_path_factory: pytest.TempPathFactory, tweets: list[str]):
+    """Real tweets in documents of 8, a WordPiece vocabulary, the prepared shards."""
+    from plmkit.data.shards import prepare_corpus
+    from plmkit.tokenizers import train_tokenizer
+
+    root = tmp_path_factory.mktemp("rtd")
+    path = root / "train.txt"
+    path.write_text("\n\n".join("\n".join(tweets[i:i + 8]) for i in range(0, 800, 8)) + "\n")
+    tok = train_tokenizer("wordpiece", tweets[:800], 1000)
+    return prepare_corpus([path], tok, root / "shards", fingerprint="wp-1000"), tok
+
+
+def electra_batches(tweet_corpus, masking: str = "dynamic", seed: int = 0):
+    from plmkit.data.options import DataOptions
+
+    corpus, tok = tweet_corpus
+    options = DataOptions(batch_size=32, masking=masking)  # type: ignore[arg-type]
+    return get_objective("electra").batches(corpus, tok, options, 64, seed)
+
+
+def test_electra_feeds_two_consecutive_segments(tweet_corpus) -> None:
+    corpus, tok = tweet_corpus
+    documents = [" " + " ".join(map(str, np.concatenate(corpus.document(d)).tolist())) + " "
+                 for d in range(corpus.num_documents)]
+    two = rows = 0
+    for b in itertools.islice(iter(electra_batches(tweet_corpus)), 10):
+        ids = scatter_predictions(b["input_ids"], b["masked_lm_positions"], b["masked_lm_ids"],
+                                  b["masked_lm_weights"] > 0)  # (B, S) unmasked
+        for row, types, real in zip(ids, b["segment_ids"], b["input_mask"].bool(), strict=True):
+            tokens, types = row[real], types[real]
+            seps = (tokens == tok.sep_id).nonzero().flatten().tolist()
+            rows += 1
+            if types.any():  # [CLS] A [SEP] B [SEP]: B and its [SEP] are segment 1
+                two += 1
+                assert len(seps) == 2 and (types == (torch.arange(len(types)) > seps[0])).all()
+                text = " " + " ".join(map(str, torch.cat([tokens[1:seps[0]],
+                                                          tokens[seps[0] + 1:-1]]).tolist()))
+                assert any(text + " " in d for d in documents)  # A then B, one document
+            else:
+                assert seps == [len(tokens) - 1]
+    # fewer than 90%: a chunk of one sentence, or two that both go to A, has no B
+    assert rows == 320 and 0.6 < two / rows < 0.9
+
+
+def test_a_chunk_of_many_sentences_splits_nine_times_in_ten() -> None:
+    from plmkit.data.bert import BertInstanceConfig, consecutive_segments
+
+    config = BertInstanceConfig(max_seq_length=64, nsp=False, two_segment_prob=0.9)
+    rng = np.random.default_rng(0)
+    chunk = [np.arange(k, k + 4) for k in range(0, 80, 4)]  # 20 sentences of 4 tokens
+    pairs = [consecutive_segments(chunk, 62, config, rng) for _ in range(4000)]
+    split = [(a, b) for a, b, _ in pairs if len(b)]
+    assert abs(len(split) / 4000 - 0.9) < 0.015  # binomial sd 0.005
+    for a, b in split:  # A is the first ~30 tokens, B goes on from there, 64 in all
+        joined = np.concatenate([a, b])
+        assert (joined == np.arange(len(joined))).all() and 28 <= len(a) <= 32
+        assert len(joined) == 64 - 3
+
+
+@pytest.mark.parametrize("masking", ["dynamic", "static"])
+def test_electra_masks_85_percent_and_keeps_15(tweet_corpus, masking: str) -> None:
+    _, tok = tweet_corpus
+    counts = torch.zeros(3)
+    for b in itertools.islice(iter(electra_batches(tweet_corpus, masking)), 20):
+        valid = b["masked_lm_weights"] > 0
+        shown = b["input_ids"].gather(1, b["masked_lm_positions"])[valid]
+        original = b["masked_lm_ids"][valid]
+        masked = shown == tok.mask_id
+        counts += torch.tensor([masked.sum(), (~masked & (shown == original)).sum(),
+                                (~masked & (shown != original)).sum()])
+    share = counts / counts.sum()
+    assert counts.sum() > 3000 and counts[2] == 0  # never a random token
+    assert abs(share[0] - 0.85) < 0.025 and abs(share[1] - 0.15) < 0.025
+
+
+@pytest.mark.parametrize("masking", ["dynamic", "static"])
+def test_electra_batches_resume_exactly(tweet_corpus, masking: str) -> None:
+    first = electra_batches(tweet_corpus, masking, seed=3)
+    it = iter(first)
+    next(it)
+    state = first.state_dict()
+    expected = list(itertools.islice(it, 2))
+    again = electra_batches(tweet_corpus, masking, seed=3)
+    again.load_state_dict(state)
+    for got, want in zip(again, expected, strict=False):
+        assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_the_second_segment_embedding_trains(tweet_corpus) -> None:
+    _, tok = tweet_corpus
+    model = Electra(ElectraConfig(**{**TINY, "vocab_size": tok.vocab_size}))
+    loss, _ = get_objective("electra")(model, next(iter(electra_batches(tweet_corpus))))
+    loss.backward()
+    grad = model.discriminator.embeddings.segments.weight.grad
+    assert grad is not None and grad[1].abs().sum() > 0

@@ -66,9 +66,11 @@ class BertInstanceConfig:
     """How instances are made; the defaults are the reference's at length 128.
 
     ``nsp=False`` makes single-segment instances ([CLS] A [SEP], up to the full length) for
-    MLM alone. ``static_masking`` masks each instance once per dupe copy (``dupe_factor`` copies,
-    as the reference writes them to disk); otherwise `BertPretrainingStream.collate` masks
-    afresh every time an instance is seen (RoBERTa's dynamic masking).
+    MLM alone, or with ``two_segment_prob`` > 0 that share of them split into two consecutive
+    segments [CLS] A [SEP] B [SEP] with no label (ELECTRA's inputs). ``static_masking`` masks
+    each instance once per dupe copy (``dupe_factor`` copies, as the reference writes them to
+    disk); otherwise `BertPretrainingStream.collate` masks afresh every time an instance is
+    seen (RoBERTa's dynamic masking).
     """
 
     max_seq_length: int = 128
@@ -81,12 +83,15 @@ class BertInstanceConfig:
     static_masking: bool = True
     sentence_order: bool = False  # with nsp: ALBERT's SOP pairs instead of random next
     max_ngram: int = 1  # ALBERT's n-gram masking
+    two_segment_prob: float = 0.0  # without nsp: chunks split in two segments (ELECTRA: 0.9)
 
     def __post_init__(self) -> None:
         if self.max_seq_length < 5:
             raise ValueError(f"max_seq_length must be >= 5, not {self.max_seq_length}")
         if self.dupe_factor < 1:
             raise ValueError(f"dupe_factor must be >= 1, not {self.dupe_factor}")
+        if not 0.0 <= self.two_segment_prob <= 1.0:
+            raise ValueError(f"two_segment_prob must be in [0, 1], not {self.two_segment_prob}")
 
     @classmethod
     def from_options(cls, options: DataOptions, seq_len: int, **kw: Any) -> BertInstanceConfig:
@@ -98,6 +103,11 @@ class BertInstanceConfig:
             dupe_factor=options.dupe_factor, static_masking=options.masking == "static",
             max_ngram=options.max_ngram, **kw,
         )
+
+    def same_as(self, saved: dict[str, Any]) -> bool:
+        """Whether a config saved by `dataclasses.asdict` (fields added since take their
+        defaults) is this one."""
+        return dataclasses.asdict(BertInstanceConfig(**saved)) == dataclasses.asdict(self)
 
     @property
     def max_num_tokens(self) -> int:
@@ -163,6 +173,8 @@ def _split_chunk(
 ) -> tuple[Pair, int]:
     """One pair from a chunk, and how many of its sentences to put back."""
     empty = np.zeros(0, dtype=np.int64)
+    if not config.nsp and config.two_segment_prob > 0:
+        return consecutive_segments(chunk, target, config, rng), 0
     if not config.nsp:
         a, _ = truncate_seq_pair(np.concatenate(chunk), empty, config.max_num_tokens, rng)
         return (a, empty, False), 0
@@ -200,6 +212,36 @@ def sentence_order_pair(
         a, b = b, a
     a, b = truncate_seq_pair(a, b, config.max_num_tokens, rng)
     return a, b, swapped
+
+
+def consecutive_segments(chunk: list[np.ndarray], target: int, config: BertInstanceConfig,
+                         rng: np.random.Generator) -> Pair:
+    """ELECTRA's inputs (``build_pretraining_dataset.py`` ``_create_example``): with probability
+    ``1 - two_segment_prob`` the chunk is one segment; else sentences fill A up to about half
+    of ``target`` (the sentence that crosses the half goes to A by a fair coin) and the rest is
+    B. A is cut to the length less [CLS] and [SEP], B to what remains less its [SEP], both at
+    the end; an empty B makes a one-segment input. No label.
+
+    Once B has begun, every later sentence goes to B: the reference would still give A a short
+    sentence that fits, taking it out of its place in the text."""
+    empty = np.zeros(0, dtype=np.int64)
+    room = config.max_seq_length
+    if rng.random() >= config.two_segment_prob:
+        return np.concatenate(chunk)[: room - 2], empty, False
+    half = (target - 1) // 2  # the reference's (target - 3) // 2, its target counting [CLS] [SEP]
+    a: list[np.ndarray] = []
+    b: list[np.ndarray] = []
+    length = 0
+    for sentence in chunk:
+        if not a or (not b and (length + len(sentence) < half
+                                or (length < half and rng.random() < 0.5))):
+            a.append(sentence)
+            length += len(sentence)
+        else:
+            b.append(sentence)
+    first = np.concatenate(a)[: room - 2]
+    second = np.concatenate(b)[: max(0, room - len(first) - 3)] if b else empty
+    return first, second, False
 
 
 def _random_next(
@@ -261,12 +303,13 @@ def build_instance(
 
 def pair_ids(pair: Pair, vocab: BertVocab, config: BertInstanceConfig
              ) -> tuple[np.ndarray, np.ndarray]:
-    """(L,) int64 ids of [CLS] A [SEP] (B [SEP]) and their (L,) segment ids 0/1."""
+    """(L,) int64 ids of [CLS] A [SEP] (B [SEP]) and their (L,) segment ids 0/1; B is there
+    with NSP / SOP, or when it has tokens (ELECTRA's two segments)."""
     a, b, _ = pair
-    n_a = len(a)
-    ids = np.empty(n_a + len(b) + 3 if config.nsp else n_a + 2, dtype=np.int64)  # (L,)
+    n_a, two = len(a), config.nsp or len(b) > 0
+    ids = np.empty(n_a + len(b) + 3 if two else n_a + 2, dtype=np.int64)  # (L,)
     ids[0], ids[1 : n_a + 1], ids[n_a + 1], ids[-1] = vocab.cls_id, a, vocab.sep_id, vocab.sep_id
-    if config.nsp:
+    if two:
         ids[n_a + 2 : -1] = b
     segment = np.zeros(len(ids), dtype=np.int64)
     segment[n_a + 2 :] = 1
@@ -331,7 +374,7 @@ class BertPretrainingStream(torch.utils.data.IterableDataset):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a `state_dict`; the next instance is the one that would have followed."""
-        if state["config"] != dataclasses.asdict(self.config):
+        if not self.config.same_as(state["config"]):
             raise ValueError("the saved stream used another BertInstanceConfig")
         self.seed, self.window = state["seed"], state["window"]
         self._epoch, self._block, self._offset = state["epoch"], state["block"], state["offset"]

@@ -117,8 +117,7 @@ class PackedStream(torch.utils.data.IterableDataset):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a `state_dict`; the next sequence is the one that would have followed."""
-        if state["config"] != dataclasses.asdict(self.config) or \
-                state["format"] != self.input_format:
+        if not self.config.same_as(state["config"]) or state["format"] != self.input_format:
             raise ValueError("the saved stream used another input format or instance config")
         self.seed, self.window = state["seed"], state["window"]
         self._epoch, self._block, self._offset = state["epoch"], state["block"], state["offset"]

@@ -4,28 +4,36 @@ discriminator labels every real token of the result as original or replaced. A s
 that equals the original counts as original. No gradient flows through the sampling, so the
 generator learns from its MLM loss alone: loss = L_MLM + 50 * L_Disc (lambda = 50, section 2).
 
-Batches are BERT's single-segment instances (no NSP), masked dynamically by default (the
-family's `data_defaults`), with the reference fields `masked_lm_positions` / `_ids` /
-`_weights`. Two-stage training (section 3.2) runs `stage="generator"` (MLM alone), then
-`Electra.init_discriminator_from_generator()`, then `stage="discriminator"` (the generator
-frozen: run without gradient, no MLM loss).
+Inputs are made as the reference's `build_pretraining_dataset.py` makes them: a document's
+sentences fill a sequence, split 90% of the time into two consecutive segments A and B
+(segment ids 0 and 1, no label), else one segment (`data/bert.py` `consecutive_segments`). 15%
+of the tokens are chosen as BERT's (dynamically by default: the family's `data_defaults`) and
+become [MASK] 85% of the time and stay themselves 15%, never a random token (the reference's
+`pretrain_helpers.py` `mask`; `ElectraStream`). The batches carry the reference fields
+`masked_lm_positions` / `_ids` / `_weights`. Two-stage training (section 3.2) runs
+`stage="generator"` (MLM alone), then `Electra.init_discriminator_from_generator()`, then
+`stage="discriminator"` (the generator frozen: run without gradient, no MLM loss).
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plmkit.data.batches import Batches
-from plmkit.data.bert import BertVocab
+from plmkit.data.bert import BertInstanceConfig, BertPretrainingStream, BertVocab, Instance, Pair
 from plmkit.data.options import DataOptions
 from plmkit.data.shards import ShardedCorpus
-from plmkit.objectives.mlm import Batch, bert_batches, top1
+from plmkit.objectives.mlm import Batch, top1
 
 DISC_WEIGHT = 50.0  # lambda, section 2 / Table 6
+TWO_SEGMENT_PROB = 0.9  # build_pretraining_dataset.py `_create_example`: one segment 10%
+MASK_FRAC = 0.85  # pretrain_helpers.py `mask`: [MASK] 85%, the original token 15%
+_REPLACE = 4  # keeps the replacement draws apart from the stream's other random draws
 Stage = Literal["joint", "generator", "discriminator"]
 
 
@@ -44,6 +52,36 @@ def scatter_predictions(ids: Tensor, positions: Tensor, values: Tensor, valid: T
     seq = ids.shape[1]
     index = positions.masked_fill(~valid, seq)  # padded predictions go to a dropped column
     return F.pad(ids, (0, 1)).scatter(1, index, values)[:, :seq]  # (B, S)
+
+
+def mask_chosen(batch: Batch, mask_id: int, generator: torch.Generator) -> Batch:
+    """`batch` with its chosen positions as ELECTRA leaves them: [MASK] with probability
+    `MASK_FRAC`, else the original token (whatever BERT's 80/10/10 had put there)."""
+    positions, valid = batch["masked_lm_positions"], batch["masked_lm_weights"] > 0  # (B, P)
+    u = torch.rand(positions.shape, generator=generator)  # (B, P)
+    original = scatter_predictions(batch["input_ids"], positions, batch["masked_lm_ids"], valid)
+    masks = torch.full_like(positions, mask_id)  # (B, P)
+    return {**batch, "input_ids": scatter_predictions(original, positions, masks,
+                                                      valid & (u < MASK_FRAC))}
+
+
+class ElectraStream(BertPretrainingStream):
+    """BERT's instance stream with ELECTRA's replacements (`mask_chosen`), drawn when batches
+    are collated from a generator seeded by the instances' positions: with static masking a
+    seed drawn with the copy's mask, so each copy keeps its replacements; with dynamic masking
+    the seed of the fresh mask. A resumed run draws the same."""
+
+    def build(self, pair: Pair, mask_rng: np.random.Generator | None) -> Instance:
+        instance = super().build(pair, mask_rng)
+        if mask_rng is not None:
+            instance["mask_seed"] = mask_rng.integers(2**63, size=1, dtype=np.uint64)
+        return instance
+
+    def collate(self, instances: list[Instance]) -> Batch:
+        seeds = np.concatenate([x["mask_seed"] for x in instances]).tolist()
+        seed = np.random.SeedSequence([*seeds, _REPLACE]).generate_state(1, np.uint64)[0]
+        generator = torch.Generator().manual_seed(int(seed))
+        return mask_chosen(super().collate(instances), self.vocab.mask_id, generator)
 
 
 def corrupt(batch: Batch, sampled: Tensor) -> tuple[Tensor, Tensor]:
@@ -102,8 +140,10 @@ class ReplacedTokenDetection:
 
     def batches(self, corpus: ShardedCorpus, vocab: BertVocab, options: DataOptions,
                 seq_len: int, seed: int) -> Batches:
-        """One segment per instance filling `seq_len`, no NSP."""
-        return bert_batches(corpus, vocab, options, seq_len, seed, nsp=False)
+        """Sequences filling `seq_len`, mostly two consecutive segments; ELECTRA's masks."""
+        config = BertInstanceConfig.from_options(options, seq_len, nsp=False,
+                                                 two_segment_prob=TWO_SEGMENT_PROB)
+        return Batches(ElectraStream(corpus, vocab, config, seed=seed), options.batch_size)
 
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         inputs = (batch["input_ids"], batch["input_mask"], batch.get("segment_ids"))
