@@ -179,6 +179,8 @@ def test_concurrent_requests_are_batched_and_answered_correctly(server: Server,
     (json.dumps({"texts": ["x"] * 65}).encode(), 422, "at most 64"),
     (b"[" * 100_000, 400, "nested too deeply"),  # a RecursionError in the parser
     (b'{"texts": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", 400, "nested too deeply"),
+    (b'{"texts": [' + b"1" * 5000 + b"]}", 400, "malformed JSON"),  # a ValueError in the parser
+    (b'{"texts": ["\\ud800 a lone surrogate"]}', 422, "unpaired surrogate at character 0"),
 ])
 def test_bad_embed_requests_get_4xx(server: Server, body: bytes, status: int,
                                     needle: str) -> None:

@@ -266,6 +266,10 @@ def _check_text(text: str, name: str) -> None:
         raise Invalid(f"{name!r} has an empty text")
     if len(text) > MAX_CHARS:
         raise Invalid(f"{name!r} has a text of {len(text)} characters; at most {MAX_CHARS}")
+    try:
+        text.encode()
+    except UnicodeEncodeError as e:  # JSON's "\ud800" escape; the tokenizer takes UTF-8
+        raise Invalid(f"{name!r} has an unpaired surrogate at character {e.start}") from None
 
 
 def _int(body: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
@@ -438,7 +442,7 @@ class Handler(BaseHTTPRequestHandler):
             return None
         try:
             return json.loads(self.rfile.read(int(length)))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        except ValueError as e:  # not UTF-8, not JSON, an integer of over 4300 digits
             self._error(HTTPStatus.BAD_REQUEST, f"malformed JSON: {e}")
         except RecursionError:
             self._error(HTTPStatus.BAD_REQUEST, "malformed JSON: nested too deeply")
