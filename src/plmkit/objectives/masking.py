@@ -4,7 +4,8 @@ The policy is Google BERT's ``create_masked_lm_predictions`` (create_pretraining
 written around *units*: a unit is a span ``[start, end)`` of token positions masked together
 (one token; one whole word; an ALBERT n-gram; an ERNIE phrase or entity). A sequence
 predicts ``num_to_predict`` tokens; units are shuffled and taken whole while the budget allows,
-a unit that would overflow it is skipped; each chosen token becomes [MASK] 80% of the time,
+a unit that would overflow it is skipped (an ALBERT n-gram is first cut to n - 1, ..., 1 words,
+as ALBERT's version of the function does); each chosen token becomes [MASK] 80% of the time,
 stays itself 10% and becomes a random token 10% (BERT paper §3.1 and Appendix C.2).
 
 `mask_tokens` does this for one sequence with numpy (static masking while building instances);
@@ -159,50 +160,56 @@ def ngram_probs(max_n: int) -> np.ndarray:
 
 
 def ngram_units(units: np.ndarray, max_n: int, rng: np.random.Generator) -> np.ndarray:
-    """(U, 2) spans of n adjacent ``units`` starting at each unit, n drawn from `ngram_probs`.
+    """(U, 1 + max_n) n-gram candidates, one per unit of ``units`` (U, 2): its start, then the
+    end of the n-gram of adjacent units from there, n drawn from `ngram_probs`, then the ends
+    of each shorter one down to the single unit (the last repeated to fill the row).
 
-    As in ALBERT's ``create_masked_lm_predictions``, n is drawn among the lengths that fit: here a
-    span stays inside a run of adjacent units (it never crosses [SEP]). Spans overlap; the walk of
-    `select_units` skips one that overlaps a chosen span.
+    As in ALBERT's ``create_masked_lm_predictions``, an n-gram that runs past the end is cut
+    there; here the end is that of a run of adjacent units (a span never crosses [SEP]).
+    `choose_units` takes the first of the ends that fits the budget. Spans overlap; the walk
+    skips one that overlaps a chosen span.
     """
     if len(units) == 0:
-        return units
+        return np.zeros((0, 1 + max_n), dtype=np.int64)
     index = np.arange(len(units))
     run = np.concatenate([[0], np.cumsum(units[1:, 0] != units[:-1, 1])])  # (U,) run of each
     room = np.minimum(np.searchsorted(run, run, side="right") - index, max_n)  # (U,) 1..max_n
-    cdf = np.cumsum(ngram_probs(max_n))  # (N,)
-    draw = rng.random(len(units)) * cdf[room - 1]  # (U,) uniform below p(n <= room)
-    n = 1 + (draw[:, None] > cdf[None, :]).sum(1)  # (U,)
-    return np.stack([units[:, 0], units[index + np.minimum(n, room) - 1, 1]], axis=1)
+    n = 1 + (rng.random(len(units))[:, None] > np.cumsum(ngram_probs(max_n))).sum(1)  # (U,)
+    n = np.minimum(n, room)  # (U,) cut at the end of the run
+    shorter = np.maximum(n[:, None] - np.arange(max_n), 1)  # (U, N) n, n - 1, ..., 1, 1
+    return np.concatenate([units[:, :1], units[index[:, None] + shorter - 1, 1]], axis=1)
 
 
 def select_units(units: np.ndarray, budget: int, rng: np.random.Generator) -> np.ndarray:
     """Sorted positions of shuffled ``units`` taken whole while they fit in ``budget`` tokens."""
-    return _positions(units[choose_units(units, budget, rng)])
+    return _positions(choose_units(units, budget, rng))
 
 
 def choose_units(units: np.ndarray, budget: int, rng: np.random.Generator) -> np.ndarray:
-    """(K,) indices of the ``units`` taken, in the order of a shuffled walk that takes each unit
-    whole while it fits in ``budget`` tokens.
+    """(K, 2) ``[start, end)`` spans taken by a shuffled walk over ``units`` (U, 1 + E): a
+    start and E candidate ends, the preferred first (one for a token or a word; an n-gram and
+    its shorter versions, `ngram_units`).
 
-    A unit that would overflow the budget, or overlaps a chosen one, is skipped, and the walk
-    goes on with the next (the reference loop).
+    Each unit is taken with its first end that fits in what is left of ``budget`` tokens (the
+    reference tries a shorter n-gram before it gives up). A unit that does not fit even so, or
+    overlaps a chosen span, is skipped, and the walk goes on with the next (the reference loop).
     """
     if len(units) == 0:
-        return np.zeros(0, dtype=np.int64)
-    starts, ends = units[:, 0].tolist(), units[:, 1].tolist()  # Python ints: units are few
-    covered = bytearray(max(ends))
+        return np.zeros((0, 2), dtype=np.int64)
+    starts, ends = units[:, 0].tolist(), units[:, 1:].tolist()  # Python ints: units are few
+    covered = bytearray(int(units[:, 1:].max()))
     chosen, taken = [], 0
     for k in rng.permutation(len(units)).tolist():
         if taken >= budget:
             break
-        start, end = starts[k], ends[k]
-        if taken + end - start > budget or covered.find(1, start, end) >= 0:
+        start = starts[k]
+        end = next((e for e in ends[k] if taken + e - start <= budget), None)
+        if end is None or covered.find(1, start, end) >= 0:
             continue
         covered[start:end] = b"\1" * (end - start)
-        chosen.append(k)
+        chosen.append((start, end))
         taken += end - start
-    return np.array(chosen, dtype=np.int64)
+    return np.array(chosen, dtype=np.int64).reshape(-1, 2)
 
 
 def _positions(units: np.ndarray) -> np.ndarray:
@@ -273,7 +280,7 @@ def mask_units(ids: np.ndarray, starts: np.ndarray, rng: np.random.Generator,
     ids = np.asarray(ids)
     units = word_units(candidates(ids, spec.special_ids), starts)  # (U, 2)
     budget = num_to_predict(len(ids), spec.mask_prob, spec.max_predictions)
-    chosen = units[choose_units(units, budget, rng)]  # (K, 2)
+    chosen = choose_units(units, budget, rng)  # (K, 2)
     lengths = chosen[:, 1] - chosen[:, 0]  # (K,)
     u = np.repeat(rng.random(len(chosen)), lengths)  # (n,) one draw per unit
     spans = np.concatenate([np.arange(s, e) for s, e in chosen]) if len(chosen) else lengths
