@@ -115,8 +115,8 @@ class PLMStream(XLNetStream):
                  seed: int = 0, k: int = K):
         super().__init__(corpus, vocab, rows, config, seed)
         self.num_predict = max(1, config.seq_len // k)
-        reused = -(-self.num_predict * config.reuse_len // config.seq_len)  # ceil
-        self.goals = reused, self.num_predict - reused  # targets in the reused part, the rest
+        reused = -(-self.num_predict * config.reuse_len // config.seq_len)  # ceil: P - P // 2
+        self.goals = reused, self.num_predict - reused  # targets: reused part, rest (43, 42)
         self.word_start = ~np.asarray(vocab.is_continuation, dtype=bool)  # (V,)
         self.special = np.zeros(len(self.word_start), dtype=bool)
         self.special[list(vocab.special_ids)] = True
