@@ -5,6 +5,7 @@ nothing half-written."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +70,6 @@ def assert_same_weights(a: Path, b: Path) -> None:
 
 
 def losses(run: Path) -> list[tuple[int, float]]:
-    import json
-
     return [(r["step"], r["loss"]) for r in
             map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
 
@@ -207,8 +207,8 @@ def test_damage_is_detected_and_named(bert_run: Path, tmp_path: Path, damage, fi
     assert verify_checkpoint(checkpoint).startswith(problem)
 
 
-def test_resume_falls_back_past_corrupted_checkpoints(data: dict[str, Path],
-                                                      tmp_path: Path) -> None:
+def test_resume_falls_back_past_corrupted_checkpoints(data: dict[str, Path], tmp_path: Path,
+                                                      capsys) -> None:
     run, straight = tmp_path / "run", tmp_path / "straight"
     pretrain(args_for(data, run, steps=6))  # checkpoints at 2, 4, 6
     shutil.copytree(run, straight)
@@ -216,15 +216,143 @@ def test_resume_falls_back_past_corrupted_checkpoints(data: dict[str, Path],
     state = run / "checkpoints" / "step-000004" / TRAINER_STATE
     size = state.stat().st_size
     truncate(state)
-    with pytest.warns(UserWarning, match="falling back") as caught:
-        pretrain(args_for(data, run, steps=6, resume=True))  # from step 2
-    assert [str(w.message).split(os.sep)[-1] for w in caught] == [
+    capsys.readouterr()
+    pretrain(args_for(data, run, steps=6, resume=True))  # from step 2
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(os.sep)[-1] for line in lines] == [  # one line each
         "step-000006: model.safetensors is corrupted (sha256 differs from the manifest); "
         "falling back to an earlier checkpoint",
         f"step-000004: {TRAINER_STATE} has {size // 2} bytes, the manifest says {size}; "
         "falling back to an earlier checkpoint"]
+    assert all(line.startswith("plmkit: warning: ") for line in lines)
     assert_same_weights(straight, run)
     assert losses(straight) == losses(run)
+
+
+def resign(checkpoint: Path) -> None:
+    """Rewrite the manifest to match the files as they are (damage a check by size and
+    sha256 cannot see)."""
+    files = {p.name: {"size": p.stat().st_size,
+                      "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+             for p in sorted(checkpoint.iterdir()) if p.name != MANIFEST}
+    (checkpoint / MANIFEST).write_text(json.dumps({"files": files}))
+
+
+def edit_manifest(change: Callable[[dict[str, Any]], Any]) -> Callable[[Path], None]:
+    def damage(checkpoint: Path) -> None:
+        manifest = json.loads((checkpoint / MANIFEST).read_text())
+        (checkpoint / MANIFEST).write_text(json.dumps(change(manifest)))
+    return damage
+
+
+def replace_state(change: Callable[[dict[str, Any]], Any]) -> Callable[[Path], None]:
+    """trainer_state.pt replaced by `change(state)`, the manifest re-signed."""
+    def damage(checkpoint: Path) -> None:
+        state = torch.load(checkpoint / TRAINER_STATE, weights_only=True)
+        torch.save(change(state), checkpoint / TRAINER_STATE)
+        resign(checkpoint)
+    return damage
+
+
+class Hostile:
+    """Unpickling it would create the file `marker`."""
+
+    marker = Path()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.marker,))
+
+
+def hostile_state(checkpoint: Path) -> None:
+    torch.save({"step": 4, "x": Hostile()}, checkpoint / TRAINER_STATE)
+    resign(checkpoint)
+
+
+def replace_config(checkpoint: Path) -> None:
+    (checkpoint / "plmkit.json").write_text("[1, 2]")
+    resign(checkpoint)
+
+
+BAD_STATES = [  # (id, damage to the newest checkpoint, the problem the warning names)
+    ("files-number", edit_manifest(lambda m: {"files": 5}), 'manifest.json has no "files" object'),
+    ("manifest-list", edit_manifest(lambda m: [m]), 'manifest.json has no "files" object'),
+    ("entry-number", edit_manifest(lambda m: {"files": {**m["files"], "model.safetensors": 7}}),
+     "manifest.json: the entry of model.safetensors is not an object"),
+    ("no-sha256", edit_manifest(lambda m: {"files": {**m["files"], TRAINER_STATE: {
+        "size": m["files"][TRAINER_STATE]["size"]}}}),
+     f"manifest.json: the entry of {TRAINER_STATE} has no sha256"),
+    ("size-string", edit_manifest(lambda m: {"files": {**m["files"], TRAINER_STATE: {
+        **m["files"][TRAINER_STATE], "size": "12"}}}),
+     f"manifest.json: the entry of {TRAINER_STATE} has no size in bytes"),
+    ("path-in-manifest", edit_manifest(lambda m: {"files": {**m["files"], "../../run.json": {
+        "size": 1, "sha256": "0" * 64}}}),
+     "manifest.json: '../../run.json' is not a file name"),
+    ("hostile-pickle", hostile_state,
+     f"{TRAINER_STATE} cannot be loaded safely (UnpicklingError)"),
+    ("state-list", replace_state(lambda s: [s]), f"{TRAINER_STATE} holds a list, not a trainer "
+                                                 "state"),
+    ("step-string", replace_state(lambda s: {**s, "step": "4"}),
+     f"{TRAINER_STATE} is not a trainer state this run can restore (TypeError: 'step' is str)"),
+    ("no-optimizer", replace_state(lambda s: {k: v for k, v in s.items() if k != "optimizer"}),
+     f"{TRAINER_STATE} is not a trainer state this run can restore (TypeError: 'optimizer' is "
+     "NoneType)"),
+    ("empty-optimizer", replace_state(lambda s: {**s, "optimizer": {}}),
+     f"{TRAINER_STATE} is not a trainer state this run can restore (KeyError"),
+    ("config-list", replace_config, "plmkit.json is not a plmkit model description"),
+]
+
+
+@pytest.mark.parametrize(("damage", "problem"), [b[1:] for b in BAD_STATES],
+                         ids=[b[0] for b in BAD_STATES])
+def test_checkpoint_of_the_wrong_shape_falls_back_with_one_line(
+        data: dict[str, Path], bert_run: Path, tmp_path: Path, capsys, monkeypatch,
+        damage: Callable[[Path], None], problem: str) -> None:
+    """Valid JSON of the wrong shape and trainer states plmkit did not write are skipped as a
+    truncated file is: one warning line, then the previous checkpoint resumes exactly."""
+    run = tmp_path / "run"
+    shutil.copytree(bert_run, run)
+    monkeypatch.setattr(Hostile, "marker", tmp_path / "code-ran")
+    damage(run / "checkpoints" / "step-000004")
+    capsys.readouterr()
+    pretrain(args_for(data, run, steps=4, resume=True))  # from step 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("plmkit: warning: "), err
+    assert f"step-000004: {problem}" in err and err.endswith(
+        "; falling back to an earlier checkpoint\n"), err
+    assert not (tmp_path / "code-ran").exists()
+    assert_same_weights(bert_run, run)
+    assert losses(bert_run) == losses(run)
+
+
+def test_metrics_lines_after_a_resume_between_log_points_are_the_same(
+        data: dict[str, Path], tmp_path: Path) -> None:
+    """Saved every 3 steps, logged every 5, killed in step 5: the resumed run's lines carry
+    the same means as the uninterrupted run's (the sums since the last line are checkpointed)."""
+    kw: dict[str, Any] = dict(steps=12, save_every=3, log_every=5)
+    pretrain(args_for(data, tmp_path / "straight", **kw))
+    calls = [0]
+    original = Trainer._call_objective
+
+    def crashing(self: Trainer, model: nn.Module, batch: dict[str, Tensor]):
+        calls[0] += 1
+        if calls[0] > 4:
+            raise _Crash
+        return original(self, model, batch)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Trainer, "_call_objective", crashing)
+        with pytest.raises(_Crash):
+            pretrain(args_for(data, tmp_path / "resumed", **kw))
+    assert not (tmp_path / "resumed" / "metrics.jsonl").read_text()  # nothing logged yet
+    pretrain(args_for(data, tmp_path / "resumed", resume=True, **kw))
+
+    def lines(run: Path) -> list[dict[str, Any]]:
+        return [{k: v for k, v in json.loads(line).items()
+                 if k not in ("tokens_per_s", "elapsed_s")}
+                for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+    assert [r["step"] for r in lines(tmp_path / "straight")] == [5, 10, 12]
+    assert lines(tmp_path / "straight") == lines(tmp_path / "resumed")
 
 
 def test_no_intact_checkpoint_is_a_user_error(data: dict[str, Path], tmp_path: Path,
@@ -232,13 +360,14 @@ def test_no_intact_checkpoint_is_a_user_error(data: dict[str, Path], tmp_path: P
     run = tmp_path / "run"
     pretrain(args_for(data, run, steps=2))
     flip_byte(run / "checkpoints" / "step-000002" / "model.safetensors")  # the only one
-    with pytest.warns(UserWarning, match="corrupted"):
-        code = main(["pretrain", "--model", "bert-tiny", "--corpus", str(data["corpus"]),
-                     "--tokenizer", str(data["tok"]), "--batch-size", "4", "--seq-len", "32",
-                     "--lr", "1e-3", "--out", str(run), "--resume", "--steps", "4",
-                     "--no-progress"])
+    code = main(["pretrain", "--model", "bert-tiny", "--corpus", str(data["corpus"]),
+                 "--tokenizer", str(data["tok"]), "--batch-size", "4", "--seq-len", "32",
+                 "--lr", "1e-3", "--out", str(run), "--resume", "--steps", "4",
+                 "--no-progress"])
     assert code == 2
-    assert "no intact checkpoint to resume from" in capsys.readouterr().err
+    warning, error = capsys.readouterr().err.splitlines()
+    assert warning.startswith("plmkit: warning: ") and "corrupted" in warning
+    assert "no intact checkpoint to resume from" in error
 
 
 # --- numerical faults -------------------------------------------------------------------------

@@ -6,7 +6,9 @@ positions, only tensors and primitives, so that it loads with `torch.load(weight
 and `manifest.json`: the size and sha256 of every other file. It is written in a temporary
 directory, fsynced and renamed into place, so a `step-*` directory that exists is complete; the
 manifest catches what happens to it later (a truncated or corrupted file): `load_latest` then
-warns and falls back to the newest checkpoint that verifies.
+warns (one line on stderr) and falls back to the newest checkpoint that verifies and loads. A
+checkpoint whose files match a manifest of the wrong shape, or whose trainer state is not what
+plmkit writes (code in the pickle, entries of the wrong type), is skipped the same way.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ import os
 import random
 import re
 import shutil
+import sys
 import tempfile
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ CHECKPOINTS = "checkpoints"
 TRAINER_STATE = "trainer_state.pt"
 MANIFEST = "manifest.json"
 _NAME = re.compile(r"step-(\d+)")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 SaveModel = Callable[[nn.Module, Path], Any]
 
@@ -98,17 +101,28 @@ def _write_checkpoint(final: Path, model: nn.Module, state: dict[str, Any],
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+class BadCheckpoint(UserError):
+    """A checkpoint whose files match its manifest but whose content plmkit did not write
+    (`load_latest` falls back past it)."""
+
+
 def verify_checkpoint(checkpoint: Path) -> str | None:
-    """What is wrong with `checkpoint` by its manifest (a missing, truncated or altered file),
-    or None when every file matches."""
+    """What is wrong with `checkpoint` by its manifest (a missing, truncated or altered file,
+    a manifest of the wrong shape), or None when every file matches."""
     try:
-        files = json.loads((checkpoint / MANIFEST).read_text())["files"]
-    except (OSError, ValueError, KeyError, TypeError):
+        manifest = json.loads((checkpoint / MANIFEST).read_text())
+    except (OSError, ValueError):
         return f"no valid {MANIFEST} (an incomplete write?)"
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict):
+        return f"{MANIFEST} has no \"files\" object"
     for name in (WEIGHTS, TRAINER_STATE):
         if name not in files:
             return f"{MANIFEST} lists no {name}"
     for name, expected in files.items():
+        problem = _entry_problem(name, expected)
+        if problem:
+            return f"{MANIFEST}: {problem}"
         path = checkpoint / name
         if not path.is_file():
             return f"{name} is missing"
@@ -119,13 +133,27 @@ def verify_checkpoint(checkpoint: Path) -> str | None:
     return None
 
 
+def _entry_problem(name: str, entry: Any) -> str | None:
+    """What is wrong with a manifest entry: a plain file name -> {"size", "sha256"}."""
+    if name in ("", ".", "..") or "/" in name or os.sep in name:
+        return f"{name!r} is not a file name"
+    if not isinstance(entry, dict):
+        return f"the entry of {name} is not an object"
+    size, digest = entry.get("size"), entry.get("sha256")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        return f"the entry of {name} has no size in bytes"
+    if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+        return f"the entry of {name} has no sha256"
+    return None
+
+
 def load_latest(out_dir: str | os.PathLike[str], load: Callable[[Path], dict[str, Any]]
                 ) -> tuple[Path, dict[str, Any]]:
     """`load(checkpoint)` (e.g. `partial(load_checkpoint, model)`) of the newest checkpoint
-    that verifies; returns it and what `load` returned.
+    that verifies and loads; returns it and what `load` returned.
 
-    Each one that does not verify is skipped with a warning naming the problem; none at all
-    is a `UserError`.
+    Each one that does not verify, or whose `load` raises `BadCheckpoint`, is skipped with a
+    one-line warning naming the problem; none at all is a `UserError`.
     """
     found = list_checkpoints(out_dir)
     if not found:
@@ -133,9 +161,17 @@ def load_latest(out_dir: str | os.PathLike[str], load: Callable[[Path], dict[str
     for _, path in reversed(found):
         problem = verify_checkpoint(path)
         if problem is None:
-            return path, load(path)
-        warnings.warn(f"{path}: {problem}; falling back to an earlier checkpoint", stacklevel=2)
+            try:
+                return path, load(path)
+            except BadCheckpoint as e:
+                problem = str(e).removeprefix(f"{path}: ")
+        warn(f"{path}: {problem}; falling back to an earlier checkpoint")
     raise UserError(f"{Path(out_dir) / CHECKPOINTS}: no intact checkpoint to resume from")
+
+
+def warn(message: str) -> None:
+    """`message` as one line on stderr (a Python warning prints two: it and a source line)."""
+    print(f"plmkit: warning: {' '.join(message.splitlines())}", file=sys.stderr, flush=True)
 
 
 def load_checkpoint(model: nn.Module, checkpoint: Path) -> dict[str, Any]:
@@ -144,8 +180,35 @@ def load_checkpoint(model: nn.Module, checkpoint: Path) -> dict[str, Any]:
     The checkpoint's model config (`plmkit.json`) must be the one `model` was built with.
     """
     check_config(model, checkpoint)
-    safetensors.torch.load_model(model, checkpoint / WEIGHTS)
-    return torch.load(checkpoint / TRAINER_STATE, map_location="cpu", weights_only=True)
+    load_weights(checkpoint, lambda path: safetensors.torch.load_model(model, path))
+    return read_trainer_state(checkpoint)
+
+
+def load_weights(checkpoint: Path, load: Callable[[Path], Any]) -> None:
+    """`load(checkpoint / WEIGHTS)`; a file that safetensors or the model refuses (a header
+    of the wrong shape, tensors that do not fit) is a `BadCheckpoint`."""
+    try:
+        load(checkpoint / WEIGHTS)
+    except (OSError, RuntimeError, safetensors.SafetensorError) as e:
+        raise BadCheckpoint(f"{checkpoint}: {WEIGHTS} does not load ({_first_line(e)})") from None
+
+
+def read_trainer_state(checkpoint: Path) -> dict[str, Any]:
+    """The trainer state of `checkpoint`: a dict of tensors and primitives, read with
+    `weights_only=True`; anything else (a pickle that would run code) is a `BadCheckpoint`."""
+    try:
+        state = torch.load(checkpoint / TRAINER_STATE, map_location="cpu", weights_only=True)
+    except Exception as e:  # weights_only refuses code (UnpicklingError); a damaged archive
+        raise BadCheckpoint(f"{checkpoint}: {TRAINER_STATE} cannot be loaded safely "
+                            f"({type(e).__name__})") from None
+    if not isinstance(state, dict):
+        raise BadCheckpoint(f"{checkpoint}: {TRAINER_STATE} holds a {type(state).__name__}, "
+                            "not a trainer state")
+    return state
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [""])[0]
 
 
 def check_config(model: nn.Module, checkpoint: Path) -> None:
@@ -155,7 +218,12 @@ def check_config(model: nn.Module, checkpoint: Path) -> None:
     config = getattr(model, "config", None)
     if config is None or not path.is_file():
         return
-    saved = json.loads(path.read_text())
+    try:
+        saved = json.loads(path.read_text())
+    except ValueError:
+        saved = None
+    if not isinstance(saved, dict) or not isinstance(saved.get("config", {}), dict):
+        raise BadCheckpoint(f"{checkpoint}: {NATIVE_CONFIG} is not a plmkit model description")
     ours = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples as lists, like the file
     if saved.get("family") != config.family:
         family = config.family

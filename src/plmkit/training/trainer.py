@@ -10,7 +10,9 @@ from its beginning on resume (with a warning). When a source is exhausted it is 
 metrics.jsonl. One JSON object per logged step (every `log_every` steps, every `eval_every`
 steps and the last step): `step`, `loss`, `lr`, `tokens_per_s`, `elapsed_s`, `grad_norm`,
 `skipped_steps` and the objective's metrics, averaged over the steps since the previous line.
-Held-out results go in the same object, as keys prefixed `eval_` (`eval_loss`, ...).
+Held-out results go in the same object, as keys prefixed `eval_` (`eval_loss`, ...). The sums
+behind those averages are part of each checkpoint, so a run resumed between two lines writes
+the lines an uninterrupted run writes (all but the clock's `tokens_per_s` and `elapsed_s`).
 
 Faults. A step whose loss or gradient is not finite is skipped (no update) and counted
 (`skipped_steps`); `config.max_bad_steps` such steps in a row stop the run with a `Diverged`
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import itertools
 import json
 import math
@@ -55,11 +58,13 @@ from plmkit.precision import fast_bf16
 from plmkit.training.checkpoint import (
     CHECKPOINTS,
     TRAINER_STATE,
-    WEIGHTS,
+    BadCheckpoint,
     SaveModel,
     check_config,
     list_checkpoints,
     load_latest,
+    load_weights,
+    read_trainer_state,
     rng_state,
     save_checkpoint,
     seed_all,
@@ -205,6 +210,7 @@ class Trainer:
         self._elapsed_before = 0.0
         self._started = time.perf_counter()
         self._iter: tuple[int, Iterator[Batch]] | None = None
+        self.meter = _Meter(running=False)  # the sums since the last metrics.jsonl line
 
     @property
     def metrics_path(self) -> Path:
@@ -215,21 +221,22 @@ class Trainer:
         self._start(resume)
         cfg = self.config
         records: list[dict[str, Any]] = []
-        meter = _Meter()
         show = cfg.progress and self.dist.is_main
         bar = tqdm(total=cfg.steps, initial=self.step, disable=None if show else True)
         self.model.train()
+        self.meter.start_clock()
         with bar, _signals_caught() as caught:
             while self.step < cfg.steps and not self.stopped:
-                if not self._train_step(meter):  # rolled back to a checkpoint
-                    bar.n, meter = self.step, _Meter()
+                if not self._train_step(self.meter):  # rolled back to a checkpoint
+                    bar.n = self.step
                     records[:] = [r for r in records if r["step"] <= self.step]
+                    self.meter.start_clock()
                     continue
                 bar.update()
                 if self._due(cfg.log_every) or self._eval_due() or self._last():
-                    records.append(self._log(meter, bar))
-                    meter = _Meter()
-                self._save_when_due(caught, meter)
+                    records.append(self._log(self.meter, bar))
+                    self.meter = _Meter()
+                self._save_when_due(caught)
         return records
 
     def _train_step(self, meter: _Meter) -> bool:
@@ -247,15 +254,16 @@ class Trainer:
         self._update(loss, metrics, meter)
         return True
 
-    def _save_when_due(self, caught: list[int], meter: _Meter) -> None:
+    def _save_when_due(self, caught: list[int]) -> None:
         """Checkpoint every `save_every` steps, at the end, on early stopping, and after a
         signal on any process (then raise `Interrupted`)."""
         interrupted = self.dist.any(bool(caught))
         if not (self._due(self.config.save_every) or self._last() or self.stopped
                 or interrupted):
             return
+        self.meter.stop_clock()  # the save is no part of the interval's throughput
         path = self.save()
-        meter.reset_clock()
+        self.meter.start_clock()
         if interrupted:
             signum = signal.Signals(caught[0] if caught else signal.SIGTERM)
             raise Interrupted(128 + signum.value, f"{signum.name} at step {self.step}: saved "
@@ -335,6 +343,9 @@ class Trainer:
             "objective": _state_of(self.objective),
             "best": json.dumps(self.best),
             "bad_evals": self.bad_evals,
+            # this process's sums since the last log line (on a resume with more processes,
+            # each takes rank 0's token count: tokens_per_s of that one line is approximate)
+            "meter": self.meter.state_dict(),
         }
         cfg = self.config
         path = self.out_dir
@@ -366,7 +377,7 @@ class Trainer:
 
     def _start(self, resume: bool) -> None:
         if resume:
-            self._restore(load_latest(self.out_dir, self._load)[1])
+            load_latest(self.out_dir, self._resume_from)
             if self.dist.is_main:
                 _truncate_metrics(self.metrics_path, self.step)
         else:
@@ -380,12 +391,22 @@ class Trainer:
         self.dist.barrier()
         self._started = time.perf_counter()
 
-    def _load(self, checkpoint: Path) -> dict[str, Any]:
-        """The weights of `checkpoint` into the model; its trainer state (tensors and
-        primitives only: `weights_only=True`)."""
+    def _resume_from(self, checkpoint: Path, data: list[Any] | None = None) -> dict[str, Any]:
+        """Load `checkpoint`'s weights and restore its trainer state (with `data`: keep these
+        data positions instead of its own). A state that is not one this trainer saved (keys
+        missing, values of the wrong type) is a `BadCheckpoint`, so `load_latest` falls back
+        past it."""
         check_config(self.model, checkpoint)
-        self.dist.load_model(self.model, checkpoint / WEIGHTS)
-        return torch.load(checkpoint / TRAINER_STATE, map_location="cpu", weights_only=True)
+        load_weights(checkpoint, lambda path: self.dist.load_model(self.model, path))
+        state = read_trainer_state(checkpoint)
+        try:
+            _check_state(state)
+            self._restore(state if data is None else {**state, "data": data}, data=data is None)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as e:
+            problem = (str(e).strip().splitlines() or [""])[0]
+            raise BadCheckpoint(f"{checkpoint}: {TRAINER_STATE} is not a trainer state this run "
+                                f"can restore ({type(e).__name__}: {problem})") from None
+        return state
 
     def _restore(self, state: dict[str, Any], data: bool = True) -> None:
         if len(state["data"]) != len(self.phases):
@@ -411,6 +432,7 @@ class Trainer:
                 phase.source.load_state_dict(data_state)
         if state.get("objective") is not None:  # e.g. XLNet's memory
             self.objective.load_state_dict(_to(state["objective"], self.device))  # type: ignore[attr-defined]
+        self.meter = _Meter.from_state(_to(state.get("meter"), self.device))
         self._restore_rng(state)
         if data:
             self._iter = None
@@ -447,8 +469,7 @@ class Trainer:
         where = "skipped the step (no checkpoint yet)"
         if self.config.checkpoints and list_checkpoints(self.out_dir):
             data = [_state_of(p.source) for p in self.phases]
-            path, state = load_latest(self.out_dir, self._load)
-            self._restore({**state, "data": data}, data=False)
+            path, _ = load_latest(self.out_dir, functools.partial(self._resume_from, data=data))
             if self.dist.is_main:
                 _truncate_metrics(self.metrics_path, self.step)
             where = f"rolled back to {path.name}, skipping the batches since"
@@ -505,7 +526,7 @@ class Trainer:
 
     def _log(self, meter: _Meter, bar: tqdm) -> dict[str, Any]:
         means = meter.means()  # syncs, before the clock is read
-        seconds = time.perf_counter() - meter.started
+        seconds = meter.seconds()
         record: dict[str, Any] = {
             "step": self.step,
             "loss": means.pop("loss", None),
@@ -589,14 +610,16 @@ def disable_dropout(model: nn.Module) -> None:
 
 
 class _Meter:
-    """Sums of loss and metrics over a log interval; converted to floats only when read."""
+    """Sums of loss and metrics over a log interval; converted to floats only when read. Its
+    clock counts the interval's training time: stopped while a checkpoint is written."""
 
-    def __init__(self) -> None:
+    def __init__(self, running: bool = True) -> None:
         self.sums: dict[str, Any] = {}
         self.count = 0
         self.tokens: Tensor | int = 0
         self.lr = 0.0
-        self.started = time.perf_counter()
+        self.clocked = 0.0  # seconds before the clock's last start
+        self.started = time.perf_counter() if running else None
 
     def add(self, values: Metrics) -> None:
         _add(self.sums, values)
@@ -605,8 +628,31 @@ class _Meter:
     def means(self) -> dict[str, float | None]:
         return {k: float(v) / self.count if self.count else None for k, v in self.sums.items()}
 
-    def reset_clock(self) -> None:
-        self.started = time.perf_counter()
+    def seconds(self) -> float:
+        running = 0.0 if self.started is None else time.perf_counter() - self.started
+        return self.clocked + running
+
+    def stop_clock(self) -> None:
+        self.clocked, self.started = self.seconds(), None
+
+    def start_clock(self) -> None:
+        if self.started is None:
+            self.started = time.perf_counter()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sums": dict(self.sums), "count": self.count, "tokens": self.tokens,
+                "lr": self.lr, "seconds": self.seconds()}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any] | None) -> _Meter:
+        """A meter holding a checkpoint's sums (checkpoints from before they held one: an
+        empty meter), its clock stopped until training starts."""
+        meter = cls(running=False)
+        if state is not None:
+            meter.sums, meter.count = dict(state["sums"]), int(state["count"])
+            meter.tokens, meter.lr = state["tokens"], float(state["lr"])
+            meter.clocked = float(state["seconds"])
+        return meter
 
 
 def _add(sums: dict[str, Any], values: Metrics) -> None:
@@ -653,6 +699,22 @@ def _to(state: Any, device: torch.device) -> Any:
     if isinstance(state, list | tuple):
         return type(state)(_to(v, device) for v in state)
     return state
+
+
+# entries of a trainer state that `_restore` reads without checks of its own
+_STATE_TYPES: dict[str, type | tuple[type, ...]] = {
+    "step": int, "skipped_steps": int, "elapsed_s": (int, float), "optimizer": dict,
+    "scheduler": dict, "data": list, "rng": dict}
+
+
+def _check_state(state: dict[str, Any]) -> None:
+    """A TypeError naming the first entry of `state` that is missing or of the wrong type."""
+    for key, kind in _STATE_TYPES.items():
+        value = state.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise TypeError(f"{key!r} is {type(value).__name__}")
+    if state["step"] < 0:
+        raise ValueError(f"step {state['step']} is negative")
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
