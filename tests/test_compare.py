@@ -1,14 +1,23 @@
-"""`plmkit compare`: two models at equal FLOPs on real tweets, fine-tuned, table and plots."""
+"""`plmkit compare`: two models and the 1-step control at equal FLOPs on real tweets, two
+pretraining seeds each, scored on one fixed held-out mask set, probed and fine-tuned; the
+statistics against hand computations; resuming and refusing another run's --out."""
 
 from __future__ import annotations
 
+import csv
 import json
+import random
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 
 from plmkit.cli import main
 from plmkit.compare import CompareArgs, compare, cut, parse_entry, pretrain_args
+from plmkit.compare.report import claim_verdicts
+from plmkit.compare.run import setup
+from plmkit.compare.stats import sign_flip_p, t_interval, t_quantile
 from plmkit.data.builders import build_dataset
 from plmkit.errors import UserError
 from plmkit.tokenizers import Tokenizer
@@ -39,44 +48,217 @@ def test_cut_keeps_whole_conll_sentences(tmp_path: Path) -> None:
     assert out.read_text(encoding="utf-8") == "江 B-PER\n泽 I-PER\n\n说 O\n"
 
 
+def small_tasks(root: Path) -> str:
+    """A 3-class sentiment task of 120 / 60 / 60 real tweets (labels from the tweets file)."""
+    from plmkit.data.builders import read_tweets
+
+    rows = random.Random(0).sample(read_tweets(), 240)  # the file is sorted by sentiment
+    for name, part in (("train", rows[:120]), ("dev", rows[120:180]), ("test", rows[180:])):
+        with open(root / f"{name}.csv", "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([("text", "label"), *part])
+    return ":".join(["classify", *(str(root / f"{n}.csv") for n in ("train", "dev", "test"))])
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory, tweets: list[str]) -> CompareArgs:
     root = tmp_path_factory.mktemp("compare")
-    corpus = root / "corpus.txt"
-    corpus.write_text("\n\n".join("\n".join(tweets[i:i + 4])
-                                  for i in range(0, 1200, 4)) + "\n")
-    args = CompareArgs(models=["bert-tiny:mlm", "electra-tiny"], corpus=[corpus],
-                       out=root / "out", budget=("flops", 3e10), vocab_size=1000,
-                       batch_size=8, seq_len=32, seeds=2, finetune_examples=200,
-                       finetune_epochs=1.0)
+    for name, part in (("corpus", tweets[:1200]), ("heldout", tweets[1200:1600])):
+        (root / f"{name}.txt").write_text("\n\n".join("\n".join(part[i:i + 4])
+                                                     for i in range(0, len(part), 4)) + "\n")
+    args = CompareArgs(models=["bert-tiny:mlm", "electra-tiny"], corpus=[root / "corpus.txt"],
+                       heldout=[root / "heldout.txt"], heldout_batches=2,
+                       out=root / "out", budget=("flops", 1.5e10), vocab_size=1000,
+                       tasks=[small_tasks(root)], batch_size=8, seq_len=32, seeds=1,
+                       pretrain_seeds=2, finetune_examples=120, finetune_epochs=1.0,
+                       claims=["electra-tiny > bert-tiny:mlm"])
     compare(args)
     return args
 
 
-def test_equal_flops_table_and_plots(study: CompareArgs) -> None:
+@pytest.mark.slow  # the study fixture: about 1 minute on a quiet 2-core CPU
+def test_schema_seeds_control_and_equal_flops(study: CompareArgs) -> None:
     data = json.loads((study.out / "results.json").read_text())
+    assert set(data) == {"setup", "results", "verdicts"}
     rows = {r["model"]: r for r in data["results"]}
-    bert, electra = rows["bert-tiny_mlm"], rows["electra-tiny"]
-    assert electra["objective"] == "electra"
+    assert list(rows) == ["bert-tiny_mlm", "electra-tiny", "control-bert-tiny_mlm"]
+    bert, electra, control = rows.values()
+    assert electra["objective"] == "electra" and control["objective"] == "mlm"
+    assert [r["control"] for r in rows.values()] == [False, False, True]
+    assert control["steps"] == 1 and control["flops"] == bert["flops_per_step"]
     for r in (bert, electra):
-        # the budget buys floor(budget / flops per step) steps, at least one
-        assert r["steps"] == max(1, int(3e10 // r["flops_per_step"]))
-        assert r["flops"] <= 3e10 or r["steps"] == 1
-        s = r["scores"]["classify/sentiment-en"]
-        assert len(s["seeds"]) == 2 and 0.0 <= s["mean"] <= 1.0
+        # the budget buys floor(budget / flops per step) steps
+        assert r["steps"] == int(1.5e10 // r["flops_per_step"]) and r["flops"] <= 1.5e10
     # ELECTRA's step runs a generator too: more FLOPs per step, so fewer steps
     assert electra["flops_per_step"] > bert["flops_per_step"] and electra["steps"] < bert["steps"]
+    for r in rows.values():
+        assert [s["seed"] for s in r["pretrain_seeds"]] == [0, 1]
+        for s in r["pretrain_seeds"]:
+            keys = {"heldout/mlm_accuracy", "heldout/mlm_loss", "probe/classify/classify",
+                    "finetune/classify/classify"}
+            assert keys <= set(s["scores"])
+            assert ("heldout/rtd_accuracy" in s["scores"]) == (r is electra)
+            assert 0.0 <= s["scores"]["probe/classify/classify"] <= 1.0
+            assert len(s["finetune_seeds"]["classify/classify"]) == 1
+            # the learning curve: the held-out set scored at >= 4 points, the last at the end
+            points = [p["step"] for p in s["curve"]]
+            assert len(points) >= (1 if r is control else 4) and points[-1] == r["steps"]
+            assert s["curve"][-1]["mlm_accuracy"] == s["scores"]["heldout/mlm_accuracy"]
+        # two pretraining seeds are two different runs
+        assert r["pretrain_seeds"][0]["final_loss"] != r["pretrain_seeds"][1]["final_loss"]
+        assert r["summary"]["heldout/mlm_loss"]["n"] == 2
+    claims = {(v["claim"], v["metric"]) for v in data["verdicts"]}
+    assert {("electra-tiny > bert-tiny_mlm", "finetune"),
+            ("bert-tiny_mlm > control-bert-tiny_mlm", "probe"),
+            ("electra-tiny > control-bert-tiny_mlm", "heldout/mlm_accuracy")} <= claims
+    for v in data["verdicts"]:
+        assert v["verdict"] in ("reproduced", "contradicted", "inconclusive")
+        assert v["pairs"] == 2 and 0.0 < v["p_value"] <= 1.0
     table = (study.out / "results.md").read_text()
-    assert "bert-tiny_mlm" in table and "electra-tiny" in table and "±" in table
-    for name in ("loss_vs_flops", "score_vs_flops", "params_vs_score"):
+    assert "control-bert-tiny_mlm (control)" in table and "electra-tiny > bert-tiny_mlm" in table
+    for name in ("heldout_vs_flops", "score_vs_flops", "loss_vs_flops"):
         assert (study.out / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow  # the study fixture: about 1 minute on a quiet 2-core CPU
+def test_one_fixed_mask_set_for_every_arm(study: CompareArgs, tmp_path: Path) -> None:
+    """The held-out batches are made once from a fixed seed: rebuilding them elsewhere gives
+    the same positions and replacements, and scoring a saved model on them reproduces the
+    score its run logged."""
+    import plmkit
+    from plmkit.compare.heldout import HeldOut
+
+    saved = HeldOut(study.heldout, study.out / "tokenizer", study.out / "heldout", 8, 32, 2)
+    again = HeldOut(study.heldout, study.out / "tokenizer", tmp_path, 8, 32, 2)
+    for a, b in zip(saved.set("mlm"), again.set("mlm"), strict=True):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    run = study.out / "runs" / "electra-tiny" / "seed-1"
+    scores = saved.scores(plmkit.load(run).eval(), "electra")
+    logged = json.loads((study.out / "results.json").read_text())["results"][1]
+    final = logged["pretrain_seeds"][1]["scores"]
+    assert scores["mlm_loss"] == pytest.approx(final["heldout/mlm_loss"], rel=1e-5)
+    assert scores["rtd_accuracy"] == pytest.approx(final["heldout/rtd_accuracy"], rel=1e-5)
+
+
+@pytest.mark.slow  # the study fixture: about 1 minute on a quiet 2-core CPU
 def test_a_second_call_reuses_everything(study: CompareArgs) -> None:
-    before = {p: p.stat().st_mtime_ns for p in study.out.rglob("test_results.json")}
-    assert len(before) == 4
+    outputs = [*study.out.rglob("test_results.json"), *study.out.rglob("probe/*.json"),
+               *study.out.rglob("checkpoints/*/*")]
+    before = {p: p.stat().st_mtime_ns for p in outputs}
+    assert len(list(study.out.rglob("test_results.json"))) == 6  # 3 arms x 2 seeds x 1 task
     compare(study)
-    assert {p: p.stat().st_mtime_ns for p in study.out.rglob("test_results.json")} == before
+    assert {p: p.stat().st_mtime_ns for p in outputs} == before
+
+
+def test_an_interrupted_seed_resumes(tmp_path: Path, tweets: list[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run stopped after its first checkpoint continues from it on the next call and ends
+    where an uninterrupted run ends."""
+    from plmkit.training import Trainer
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n\n".join("\n".join(tweets[i:i + 4]) for i in range(0, 400, 4)) + "\n")
+    base = {"models": ["bert-tiny:mlm"], "corpus": [corpus], "heldout": [corpus],
+            "heldout_batches": 1, "budget": ("steps", 8), "tasks": [], "vocab_size": 500,
+            "batch_size": 4, "seq_len": 32, "pretrain_seeds": 1, "control": None}
+    straight = compare(CompareArgs(out=tmp_path / "a", **base))
+    base["tokenizer"] = tmp_path / "a" / "tokenizer"  # WordPiece training is not deterministic
+    step = Trainer._train_step
+
+    def stop_at_5(self: Trainer, meter: object) -> bool:
+        if self.step == 5:
+            raise KeyboardInterrupt
+        return step(self, meter)
+
+    monkeypatch.setattr(Trainer, "_train_step", stop_at_5)
+    with pytest.raises(KeyboardInterrupt):
+        compare(CompareArgs(out=tmp_path / "b", **base))
+    monkeypatch.setattr(Trainer, "_train_step", step)
+    run = tmp_path / "b" / "runs" / "bert-tiny_mlm" / "seed-0"
+    assert [p.name for p in sorted((run / "checkpoints").iterdir())][-1].endswith("4")
+    resumed = compare(CompareArgs(out=tmp_path / "b", **base))
+    a, b = (r["results"][0]["pretrain_seeds"][0] for r in (straight, resumed))
+    assert [p["step"] for p in b["curve"]] == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert b["scores"]["heldout/mlm_loss"] == pytest.approx(a["scores"]["heldout/mlm_loss"])
+
+
+def test_out_must_be_this_compare_run(tmp_path: Path, tweets: list[str],
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n\n".join("\n".join(tweets[i:i + 4]) for i in range(0, 200, 4)) + "\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    base = ["compare", "--models", "bert-tiny:mlm", "--corpus", str(corpus), "--out", str(out),
+            "--tasks", "", "--vocab-size", "500", "--pretrain-seeds", "1"]
+    assert main([*base, "--budget", "steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "not empty and not a compare run" in err and err.count("\n") == 1
+    assert (out / "notes.txt").read_text() == "mine"
+    (out / "notes.txt").unlink()
+    (out / "compare-setup.json").write_text(json.dumps(
+        {**setup(CompareArgs(models=[], corpus=[corpus], out=out, budget=("steps", 3),
+                             tasks=[], vocab_size=500))}))
+    with pytest.raises(UserError, match=r"budget \['steps', 3\], not \['steps', 2\]"):
+        compare(CompareArgs(models=["bert-tiny:mlm"], corpus=[corpus], out=out,
+                            budget=("steps", 2), tasks=[], vocab_size=500))
+    results = compare(CompareArgs(models=["bert-tiny:mlm"], corpus=[corpus], out=out,
+                                  budget=("steps", 2), tasks=[], vocab_size=500,
+                                  pretrain_seeds=1, control=None, overwrite=True))
+    assert [r["model"] for r in results["results"]] == ["bert-tiny_mlm"]
+
+
+def test_t_interval_against_a_hand_computation() -> None:
+    # Student's t 97.5% quantiles from the standard tables
+    for df, q in ((1, 12.7062), (2, 4.3027), (4, 2.7764), (9, 2.2622), (30, 2.0423)):
+        assert t_quantile(0.975, df) == pytest.approx(q, abs=2e-4)
+    # 0.50, 0.60, 0.70: mean 0.6, sd 0.1, half-width 4.3027 * 0.1 / sqrt(3) = 0.24842
+    stats = t_interval([0.5, 0.6, 0.7])
+    assert stats["mean"] == pytest.approx(0.6) and stats["sd"] == pytest.approx(0.1)
+    assert stats["ci95"] == pytest.approx([0.6 - 0.24842, 0.6 + 0.24842], abs=1e-5)
+    assert t_interval([0.5])["ci95"] is None
+
+
+def test_paired_test_and_verdicts() -> None:
+    # the exact sign-flip test: of the 8 sign patterns of (0.1, 0.2, 0.3) only (+,+,+) and
+    # (-,-,-) reach |mean| 0.2, so p = 2/8; for (0.1, -0.2, 0.3) six patterns reach 0.0667
+    assert sign_flip_p([0.1, 0.2, 0.3]) == pytest.approx(0.25)
+    assert sign_flip_p([0.1, -0.2, 0.3]) == pytest.approx(0.75)
+
+    def arm(name: str, seeds: list[dict[str, float]]) -> dict[str, Any]:
+        record = {"model": name, "flops": 1e12, "pretrain_seeds": [{"scores": s} for s in seeds]}
+        record["summary"] = {k: {} for k in seeds[0]}
+        return record
+
+    a = arm("a", [{"finetune/x": 0.62, "finetune/y": 0.81, "heldout/lm_loss": 3.0},
+                  {"finetune/x": 0.64, "finetune/y": 0.80, "heldout/lm_loss": 3.1},
+                  {"finetune/x": 0.63, "finetune/y": 0.83, "heldout/lm_loss": 2.9}])
+    b = arm("b", [{"finetune/x": 0.60, "finetune/y": 0.78, "heldout/lm_loss": 3.5},
+                  {"finetune/x": 0.61, "finetune/y": 0.79, "heldout/lm_loss": 2.8},
+                  {"finetune/x": 0.60, "finetune/y": 0.80, "heldout/lm_loss": 3.2}])
+    fine, loss = claim_verdicts(a, b)
+    # pairs (seed, task): 0.02 0.03 0.03 0.01 0.03 0.03 -> mean 0.025, sd 0.008367
+    # half-width t(0.975, 5) = 2.5706 x 0.008367 / sqrt(6) = 0.008781
+    assert (fine["metric"], fine["pairs"]) == ("finetune", 6)
+    assert fine["difference"] == pytest.approx(0.025)
+    assert fine["ci95"] == pytest.approx([0.025 - 0.008781, 0.025 + 0.008781], abs=1e-5)
+    assert fine["verdict"] == "reproduced" and fine["p_value"] == pytest.approx(2 / 64)
+    # a loss counts negated: 0.5, -0.3, 0.3 -> the interval covers 0
+    assert loss["metric"] == "heldout/lm_loss" and loss["difference"] == pytest.approx(1 / 6)
+    assert loss["verdict"] == "inconclusive" and loss["seeds_to_settle"] > 3
+    assert loss["flops_to_settle"] == loss["seeds_to_settle"] * 2e12
+    assert claim_verdicts(b, a)[0]["verdict"] == "contradicted"
+
+
+def test_probe_fits_a_separable_task() -> None:
+    from plmkit.compare.downstream import fit_probe
+
+    gen = torch.Generator().manual_seed(0)
+    x = {k: torch.randn(n, 5, generator=gen, dtype=torch.float64)
+         for k, n in (("train", 60), ("dev", 30), ("test", 30))}
+    y = {k: (v[:, 0] + 0.5 * v[:, 1] > 0).long() for k, v in x.items()}
+    fit = fit_probe(x, y)
+    assert fit["accuracy"] >= 0.9 and fit["dev_accuracy"] >= 0.9
+    assert fit["l2"] in (1e-4, 1e-3, 1e-2, 1e-1)
 
 
 def test_cli_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -103,27 +285,19 @@ def test_knowledge_vs_character_masking_on_chinese(tmp_path: Path) -> None:
                        out=tmp_path / "out", budget=("steps", 6), tokenizer_kind="char",
                        tasks=[":".join(["tag", *map(str, ner)])], vocab_size=3000,
                        batch_size=4, seq_len=32, seeds=1, finetune_examples=40,
-                       finetune_epochs=1.0)
-    rows = {r["model"]: r for r in compare(args)}
+                       finetune_epochs=1.0, pretrain_seeds=1, control=None,
+                       heldout=[corpus], heldout_batches=1)
+    rows = {r["model"]: r for r in compare(args)["results"]}
     assert Tokenizer.load(args.out / "tokenizer").kind == "char"
     ernie, chars = rows["ernie-tiny_ernie"], rows["ernie-tiny_mlm+nsp"]
     assert (ernie["objective"], chars["objective"]) == ("ernie", "mlm+nsp")
     # the masking level changes what is predicted, not the work of a step
     assert ernie["flops_per_step"] == chars["flops_per_step"] and ernie["steps"] == 6
     for r in (ernie, chars):
-        assert r["scores"]["tag/tag"]["metric"] == "f1"
-
-
-def test_another_budget_needs_another_out(tmp_path: Path) -> None:
-    corpus = tmp_path / "c.txt"
-    corpus.write_text("a b c d\n\ne f g h\n")
-    run = tmp_path / "out" / "runs" / "bert-tiny_mlm"
-    run.mkdir(parents=True)
-    (run / "compare.json").write_text('{"budget": ["steps", 10], "steps": 10, "done": true}')
-    args = CompareArgs(models=["bert-tiny:mlm"], corpus=[corpus], out=tmp_path / "out",
-                       budget=("steps", 20), tasks=[], vocab_size=100)
-    with pytest.raises(UserError, match="--budget steps 10; give another --out"):
-        compare(args)
+        scores = r["pretrain_seeds"][0]["scores"]
+        assert 0.0 <= scores["finetune/tag/tag"] <= 1.0 and "probe/tag/tag" not in scores
+        # both train an NSP head: scored on held-out NSP and SOP pairs
+        assert {"heldout/nsp_pairs_accuracy", "heldout/sop_pairs_accuracy"} <= set(scores)
 
 
 def test_pretraining_is_float32_unless_an_entry_says_bf16(tmp_path: Path) -> None:

@@ -1,0 +1,355 @@
+"""`plmkit compare`: the run itself. Each arm is pretrained once per pretraining seed under the
+budget, scored on the fixed held-out mask set at `CURVE_POINTS` points of its run (the
+learning curve), then probed and fine-tuned on each task; a 1-step control arm runs beside.
+
+Everything lands in OUT, with OUT/compare-setup.json naming what must not change between two
+calls on one OUT (corpus, budget, batch, vocabulary, ...). A second call reuses the tokenizer,
+the held-out batches, each finished pretraining, probe and fine-tuning, and resumes an
+interrupted pretraining from its newest checkpoint; arms, tasks and seeds may be added.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch.utils.flop_counter import FlopCounterMode
+
+from plmkit.compare.downstream import finetune_seeds, prepare_task, probe
+from plmkit.compare.heldout import HeldOut
+from plmkit.compare.report import write_report
+from plmkit.errors import UserError
+from plmkit.pipeline import PretrainArgs, prepare, trainer_for
+from plmkit.tasks.options import FinetuneOptions
+
+BUDGETS = ("steps", "tokens", "flops", "minutes")
+STATE = "compare.json"  # per arm: flops per step and steps; per seed: done
+SETUP = "compare-setup.json"
+CURVE_POINTS = 8  # held-out evaluations per pretraining run (and one at its last step)
+
+
+@dataclass
+class Entry:
+    """One arm of a comparison: `preset[:objective][:key=value...]`. A key is a
+    `plmkit pretrain` option (masking, input_format, max_ngram, whole_word) or, failing that,
+    a field of the model's config (sharing, embedding_size, generator_size, ...). A control
+    arm is pretrained for one step."""
+
+    preset: str
+    objective: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    control: bool = False
+
+    @property
+    def name(self) -> str:
+        extra = [f"{k}={v}" for k, v in {**self.options, **self.overrides}.items()]
+        name = "_".join([self.preset, *([self.objective] if self.objective else []), *extra])
+        return f"control-{name}" if self.control else name
+
+
+def parse_entry(spec: str) -> Entry:
+    """`bert-tiny`, `bert-tiny:mlm`, `roberta-tiny:mlm:masking=static`, `albert-tiny::sharing=
+    none` -> Entry."""
+    parts = spec.split(":")
+    objective = parts[1].strip() if len(parts) > 1 else ""
+    entry = Entry(parts[0].strip(), objective or None)
+    options = {f.name for f in dataclasses.fields(PretrainArgs)}
+    for pair in parts[2:]:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--models {spec!r}: expected key=value, got {pair!r}")
+        key = key.replace("-", "_")
+        target = entry.options if key in options else entry.overrides
+        target[key] = _value(value)
+    return entry
+
+
+def _value(text: str) -> Any:
+    """An option value: int, float, true / false, else the text."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        with contextlib.suppress(ValueError):
+            return kind(text)
+    return text
+
+
+@dataclass
+class CompareArgs:
+    """The options of `plmkit compare`. `control`: "auto" (the first model's preset and
+    objective, 1 step), a model spec (1 step), or None (no control arm). `claims`: "A > B"
+    with A and B as given in `models` (or "control")."""
+
+    models: list[str]
+    corpus: list[Path]
+    out: Path
+    budget: tuple[str, float]
+    tasks: list[str] = field(default_factory=lambda: ["sentiment-en"])
+    seeds: int = 3  # fine-tuning seeds per pretraining seed and task
+    pretrain_seeds: int = 3
+    control: str | None = "auto"
+    claims: list[str] = field(default_factory=list)
+    heldout: list[Path] = field(default_factory=list)
+    heldout_batches: int = 16
+    tokenizer: Path | None = None
+    tokenizer_kind: str = "wordpiece"  # of the shared tokenizer trained when none is given
+    vocab_size: int = 8000
+    batch_size: int = 32
+    seq_len: int = 128
+    lr: float = 1e-3
+    finetune_examples: int = 2000
+    finetune_epochs: float = 2.0
+    finetune_lr: float = 1e-3
+    overwrite: bool = False
+    progress: bool = False
+
+
+def compare(args: CompareArgs) -> dict[str, Any]:
+    """Run the whole comparison (see the module docstring); returns results.json's content."""
+    entries = check_args(args)
+    claims = [parse_claim(c, args, entries) for c in args.claims]
+    claim_setup(args)
+    tasks = [prepare_task(t, args.out, args.finetune_examples) for t in args.tasks]
+    tokenizer = shared_tokenizer(args)
+    prepare(args.corpus, tokenizer, args.out / "data")  # one tokenized corpus for every run
+    heldout = HeldOut(args.heldout, tokenizer, args.out / "heldout", args.batch_size,
+                      args.seq_len, args.heldout_batches) if args.heldout else None
+    arms = [run_arm(entry, args, tokenizer, tasks, heldout) for entry in entries]
+    return write_report(arms, claims, setup(args), args.out)
+
+
+def check_args(args: CompareArgs) -> list[Entry]:
+    """The arms, the control last; a UserError for a bad budget, seed count or model list."""
+    kind, amount = args.budget
+    if kind not in BUDGETS or amount <= 0:
+        raise UserError(f"--budget takes one of {', '.join(BUDGETS)} and a positive number, "
+                        f"got {kind} {amount:g}")
+    for option, value in (("--seeds", args.seeds), ("--pretrain-seeds", args.pretrain_seeds)):
+        if value < 1:
+            raise UserError(f"{option} must be at least 1, got {value}")
+    if missing := next((p for p in [*args.corpus, *args.heldout] if not p.is_file()), None):
+        raise UserError(f"{missing}: no such file")
+    if args.heldout_batches < 1:
+        raise UserError(f"--heldout-batches must be at least 1, got {args.heldout_batches}")
+    entries = [parse_entry(m) for m in args.models]
+    if not entries:
+        raise UserError("--models names no model")
+    if len({e.name for e in entries}) != len(entries):
+        raise UserError("--models lists the same model twice")
+    if args.control is not None:
+        spec = args.models[0] if args.control == "auto" else args.control
+        entries.append(dataclasses.replace(parse_entry(spec), control=True))
+    return entries
+
+
+def parse_claim(claim: str, args: CompareArgs, entries: list[Entry]) -> tuple[str, str]:
+    """"A > B" -> the two arms' names (A and B: model specs of --models, or `control`)."""
+    names = {spec.strip(): parse_entry(spec).name for spec in args.models}
+    names.update({e.name: e.name for e in entries})
+    if entries[-1].control:
+        names["control"] = entries[-1].name
+    left, sep, right = claim.partition(">")
+    arms = names.get(left.strip()), names.get(right.strip())
+    if not sep or None in arms or arms[0] == arms[1]:
+        raise UserError(f"--claim {claim!r}: expected 'A > B' with two different models of "
+                        f"--models (or control); they are {', '.join(names)}")
+    return arms  # type: ignore[return-value]
+
+
+def setup(args: CompareArgs) -> dict[str, Any]:
+    """What must stay the same for two calls to share an OUT."""
+    tokenizer = args.tokenizer or f"{args.tokenizer_kind}, at most {args.vocab_size} tokens"
+    return {"corpus": [str(p) for p in args.corpus], "heldout": [str(p) for p in args.heldout],
+            "heldout_batches": args.heldout_batches, "tokenizer": str(tokenizer),
+            "budget": list(args.budget), "batch_size": args.batch_size, "seq_len": args.seq_len,
+            "lr": args.lr, "finetune_examples": args.finetune_examples,
+            "finetune_epochs": args.finetune_epochs, "finetune_lr": args.finetune_lr}
+
+
+def claim_setup(args: CompareArgs) -> None:
+    """Take OUT for this setup: refuse a non-empty OUT that is not a compare run of the same
+    setup (empty it first with `overwrite`)."""
+    out, wanted = args.out, json.loads(json.dumps(setup(args)))
+    if args.overwrite and out.exists():
+        shutil.rmtree(out)
+    saved_file = out / SETUP
+    if saved_file.is_file():
+        saved = json.loads(saved_file.read_text())
+        if diff := next((k for k in wanted if saved.get(k) != wanted[k]), None):
+            raise UserError(f"{out}: a compare run with {diff} {saved.get(diff)}, not "
+                            f"{wanted[diff]}; give another --out, or --overwrite to replace it")
+        return
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out}: not empty and not a compare run; give another --out, or "
+                        "--overwrite to replace it")
+    out.mkdir(parents=True, exist_ok=True)
+    saved_file.write_text(json.dumps(wanted, indent=2) + "\n")
+
+
+def shared_tokenizer(args: CompareArgs) -> Path:
+    """One vocabulary for every model: the given one, or one of `tokenizer_kind` (WordPiece;
+    `char` for Chinese) trained on the corpus."""
+    if args.tokenizer is not None:
+        return args.tokenizer
+    from plmkit.data.corpus import read_documents
+    from plmkit.tokenizers import train_tokenizer
+
+    path = args.out / "tokenizer"
+    if not (path / "tokenizer.json").is_file():
+        texts = (s for doc in read_documents(args.corpus) for s in doc)
+        train_tokenizer(args.tokenizer_kind, texts, args.vocab_size).save(path)
+    return path
+
+
+def pretrain_args(entry: Entry, args: CompareArgs, tokenizer: Path, steps: int, out: Path,
+                  seed: int = 0) -> PretrainArgs:
+    """The `plmkit pretrain` options of one entry, in float32 (as the committed studies ran)
+    whatever the hardware, unless the entry says otherwise."""
+    options = {"bf16": False, **entry.options}
+    try:
+        return PretrainArgs(
+            model=entry.preset, objective=entry.objective, corpus=args.corpus, out=out,
+            steps=steps, tokenizer=tokenizer, batch_size=args.batch_size, seq_len=args.seq_len,
+            seed=seed, lr=args.lr, warmup=max(1, steps // 10), save_every=max(1, steps // 4),
+            eval_every=max(1, steps // CURVE_POINTS), log_every=max(1, steps // 50),
+            progress=args.progress, overrides=entry.overrides, **options)
+    except TypeError as e:
+        raise UserError(f"--models {entry.name}: {e}") from None
+
+
+def step_flops(entry: Entry, args: CompareArgs, tokenizer: Path, out: Path) -> float:
+    """Model FLOPs of one training step of `entry`."""
+    return training_step_flops(pretrain_args(entry, args, tokenizer, 1, out))
+
+
+def training_step_flops(run: PretrainArgs) -> float:
+    """Model FLOPs of one training step of `run` (forward + backward of its objective, one
+    batch of its first phase)."""
+    trainer = trainer_for(run)
+    batch = next(iter(trainer.phases[0].source))
+    trainer.model.train()
+    with FlopCounterMode(display=False) as counter:
+        loss = trainer.objective(trainer.model, batch)[0]
+        loss.backward()
+    return float(counter.get_total_flops())
+
+
+def step_seconds(entry: Entry, args: CompareArgs, tokenizer: Path, out: Path,
+                 steps: int = 4) -> float:
+    """Median wall seconds of a training step (forward, backward, optimizer), after a warm-up."""
+    trainer = trainer_for(pretrain_args(entry, args, tokenizer, steps, out))
+    source = iter(trainer.phases[0].source)
+    times = []
+    for _ in range(steps):
+        batch = next(source)
+        start = time.perf_counter()
+        trainer.objective(trainer.model, batch)[0].backward()
+        trainer.optimizer.step()
+        trainer.optimizer.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
+
+
+def budget_steps(entry: Entry, args: CompareArgs, tokenizer: Path, out: Path,
+                 flops: float) -> int:
+    """Optimizer steps that the budget buys this entry."""
+    kind, amount = args.budget
+    per_step = {"steps": 1.0, "tokens": float(args.batch_size * args.seq_len), "flops": flops}
+    if kind == "minutes":
+        return max(1, int(amount * 60 / step_seconds(entry, args, tokenizer, out)))
+    return max(1, int(amount / per_step[kind]))
+
+
+def arm_steps(entry: Entry, args: CompareArgs, tokenizer: Path) -> dict[str, Any]:
+    """FLOPs per step and steps of `entry` (measured once, kept in its folder)."""
+    folder = args.out / "runs" / entry.name
+    state_file = folder / STATE
+    if not state_file.is_file():
+        flops = step_flops(entry, args, tokenizer, run_folder(folder / "probe", args))
+        steps = 1 if entry.control else budget_steps(entry, args, tokenizer, folder / "probe",
+                                                     flops)
+        shutil.rmtree(folder / "probe")
+        state_file.write_text(json.dumps({"flops_per_step": flops, "steps": steps}) + "\n")
+    return json.loads(state_file.read_text())
+
+
+def run_arm(entry: Entry, args: CompareArgs, tokenizer: Path,
+            tasks: list[tuple[str, dict[str, Path]]], heldout: HeldOut | None) -> dict[str, Any]:
+    """Pretrain, score, probe and fine-tune `entry` once per pretraining seed; its record."""
+    import plmkit
+
+    state = arm_steps(entry, args, tokenizer)
+    objective = entry.objective or model_objective(entry.preset)
+    seeds = []
+    for seed in range(args.pretrain_seeds):
+        out = pretrain_seed(entry, args, tokenizer, state["steps"], seed, heldout, objective)
+        seeds.append(seed_record(out, seed, state["flops_per_step"], tasks, args))
+    params = sum(p.numel() for p in plmkit.load(Path(seeds[0]["run"])).parameters())
+    return {"model": entry.name, "preset": entry.preset, "objective": objective,
+            "control": entry.control, "params": params, "steps": state["steps"],
+            "tokens": state["steps"] * args.batch_size * args.seq_len,
+            "flops": state["steps"] * state["flops_per_step"],
+            "flops_per_step": state["flops_per_step"], "pretrain_seeds": seeds}
+
+
+def pretrain_seed(entry: Entry, args: CompareArgs, tokenizer: Path, steps: int, seed: int,
+                  heldout: HeldOut | None, objective: str) -> Path:
+    """Pretrain `entry` with `seed` (resuming an interrupted run), scored on the held-out
+    batches along the way; its folder."""
+    out = args.out / "runs" / entry.name / f"seed-{seed}"
+    if not (run_folder(out, args) / STATE).is_file():
+        run = pretrain_args(entry, args, tokenizer, steps, out, seed)
+        run.resume = (out / "checkpoints").is_dir()  # an interrupted earlier call
+        trainer = trainer_for(run)
+        trainer.evaluator = heldout.evaluator(objective) if heldout else None
+        trainer.train(resume=run.resume)
+        (out / STATE).write_text(json.dumps({"done": True}) + "\n")
+    return out
+
+
+def run_folder(folder: Path, args: CompareArgs) -> Path:
+    """`folder`, made, its `data` linked to OUT/data: the corpus is tokenized once."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "data").exists():
+        (folder / "data").symlink_to(os.path.relpath(args.out / "data", folder))
+    return folder
+
+
+def seed_record(out: Path, seed: int, flops_per_step: float,
+                tasks: list[tuple[str, dict[str, Path]]], args: CompareArgs) -> dict[str, Any]:
+    """One pretraining seed of an arm: its learning curve and its scores (`heldout/KEY`,
+    `probe/TASK`, `finetune/TASK`: the mean over fine-tuning seeds, listed apart)."""
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
+               if line.strip()]
+    evals = [r for r in records if any(k.startswith("eval_") for k in r)]
+    curve = [{"step": r["step"], "flops": r["step"] * flops_per_step, "loss": r["loss"],
+              **{k.removeprefix("eval_"): v for k, v in r.items() if k.startswith("eval_")}}
+             for r in (evals or records)]
+    scores = {f"heldout/{k}": v for k, v in curve[-1].items()
+              if evals and k not in ("step", "flops", "loss")}
+    options = FinetuneOptions(lr=args.finetune_lr, epochs=args.finetune_epochs,
+                              progress=args.progress)
+    finetuned = {}
+    for task, files in tasks:
+        if (probed := probe(out, task, files)) is not None:
+            scores[f"probe/{task}"] = probed
+        finetuned[task] = finetune_seeds(out, task, files, args.seeds, options)
+        scores[f"finetune/{task}"] = statistics.mean(finetuned[task])
+    return {"seed": seed, "run": str(out), "final_loss": records[-1]["loss"], "curve": curve,
+            "scores": scores, "finetune_seeds": finetuned}
+
+
+def model_objective(preset: str) -> str:
+    """The default objective of `preset`'s family."""
+    from plmkit.models import get_family, preset_config
+
+    return get_family(preset_config(preset).family).default_objective
