@@ -3,6 +3,7 @@ Daily, parity with transformers' ErnieForPreTraining both ways (task-type embedd
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import subprocess
@@ -276,3 +277,44 @@ def test_user_mistakes_are_one_line_errors(small_corpus: Path, tmp_path: Path) -
         trainer_for(PretrainArgs(**base, entities=tmp_path / "missing.txt"))
     with pytest.raises(UserError, match="statically"):
         trainer_for(PretrainArgs(**base, masking="dynamic"))
+
+
+def test_ernie_with_dialogues_mixes_both_tasks_in_every_batch(small_corpus: Path,
+                                                              tmp_path: Path) -> None:
+    args = PretrainArgs(model="ernie-tiny", objective="ernie+dlm", corpus=[small_corpus],
+                        out=tmp_path / "run", steps=24, vocab_size=3000, batch_size=16,
+                        seq_len=48, lr=2e-3, log_every=4, eval_every=0, save_every=0,
+                        progress=False)
+    trainer = trainer_for(args)
+    assert [p.source.text.stream.level for p in trainer.phases] == ["basic", "phrase", "entity"]
+    source = trainer.phases[0].source
+    batch = next(iter(source))
+    talk = batch["dialogue"]
+    assert talk.tolist() == [False] * 11 + [True] * 5  # round(16 x 54/173) dialogues
+    roles = batch["segment_ids"][talk]
+    assert batch["input_ids"].shape == (16, 48) and (roles.amax(1) == 1).all()
+    state = source.state_dict()
+    expected = next(iter(source))
+    same_vocabulary = dataclasses.replace(args, tokenizer=args.out / "tokenizer")
+    again = trainer_for(same_vocabulary).phases[0].source
+    again.load_state_dict(state)
+    got = next(iter(again))
+    assert all(torch.equal(got[k], expected[k]) for k in expected)  # both positions resume
+    records = trainer.train()
+    assert records[-1]["step"] == 24
+    first, last = records[0], records[-1]
+    assert {"nsp_loss", "nsp_accuracy", "dlm_loss", "dlm_accuracy"} <= set(last)
+    assert last["mlm_loss"] < first["mlm_loss"] - 0.5
+    # the dialogue LM can go on from this checkpoint: the same model, the same weight names
+    dlm = trainer_for(dataclasses.replace(args, objective="dlm", out=tmp_path / "dlm",
+                                          corpus=[dialogue_file(tmp_path)]))
+    assert set(dlm.model.state_dict()) == set(plmkit.load(tmp_path / "run").state_dict())
+
+
+def dialogue_file(tmp_path: Path) -> Path:
+    from plmkit.data.dialogue import chatterbot_dialogues
+
+    path = tmp_path / "dialogues.txt"
+    path.write_text("\n\n".join("\n".join(d) for d in chatterbot_dialogues(("chinese",))) + "\n",
+                    encoding="utf-8")
+    return path

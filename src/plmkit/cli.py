@@ -696,7 +696,8 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
     """The options of `plmkit pretrain` (DESIGN.md, public interface)."""
     p.add_argument("--model", required=True, help="preset, e.g. bert-tiny, bert-base")
     p.add_argument("--objective",
-                   help="mlm, mlm+nsp, mlm+sop, electra, seq2seq (default: the model's own)")
+                   help="mlm, mlm+nsp, mlm+sop, electra, plm, clm, ernie, ernie+dlm, dlm, "
+                        "seq2seq (default: the model's own)")
     p.add_argument("--corpus", type=_paths, required=True, help="comma-separated txt/jsonl files")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--steps", type=int, default=1000)
@@ -728,6 +729,9 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
                         "(default 10, as BERT)")
     p.add_argument("--entities", type=Path, metavar="FILE",
                    help="ernie: entity names (one a line) masked whole, besides People's Daily's")
+    p.add_argument("--dialogues", type=Path, metavar="FILE",
+                   help="ernie+dlm: dialogues, one turn a line, a blank line between dialogues "
+                        "(default: chatterbot-corpus's Chinese conversations)")
     p.add_argument("--long-fraction", type=float, default=0.0,
                    help="fraction of steps at sequence length 512 (BERT: 0.1)")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,

@@ -59,6 +59,7 @@ class PretrainArgs:
     max_ngram: int | None = None
     dupe_factor: int | None = None  # static masking's copies (None: 10, as BERT)
     entities: Path | None = None  # ernie: extra entity names, one a line
+    dialogues: Path | None = None  # ernie+dlm: the dialogue file (None: chatterbot's)
     whole_word: bool = False
     long_fraction: float = 0.0
     bf16: bool | None = None  # None: bf16 autocast where the hardware runs it fast
@@ -128,7 +129,8 @@ def data_options(args: PretrainArgs, family: Family) -> DataOptions:
     given = {"masking": args.masking, "whole_word": args.whole_word or None,
              "input_format": args.input_format, "max_ngram": args.max_ngram,
              "dupe_factor": args.dupe_factor,
-             "entities": str(args.entities) if args.entities else None}
+             "entities": str(args.entities) if args.entities else None,
+             "dialogues": str(args.dialogues) if args.dialogues else None}
     given = {k: v for k, v in given.items() if v is not None}
     preset = preset_config(args.model)
     from_model = {"mask_prob": preset.mask_prob} if hasattr(preset, "mask_prob") else {}

@@ -14,8 +14,10 @@ class DataOptions:
     (RoBERTa section 4.1). `max_ngram` > 1 masks spans of up to that many words, p(n) ∝ 1/n
     (ALBERT). `unit_level` is ERNIE's knowledge-masking level (basic / phrase / entity; the
     `ernie` objective steps through all three) and `entities` a file of extra entity names, one
-    a line. `input_format` is how `mlm` fills a sequence: "segments" as BERT (one segment of a
-    document), or RoBERTa's packings of whole sentences (section 4.2, `data/packing.py`)."""
+    a line; `dialogues` is the dialogue file of `ernie+dlm` (None: chatterbot-corpus's Chinese
+    conversations). `input_format` is how `mlm` fills a sequence: "segments" as BERT (one
+    segment of a document), or RoBERTa's packings of whole sentences (section 4.2,
+    `data/packing.py`)."""
 
     batch_size: int = 32
     masking: Literal["static", "dynamic"] = "static"
@@ -26,6 +28,7 @@ class DataOptions:
     input_format: Literal["segments", "full-sentences", "doc-sentences"] = "segments"
     unit_level: Literal["basic", "phrase", "entity"] = "basic"
     entities: str | None = None
+    dialogues: str | None = None
 
 
 def max_predictions(seq_len: int, mask_prob: float = 0.15) -> int:

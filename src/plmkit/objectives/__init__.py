@@ -44,6 +44,7 @@ OBJECTIVES: dict[str, str] = {
     "plm": "plmkit.objectives.plm:PermutationLM",
     "clm": "plmkit.objectives.clm:CausalLM",
     "ernie": "plmkit.objectives.ernie:KnowledgeMasking",
+    "ernie+dlm": "plmkit.objectives.ernie:KnowledgeMaskingWithDialogues",
     "dlm": "plmkit.objectives.dlm:DialogueLM",
 }
 

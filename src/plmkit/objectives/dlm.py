@@ -105,6 +105,16 @@ class DialogueStream:
         return {k: torch.from_numpy(np.stack([x[k] for x in instances])) for k in FIELDS}
 
 
+def dialogue_batches(texts: list[list[str]], vocab: BertVocab, options: DataOptions,
+                     seq_len: int, seed: int, batch_size: int) -> Batches:
+    """Batches of `batch_size` DLM instances of the dialogues `texts` (lists of turns)."""
+    encoded = iter(vocab.encode_batch([t for d in texts for t in d]))  # type: ignore
+    dialogues = [[np.array(next(encoded), dtype=np.int64) for _ in d] for d in texts]
+    spec = MaskingSpec.from_vocab(vocab, mask_prob=options.mask_prob,
+                                  max_predictions=max_predictions(seq_len, options.mask_prob))
+    return Batches(DialogueStream(dialogues, vocab, seq_len, spec, seed), batch_size)
+
+
 class DialogueLM:
     """The `dlm` objective: masked-LM over the dialogue + real / fake dialogue."""
 
@@ -114,11 +124,7 @@ class DialogueLM:
                 seq_len: int, seed: int) -> Batches:
         """Dialogues of the corpus's source files, tokenized by `vocab`."""
         texts = read_dialogues([s["path"] for s in corpus.meta["sources"]])
-        encoded = iter(vocab.encode_batch([t for d in texts for t in d]))  # type: ignore
-        dialogues = [[np.array(next(encoded), dtype=np.int64) for _ in d] for d in texts]
-        spec = MaskingSpec.from_vocab(vocab, mask_prob=options.mask_prob,
-                                      max_predictions=max_predictions(seq_len, options.mask_prob))
-        return Batches(DialogueStream(dialogues, vocab, seq_len, spec, seed), options.batch_size)
+        return dialogue_batches(texts, vocab, options, seq_len, seed, options.batch_size)
 
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         out = encode(model, batch)
