@@ -357,3 +357,14 @@ def test_leftovers_of_a_killed_save_are_cleaned_on_the_next_start(root: Path, ru
     assert run_cli([*pretrain_argv(root, run), "--resume"], capsys)[0] == 0
     assert not any(p.exists() for p in stale)
     assert sorted(p.name for p in run.parent.iterdir()) == ["run"]  # nothing beside the run
+
+
+def test_invalid_json_in_a_corpus_reads_as_one_sentence(root: Path, tmp_path: Path,
+                                                        capsys) -> None:
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"text": "fine"}\n{"text": "no end}\n')
+    argv = pretrain_argv(root, tmp_path / "out")
+    argv[argv.index("--corpus") + 1] = str(corpus)
+    code, err = run_cli(argv, capsys)
+    assert code == 2
+    assert "c.jsonl:2: invalid JSON, unterminated string starting at column 10" in one_line(err)

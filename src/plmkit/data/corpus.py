@@ -190,7 +190,8 @@ def _json_text(line: str, loc: str, text_field: str) -> str:
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
-        raise UserError(f"{loc}: invalid JSON, {e.msg.lower()} at column {e.colno}") from None
+        what = e.msg.lower().removesuffix(" at")  # "unterminated string starting at"
+        raise UserError(f"{loc}: invalid JSON, {what} at column {e.colno}") from None
     if not isinstance(obj, dict):
         raise UserError(f"{loc}: expected a JSON object, got {type(obj).__name__}")
     if text_field not in obj:
