@@ -192,8 +192,6 @@ def pretrain(args: PretrainArgs) -> list[dict[str, Any]]:
     try:
         with keep_until_done(args.out, replace=existing and not args.resume):
             trainer = setup(args)
-            if not args.resume:
-                write_record(args, trainer)
     except BaseException:
         if created:  # a failed start leaves no half-made run directory behind
             shutil.rmtree(args.out, ignore_errors=True)
@@ -247,8 +245,9 @@ def _record_args(args: PretrainArgs) -> dict[str, Any]:
 
 
 def write_record(args: PretrainArgs, trainer: Trainer) -> None:
-    """`run.json`: what `--resume` checks against, and the `.plmkit` marker of the run."""
-    if not trainer.dist.is_main:
+    """`run.json`: what `--resume` checks against, and the `.plmkit` marker of the run (a new
+    run's, on the main process)."""
+    if args.resume or not trainer.dist.is_main:
         return
     record = {"args": _record_args(args), "corpus": source_info(args.corpus),
               "tokenizer": fingerprint(Tokenizer.load(args.out / TOKENIZER_DIR)),
@@ -315,5 +314,7 @@ def trainer_for(args: PretrainArgs) -> Trainer:
         spike_rollback=args.spike_rollback, **family.optim_defaults,
     )
     seed_all(args.seed)  # the initial weights depend on the seed alone
-    return Trainer(build(config), objective, phases(objective, corpus, tok, args, options),
-                   train_config, eval_data=heldout, dist=dist)
+    trainer = Trainer(build(config), objective, phases(objective, corpus, tok, args, options),
+                      train_config, eval_data=heldout, dist=dist)
+    write_record(args, trainer)
+    return trainer

@@ -25,7 +25,7 @@ from plmkit.generate import BEAM, MAX_EXTRA, beam_search, greedy
 from plmkit.io import load_model
 from plmkit.models import build, get_family, preset_config
 from plmkit.objectives.seq2seq import Seq2Seq
-from plmkit.pipeline import TOKENIZER_DIR, PretrainArgs, tokenizer_vocab_size
+from plmkit.pipeline import TOKENIZER_DIR, PretrainArgs, tokenizer_vocab_size, write_record
 from plmkit.tokenizers import Tokenizer, train_tokenizer
 from plmkit.training import TrainConfig, Trainer
 from plmkit.training.checkpoint import seed_all
@@ -80,8 +80,10 @@ def seq2seq_trainer(args: PretrainArgs, lr_scale: float = 1.0) -> Trainer:
         grad_accum=args.grad_accum, **family.optim_defaults,
     )
     seed_all(args.seed)
-    return Trainer(build(config), objective, train, train_config, eval_data=heldout,
-                   schedule=inverse_sqrt(config.hidden_size, warmup), evaluator=evaluator)
+    trainer = Trainer(build(config), objective, train, train_config, eval_data=heldout,
+                      schedule=inverse_sqrt(config.hidden_size, warmup), evaluator=evaluator)
+    write_record(args, trainer)
+    return trainer
 
 
 def bleu_evaluator(tok: Tokenizer, pairs: Sequence[Pair]) -> Callable[[nn.Module], dict]:
