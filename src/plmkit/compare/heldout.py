@@ -31,8 +31,7 @@ from plmkit.pipeline import prepare
 from plmkit.tokenizers import Tokenizer
 
 HELDOUT_SEED = 20_191_026  # the one seed of every held-out mask set
-# objectives that train a sentence head -> its method on models that predate `sentence_logits`
-SENTENCE_HEADS = {o: "sentence_logits" for o in ("mlm+nsp", "ernie", "mlm+sop")}
+SENTENCE_OBJECTIVES = frozenset({"mlm+nsp", "mlm+sop", "ernie"})  # train `sentence_logits`
 Scores = dict[str, float]
 
 
@@ -79,21 +78,14 @@ class HeldOut:
         out = masked_lm(model, self.on("mlm", device))
         if hasattr(model, "rtd_logits"):
             out["rtd_accuracy"] = replaced_tokens(model, self.on("mlm", device))
-        if head := sentence_head(model, objective):
+        if objective in SENTENCE_OBJECTIVES:
             for kind in ("nsp", "sop"):
-                out[f"{kind}_pairs_accuracy"] = sentence_pairs(model, head, self.on(kind, device))
+                out[f"{kind}_pairs_accuracy"] = sentence_pairs(model, self.on(kind, device))
         return out
 
     def on(self, kind: str, device: torch.device) -> list[Batch]:
         """The batches of `kind` on `device`."""
         return [{k: v.to(device) for k, v in batch.items()} for batch in self.set(kind)]
-
-
-def sentence_head(model: nn.Module, objective: str) -> Callable[[Tensor], Tensor] | None:
-    """The two-way sentence head that `objective` trains, if it trains one."""
-    if objective not in SENTENCE_HEADS:
-        return None
-    return getattr(model, "sentence_logits", None) or getattr(model, SENTENCE_HEADS[objective])
 
 
 def masked_lm(model: nn.Module, batches: list[Batch]) -> Scores:
@@ -137,12 +129,12 @@ def replaced_tokens(model: nn.Module, batches: list[Batch]) -> float:
     return correct / max(count, 1.0)
 
 
-def sentence_pairs(model: nn.Module, head: Callable[[Tensor], Tensor],
-                   batches: list[Batch]) -> float:
-    """Accuracy of a two-way sentence head (NSP or SOP) on labelled pairs."""
+def sentence_pairs(model: nn.Module, batches: list[Batch]) -> float:
+    """Accuracy of the model's two-way sentence head (trained on NSP or SOP) on labelled
+    pairs."""
     correct = count = 0
     for batch in batches:
-        logits = head(encode(model, batch).pooler_output)  # (B, 2)
+        logits = model.sentence_logits(encode(model, batch).pooler_output)  # (B, 2)
         correct += int((logits.argmax(-1) == batch["next_sentence_labels"]).sum())
         count += len(logits)
     return correct / max(count, 1)
