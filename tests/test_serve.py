@@ -327,9 +327,9 @@ def test_a_trickling_request_is_dropped_while_others_are_served(
     its first byte, however steadily it trickles, while other clients are answered."""
     monkeypatch.setattr(server, "request_timeout", 1.0)
     with socket.create_connection(server.server_address[:2], timeout=30) as slow:
+        start = time.monotonic()  # before the server can see the first byte
         slow.sendall(b"GET /health HTTP/1.1\r\nX-Slow: ")
-        start = time.monotonic()
-        for i in range(100):  # a byte every 0.05 s: at most 5 s
+        for i in range(100):  # a byte every 0.05 s or slower: 5 s or more
             if i % 10 == 0:
                 assert request(server, "GET", "/health")[0] == 200
             try:
@@ -342,7 +342,7 @@ def test_a_trickling_request_is_dropped_while_others_are_served(
                 break
         else:
             pytest.fail("a request trickling for 5 s was not cut off")
-    assert 1.0 <= time.monotonic() - start < 4.0
+    assert time.monotonic() - start >= 1.0
     assert request(server, "GET", "/health")[0] == 200
 
 
