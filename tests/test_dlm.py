@@ -89,3 +89,5 @@ def test_dialogue_files_need_dialogues(tmp_path: Path) -> None:
     path.write_text("just one line\n\nand another\n")
     with pytest.raises(UserError, match=r"one\.txt"):
         read_dialogues([path])
+    with pytest.raises(UserError, match=r"missing\.txt: no such dialogue file"):
+        read_dialogues([tmp_path / "missing.txt"])

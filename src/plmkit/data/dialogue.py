@@ -50,6 +50,8 @@ def read_dialogues(paths: list[str] | list[Path]) -> list[list[str]]:
     at least two turns (a query and a response)."""
     dialogues = []
     for path in map(Path, paths):
+        if not path.is_file():
+            raise UserError(f"{path}: no such dialogue file")
         text = path.read_text(encoding="utf-8", errors="replace")
         for block in re.split(r"\n\s*\n", text):
             turns = [t.strip() for t in block.splitlines() if t.strip()]

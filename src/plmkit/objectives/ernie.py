@@ -14,6 +14,7 @@ the pairs and real / fake on the dialogues (one head, label 1: random or fake)."
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -99,7 +100,7 @@ class MixedBatches:
     def __init__(self, text: Batches, dialogues: Batches):
         self.text, self.dialogues = text, dialogues
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Batch]:
         for a, b in zip(self.text, self.dialogues, strict=True):
             kinds = torch.arange(len(a["input_ids"]) + len(b["input_ids"])) >= len(a["input_ids"])
             yield {**{k: torch.cat([a[k], b[k]]) for k in a}, "dialogue": kinds}
