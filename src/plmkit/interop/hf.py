@@ -39,38 +39,69 @@ def family_for_model_type(model_type: str | None, where: Path) -> Family:
     raise UserError(f"{where}: model_type {model_type!r} is not supported; known: {known}")
 
 
-def load_hf(directory: str | Path) -> nn.Module:
+def load_hf(directory: str | Path, parts: Mapping[str, Path] | None = None) -> nn.Module:
     """A plmkit model holding the weights of a transformers directory (config.json plus
     model.safetensors or pytorch_model.bin), with or without the base-model prefix and heads.
+    `parts`: where a part of `spec.parts` is when not in its subdirectory (ELECTRA's
+    generator given as a directory of its own).
 
     The config is checked against the weight files' headers before the model is allocated
     (`plmkit.interop.preflight`)."""
+    model, _ = load_hf_fresh(directory, parts)
+    return model
+
+
+def hf_parts(directory: Path, spec: HFSpec,
+             parts: Mapping[str, Path] | None = None) -> list[tuple[Path, HFSpec]]:
+    """The directories a checkpoint's weights are in, each with its key map: the main one and
+    each of `spec.parts` found (in `parts`, else in its subdirectory of `directory`)."""
+    given = dict(parts or {})
+    if unknown := sorted(set(given) - set(spec.parts)):
+        raise UserError(f"{directory}: a {spec.model_type} checkpoint has no {unknown[0]} part")
+    return [(directory, spec)] + [
+        (given.get(sub, directory / sub), part) for sub, part in spec.parts.items()
+        if sub in given or (directory / sub / "config.json").is_file()]
+
+
+def read_hf_config(directory: str | Path,
+                   parts: Mapping[str, Path] | None = None) -> tuple[Family, Any]:
+    """The family and plmkit config of a transformers directory (and of its parts: the
+    fields two parts share must agree), from the config.json files alone."""
     directory = Path(directory)
     hf_config = _read_json(directory / "config.json")
     family = family_for_model_type(hf_config.get("model_type"), directory / "config.json")
-    spec = family.hf
-    assert spec is not None
-    parts = [(directory, spec)] + [(directory / sub, part) for sub, part in spec.parts.items()
-                                   if (directory / sub / "config.json").is_file()]
+    assert family.hf is not None
     kwargs: dict[str, Any] = {}
-    for where, part in parts:
+    for where, part in hf_parts(directory, family.hf, parts):
         more = _config_kwargs(part, family.config, _read_json(where / "config.json"), where)
         _merge_config(kwargs, more, where)
-    where = directory / "config.json"
-    config = _build_config(family.config, kwargs, where)
-    shapes = {at: _with_prefix(weight_shapes(_weights_file(at)), part) for at, part in parts}
+    return family, _build_config(family.config, kwargs, directory / "config.json")
+
+
+def load_hf_fresh(directory: str | Path,
+                  parts: Mapping[str, Path] | None = None) -> tuple[nn.Module, list[str]]:
+    """`load_hf`, and the names of the model's tensors that no weight file held (they keep
+    their fresh initialisation: heads the checkpoint has not, a part it lacks)."""
+    directory = Path(directory)
+    family, config = read_hf_config(directory, parts)
+    spec = family.hf
+    assert spec is not None
+    found = hf_parts(directory, spec, parts)
+    shapes = {at: _with_prefix(weight_shapes(_weights_file(at)), part) for at, part in found}
 
     def check(meta: nn.Module) -> None:
-        for at, part in parts:
+        for at, part in found:
             _plan(meta, shapes[at], part, at)
 
     checked_on_meta(config, family.model, check, max(layers_held(s) for s in shapes.values()),
-                    str(where), spec.config)
+                    str(directory / "config.json"), spec.config)
     model = family.model(config)
-    for at, part in parts:
-        state = _with_prefix(_read_weights(at), part)
-        model.load_state_dict(_import_state(model, state, part, at), strict=False)
-    return model
+    loaded: set[str] = set()
+    for at, part in found:
+        state = _import_state(model, _with_prefix(_read_weights(at), part), part, at)
+        model.load_state_dict(state, strict=False)
+        loaded |= set(state)
+    return model, sorted(set(model.state_dict()) - loaded)
 
 
 def _build_config(config_cls: type, kwargs: dict[str, Any], where: Path) -> Any:
@@ -80,10 +111,13 @@ def _build_config(config_cls: type, kwargs: dict[str, Any], where: Path) -> Any:
         raise UserError(f"{where}: {e}") from None
 
 
-def save_hf(model: nn.Module, directory: str | Path) -> Path:
+def save_hf(model: nn.Module, directory: str | Path,
+            source: Mapping[str, dict[str, Any]] | None = None) -> Path:
     """Write `model` as a transformers directory that `AutoModel` and the family's
     `*ForPreTraining` class load with identical outputs; each of `spec.parts` (ELECTRA's
-    generator) goes, as a model of its own, into its subdirectory."""
+    generator) goes, as a model of its own, into its subdirectory. `source`: the config.json
+    of the checkpoint the model was continued from, per part ("" the main one); its fields
+    that plmkit does not write are kept (a tokenizer's ids, `_name_or_path`, ...)."""
     spec = _spec_of(model)
     directory = Path(directory)
     targets = [(directory, spec), *((directory / sub, p) for sub, p in spec.parts.items())]
@@ -94,18 +128,20 @@ def save_hf(model: nn.Module, directory: str | Path) -> Path:
             raise UserError(f"cannot export to Hugging Face: {key} has no name in the "
                             f"{spec.model_type} key map")
     for where, part in targets:
-        _write_hf(part, {k: v for k, v in state.items() if _maps(part, k)}, model, where)
+        kept = (source or {}).get(where.relative_to(directory).as_posix().strip("."), {})
+        _write_hf(part, {k: v for k, v in state.items() if _maps(part, k)}, model, where, kept)
     return directory
 
 
-def _write_hf(spec: HFSpec, state: dict[str, Tensor], model: nn.Module, directory: Path) -> None:
+def _write_hf(spec: HFSpec, state: dict[str, Tensor], model: nn.Module, directory: Path,
+              kept: Mapping[str, Any]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {}
     for key, value in state.items():
         names = hf_names(spec, key)
         for name, part in zip(names, value.chunk(len(names)), strict=True):
             tensors[name] = part.detach().contiguous().cpu()
-    config = {"model_type": spec.model_type, "architectures": [spec.architecture],
+    config = {**kept, "model_type": spec.model_type, "architectures": [spec.architecture],
               **config_to_hf(spec, model.config), **spec.fixed}  # type: ignore[attr-defined]
     (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     safetensors.torch.save_file(tensors, str(directory / SAFETENSORS), metadata={"format": "pt"})

@@ -42,7 +42,7 @@ class ElectraConfig(EncoderConfig):
     num_heads: int = 4
     intermediate_size: int = 1024
     embedding_size: int | None = 128
-    generator_size: float = 0.25
+    generator_size: float | None = None  # None: the paper's ratio for this hidden size
     generator_hidden_size: int | None = None
     generator_num_heads: int | None = None
     generator_intermediate_size: int | None = None
@@ -50,6 +50,8 @@ class ElectraConfig(EncoderConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.generator_size is None:
+            self.generator_size = generator_ratio(self.hidden_size)
         if self.generator_size <= 0:
             raise UserError(f"generator_size must be positive, got {self.generator_size}")
         if not 0.0 < self.mask_prob < 1.0:
@@ -86,6 +88,12 @@ PRESETS = {
     "electra-base": _size(12, 768, 1 / 3),  # 110M
     "electra-large": _size(24, 1024, 1 / 4, mask_prob=0.25),  # 335M
 }
+
+
+def generator_ratio(hidden_size: int) -> float:
+    """The paper's generator size for a discriminator of `hidden_size` (Table 6: 1/3 at base's
+    768, 1/4 at small's 256 and large's 1024, and elsewhere)."""
+    return 1 / 3 if hidden_size == PRESETS["electra-base"]["hidden_size"] else 1 / 4
 
 
 class DiscriminatorHead(nn.Module):
