@@ -83,23 +83,10 @@ def load_model(directory: str | os.PathLike[str]) -> torch.nn.Module:
     """A model from a native plmkit directory (see `save_model`); its config is checked
     against the weights' header before the model is allocated (`plmkit.interop.preflight`)."""
     from plmkit.interop import preflight
-    from plmkit.models import get_family
 
     directory = Path(directory)
     path = directory / NATIVE_CONFIG
-    meta = _read_meta(path)
-    family = get_family(_entry(meta, "family", str, path))
-    values = _entry(meta, "config", dict, path)
-    task = meta.get("task")
-    if task is not None and not isinstance(task, dict):
-        raise UserError(f"{path}: \"task\" is not an object")
-    preflight.check_fields(family.config, values, str(path))
-    try:
-        config = family.config(**values)
-    except TypeError as e:
-        raise UserError(f"{path}: bad model config ({e})") from None
-    except UserError as e:
-        raise UserError(f"{path}: {e}") from None
+    family, config, task = read_native_config(directory)
     weights = directory / WEIGHTS
     if not weights.is_file():
         raise UserError(f"{directory}: no {WEIGHTS} (the run has not saved a model yet?)")
@@ -121,6 +108,28 @@ def load_model(directory: str | os.PathLike[str]) -> torch.nn.Module:
     except (RuntimeError, OSError, safetensors.SafetensorError) as e:
         raise UserError(f"{weights}: cannot load weights ({str(e).splitlines()[0]})") from None
     return model
+
+
+def read_native_config(directory: str | os.PathLike[str]) -> tuple[Any, Any, dict | None]:
+    """The family, the config (each field of its type and size) and the task dict (None for a
+    pretrained model) of a native plmkit directory; a UserError naming `plmkit.json` else."""
+    from plmkit.interop.preflight import check_fields
+    from plmkit.models import get_family
+
+    path = Path(directory) / NATIVE_CONFIG
+    meta = _read_meta(path)
+    family = get_family(_entry(meta, "family", str, path))
+    values = _entry(meta, "config", dict, path)
+    task = meta.get("task")
+    if task is not None and not isinstance(task, dict):
+        raise UserError(f"{path}: \"task\" is not an object")
+    check_fields(family.config, values, str(path))
+    try:
+        return family, family.config(**values), task
+    except TypeError as e:
+        raise UserError(f"{path}: bad model config ({e})") from None
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
 
 
 def is_native(directory: str | os.PathLike[str]) -> bool:
