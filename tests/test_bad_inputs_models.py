@@ -228,3 +228,38 @@ def test_bad_task_file_stops_finetuning_before_the_first_step(
     assert_one_line(err, message)
     assert tree(tmp_path) == before and not out.exists()
     assert tree(dirs["native"]) == model_before
+
+
+# --- a fine-tuned model directory's own files ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def finetuned(dirs: dict[str, Path]) -> Path:
+    root = dirs["root"]
+    train = jsonl(root / "sentiment.jsonl", [{"text": f"text {i}", "label": ("a", "b")[i % 2]}
+                                            for i in range(8)])
+    out = root / "finetuned"
+    assert main(["finetune", "--task", "classify", "--model", str(dirs["native"]), "--train",
+                 str(train), "--out", str(out), "--epochs", "1", "--max-seq-len", "16",
+                 "--no-progress"]) == 0
+    return out
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("{", "finetune.json: not a JSON file of fine-tuning options (Expecting"),
+    ("[1]", "finetune.json: not a JSON object of fine-tuning options"),
+    ('{"batch_size": "8"}', "finetune.json: batch_size '8' is not an integer"),
+    ('{"batch_size": 0}', "finetune.json: batch_size 0 is not a positive size below 2^31"),
+    ('{"max_seq_len": 1.5}', "finetune.json: max_seq_len 1.5 is not an integer or null"),
+], ids=["invalid-json", "list", "string", "zero", "float"])
+def test_bad_finetune_options_are_one_line(finetuned: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str], content: str,
+                                           message: str) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(finetuned, model)
+    (model / "finetune.json").write_text(content)
+    before = tree(tmp_path)
+    code, err = run_cli(["evaluate", "--model", str(model), "--eval",
+                         str(finetuned.parent / "sentiment.jsonl")], capsys)
+    assert code == 2
+    assert_one_line(err, message)
+    assert tree(tmp_path) == before

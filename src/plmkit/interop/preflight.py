@@ -26,7 +26,8 @@ Shapes = dict[str, tuple[int, ...]]
 # config fields that size a tensor or a stack: positive and below a tensor dimension's limit
 SIZE_FIELDS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
                "max_positions", "embedding_size", "num_groups", "generator_hidden_size",
-               "generator_num_heads", "generator_intermediate_size")
+               "generator_num_heads", "generator_intermediate_size", "batch_size",
+               "max_seq_len")
 COUNT_FIELDS = ("type_vocab_size", "task_type_vocab_size")  # may be 0
 LAYER_FIELDS = ("num_layers", "num_groups")  # stacks whose length the weights' indices show
 MAX_SIZE = 2**31

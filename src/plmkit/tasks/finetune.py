@@ -145,12 +145,21 @@ def resolve_options(task: Task, options: FinetuneOptions) -> FinetuneOptions:
 
 def saved_options(model_dir: Path) -> FinetuneOptions:
     """The options a fine-tuned model was trained with (defaults when unknown)."""
+    from plmkit.interop.preflight import check_fields
+
     path = Path(model_dir) / FINETUNE_CONFIG
     if not path.is_file():
         return FinetuneOptions()
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:
+        raise UserError(f"{path}: not a JSON file of fine-tuning options ({e})") from None
+    if not isinstance(saved, dict):
+        raise UserError(f"{path}: not a JSON object of fine-tuning options")
     known = {f.name for f in dataclasses.fields(FinetuneOptions)}
-    saved = json.loads(path.read_text())
-    return FinetuneOptions(**{k: v for k, v in saved.items() if k in known})
+    options = {k: v for k, v in saved.items() if k in known}
+    check_fields(FinetuneOptions, options, str(path))
+    return FinetuneOptions(**options)
 
 
 def finetune(task: Task, model_dir: Path, train: Path, eval: Path | None, out: Path,
