@@ -271,6 +271,13 @@ def test_cli_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert main([*base, "--budget", "steps", "ten"]) == 2
     assert main([*base, "--budget", "steps", "3", "--tasks", "nope"]) == 2
     assert "--tasks" in capsys.readouterr().err
+    steps = [*base, "--budget", "steps", "3", "--tasks", ""]
+    assert main([*steps, "--claim", "bert-tiny > electra-tiny"]) == 2
+    assert "--claim 'bert-tiny > electra-tiny'" in capsys.readouterr().err
+    assert main([*steps, "--pretrain-seeds", "0"]) == 2
+    assert "--pretrain-seeds must be at least 1" in capsys.readouterr().err
+    assert main([*steps, "--heldout", str(tmp_path / "missing.txt")]) == 2
+    assert "missing.txt: no such file" in capsys.readouterr().err
 
 
 def test_knowledge_vs_character_masking_on_chinese(tmp_path: Path) -> None:
@@ -300,8 +307,8 @@ def test_knowledge_vs_character_masking_on_chinese(tmp_path: Path) -> None:
         assert {"heldout/nsp_pairs_accuracy", "heldout/sop_pairs_accuracy"} <= set(scores)
 
 
-def test_pretraining_is_float32_unless_an_entry_says_bf16(tmp_path: Path) -> None:
+def test_precision_follows_the_hardware_unless_an_entry_says(tmp_path: Path) -> None:
     args = CompareArgs(models=[], corpus=[tmp_path / "c.txt"], out=tmp_path, budget=("steps", 1))
-    plain = pretrain_args(parse_entry("bert-tiny:mlm"), args, tmp_path, 1, tmp_path / "a")
-    fast = pretrain_args(parse_entry("bert-tiny:mlm:bf16=true"), args, tmp_path, 1, tmp_path)
-    assert plain.bf16 is False and fast.bf16 is True
+    auto = pretrain_args(parse_entry("bert-tiny:mlm"), args, tmp_path, 1, tmp_path / "a")
+    fp32 = pretrain_args(parse_entry("bert-tiny:mlm:bf16=false"), args, tmp_path, 1, tmp_path)
+    assert auto.bf16 is None and fp32.bf16 is False

@@ -212,9 +212,9 @@ def shared_tokenizer(args: CompareArgs) -> Path:
 
 def pretrain_args(entry: Entry, args: CompareArgs, tokenizer: Path, steps: int, out: Path,
                   seed: int = 0) -> PretrainArgs:
-    """The `plmkit pretrain` options of one entry, in float32 (as the committed studies ran)
-    whatever the hardware, unless the entry says otherwise."""
-    options = {"bf16": False, **entry.options}
+    """The `plmkit pretrain` options of one entry: bf16 autocast where the hardware runs it
+    fast (as `plmkit pretrain`), unless the entry says `bf16=false`."""
+    options = entry.options
     try:
         return PretrainArgs(
             model=entry.preset, objective=entry.objective, corpus=args.corpus, out=out,
