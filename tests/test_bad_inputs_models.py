@@ -43,8 +43,12 @@ def dirs(tmp_path_factory: pytest.TempPathFactory, tweets: list[str]) -> dict[st
     tok.save(root / "native" / "tokenizer")
     plmkit.save_hf(model, root / "hf")
     tok.save(root / "hf")
+    plmkit.save_hf(build(preset_config("electra-tiny", vocab_size=tok.vocab_size,
+                                       max_positions=64)), root / "electra")
+    tok.save(root / "electra")
     (root / "texts.txt").write_text("one text\nand another\n")
-    return {"root": root, "native": root / "native", "hf": root / "hf"}
+    return {"root": root, "native": root / "native", "hf": root / "hf",
+            "electra": root / "electra"}
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -66,6 +70,12 @@ def edit_json(name: str, **changes: Any) -> Callable[[Path], None]:
         target = data["config"] if name == "plmkit.json" else data
         target.update(changes)
         (directory / name).write_text(json.dumps(data))
+    return edit
+
+
+def write(name: str, content: str) -> Callable[[Path], None]:
+    def edit(directory: Path) -> None:
+        (directory / name).write_text(content)
     return edit
 
 
@@ -107,6 +117,13 @@ BAD_MODELS = [  # (id, directory, damage, message)
     ("ffn-size", "hf", edit_json("config.json", intermediate_size=1024),
      "bert.encoder.layer.0.intermediate.dense.weight has shape (512, 128), config.json "
      "implies (1024, 128)"),
+    ("config-list", "hf", write("config.json", "[]"), "config.json: not a JSON object"),
+    ("generator-config-list", "electra", write("generator/config.json", "[]"),
+     "generator/config.json: not a JSON object"),
+    ("activation-list", "hf", edit_json("config.json", hidden_act=["gelu"]),
+     "hidden_act=['gelu'] is not supported"),
+    ("negative-eps", "hf", edit_json("config.json", layer_norm_eps=-1.0),
+     "config.json: layer_norm_eps -1.0 is not positive"),
     ("legacy-bin", "hf", bin_weights(legacy=True),
      "pytorch_model.bin: not a zip-format torch file"),
     ("hostile-bin", "hf", bin_weights(payload={"x": Hostile()}),

@@ -163,9 +163,11 @@ def _config_kwargs(spec: HFSpec, config_cls: type, hf: dict[str, Any],
         if theirs in hf:
             value = hf[theirs]
             inverse = {v: k for k, v in spec.value_maps.get(ours, {}).items()}
-            if inverse and value not in inverse:
-                raise UserError(f"{where}: {theirs}={value!r} is not supported")
-            kwargs[ours] = inverse.get(value, value)
+            if inverse:  # compared, not looked up: the value may be a list
+                if not any(value == v and type(value) is type(v) for v in inverse):
+                    raise UserError(f"{where}: {theirs}={value!r} is not supported")
+                value = inverse[value]
+            kwargs[ours] = value
     check_fields(config_cls, kwargs, str(where / "config.json"), spec.config)
     return kwargs
 
@@ -304,11 +306,14 @@ def _read_weights(directory: Path) -> dict[str, Tensor]:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         raise UserError(f"{path}: not found (not a model directory)") from None
     except json.JSONDecodeError as e:
         raise UserError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not a JSON object")
+    return data
 
 
 def _spec_of(model: nn.Module) -> HFSpec:

@@ -97,6 +97,8 @@ def _range_problem(field: str, value: Any) -> str | None:
         return "is not a count in [0, 2^31)"
     if field.endswith("dropout") and not 0 <= value <= 1:
         return "is not a probability in [0, 1]"
+    if field.endswith("_eps") and not value > 0:
+        return "is not positive"
     return None
 
 
