@@ -245,14 +245,15 @@ def training_step_flops(run: PretrainArgs) -> float:
 
 def step_seconds(entry: Entry, args: CompareArgs, tokenizer: Path, out: Path,
                  steps: int = 4) -> float:
-    """Median wall seconds of a training step (forward, backward, optimizer), after a warm-up."""
+    """Median wall seconds of a training step (forward, backward, optimizer; in the run's
+    precision), after a warm-up."""
     trainer = trainer_for(pretrain_args(entry, args, tokenizer, steps, out))
     source = iter(trainer.phases[0].source)
     times = []
     for _ in range(steps):
         batch = next(source)
         start = time.perf_counter()
-        trainer.objective(trainer.model, batch)[0].backward()
+        trainer.forward_backward([batch])
         trainer.optimizer.step()
         trainer.optimizer.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - start)
