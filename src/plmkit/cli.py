@@ -147,13 +147,16 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    import plmkit
+    from plmkit.interop.start import export_hf
     from plmkit.outputs import staged
+    from plmkit.tasks.embed import EmbeddingSetup
 
     _claim(args, "export", args.model)
-    model = plmkit.load(args.model)
+    sentence = None
+    if args.sentence_transformers:
+        sentence = EmbeddingSetup(args.sentence_transformers, args.normalize)
     with staged(args.out, "export") as tmp:
-        plmkit.save_hf(model, tmp)
+        export_hf(args.model, tmp, sentence)
     print(f"wrote a Hugging Face {args.format} directory -> {args.out}")
 
 
@@ -463,6 +466,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["hf"], default="hf")
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--sentence-transformers", choices=["cls", "mean", "max"], metavar="POOLING",
+                   help="also write sentence-transformers files pooling by cls, mean or max")
+    p.add_argument("--normalize", action="store_true",
+                   help="with --sentence-transformers: unit-length vectors (a Normalize module)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a non-empty --out that plmkit did not write for this command")
     return top

@@ -3,7 +3,8 @@
     GET  /               the one-page HTML demo (static/index.html)
     GET  /health         {"status": "ok", "model", "endpoints", "requests", "batches"}
     GET  /openapi.json   the OpenAPI 3 description of the endpoints below
-    POST /v1/embed       {"texts": [...], "pooling": "cls"|"mean"} -> {"embeddings": [[...]]}
+    POST /v1/embed       {"texts": [...], "pooling": "cls"|"pooler"|"mean"|"max",
+                          "normalize": bool} -> {"embeddings": [[...]]}
     POST /v1/fill-mask   {"text": ..., "top_k": k} -> {"predictions": [[{"token", "score"}]]}
     POST /v1/classify    {"texts": [...]} -> {"labels": [...], "scores": [...]}
     POST /v1/qa          {"question": ..., "context": ...} -> {"answer", "score", "start", "end"}
@@ -30,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -40,6 +42,7 @@ import torch
 
 import plmkit
 from plmkit.errors import Interrupted, UserError
+from plmkit.tasks.embed import POOLINGS, EmbeddingSetup, embed, embedding_setup
 from plmkit.tasks.finetune import resolve_options, saved_options, task_of_model, tokenizer_dir
 from plmkit.tokenizers import Tokenizer
 
@@ -171,14 +174,21 @@ class Service:
         with torch.inference_mode():
             return getattr(self, "_" + kind.replace("-", "_"))(payloads)
 
-    def _embed(self, payloads: list[dict[str, Any]]) -> list[Any]:
-        from plmkit.tasks.embed import embed
+    @cached_property
+    def embedding(self) -> EmbeddingSetup:
+        """The model directory's embedding setup (its sentence-transformers files, else [CLS],
+        not normalised), cut to the model's positions."""
+        setup = embedding_setup(self.model_dir)
+        return setup.given(max_seq_len=min(setup.max_seq_len, self.max_seq_len))
 
+    def _embed(self, payloads: list[dict[str, Any]]) -> list[Any]:
+        """Vectors by `self.embedding`, with each request's pooling and normalize if given."""
         out = []
-        for pooling in dict.fromkeys(p["pooling"] for p in payloads):
-            group = [p for p in payloads if p["pooling"] == pooling]
-            vectors = embed(self.model, self.tokenizer, _flat(group, "texts"), pooling,
-                            self.max_seq_len, self.batch_size).tolist()
+        for pooling, normalize in dict.fromkeys((p["pooling"], p["normalize"]) for p in payloads):
+            group = [p for p in payloads
+                     if (p["pooling"], p["normalize"]) == (pooling, normalize)]
+            vectors = embed(self.model, self.tokenizer, _flat(group, "texts"),
+                            self.embedding.given(pooling, normalize), self.batch_size).tolist()
             out += [(p, {"embeddings": rows}) for p, rows in zip(group, _split(vectors, group),
                                                                   strict=True)]
         return _in_order(payloads, out)
@@ -280,14 +290,16 @@ def _int(body: dict[str, Any], name: str, default: int, low: int, high: int) -> 
 
 
 def _embed_fields(body: dict[str, Any]) -> dict[str, Any]:
-    pooling = body.get("pooling", "cls")
-    if pooling not in ("cls", "mean"):
-        raise Invalid("'pooling' must be \"cls\" or \"mean\"")
-    return {"texts": _texts(body), "pooling": pooling}
+    pooling, normalize = body.get("pooling"), body.get("normalize")
+    if pooling is not None and pooling not in POOLINGS:
+        raise Invalid(f"'pooling' must be one of {', '.join(POOLINGS)}")
+    if normalize is not None and not isinstance(normalize, bool):
+        raise Invalid("'normalize' must be true or false")
+    return {"texts": _texts(body), "pooling": pooling, "normalize": normalize}
 
 
 VALIDATORS: dict[str, tuple[set[str], Callable[[dict[str, Any]], dict[str, Any]]]] = {
-    "embed": ({"texts", "pooling"}, _embed_fields),
+    "embed": ({"texts", "pooling", "normalize"}, _embed_fields),
     "fill-mask": ({"text", "top_k"}, lambda b: {"text": _text(b, "text"),
                                                "top_k": _int(b, "top_k", 5, 1, MAX_TOP_K)}),
     "classify": ({"texts"}, lambda b: {"texts": _texts(b)}),
@@ -549,8 +561,10 @@ def openapi(service: Service) -> dict[str, Any]:
     number = {"type": "number"}
     prediction = {"type": "object", "properties": {"token": string, "score": number}}
     endpoints = {
-        "embed": ("Sentence vectors", {"texts": strings, "pooling": {
-            "type": "string", "enum": ["cls", "mean"], "default": "cls"}}, ["texts"],
+        "embed": ("Sentence vectors (default pooling and normalize: the model directory's "
+                  "sentence-transformers files, else cls, not normalised)", {
+            "texts": strings, "pooling": {"type": "string", "enum": list(POOLINGS)},
+            "normalize": {"type": "boolean"}}, ["texts"],
             {"embeddings": {"type": "array", "items": {"type": "array", "items": number}}}),
         "fill-mask": ("Top-k tokens for each mask token", {"text": string, "top_k": {
             "type": "integer", "minimum": 1, "maximum": MAX_TOP_K, "default": 5}}, ["text"],

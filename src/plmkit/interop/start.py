@@ -12,7 +12,7 @@ import json
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -20,6 +20,9 @@ from plmkit.errors import UserError
 from plmkit.interop.hf import load_hf_fresh, read_hf_config, save_hf
 from plmkit.io import NATIVE_CONFIG, is_native, load_model
 from plmkit.models import build, get_family
+
+if TYPE_CHECKING:
+    from plmkit.tasks.embed import EmbeddingSetup
 
 SOURCE_CONFIG = "source-config.json"  # {part: the config.json it was continued from}
 # what a transformers or plmkit tokenizer directory may hold
@@ -116,13 +119,18 @@ def source_configs(directory: Path, generator: Path | None = None) -> dict[str, 
             if (at / "config.json").is_file()}
 
 
-def export_hf(model_dir: Path, out: Path) -> None:
+def export_hf(model_dir: Path, out: Path, sentence: EmbeddingSetup | None = None) -> None:
     """`plmkit export --format hf`: the model of `model_dir` as a transformers directory with
-    its tokenizer beside it, keeping the fields of the config.json it was continued from."""
+    its tokenizer beside it, keeping the fields of the config.json it was continued from;
+    `sentence`: also the sentence-transformers files that pool and normalise as it says."""
     import plmkit
+    from plmkit.tasks.embed import write_sentence_transformers
 
-    path = model_dir / SOURCE_CONFIG
-    save_hf(plmkit.load(model_dir), out, json.loads(path.read_text()) if path.is_file() else {})
+    model = plmkit.load(model_dir)
+    save_hf(model, out, source_configs(model_dir))
     tokenizer = tokenizer_files(model_dir)
     if tokenizer is not None:
         copy_tokenizer(tokenizer, out)
+    if sentence is not None:
+        hidden = model.config.hidden_size  # type: ignore[union-attr]
+        write_sentence_transformers(out, sentence, hidden)
