@@ -352,7 +352,11 @@ def parser() -> argparse.ArgumentParser:
 
     p = _add(sub, "pretrain", "pretrain a model with its objective on a corpus",
              """
+             plmkit pretrain --model all-MiniLM-L6-v2/ --corpus bible.txt --out runs/dapt
              plmkit pretrain --model bert-tiny --corpus corpus.txt --out runs/bert --steps 200
+             plmkit pretrain --model roberta-tiny:mlm:masking=static --corpus c.txt --out runs/r
+             plmkit pretrain --model electra-disc/ --generator electra-gen/ --corpus c.txt \
+                 --out runs/electra
              plmkit pretrain --model bert-mini --objective mlm --corpus a.txt,b.jsonl \\
                  --tokenizer tok/ --out runs/mini --batch-size 32 --seq-len 128 --resume
              """, cmd_pretrain)
@@ -709,9 +713,12 @@ def add_use_commands(sub: argparse._SubParsersAction) -> None:
 def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
     """The options of `plmkit pretrain` (DESIGN.md, public interface)."""
     p.add_argument("--model", required=True,
-                   help="preset, e.g. bert-tiny, bert-base; or a model directory (a plmkit run "
-                        "or a transformers model) to continue pretraining from, with its "
-                        "tokenizer")
+                   help="preset, e.g. bert-tiny, bert-base, or PRESET[:OBJECTIVE][:KEY=VALUE...] "
+                        "as in compare; or a model directory (a plmkit run or a transformers "
+                        "model) to continue pretraining from, with its config and tokenizer")
+    p.add_argument("--generator", type=Path, metavar="DIR",
+                   help="with --model DISC (a transformers ELECTRA discriminator): its generator "
+                        "(default: DISC/generator if there, else a fresh one at the paper's size)")
     p.add_argument("--objective",
                    help="mlm, mlm+nsp, mlm+sop, electra, plm, clm, ernie, ernie+dlm, dlm, "
                         "seq2seq (default: the model's own)")
@@ -728,8 +735,10 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--warmup", type=int, default=None, help="warmup steps (default 1%% of steps)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate (default 1e-4; from a checkpoint 5e-5)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="warmup steps (default 1%% of steps; from a checkpoint 6%%)")
     p.add_argument("--grad-accum", type=int, default=1)
     p.add_argument("--save-every", type=int, default=500)
     p.add_argument("--eval-every", type=int, default=100)

@@ -12,11 +12,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
 
 from plmkit.data.corpus import CorpusStats, read_documents
 from plmkit.data.options import DataOptions
 from plmkit.data.shards import ShardedCorpus, prepare_corpus, source_info
 from plmkit.errors import UserError
+from plmkit.interop.start import (
+    SOURCE_CONFIG,
+    checkpoint_config,
+    copy_tokenizer,
+    is_checkpoint,
+    load_checkpoint,
+    source_configs,
+    tokenizer_files,
+)
 from plmkit.models import Family, build, get_family, preset_config
 from plmkit.objectives import Objective, get_objective
 from plmkit.outputs import claim, fix_modes, keep_until_done, mark
@@ -28,6 +38,14 @@ TOKENIZER_DIR = "tokenizer"
 RUN_RECORD = "run.json"  # the options, tokenizer and model config a run was started with
 LONG_SEQ = 512  # BERT's second phase (section A.2: 90% of steps at 128, the rest at 512)
 MIN_SEQ_LEN = 8  # [CLS] a [SEP] b [SEP] with room for a few tokens
+SCRATCH_LR = 1e-4  # BERT's (Devlin et al. 2019, section A.2)
+SCRATCH_WARMUP = 0.01
+# Continued pretraining (Gururangan et al. 2020, "Don't Stop Pretraining", appendix: 6% warmup
+# and linear decay; peak lr 5e-4 at batch 2048 for DAPT, 1e-4 at batch 256 for TAPT). At
+# plmkit's batch of 32, 5e-5, the learning rate of transformers' run_mlm.py, which continues
+# the same checkpoints; the warmup fraction is theirs (and RoBERTa's fine-tuning recipe's).
+CONTINUED_LR = 5e-5
+CONTINUED_WARMUP = 0.06
 # Options that a resumed run may change; every other one must equal the run's (`run.json`).
 RESUMABLE_CHANGES = frozenset({
     "out", "steps", "tokenizer", "save_every", "eval_every", "log_every", "eval_batches",
@@ -36,7 +54,9 @@ RESUMABLE_CHANGES = frozenset({
 
 @dataclass
 class PretrainArgs:
-    """The options of `plmkit pretrain` (see `plmkit pretrain --help`)."""
+    """The options of `plmkit pretrain` (see `plmkit pretrain --help`). `model`: a preset, or
+    a directory to continue from (a plmkit run or a transformers model; `generator`: an
+    ELECTRA discriminator's generator, a transformers directory of its own)."""
 
     model: str
     corpus: list[Path]
@@ -48,7 +68,7 @@ class PretrainArgs:
     batch_size: int = 32
     seq_len: int = 128
     seed: int = 0
-    lr: float = 1e-4
+    lr: float | None = None  # None: `default_lr`
     warmup: int | None = None
     grad_accum: int = 1
     save_every: int = 500
@@ -76,6 +96,7 @@ class PretrainArgs:
     heldout: list[Path] = field(default_factory=list)
     eval_batches: int = 20
     overrides: dict[str, Any] = field(default_factory=dict)  # model config fields, e.g. sharing
+    generator: Path | None = None
 
 
 def fingerprint(tokenizer: Tokenizer) -> str:
@@ -94,6 +115,8 @@ def tokenizer_for(args: PretrainArgs, kind: str) -> Tokenizer:
             raise UserError(f"--tokenizer {args.tokenizer}: not the tokenizer of the run being "
                             f"resumed ({saved}); resume without --tokenizer")
         return tok
+    if is_checkpoint(args.model):
+        return checkpoint_tokenizer(args, saved)
     if args.tokenizer is not None:
         tok = Tokenizer.load(args.tokenizer)
     else:
@@ -106,6 +129,26 @@ def tokenizer_for(args: PretrainArgs, kind: str) -> Tokenizer:
         print(f"trained a {kind} tokenizer of {tok.vocab_size} tokens on the corpus")
     tok.save(saved)
     return tok
+
+
+def checkpoint_tokenizer(args: PretrainArgs, saved: Path) -> Tokenizer:
+    """The tokenizer of the checkpoint `args.model`, its files copied as they are into `saved`
+    (a --tokenizer must be the same one); --tokenizer when the checkpoint has none."""
+    source = tokenizer_files(Path(args.model)) or args.tokenizer
+    if source is None:
+        raise UserError(f"--model {args.model}: holds no tokenizer (tokenizer.json or "
+                        "vocab.txt); give the one it was trained with as --tokenizer")
+    tok = Tokenizer.load(source)
+    if args.tokenizer is not None and fingerprint(Tokenizer.load(args.tokenizer)) != \
+            fingerprint(tok):
+        raise UserError(f"--tokenizer {args.tokenizer}: not the tokenizer of --model "
+                        f"{args.model} ({source}); leave --tokenizer out")
+    size = base_config(args).vocab_size
+    if tok.vocab_size > size:
+        raise UserError(f"{source}: {tok.vocab_size} tokens, more than the {size} embeddings "
+                        f"of --model {args.model}")
+    copy_tokenizer(source, saved)
+    return Tokenizer.load(saved)
 
 
 def prepare(corpus: list[Path], tokenizer: Path | Tokenizer, out: Path,
@@ -124,6 +167,44 @@ def tokenizer_vocab_size(args: PretrainArgs) -> int:
     return args.vocab_size or preset_config(args.model).vocab_size
 
 
+def base_config(args: PretrainArgs) -> Any:
+    """The config the run starts from: its preset's, or its checkpoint's."""
+    if is_checkpoint(args.model):
+        return checkpoint_config(Path(args.model), args.generator)
+    return preset_config(args.model)
+
+
+def resolve(args: PretrainArgs) -> PretrainArgs:
+    """`args` with `--model PRESET[:OBJECTIVE][:KEY=VALUE...]` (`plmkit compare`'s syntax)
+    spread into the options it names, and the default learning rate filled in."""
+    if not is_checkpoint(args.model) and ":" in args.model:
+        from plmkit.compare.run import parse_entry
+
+        entry = parse_entry(args.model, option="--model")
+        if args.objective and entry.objective and args.objective != entry.objective:
+            raise UserError(f"--objective {args.objective} differs from --model "
+                            f"{args.model}'s {entry.objective}; give one of them")
+        args = dataclasses.replace(
+            args, model=entry.preset, objective=args.objective or entry.objective,
+            overrides={**args.overrides, **entry.overrides}, **entry.options)
+    return dataclasses.replace(args, lr=default_lr(args))
+
+
+def default_lr(args: PretrainArgs) -> float:
+    """--lr, else BERT's 1e-4 from scratch or `CONTINUED_LR` from a checkpoint."""
+    if args.lr is not None:
+        return args.lr
+    return CONTINUED_LR if is_checkpoint(args.model) else SCRATCH_LR
+
+
+def default_warmup(args: PretrainArgs) -> int:
+    """--warmup, else 1% of the steps from scratch or 6% from a checkpoint."""
+    if args.warmup is not None:
+        return args.warmup
+    share = CONTINUED_WARMUP if is_checkpoint(args.model) else SCRATCH_WARMUP
+    return int(args.steps * share)
+
+
 def data_options(args: PretrainArgs, family: Family) -> DataOptions:
     """The batch options: the user's, else the family's pretraining defaults, else BERT's."""
     given = {"masking": args.masking, "whole_word": args.whole_word or None,
@@ -132,7 +213,7 @@ def data_options(args: PretrainArgs, family: Family) -> DataOptions:
              "entities": str(args.entities) if args.entities else None,
              "dialogues": str(args.dialogues) if args.dialogues else None}
     given = {k: v for k, v in given.items() if v is not None}
-    preset = preset_config(args.model)
+    preset = base_config(args)
     from_model = {"mask_prob": preset.mask_prob} if hasattr(preset, "mask_prob") else {}
     return DataOptions(batch_size=args.batch_size,
                        **{**family.data_defaults, **from_model, **given})
@@ -174,6 +255,16 @@ def model_config(preset: str, tok: Tokenizer, longest: int,
     return preset_config(preset, **{**sizes, **(overrides or {})})
 
 
+def checkpoint_model_config(args: PretrainArgs, needs: dict[str, Any] | None) -> Any:
+    """The checkpoint's config with what the objective `needs` and `args.overrides` applied
+    (a change of shape is refused when the weights are loaded)."""
+    base = base_config(args)
+    if unknown := sorted(set(args.overrides) - set(vars(base))):
+        raise UserError(f"--model {args.model} has no config field {unknown[0]!r}")
+    changes = {k: v for k, v in {**(needs or {}), **args.overrides}.items() if hasattr(base, k)}
+    return dataclasses.replace(base, **changes) if changes else base
+
+
 def pretrain(args: PretrainArgs) -> list[dict[str, Any]]:
     """Pretrain `args.model` with its objective; returns the logged records.
 
@@ -181,6 +272,7 @@ def pretrain(args: PretrainArgs) -> list[dict[str, Any]]:
     directory (`plmkit.outputs.claim`), and on `--resume` that the run's options, tokenizer and
     prepared data are the ones given. A failure while setting up restores what was there.
     """
+    args = resolve(args)
     check_args(args)
     existing = claim(args.out, "pretrain", overwrite=args.overwrite, resume=args.resume)
     if args.resume and not existing:
@@ -201,10 +293,12 @@ def pretrain(args: PretrainArgs) -> list[dict[str, Any]]:
 
 def setup(args: PretrainArgs) -> Trainer:
     """The run's trainer; sentence-pair corpora (`seq2seq`) through `plmkit.seq2seq`."""
-    family = get_family(preset_config(args.model).family)
+    family = get_family(base_config(args).family)
     if (args.objective or family.default_objective) == "seq2seq":
         if distributed.init().world > 1 or args.fsdp:
             raise UserError("--objective seq2seq runs on one process (no torchrun, no --fsdp)")
+        if is_checkpoint(args.model):
+            raise UserError(f"--model {args.model}: seq2seq starts from a preset, not a model")
         from plmkit.seq2seq import seq2seq_trainer
 
         return seq2seq_trainer(args)
@@ -220,7 +314,7 @@ def check_args(args: PretrainArgs) -> None:
     for name, value in positive.items():
         if value is not None and value < 1:
             raise UserError(f"--{name} must be a positive number, not {value}")
-    if not (math.isfinite(args.lr) and args.lr > 0):
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
         raise UserError(f"--lr must be a positive finite number, not {args.lr}")
     at_least_0 = {"warmup": args.warmup, "max-bad-steps": args.max_bad_steps,
                   "save-every": args.save_every, "eval-every": args.eval_every}  # 0: at the end
@@ -233,11 +327,31 @@ def check_args(args: PretrainArgs) -> None:
         raise UserError(f"--spike-rollback must be a factor > 1, not {args.spike_rollback}")
     if args.seq_len < MIN_SEQ_LEN:
         raise UserError(f"--seq-len {args.seq_len}: below the minimum of {MIN_SEQ_LEN}")
-    base = preset_config(args.model)
+    if is_checkpoint(args.model):
+        check_checkpoint_args(args)
+    elif args.generator is not None:
+        raise UserError(f"--generator {args.generator}: only with --model DIR, an ELECTRA "
+                        "discriminator's directory")
+    base = base_config(args)
     positions = args.overrides.get("max_positions", getattr(base, "max_positions", None))
-    if positions is not None and args.seq_len > positions:
-        raise UserError(f"--seq-len {args.seq_len}: {args.model} has {positions} positions "
-                        f"(more with --model {args.model}::max_positions={args.seq_len})")
+    longest = LONG_SEQ if args.long_fraction > 0 else args.seq_len
+    if positions is not None and longest > positions:
+        more = ("" if is_checkpoint(args.model) else
+                f" (more with --model {args.model}::max_positions={longest})")
+        flag = f"--seq-len {args.seq_len}" if longest == args.seq_len else "--long-fraction"
+        raise UserError(f"{flag}: {args.model} has {positions} positions, the run needs "
+                        f"{longest}{more}")
+
+
+def check_checkpoint_args(args: PretrainArgs) -> None:
+    """Refuse, in one line, the options that would contradict the checkpoint to continue."""
+    base = base_config(args)
+    if args.vocab_size is not None and args.vocab_size != base.vocab_size:
+        raise UserError(f"--vocab-size {args.vocab_size}: --model {args.model} has "
+                        f"{base.vocab_size} tokens (its tokenizer is used; leave it out)")
+    if args.generator is not None and base.family != "electra":
+        raise UserError(f"--generator {args.generator}: only an ELECTRA discriminator has a "
+                        f"generator, --model {args.model} is {base.family}")
 
 
 def _record_args(args: PretrainArgs) -> dict[str, Any]:
@@ -287,9 +401,27 @@ def _show(value: Any) -> str:
     return str(value)
 
 
+def initial_model(args: PretrainArgs, config: Any, main: bool) -> nn.Module:
+    """A fresh model of `config`, or the checkpoint's weights in it (a resumed run's weights
+    come from its own checkpoint: the model is only built); the main process of a new run from
+    a checkpoint says which heads start fresh and keeps the checkpoint's config.json for
+    `plmkit export`."""
+    if not is_checkpoint(args.model) or args.resume:
+        return build(config)
+    directory = Path(args.model)
+    model, fresh = load_checkpoint(directory, config, args.generator)
+    if main:
+        sources = source_configs(directory, args.generator)
+        (args.out / SOURCE_CONFIG).write_text(json.dumps(sources, indent=2) + "\n")
+        fix_modes(args.out / SOURCE_CONFIG)
+        print(f"continuing from {directory}" + (f"; not in it, created fresh: "
+                                                 f"{', '.join(fresh)}" if fresh else ""))
+    return model
+
+
 def trainer_for(args: PretrainArgs) -> Trainer:
     """Everything a pretraining run needs, ready to `train()`."""
-    family = get_family(preset_config(args.model).family)
+    family = get_family(base_config(args).family)
     objective = get_objective(args.objective or family.default_objective)
     longest = LONG_SEQ if args.long_fraction > 0 else args.seq_len
     dist = distributed.init(args.fsdp)
@@ -298,23 +430,24 @@ def trainer_for(args: PretrainArgs) -> Trainer:
         corpus = prepare(args.corpus, tok, args.out / "data", args.bad_utf8)
         held = args.heldout and prepare(args.heldout, tok, args.out / "data-heldout",
                                         args.bad_utf8)
-    config = model_config(args.model, tok, longest, args.overrides,
-                          getattr(objective, "model_needs", None))
+    needs = getattr(objective, "model_needs", None)
+    config = (checkpoint_model_config(args, needs) if is_checkpoint(args.model)
+              else model_config(args.model, tok, longest, args.overrides, needs))
     options = data_options(args, family)
     heldout = None
     if held:
         heldout = objective.batches(held, tok, options, args.seq_len, args.seed + 7)
     train_config = TrainConfig(
-        steps=args.steps, out_dir=args.out, lr=args.lr,
-        warmup_steps=args.warmup if args.warmup is not None else args.steps // 100,
+        steps=args.steps, out_dir=args.out, lr=default_lr(args), warmup_steps=default_warmup(args),
         grad_accum=args.grad_accum, bf16=args.bf16, compile=args.compile, seed=args.seed,
         log_every=args.log_every, eval_every=args.eval_every, eval_batches=args.eval_batches,
         save_every=args.save_every, progress=args.progress, optimizer=args.optimizer,
         dropout_off_step=args.dropout_off_step, max_bad_steps=args.max_bad_steps,
         spike_rollback=args.spike_rollback, **family.optim_defaults,
     )
-    seed_all(args.seed)  # the initial weights depend on the seed alone
-    trainer = Trainer(build(config), objective, phases(objective, corpus, tok, args, options),
-                      train_config, eval_data=heldout, dist=dist)
+    seed_all(args.seed)  # the initial weights (of fresh heads) depend on the seed alone
+    trainer = Trainer(initial_model(args, config, dist.is_main), objective,
+                      phases(objective, corpus, tok, args, options), train_config,
+                      eval_data=heldout, dist=dist)
     write_record(args, trainer)
     return trainer

@@ -56,9 +56,9 @@ class Entry:
         return f"control-{name}" if self.control else name
 
 
-def parse_entry(spec: str) -> Entry:
+def parse_entry(spec: str, option: str = "--models") -> Entry:
     """`bert-tiny`, `bert-tiny:mlm`, `roberta-tiny:mlm:masking=static`, `albert-tiny::sharing=
-    none` -> Entry."""
+    none` -> Entry (`option`: the command-line option it came from, for errors)."""
     parts = spec.split(":")
     objective = parts[1].strip() if len(parts) > 1 else ""
     entry = Entry(parts[0].strip(), objective or None)
@@ -66,7 +66,7 @@ def parse_entry(spec: str) -> Entry:
     for pair in parts[2:]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise UserError(f"--models {spec!r}: expected key=value, got {pair!r}")
+            raise UserError(f"{option} {spec!r}: expected key=value, got {pair!r}")
         key = key.replace("-", "_")
         target = entry.options if key in options else entry.overrides
         target[key] = _value(value)

@@ -20,6 +20,7 @@ from plmkit.errors import UserError
 from plmkit.interop.hf import load_hf_fresh, read_hf_config, save_hf
 from plmkit.io import NATIVE_CONFIG, is_native, load_model
 from plmkit.models import build, get_family
+from plmkit.models.registry import all_presets
 
 if TYPE_CHECKING:
     from plmkit.tasks.embed import EmbeddingSetup
@@ -32,8 +33,9 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 
 def is_checkpoint(model: str | Path) -> bool:
-    """Whether `--model` names a directory (else a preset)."""
-    return Path(model).is_dir()
+    """Whether `--model` names a model directory to continue from (a preset's name wins over
+    a directory of that name)."""
+    return str(model) not in all_presets() and Path(model).is_dir()
 
 
 def checkpoint_config(directory: Path, generator: Path | None = None) -> Any:
@@ -78,9 +80,10 @@ def load_checkpoint(directory: Path, config: Any,
     state, own = source.state_dict(), model.state_dict()
     for key, value in state.items():
         if key in own and own[key].shape != value.shape:
-            raise UserError(f"--model {directory}: {key} has shape {tuple(value.shape)}, the "
-                            f"run's model needs {tuple(own[key].shape)} (an option or objective "
-                            "that changes the model's shape cannot start from it)")
+            raise UserError(f"--model {directory}: its weights do not fit the run's model "
+                            f"({key} is {tuple(value.shape)}, the run needs "
+                            f"{tuple(own[key].shape)}: an option or objective that changes the "
+                            "model's shape)")
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
     return model, fresh_parts(fresh + sorted(set(own) - set(state)))
 
