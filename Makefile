@@ -16,8 +16,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/plmkit demo
 
+# The documentation that `plmkit data build --name en-docs` reads (plmkit/data/en_docs.py SOURCES).
+EN_DOCS_PACKAGES := python3-doc linux-doc postgresql-doc default-jdk-doc perl-doc erlang-doc \
+  lilypond-doc-html qtbase5-doc-html rust-doc python-django-doc python-sqlalchemy-doc \
+  python-scipy-doc python-sympy-doc sphinx-doc sqlite3-doc apache2-doc octave-doc maxima-doc \
+  r-doc-html cmake-doc git-doc nodejs-doc bash-doc debian-handbook
 # Debian packages for the Bible datasets (diatheke reads the public-domain WEB, KJV and
-# Reina-Valera texts) and tcmalloc, which the plmkit command preloads (plmkit/allocator.py).
+# Reina-Valera texts), tcmalloc, which the plmkit command preloads (plmkit/allocator.py), and
+# the documentation of the en-docs corpus.
 system-deps:
 	@command -v diatheke >/dev/null && test -d /usr/share/sword/modules/texts/ztext/engKJV2006eb \
 	  && test -d /usr/share/sword/modules/texts/ztext/engWEB2015eb \
@@ -25,6 +31,8 @@ system-deps:
 	  && ldconfig -p | grep -q libtcmalloc_minimal.so.4 || { apt-get update -qq \
 	  && apt-get install -y -qq diatheke sword-text-web sword-text-kjv sword-text-sparv \
 	  libtcmalloc-minimal4; }
+	@dpkg-query -W $(EN_DOCS_PACKAGES) >/dev/null 2>&1 || { apt-get update -qq \
+	  && apt-get install -y -qq --no-install-recommends $(EN_DOCS_PACKAGES); }
 # Chromium, the headless browser that checks the `plmkit serve` page (tests/test_serve.py).
 .PHONY: browser-deps
 system-deps: browser-deps

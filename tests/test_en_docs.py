@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from plmkit.data import en_docs
 from plmkit.data.builders import build_dataset
 from plmkit.data.corpus import read_documents
 from plmkit.data.en_docs import (
+    APT_PACKAGES,
     SOURCES,
     Overlap,
     collect,
@@ -128,6 +130,13 @@ def test_unknown_source_and_missing_package() -> None:
     missing = replace(PYTHON, root="/nonexistent/doc-*/html")
     with pytest.raises(UserError, match="apt-get install -y python3-doc"):
         missing.files()
+
+
+def test_makefile_installs_every_source() -> None:
+    makefile = (Path(__file__).parents[1] / "Makefile").read_text()
+    listed = re.search(r"EN_DOCS_PACKAGES := ((?:.*\\\n)*.*)", makefile)
+    assert listed is not None
+    assert sorted(listed.group(1).replace("\\", " ").split()) == sorted(APT_PACKAGES)
 
 
 @pytest.mark.slow
