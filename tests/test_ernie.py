@@ -318,3 +318,24 @@ def dialogue_file(tmp_path: Path) -> Path:
     path.write_text("\n\n".join("\n".join(d) for d in chatterbot_dialogues(("chinese",))) + "\n",
                     encoding="utf-8")
     return path
+
+
+def test_dlm_continues_from_a_knowledge_masking_run(small_corpus: Path, tmp_path: Path) -> None:
+    base = dict(steps=4, batch_size=8, seq_len=48, eval_every=0, save_every=0, progress=False)
+    first = PretrainArgs(model="ernie-tiny", objective="ernie", corpus=[small_corpus],
+                         out=tmp_path / "ernie", vocab_size=3000, **base)
+    trainer_for(first).train()
+    start = plmkit.load(tmp_path / "ernie")
+    then = PretrainArgs(model=str(tmp_path / "ernie"), objective="dlm",
+                        corpus=[dialogue_file(tmp_path)], out=tmp_path / "dlm", **base)
+    trainer = trainer_for(then)  # the run's own tokenizer, its config and its weights
+    assert Tokenizer.load(tmp_path / "dlm" / "tokenizer").vocab_size == start.config.vocab_size
+    model = trainer.model
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                  start.state_dict().values(), strict=True))
+    last = trainer.train()[-1]
+    assert last["step"] == 4 and "dlm_accuracy" in last
+    with pytest.raises(UserError, match="do not fit"):
+        other = dataclasses.replace(then, out=tmp_path / "x", tokenizer=None, overrides={
+            "hidden_size": 64, "num_heads": 2, "intermediate_size": 64})
+        trainer_for(other)
