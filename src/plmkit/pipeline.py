@@ -255,13 +255,16 @@ def model_config(preset: str, tok: Tokenizer, longest: int,
     return preset_config(preset, **{**sizes, **(overrides or {})})
 
 
-def checkpoint_model_config(args: PretrainArgs, needs: dict[str, Any] | None) -> Any:
-    """The checkpoint's config with what the objective `needs` and `args.overrides` applied
-    (a change of shape is refused when the weights are loaded)."""
+def checkpoint_model_config(args: PretrainArgs, longest: int,
+                            needs: dict[str, Any] | None) -> Any:
+    """The checkpoint's config with what the objective `needs`, the run's segment length
+    (XLNet's reused half) and `args.overrides` applied (a change of shape is refused when the
+    weights are loaded)."""
     base = base_config(args)
     if unknown := sorted(set(args.overrides) - set(vars(base))):
         raise UserError(f"--model {args.model} has no config field {unknown[0]!r}")
-    changes = {k: v for k, v in {**(needs or {}), **args.overrides}.items() if hasattr(base, k)}
+    run = {"reuse_len": longest // 2, **(needs or {}), **args.overrides}
+    changes = {k: v for k, v in run.items() if hasattr(base, k)}
     return dataclasses.replace(base, **changes) if changes else base
 
 
@@ -431,7 +434,7 @@ def trainer_for(args: PretrainArgs) -> Trainer:
         held = args.heldout and prepare(args.heldout, tok, args.out / "data-heldout",
                                         args.bad_utf8)
     needs = getattr(objective, "model_needs", None)
-    config = (checkpoint_model_config(args, needs) if is_checkpoint(args.model)
+    config = (checkpoint_model_config(args, longest, needs) if is_checkpoint(args.model)
               else model_config(args.model, tok, longest, args.overrides, needs))
     options = data_options(args, family)
     heldout = None
