@@ -25,8 +25,8 @@ from torch import Tensor, nn
 
 from plmkit.data.options import DataOptions
 from plmkit.objectives import get_objective
-from plmkit.objectives.mlm import Batch, bert_batches, encode, mlm_loss
-from plmkit.objectives.rtd import corrupt, discriminator_loss, sample_tokens
+from plmkit.objectives.mlm import Batch, bert_batches, encode
+from plmkit.objectives.rtd import corrupt, discriminator_loss, generator_loss, sample_tokens
 from plmkit.pipeline import prepare
 from plmkit.tokenizers import Tokenizer
 
@@ -76,8 +76,6 @@ class HeldOut:
         if not hasattr(model, "mlm_logits"):
             return {"lm_loss": own_loss(model, objective, self.on(f"own-{objective}", device))}
         out = masked_lm(model, self.on("mlm", device))
-        if hasattr(model, "rtd_logits"):
-            out["rtd_accuracy"] = replaced_tokens(model, self.on("mlm", device))
         if objective in SENTENCE_OBJECTIVES:
             for kind in ("nsp", "sop"):
                 out[f"{kind}_pairs_accuracy"] = sentence_pairs(model, self.on(kind, device))
@@ -90,17 +88,27 @@ class HeldOut:
 
 def masked_lm(model: nn.Module, batches: list[Batch]) -> Scores:
     """Masked-LM loss and accuracy over all masked positions (each batch weighted by its
-    masked tokens); ELECTRA's through its generator."""
-    total = {"mlm_loss": 0.0, "mlm_accuracy": 0.0}
-    count = 0.0
+    masked tokens), ELECTRA's through its generator; for ELECTRA also `rtd_accuracy`, its
+    discriminator's accuracy over the real tokens on replacements sampled from the same
+    generator logits with a fixed seed."""
+    rtd = hasattr(model, "rtd_logits")
+    sampler = torch.Generator(next(model.parameters()).device).manual_seed(HELDOUT_SEED)
+    sums = {"mlm_loss": 0.0, "mlm_accuracy": 0.0, "rtd_accuracy": 0.0}
+    masked = real = 0.0
     for batch in batches:
-        hidden = generator_or_encoder(model, batch)  # (B, S, H)
-        _, metrics = mlm_loss(model, hidden, batch)
+        logits = model.mlm_logits(generator_or_encoder(model, batch),
+                                  batch["masked_lm_positions"])  # (B, P, V)
+        _, metrics = generator_loss(logits, batch)
         n = float(batch["masked_lm_weights"].sum())
-        for key in total:
-            total[key] += float(metrics[key]) * n
-        count += n
-    return {k: v / max(count, 1.0) for k, v in total.items()}
+        sums["mlm_loss"] += float(metrics["mlm_loss"]) * n
+        sums["mlm_accuracy"] += float(metrics["mlm_accuracy"]) * n
+        masked += n
+        if rtd:
+            tokens = float(batch["input_mask"].sum())
+            sums["rtd_accuracy"] += replaced_tokens(model, batch, logits, sampler) * tokens
+            real += tokens
+    out = {k: sums[k] / max(masked, 1.0) for k in ("mlm_loss", "mlm_accuracy")}
+    return {**out, "rtd_accuracy": sums["rtd_accuracy"] / max(real, 1.0)} if rtd else out
 
 
 def generator_or_encoder(model: nn.Module, batch: Batch) -> Tensor:
@@ -111,22 +119,15 @@ def generator_or_encoder(model: nn.Module, batch: Batch) -> Tensor:
     return encode(model, batch).last_hidden_state
 
 
-def replaced_tokens(model: nn.Module, batches: list[Batch]) -> float:
-    """ELECTRA's discriminator accuracy over the real tokens, on replacements sampled from its
-    generator with a fixed seed."""
-    sampler = torch.Generator(next(model.parameters()).device).manual_seed(HELDOUT_SEED)
-    correct = count = 0.0
-    for batch in batches:
-        logits = model.mlm_logits(generator_or_encoder(model, batch),
-                                  batch["masked_lm_positions"])  # (B, P, V)
-        fake, replaced = corrupt(batch, sample_tokens(logits, sampler))  # (B, S) each
-        hidden = model(fake, batch["input_mask"], batch.get("segment_ids")).last_hidden_state
-        real = batch["input_mask"].bool()
-        _, metrics = discriminator_loss(model.rtd_logits(hidden), replaced, real)
-        n = float(real.sum())
-        correct += float(metrics["disc_accuracy"]) * n
-        count += n
-    return correct / max(count, 1.0)
+def replaced_tokens(model: nn.Module, batch: Batch, logits: Tensor,
+                    sampler: torch.Generator) -> float:
+    """ELECTRA's discriminator accuracy over the real tokens of `batch`, its masked positions
+    filled with samples from the generator's `logits` (B, P, V)."""
+    fake, replaced = corrupt(batch, sample_tokens(logits, sampler))  # (B, S) each
+    hidden = model(fake, batch["input_mask"], batch.get("segment_ids")).last_hidden_state
+    _, metrics = discriminator_loss(model.rtd_logits(hidden), replaced,
+                                    batch["input_mask"].bool())
+    return float(metrics["disc_accuracy"])
 
 
 def sentence_pairs(model: nn.Module, batches: list[Batch]) -> float:
