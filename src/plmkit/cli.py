@@ -147,10 +147,15 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
+    if args.format == "onnx":
+        return export_onnx(args)
     from plmkit.interop.start import export_hf
     from plmkit.outputs import staged
     from plmkit.tasks.embed import EmbeddingSetup
 
+    for option in ("int8", "opset"):
+        if getattr(args, option):
+            raise UserError(f"--{option} is an option of --format onnx")
     _claim(args, "export", args.model)
     sentence = None
     if args.sentence_transformers:
@@ -158,6 +163,21 @@ def cmd_export(args: argparse.Namespace) -> None:
     with staged(args.out, "export") as tmp:
         export_hf(args.model, tmp, sentence)
     print(f"wrote a Hugging Face {args.format} directory -> {args.out}")
+
+
+def export_onnx(args: argparse.Namespace) -> None:
+    """`plmkit export --format onnx` (plmkit.deploy.onnx)."""
+    from plmkit.deploy.onnx import export_onnx, require
+    from plmkit.outputs import staged
+
+    if args.sentence_transformers or args.normalize:
+        raise UserError("--sentence-transformers and --normalize are options of --format hf")
+    require()
+    _claim(args, "export", args.model)
+    with staged(args.out, "export") as tmp:
+        parity = export_onnx(args.model, tmp, int8=args.int8, opset=args.opset)
+    print(parity.line())
+    print(f"wrote an ONNX model{' (float32 and int8)' if args.int8 else ''} -> {args.out}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -465,15 +485,24 @@ def parser() -> argparse.ArgumentParser:
     _add(sub, "env", "print versions, threads and the memory allocator in use as JSON",
          "plmkit env\nPLMKIT_ALLOCATOR=system plmkit env  # glibc malloc, no tcmalloc", cmd_env)
 
-    p = _add(sub, "export", "write a model as a Hugging Face transformers directory",
-             "plmkit export --format hf --model runs/bert --out hf-bert/", cmd_export)
-    p.add_argument("--format", choices=["hf"], default="hf")
+    p = _add(sub, "export", "write a model as a Hugging Face transformers directory or ONNX",
+             """
+             plmkit export --format hf --model runs/bert --out hf-bert/
+             plmkit export --format onnx --model runs/sentiment --out onnx-sentiment/ --int8
+             """, cmd_export)
+    p.add_argument("--format", choices=["hf", "onnx"], default="hf",
+                   help="hf: a transformers directory; onnx: model.onnx, its tokenizer and "
+                        "plmkit-onnx.json, checked against plmkit (pip install plmkit[deploy])")
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--sentence-transformers", choices=["cls", "mean", "max"], metavar="POOLING",
                    help="also write sentence-transformers files pooling by cls, mean or max")
     p.add_argument("--normalize", action="store_true",
                    help="with --sentence-transformers: unit-length vectors (a Normalize module)")
+    p.add_argument("--int8", action="store_true",
+                   help="onnx: also model.int8.onnx, dynamically quantised (int8 weights)")
+    p.add_argument("--opset", type=_positive, metavar="N",
+                   help="onnx: the ONNX opset (default: the exporter's, 18 or newer)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a non-empty --out that plmkit did not write for this command")
     return top

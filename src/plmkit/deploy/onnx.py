@@ -1,0 +1,414 @@
+"""ONNX export (`plmkit export --format onnx`) and the onnxruntime side of an exported directory.
+
+An exported directory holds `model.onnx` (float32; `model.int8.onnx` too with `--int8`, weights
+quantised to int8 by onnxruntime's dynamic quantisation, activations quantised per call), the
+model's tokenizer files as they were, and `plmkit-onnx.json`: family, task, labels, the
+embedding setup, the graph's inputs and outputs with their axes, and the parity measured.
+
+The graph takes int64 `input_ids`, `attention_mask` (and `token_type_ids` where the model has
+segments), each (batch, sequence) with both axes dynamic, and returns `last_hidden_state`,
+`pooler_output` (backbones that have one), `logits` (classify: (batch, labels), tag: (batch,
+sequence, labels)) or `start_logits` / `end_logits` (squad). It is exported with the dynamo
+exporter (`torch.export`), under which the encoders keep the padded layout and mask attention
+(`nn.masks.encoder_mask`) instead of removing padding, so one graph serves every batch. At
+padded positions a per-token output is undefined (plmkit's eager encoders write zeros there);
+everything at real tokens is checked.
+
+Parity is checked before anything is written: plmkit's outputs against onnxruntime's on a few
+batches of real text of different lengths, padded, singles and pairs; a float32 graph further
+than `TOLERANCE` from plmkit is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from plmkit.errors import UserError
+
+INFO = "plmkit-onnx.json"
+MODEL = "model.onnx"
+MODEL_INT8 = "model.int8.onnx"
+TOLERANCE = 1e-4  # float32 max abs difference allowed at export
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+FAMILIES = ("bert", "roberta", "albert", "electra", "ernie")
+# Why a family is not exported (checked with torch 2.13 and onnxscript 0.7).
+NOT_EXPORTED = {
+    "xlnet": "torch 2.13's ONNX exporter fails to decompose its relative attention (a view of "
+             "a transposed tensor in nn/rel_attention.py)",
+}
+TASKS = ("classify", "tag", "squad")
+EXTERNAL_DATA_BYTES = 1 << 30  # above this, weights go to a .data file (protobuf's 2 GB cap)
+
+# Real text of different lengths (English, Chinese, a question with its passage) for the check.
+PARITY_TEXTS = (
+    "Thanks!",
+    "The quick brown fox jumps over the lazy dog near the riverbank.",
+    "北京是中华人民共和国的首都，也是全国的政治和文化中心。",
+    "In the beginning God created the heaven and the earth. And the earth was without form, "
+    "and void; and darkness was upon the face of the deep. And the Spirit of God moved upon "
+    "the face of the waters. And God said, Let there be light: and there was light. And God "
+    "saw the light, that it was good: and God divided the light from the darkness.",
+)
+PARITY_PAIRS = (
+    ("Who divided the light from the darkness?",
+     "And God saw the light, that it was good: and God divided the light from the darkness."),
+    ("What does the fox jump over?", "The quick brown fox jumps over the lazy dog."),
+)
+PARITY_MAX_LEN = 128
+
+
+def require() -> tuple[Any, Any]:
+    """The `onnx` and `onnxruntime` modules, or a UserError naming the extra to install."""
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as e:
+        raise UserError(f"ONNX needs the deploy extra ({e.name} is missing): "
+                        "pip install plmkit[deploy]") from None
+    return onnx, onnxruntime
+
+
+def named_outputs(out: Any, task: str | None) -> dict[str, Tensor]:
+    """The tensors of a plmkit model output under their graph names (see the module doc)."""
+    named = {"last_hidden_state": out.last_hidden_state}  # (B, S, H)
+    pooled = getattr(out, "pooler_output", None)
+    if pooled is not None:
+        named["pooler_output"] = pooled  # (B, H)
+    if task == "squad":
+        named["start_logits"], named["end_logits"] = out.logits.unbind(-1)  # (B, S) each
+    elif task is not None:
+        named["logits"] = out.logits  # (B, C) or (B, S, C)
+    return named
+
+
+class Graph(nn.Module):
+    """A plmkit model as the exported graph sees it: int64 inputs in, a tuple of tensors out."""
+
+    def __init__(self, model: nn.Module, outputs: Sequence[str]):
+        super().__init__()
+        self.model = model
+        self.outputs = tuple(outputs)
+        self.task = (getattr(model, "task", None) or {}).get("name")
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor,
+                token_type_ids: Tensor) -> tuple[Tensor, ...]:
+        """Each input (B, S) -> `self.outputs` in order."""
+        out = self.model(input_ids, attention_mask, token_type_ids)
+        named = named_outputs(out, self.task)
+        return tuple(named[n] for n in self.outputs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Export
+
+
+@dataclass
+class Parity:
+    """What the export-time check measured (max abs differences at real tokens)."""
+
+    batches: int
+    sequences: int
+    lengths: tuple[int, int]  # shortest and longest input, in tokens
+    fp32: float
+    int8: float | None = None
+    int8_agree: tuple[int, int] | None = None  # argmax of the logits: same, compared
+
+    def line(self) -> str:
+        """The one-line report of `plmkit export --format onnx`."""
+        text = (f"parity on {self.sequences} real-text inputs in {self.batches} padded batches "
+                f"({self.lengths[0]}-{self.lengths[1]} tokens): float32 max abs diff "
+                f"{self.fp32:.1e} (limit {TOLERANCE:.0e})")
+        if self.int8 is not None:
+            text += f"; int8 max abs diff {self.int8:.2g}"
+        if self.int8_agree is not None:
+            same, total = self.int8_agree
+            text += f", same argmax on {same}/{total}"
+        return text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"inputs": self.sequences, "batches": self.batches, "tokens": list(self.lengths),
+                "fp32_max_abs_diff": self.fp32, "tolerance": TOLERANCE,
+                "int8_max_abs_diff": self.int8,
+                "int8_same_argmax": list(self.int8_agree) if self.int8_agree else None}
+
+
+def export_onnx(model_dir: Path, out: Path, *, int8: bool = False,
+                opset: int | None = None) -> Parity:
+    """Export the model of `model_dir` into the (empty) directory `out`, check it and write
+    its description; nothing is written when the float32 parity check fails."""
+    import plmkit
+    from plmkit.interop.start import copy_tokenizer, tokenizer_files
+    from plmkit.tasks.embed import embedding_setup
+    from plmkit.tokenizers import Tokenizer
+
+    require()
+    model = plmkit.load(model_dir).eval()
+    task = check_exportable(model, model_dir)
+    source = tokenizer_files(model_dir)
+    if source is None:
+        raise UserError(f"--model {model_dir}: no tokenizer (tokenizer.json or vocab.txt) to "
+                        "check the export on and to ship beside it")
+    batches = parity_batches(Tokenizer.load(source), model)
+    with torch.no_grad():
+        outputs = list(named_outputs(model(**batches[0]), task))
+    graph = Graph(model, outputs).eval()
+    large = sum(p.numel() * p.element_size() for p in model.parameters()) > EXTERNAL_DATA_BYTES
+    trace(graph, batches[0], out / MODEL, opset, large)
+    parity = measure(out / MODEL, graph, batches)
+    if not parity.fp32 <= TOLERANCE:  # NaN fails too
+        raise UserError(f"--model {model_dir}: the ONNX graph differs from plmkit by "
+                        f"{parity.fp32:.2g} (limit {TOLERANCE:.0e}); nothing written")
+    if int8:
+        quantize(out / MODEL, out / MODEL_INT8, large)
+        q = measure(out / MODEL_INT8, graph, batches)
+        parity.int8, parity.int8_agree = q.fp32, q.int8_agree
+    copy_tokenizer(source, out)
+    info = describe(model, out, int8, parity, embedding_setup(model_dir))
+    (out / INFO).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
+    return parity
+
+
+def check_exportable(model: nn.Module, model_dir: Path) -> str | None:
+    """The task name of `model` (None for a backbone); a UserError for what is not exported."""
+    family = model.config.family  # type: ignore[union-attr]
+    if family not in FAMILIES:
+        why = NOT_EXPORTED.get(family, f"ONNX export covers the encoders ({', '.join(FAMILIES)})")
+        raise UserError(f"--model {model_dir}: cannot export {family} to ONNX: {why}; "
+                        "use --format hf")
+    task = (getattr(model, "task", None) or {}).get("name")
+    if task is not None and task not in TASKS:
+        raise UserError(f"--model {model_dir}: ONNX export covers the {', '.join(TASKS)} "
+                        f"heads, not {task} (its inputs are (batch, choices, sequence))")
+    return task
+
+
+def parity_batches(tokenizer: Any, model: nn.Module) -> list[dict[str, Tensor]]:
+    """Padded batches of `PARITY_TEXTS` (two to trace with, then all), the pairs, and one text
+    alone (nothing padded), as the model's keyword inputs; at most 128 tokens, 2 fewer than the
+    model's positions (RoBERTa's start past the padding index)."""
+    positions = getattr(model.config, "max_positions", None)  # XLNet: none (relative)
+    length = PARITY_MAX_LEN if positions is None else min(PARITY_MAX_LEN, positions - 2)
+    texts = list(PARITY_TEXTS)
+    batches = [tokenizer(texts[1:3], max_length=length), tokenizer(texts, max_length=length),
+               tokenizer([q for q, _ in PARITY_PAIRS], [c for _, c in PARITY_PAIRS],
+                         max_length=length),
+               tokenizer(texts[3:], max_length=length)]
+    if model.config.type_vocab_size < 2:  # type: ignore[union-attr]  # RoBERTa: one segment
+        for batch in batches:
+            batch["token_type_ids"].zero_()
+    return batches
+
+
+def trace(graph: Graph, example: dict[str, Tensor], path: Path, opset: int | None,
+          large: bool) -> None:
+    """`torch.onnx.export` with the dynamo exporter, batch and sequence axes dynamic."""
+    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    args = tuple(example[k] for k in INPUTS)
+    with quiet():
+        try:
+            torch.onnx.export(
+                graph, args, str(path), input_names=list(INPUTS),
+                output_names=list(graph.outputs), opset_version=opset, dynamo=True,
+                external_data=large, verbose=False,
+                dynamic_shapes={k: {0: batch, 1: sequence} for k in INPUTS},
+            )
+        except Exception as e:
+            if opset is None:
+                raise
+            raise UserError(f"--opset {opset}: the export failed at this opset "
+                            f"({str(e).splitlines()[0][:200]}); try 18 or newer") from None
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence the exporter's warnings and log lines (they name its internals, not the user's
+    model)."""
+    log = logging.getLogger("torch.onnx")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        log.setLevel(level)
+
+
+def quantize(source: Path, target: Path, large: bool) -> None:
+    """Dynamic int8 quantisation (onnxruntime.quantization.quantize_dynamic): weights of
+    MatMul / Gemm / Gather stored as int8, activations quantised at run time."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with quiet():
+        quantize_dynamic(source, target, weight_type=QuantType.QInt8,
+                         use_external_data_format=large)
+
+
+def measure(path: Path, graph: Graph, batches: Sequence[dict[str, Tensor]]) -> Parity:
+    """Max abs difference of the graph at `path` (onnxruntime) from `graph` (plmkit) over
+    `batches` (per-token outputs at real tokens only), and how often the logits' argmax
+    agrees."""
+    session = open_session(path, threads=torch.get_num_threads())
+    feeds = [i.name for i in session.get_inputs()]  # the exporter drops an unused input
+    worst, same, total = 0.0, 0, 0
+    lengths = []
+    for batch in batches:
+        mask = batch["attention_mask"].bool()  # (B, S)
+        lengths += mask.sum(1).tolist()
+        with torch.no_grad():
+            ours = graph(*(batch[k] for k in INPUTS))
+        theirs = session.run(list(graph.outputs), {k: batch[k].numpy() for k in feeds})
+        for name, a, b in zip(graph.outputs, ours, theirs, strict=True):
+            a, b = a.float(), torch.from_numpy(b)
+            if per_token(name, graph.task):
+                a, b = a[mask], b[mask]  # (N, ...): real tokens only
+            worst = max(worst, float((a - b).abs().max()))
+            if name.endswith("logits"):
+                agree = a.argmax(-1) == b.argmax(-1)
+                same, total = same + int(agree.sum()), total + agree.numel()
+    return Parity(batches=len(batches), sequences=len(lengths),
+                  lengths=(min(lengths), max(lengths)), fp32=worst,
+                  int8_agree=(same, total) if total else None)
+
+
+def per_token(output: str, task: str | None) -> bool:
+    """Whether a graph output has a sequence axis (then undefined at padded positions)."""
+    return output in ("last_hidden_state", "start_logits", "end_logits") or (
+        output == "logits" and task == "tag")
+
+
+def describe(model: nn.Module, out: Path, int8: bool, parity: Parity,
+             embedding: Any) -> dict[str, Any]:
+    """The contents of `plmkit-onnx.json`."""
+    onnx, _ = require()
+    proto = onnx.load(str(out / MODEL), load_external_data=False)
+    config = model.config  # type: ignore[union-attr]
+    task = getattr(model, "task", None)
+    return {
+        "format": "onnx",
+        "model": MODEL,
+        "int8_model": MODEL_INT8 if int8 else None,
+        "opset": next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
+        "family": config.family,
+        "task": task,
+        "labels": (task or {}).get("labels"),
+        "hidden_size": config.hidden_size,
+        "max_positions": getattr(config, "max_positions", None),
+        "pad_token_id": config.pad_token_id,
+        "embedding": {"pooling": embedding.pooling, "normalize": embedding.normalize,
+                      "max_seq_len": embedding.max_seq_len},
+        "inputs": [signature(v) for v in proto.graph.input],
+        "outputs": [signature(v) for v in proto.graph.output],
+        "parity": parity.as_dict(),
+    }
+
+
+def signature(value: Any) -> dict[str, Any]:
+    """An ONNX graph input or output as {"name", "dtype", "shape"} (axis names or sizes)."""
+    import onnx
+
+    tensor = value.type.tensor_type
+    shape = [d.dim_param or d.dim_value for d in tensor.shape.dim]
+    return {"name": value.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(
+        tensor.elem_type).name, "shape": shape}
+
+
+# ---------------------------------------------------------------------------------------------
+# Runtime
+
+
+def open_session(path: Path, threads: int | None = None) -> Any:
+    """An onnxruntime CPU session on `path`, all graph optimisations on, `threads` intra-op
+    threads (None: onnxruntime's default, one per core)."""
+    _, ort = require()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+@dataclass
+class OnnxOutput:
+    """What `OnnxModel` returns, as plmkit's models do (numpy arrays): `logits` is (B, C) for
+    classify, (B, S, C) for tag, (B, S, 2) for squad (start, end), None for a backbone."""
+
+    last_hidden_state: np.ndarray  # (B, S, H)
+    pooler_output: np.ndarray | None = None  # (B, H)
+    logits: np.ndarray | None = None
+
+
+class OnnxModel:
+    """An exported directory in onnxruntime (`plmkit export --format onnx`):
+
+        model = OnnxModel("onnx-bert/")
+        batch = model.tokenizer(["a text", "another"])
+        out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    """
+
+    def __init__(self, directory: str | Path, *, int8: bool = False,
+                 threads: int | None = None):
+        self.directory = Path(directory)
+        self.info = read_info(self.directory)
+        name = self.info["int8_model"] if int8 else self.info["model"]
+        if not name:
+            raise UserError(f"{self.directory}: no int8 model (export it with --int8)")
+        self.session = open_session(self.directory / name, threads)
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.outputs = [o.name for o in self.session.get_outputs()]
+
+    @property
+    def task(self) -> dict[str, Any] | None:
+        return self.info["task"]
+
+    @property
+    def labels(self) -> list[str] | None:
+        return self.info["labels"]
+
+    @property
+    def tokenizer(self) -> Any:
+        from plmkit.tokenizers import Tokenizer
+
+        return Tokenizer.load(self.directory)
+
+    def run(self, input_ids: Any, attention_mask: Any = None,
+            token_type_ids: Any = None) -> dict[str, np.ndarray]:
+        """The graph's outputs by name; inputs (B, S) as numpy arrays, torch tensors or lists
+        (no mask: every token real; no segments: all 0)."""
+        ids = np.asarray(input_ids, dtype=np.int64)
+        given = {"input_ids": ids, "attention_mask": attention_mask,
+                 "token_type_ids": token_type_ids}
+        defaults = {"attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        feed = {k: defaults[k] if given[k] is None else np.asarray(given[k], dtype=np.int64)
+                for k in self.inputs}
+        return dict(zip(self.outputs, self.session.run(self.outputs, feed), strict=True))
+
+    def __call__(self, input_ids: Any, attention_mask: Any = None,
+                 token_type_ids: Any = None) -> OnnxOutput:
+        out = self.run(input_ids, attention_mask, token_type_ids)
+        logits = out.get("logits")
+        if "start_logits" in out:
+            logits = np.stack([out["start_logits"], out["end_logits"]], -1)  # (B, S, 2)
+        return OnnxOutput(out["last_hidden_state"], out.get("pooler_output"), logits)
+
+
+def read_info(directory: Path) -> dict[str, Any]:
+    """`plmkit-onnx.json` of an exported directory."""
+    path = directory / INFO
+    if not path.is_file():
+        raise UserError(f"{directory}: not an ONNX export of plmkit (no {INFO})")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
