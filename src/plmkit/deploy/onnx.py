@@ -145,8 +145,9 @@ class Parity:
 
 def export_onnx(model_dir: Path, out: Path, *, int8: bool = False,
                 opset: int | None = None) -> Parity:
-    """Export the model of `model_dir` into the (empty) directory `out`, check it and write
-    its description; nothing is written when the float32 parity check fails."""
+    """Export the model of `model_dir` into the directory `out` (created; `plmkit export`
+    passes a staged one), check it and write its description; a UserError when the float32
+    parity check fails."""
     import plmkit
     from plmkit.interop.start import copy_tokenizer, tokenizer_files
     from plmkit.tasks.embed import embedding_setup
@@ -164,6 +165,7 @@ def export_onnx(model_dir: Path, out: Path, *, int8: bool = False,
         outputs = list(named_outputs(model(**batches[0]), task))
     graph = Graph(model, outputs).eval()
     large = sum(p.numel() * p.element_size() for p in model.parameters()) > EXTERNAL_DATA_BYTES
+    out.mkdir(parents=True, exist_ok=True)
     trace(graph, batches[0], out / MODEL, opset, large)
     parity = measure(out / MODEL, graph, batches)
     if not parity.fp32 <= TOLERANCE:  # NaN fails too
