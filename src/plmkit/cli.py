@@ -355,6 +355,7 @@ def parser() -> argparse.ArgumentParser:
              """
              plmkit data build --name tweets --out data/tweets  # train.txt heldout.txt corpus
              plmkit data build --name en-docs --out data/en-docs  # 20M+ words of English docs
+             plmkit data build --name bible-web --out data/bible  # WEB chapters, a corpus
              plmkit data build --name sentiment-en --out data/sentiment-en  # train/dev/test.csv
              plmkit data build --name sentiment-zh --out data/sentiment-zh
              plmkit data build --name ner-zh --out data/ner-zh  # train/dev/test.conll
@@ -363,7 +364,7 @@ def parser() -> argparse.ArgumentParser:
              """, cmd_data_build)
     p.add_argument("--name", required=True,
                    choices=["tweets", "en-docs", "sentiment-en", "nsp-en", "sop-en", "sentiment-zh",
-                            "ner-zh", "bible-swag",
+                            "ner-zh", "bible-web", "bible-swag",
                             "bible-paraphrase", "bible-en-es", "peoples-daily", "dialogues"])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffle before splitting")

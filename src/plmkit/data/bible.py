@@ -125,6 +125,26 @@ def chapter_splits(verses: Sequence[Verse], seed: int) -> dict[str, set[tuple[st
     return out
 
 
+def build_bible_corpus(out_dir: Path, seed: int = 0, key: str = WHOLE_BIBLE) -> dict[str, Path]:
+    """The WEB as a pretraining corpus, a chapter a document and a verse a line: train.txt holds
+    the chapters of the task builders' train split, heldout.txt those of their dev split; the
+    test chapters are in neither (a model continued on it has not read bible-swag's or
+    bible-paraphrase's test verses)."""
+    verses = read_bible("web", key)
+    splits = chapter_splits(verses, seed)
+    out = {}
+    for split, name in (("train", "train.txt"), ("dev", "heldout.txt")):
+        chapters: dict[tuple[str, int], list[str]] = {}
+        for v in verses:
+            if (v.book, v.chapter) in splits[split]:
+                chapters.setdefault((v.book, v.chapter), []).append(v.text)
+        out[split] = out_dir / name
+        out_dir.mkdir(parents=True, exist_ok=True)
+        out[split].write_text("\n\n".join("\n".join(c) for c in chapters.values()) + "\n",
+                              encoding="utf-8")
+    return out
+
+
 def build_bible_swag(out_dir: Path, seed: int = 0, limit: int | None = None,
                      key: str = WHOLE_BIBLE) -> dict[str, Path]:
     """"Which verse comes next" from the WEB: context = a verse, endings = the next verse of the

@@ -141,6 +141,13 @@ def bible_swag(out_dir: Path, seed: int) -> list[Path]:
     return list(build_bible_swag(out_dir, seed).values())
 
 
+def bible_web(out_dir: Path, seed: int) -> list[Path]:
+    """The WEB Bible as a pretraining corpus (train.txt, heldout.txt), test chapters left out."""
+    from plmkit.data.bible import build_bible_corpus
+
+    return list(build_bible_corpus(out_dir, seed).values())
+
+
 def bible_paraphrase(out_dir: Path, seed: int) -> list[Path]:
     """WEB vs KJV verse pairs (paraphrase classification csv)."""
     from plmkit.data.bible import build_bible_paraphrase
@@ -223,7 +230,8 @@ def en_docs(out_dir: Path, seed: int) -> list[Path]:
 
 TASK_DATASETS = {"tweets": tweets, "en-docs": en_docs, "sentiment-en": sentiment_en,
                  "sentiment-zh": sentiment_zh, "ner-zh": ner_zh, "nsp-en": nsp_en, "sop-en": sop_en,
-                 "bible-swag": bible_swag, "bible-paraphrase": bible_paraphrase,
+                 "bible-web": bible_web, "bible-swag": bible_swag,
+                 "bible-paraphrase": bible_paraphrase,
                  "bible-en-es": bible_en_es, "peoples-daily": peoples_daily,
                  "dialogues": dialogues}
 
