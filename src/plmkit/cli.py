@@ -22,6 +22,16 @@ def _paths(text: str) -> list[Path]:
     return [Path(p) for p in text.split(",") if p]
 
 
+CORPUS_HELP = ("comma-separated corpus files: txt (a blank line between documents), jsonl, "
+               "parquet, arrow or a datasets save_to_disk directory; txt and jsonl may be "
+               ".gz or .zst")
+
+
+def _text_field(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--text-field", default="text", metavar="NAME",
+                   help=f"the field or column holding the text in {what} (default: text)")
+
+
 def _add(sub: argparse._SubParsersAction, name: str, help: str, examples: str,
          handler: Handler) -> argparse.ArgumentParser:
     parser = sub.add_parser(
@@ -58,7 +68,8 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
         raise UserError(f"--vocab-size must be a positive number, not {args.vocab_size}")
     _claim(args, "tokenizer train", *args.corpus)
     stats = CorpusStats()
-    texts = (s for doc in read_documents(args.corpus, stats=stats) for s in doc)
+    texts = (s for doc in read_documents(args.corpus, text_field=args.text_field, stats=stats)
+             for s in doc)
     tok = train_tokenizer(args.kind, texts, args.vocab_size, lowercase=not args.cased,
                           min_frequency=args.min_frequency)
     for message in stats.messages():
@@ -74,7 +85,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> None:
 
     _claim(args, "data prepare", *args.corpus, args.tokenizer)
     with staged(args.out, "data prepare") as tmp:
-        corpus = prepare(args.corpus, args.tokenizer, tmp / "shards")
+        corpus = prepare(args.corpus, args.tokenizer, tmp / "shards", text_field=args.text_field)
         for path in (tmp / "shards").iterdir():
             path.rename(tmp / path.name)
         (tmp / "shards").rmdir()
@@ -197,7 +208,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     options = FinetuneOptions(
         lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, max_seq_len=args.max_seq_len,
         seed=args.seed, eval_every=args.eval_every, patience=args.patience, bf16=args.bf16,
-        progress=args.progress,
+        progress=args.progress, tensorboard=args.tensorboard,
     )
     from plmkit.outputs import keep_until_done, mark
 
@@ -250,7 +261,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
     refuse_inside(args.output, args.input, args.model, option="--output")
     with staged_file(args.output, overwrite=args.overwrite) as tmp:
-        records = read_records(args.input, text_lines=True)
+        records = read_records(args.input, text_lines=True, text_field=args.text_field)
         texts = [str(field(args.input, r, "text")) for r in records]
         vectors = embed_dir(args.model, texts, args.pooling, args.normalize, args.max_seq_len,
                             args.batch_size)
@@ -333,7 +344,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", required=True, choices=["wordpiece", "bpe", "unigram", "char"],
                    help="char: every CJK character a token, Latin words in word pieces "
                         "(BERT-Chinese, ERNIE)")
-    p.add_argument("--corpus", type=_paths, required=True, help="comma-separated txt/jsonl files")
+    p.add_argument("--corpus", type=_paths, required=True, help=CORPUS_HELP)
+    _text_field(p, "jsonl and table corpora")
     p.add_argument("--vocab-size", type=int, default=30522)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--cased", action="store_true", help="keep case (default: lowercase)")
@@ -346,7 +358,8 @@ def parser() -> argparse.ArgumentParser:
     p = _add(dsub, "prepare", "tokenize a corpus once into memory-mapped token shards",
              "plmkit data prepare --corpus corpus.txt --tokenizer tok/ --out shards/",
              cmd_data_prepare)
-    p.add_argument("--corpus", type=_paths, required=True)
+    p.add_argument("--corpus", type=_paths, required=True, help=CORPUS_HELP)
+    _text_field(p, "jsonl and table corpora")
     p.add_argument("--tokenizer", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--overwrite", action="store_true",
@@ -537,7 +550,11 @@ def add_task_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pooling", choices=["cls", "mean"], help="classify: sentence vector")
     p.add_argument("--regression", action="store_true", help="classify: numeric labels")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar (terminal) or progress lines (a file or pipe)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard event files to OUT/tensorboard "
+                        "(pip install 'plmkit[tensorboard]')")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a non-empty --out that plmkit did not write for this command")
 
@@ -572,7 +589,9 @@ def add_task_commands(sub: argparse._SubParsersAction) -> None:
              plmkit embed --model runs/bert --input s.txt --output v.npy --pooling mean --normalize
              """, cmd_embed)
     p.add_argument("--model", type=Path, required=True)
-    p.add_argument("--input", type=Path, required=True)
+    p.add_argument("--input", type=Path, required=True,
+                   help="text lines, or csv / tsv / jsonl / parquet / arrow records")
+    _text_field(p, "csv, tsv, jsonl and table inputs")
     p.add_argument("--output", type=Path, required=True,
                    help=".npy (N x H float32) or .jsonl (one {text, embedding} per line)")
     p.add_argument("--pooling", choices=["cls", "pooler", "mean", "max"],
@@ -752,7 +771,8 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--objective",
                    help="mlm, mlm+nsp, mlm+sop, electra, plm, clm, ernie, ernie+dlm, dlm, "
                         "seq2seq (default: the model's own)")
-    p.add_argument("--corpus", type=_paths, required=True, help="comma-separated txt/jsonl files")
+    p.add_argument("--corpus", type=_paths, required=True, help=CORPUS_HELP)
+    _text_field(p, "jsonl and table corpora")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--heldout", type=_paths, default=[],
@@ -810,7 +830,11 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
                    help="on a loss over FACTOR x the recent mean, go back to the last checkpoint")
     p.add_argument("--fsdp", action="store_true",
                    help="under torchrun: shard the model with FSDP2 (default: DDP)")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar (terminal) or progress lines (a file or pipe)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard event files to OUT/tensorboard "
+                        "(pip install 'plmkit[tensorboard]')")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

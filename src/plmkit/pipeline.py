@@ -49,7 +49,8 @@ CONTINUED_WARMUP = 0.06
 # Options that a resumed run may change; every other one must equal the run's (`run.json`).
 RESUMABLE_CHANGES = frozenset({
     "out", "steps", "tokenizer", "save_every", "eval_every", "log_every", "eval_batches",
-    "progress", "resume", "overwrite", "max_bad_steps", "spike_rollback", "compile", "fsdp"})
+    "progress", "resume", "overwrite", "max_bad_steps", "spike_rollback", "compile", "fsdp",
+    "tensorboard"})
 
 
 @dataclass
@@ -61,6 +62,7 @@ class PretrainArgs:
     model: str
     corpus: list[Path]
     out: Path
+    text_field: str = "text"  # the jsonl field or table column holding the text
     objective: str | None = None
     steps: int = 1000
     tokenizer: Path | None = None
@@ -93,6 +95,7 @@ class PretrainArgs:
     spike_rollback: float | None = None
     fsdp: bool = False
     progress: bool = True
+    tensorboard: bool = False
     heldout: list[Path] = field(default_factory=list)
     eval_batches: int = 20
     overrides: dict[str, Any] = field(default_factory=dict)  # model config fields, e.g. sharing
@@ -121,8 +124,8 @@ def tokenizer_for(args: PretrainArgs, kind: str) -> Tokenizer:
         tok = Tokenizer.load(args.tokenizer)
     else:
         stats = CorpusStats()
-        texts = (s for d in read_documents(args.corpus, bad_utf8=args.bad_utf8, stats=stats)
-                 for s in d)
+        texts = (s for d in read_documents(args.corpus, text_field=args.text_field,
+                                           bad_utf8=args.bad_utf8, stats=stats) for s in d)
         tok = train_tokenizer(kind, texts, tokenizer_vocab_size(args))
         for message in stats.messages():
             print(message)
@@ -152,10 +155,12 @@ def checkpoint_tokenizer(args: PretrainArgs, saved: Path) -> Tokenizer:
 
 
 def prepare(corpus: list[Path], tokenizer: Path | Tokenizer, out: Path,
-            bad_utf8: str = "skip") -> ShardedCorpus:
+            bad_utf8: str = "skip", text_field: str = "text") -> ShardedCorpus:
     """Tokenize `corpus` into memory-mapped shards in `out` (reused while up to date)."""
     tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer.load(tokenizer)
-    shards = prepare_corpus(corpus, tok, out, fingerprint=fingerprint(tok), bad_utf8=bad_utf8)
+    key = fingerprint(tok) if text_field == "text" else f"{fingerprint(tok)}:{text_field}"
+    shards = prepare_corpus(corpus, tok, out, fingerprint=key, text_field=text_field,
+                            bad_utf8=bad_utf8)
     for message in shards.stats.messages():
         print(message)
     return shards
@@ -387,8 +392,9 @@ def check_resume(args: PretrainArgs) -> None:
         raise UserError(f"{args.out / TOKENIZER_DIR}: not the tokenizer the run was trained with")
     tokenizer_for(args, "")  # a --tokenizer must be the run's
     given = _record_args(args)
+    defaults = {f.name: f.default for f in dataclasses.fields(PretrainArgs)}  # older records
     for name, value in given.items():
-        if name not in RESUMABLE_CHANGES and saved.get(name) != value:
+        if name not in RESUMABLE_CHANGES and saved.get(name, defaults[name]) != value:
             flag = "--" + name.replace("_", "-")
             raise UserError(f"{flag} {_show(value)} differs from the run's "
                             f"{_show(saved.get(name))} ({path}); resume with the run's options "
@@ -430,9 +436,9 @@ def trainer_for(args: PretrainArgs) -> Trainer:
     dist = distributed.init(args.fsdp)
     with dist.main_first():  # rank 0 writes the tokenizer and the shards, the others reuse them
         tok = tokenizer_for(args, family.tokenizer)
-        corpus = prepare(args.corpus, tok, args.out / "data", args.bad_utf8)
+        corpus = prepare(args.corpus, tok, args.out / "data", args.bad_utf8, args.text_field)
         held = args.heldout and prepare(args.heldout, tok, args.out / "data-heldout",
-                                        args.bad_utf8)
+                                        args.bad_utf8, args.text_field)
     needs = getattr(objective, "model_needs", None)
     config = (checkpoint_model_config(args, longest, needs) if is_checkpoint(args.model)
               else model_config(args.model, tok, longest, args.overrides, needs))
@@ -444,7 +450,8 @@ def trainer_for(args: PretrainArgs) -> Trainer:
         steps=args.steps, out_dir=args.out, lr=default_lr(args), warmup_steps=default_warmup(args),
         grad_accum=args.grad_accum, bf16=args.bf16, compile=args.compile, seed=args.seed,
         log_every=args.log_every, eval_every=args.eval_every, eval_batches=args.eval_batches,
-        save_every=args.save_every, progress=args.progress, optimizer=args.optimizer,
+        save_every=args.save_every, progress=args.progress, tensorboard=args.tensorboard,
+        optimizer=args.optimizer,
         dropout_off_step=args.dropout_off_step, max_bad_steps=args.max_bad_steps,
         spike_rollback=args.spike_rollback, **family.optim_defaults,
     )

@@ -77,6 +77,7 @@ def seq2seq_trainer(args: PretrainArgs, lr_scale: float = 1.0) -> Trainer:
         steps=args.steps, out_dir=args.out, lr=lr_scale, clip_norm=None, seed=args.seed,
         log_every=args.log_every, eval_every=args.eval_every, eval_batches=None,
         save_every=args.save_every, bf16=args.bf16, progress=args.progress,
+        tensorboard=args.tensorboard,
         grad_accum=args.grad_accum, **family.optim_defaults,
     )
     seed_all(args.seed)

@@ -1,9 +1,11 @@
-"""Reading raw corpora: plain text and jsonl files to documents, each a list of sentences.
+"""Reading raw corpora: text, jsonl and table files to documents, each a list of sentences.
 
 Plain text holds one sentence or paragraph per line and a blank line between documents (the
 format of Google BERT's ``create_pretraining_data.py``); paragraphs are split into sentences
 with `split_sentences`. A ``.jsonl`` file holds one JSON object per line, each a document.
-Files are read line by line, never whole.
+Either may be gzip or zstd compressed (``.gz``, ``.zst``). In a Parquet or Arrow file, or a
+directory saved by `datasets` (`plmkit.data.formats`), each row's text column is a document.
+Files are read line by line or a batch of rows at a time, never whole.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from plmkit.data import formats
 from plmkit.errors import UserError, where
 
 BadUtf8 = Literal["skip", "error"]
@@ -108,19 +111,27 @@ def read_documents(
     if not files:
         raise UserError("no corpus files given")
     for path in files:
-        _check_file(path)
+        _check_file(path, text_field)
     return _documents(files, text_field, bad_utf8, stats if stats is not None else CorpusStats())
 
 
-def _check_file(path: Path) -> None:
+def _check_file(path: Path, text_field: str) -> None:
     if not path.exists():
         raise UserError(f"{path}: no such file")
+    kind = formats.kind(path)
+    if kind != "text":
+        formats.check_column(path, text_field)
+        return
     if path.is_dir():
-        raise UserError(f"{path}: is a directory, not a corpus file")
+        hint = formats.datasets_dict_hint(path)
+        raise UserError(hint or f"{path}: is a directory, not a corpus file")
     if not path.is_file():
         raise UserError(f"{path}: not a regular file (a FIFO, socket or device), not a corpus")
-    with open(path, "rb") as f:
-        head = f.read(SNIFF_BYTES)
+    try:
+        with formats.open_binary(path) as f:
+            head = f.read(SNIFF_BYTES)
+    except formats.decompress_errors() as e:
+        raise formats.corrupt(path, e) from None
     decoded = codecs.getincrementaldecoder("utf-8")("replace").decode(head, final=False)
     if b"\0" in head or decoded.count("\ufffd") > BINARY_UNDECODABLE * max(1, len(decoded)):
         raise UserError(f"{path}: looks binary, not a UTF-8 text corpus")
@@ -130,11 +141,7 @@ def _documents(
     files: list[Path], text_field: str, bad_utf8: BadUtf8, stats: CorpusStats
 ) -> Iterator[list[str]]:
     for path in files:
-        lines = _lines(path, bad_utf8, stats)
-        docs = _jsonl_documents(lines, path, text_field) if path.suffix == ".jsonl" else (
-            _text_documents(lines)
-        )
-        for doc in docs:
+        for doc in _file_documents(path, text_field, bad_utf8, stats):
             stats.documents += 1
             stats.sentences += len(doc)
             yield doc
@@ -143,9 +150,29 @@ def _documents(
         raise UserError(f"{names}: empty corpus (no text found)")
 
 
+def _file_documents(
+    path: Path, text_field: str, bad_utf8: BadUtf8, stats: CorpusStats
+) -> Iterator[list[str]]:
+    if formats.kind(path) != "text":
+        return _table_documents(path, text_field)
+    lines = _lines(path, bad_utf8, stats)
+    if formats.inner_suffix(path) == ".jsonl":
+        return _jsonl_documents(lines, path, text_field)
+    return _text_documents(lines)
+
+
 def _lines(path: Path, bad_utf8: BadUtf8, stats: CorpusStats) -> Iterator[tuple[int, str]]:
     """(line number, decoded line without its end) for each line; invalid UTF-8 per policy."""
-    with open(path, "rb") as f:
+    try:
+        yield from _decoded_lines(path, bad_utf8, stats)
+    except formats.decompress_errors() as e:
+        raise formats.corrupt(path, e) from None
+
+
+def _decoded_lines(
+    path: Path, bad_utf8: BadUtf8, stats: CorpusStats
+) -> Iterator[tuple[int, str]]:
+    with formats.open_binary(path) as f:
         for lineno, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 2), b""), start=1):
             if len(raw.rstrip(b"\r\n")) > MAX_LINE_BYTES:
                 raise UserError(f"{where(path, lineno)}: a line over {MAX_LINE_BYTES >> 20} MiB; "
@@ -174,14 +201,27 @@ def _text_documents(lines: Iterator[tuple[int, str]]) -> Iterator[list[str]]:
         yield doc
 
 
+def _table_documents(path: Path, text_field: str) -> Iterator[list[str]]:
+    """One document per row of the table's `text_field` column (null rows skipped)."""
+    for batch in formats.record_batches(path, [text_field]):
+        for text in batch.column(0).to_pylist():
+            doc = _paragraph_sentences(text or "")
+            if doc:
+                yield doc
+
+
+def _paragraph_sentences(text: str) -> list[str]:
+    """The sentences of a document's text: each line a paragraph."""
+    return [s for paragraph in text.splitlines() for s in split_sentences(paragraph)]
+
+
 def _jsonl_documents(
     lines: Iterator[tuple[int, str]], path: Path, text_field: str
 ) -> Iterator[list[str]]:
     for lineno, line in lines:
         if not line.strip():
             continue
-        text = _json_text(line, where(path, lineno), text_field)
-        doc = [s for paragraph in text.splitlines() for s in split_sentences(paragraph)]
+        doc = _paragraph_sentences(_json_text(line, where(path, lineno), text_field))
         if doc:
             yield doc
 

@@ -1,5 +1,7 @@
 """Reading task files: csv / tsv / jsonl records (and plain text lines), each with its line number,
 so that every mistake is reported as one line naming the file, the record's line and the problem.
+Text files may be gzip or zstd compressed (``train.csv.gz``); Parquet and Arrow files and
+`datasets` directories (`plmkit.data.formats`) give one record per row, numbered from 1.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from plmkit.data import formats
 from plmkit.errors import UserError
 
 Record = tuple[int, dict[str, Any]]  # (line number, fields)
@@ -20,7 +23,10 @@ def read_text(path: Path) -> str:
     """The file's text, or a UserError naming the line of the first byte that is not UTF-8."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with formats.open_binary(path) as f:
+            data = f.read()
+    except formats.decompress_errors() as e:  # before OSError: BadGzipFile is one
+        raise formats.corrupt(path, e) from None
     except OSError as e:
         raise UserError(f"{path}: cannot read ({e.strerror})") from None
     try:
@@ -30,13 +36,30 @@ def read_text(path: Path) -> str:
         raise UserError(f"{path}:{line}: invalid UTF-8") from None
 
 
-def read_records(path: Path, text_lines: bool = False) -> list[Record]:
-    """The records of a csv / tsv (header line first) or jsonl file (one JSON object a line);
-    with `text_lines`, any other file is read as one {"text": line} record per non-empty line."""
+def read_records(path: Path, text_lines: bool = False, text_field: str = "text") -> list[Record]:
+    """The records of a csv / tsv (header line first), jsonl (one JSON object a line), Parquet
+    or Arrow file or `datasets` directory (a row each); with `text_lines`, any other file is
+    read as one {"text": line} record per non-empty line. A `text_field` other than "text" is
+    the column of a table read as each record's "text"."""
     path = Path(path)
-    suffix = path.suffix.lower()
+    records = _records(path, text_lines)
+    lines = formats.kind(path) == "text" and formats.inner_suffix(path) not in TABLE_SUFFIXES
+    if text_field == "text" or lines:
+        return records
+    return [(line, {**fields, "text": field(path, (line, fields), text_field)})
+            for line, fields in records]
+
+
+def _records(path: Path, text_lines: bool) -> list[Record]:
+    if formats.kind(path) != "text":
+        records = list(enumerate(formats.rows(path), 1))
+        if not records:
+            raise UserError(f"{path}: no rows")
+        return records
+    suffix = formats.inner_suffix(path)
     if suffix not in TABLE_SUFFIXES and not text_lines:
-        raise UserError(f"{path}: unknown file type {suffix!r}; use .csv, .tsv or .jsonl")
+        raise UserError(f"{path}: unknown file type {suffix!r}; use .csv, .tsv, .jsonl, "
+                        ".parquet or .arrow (text files may end in .gz or .zst)")
     text = read_text(path)
     if not text.strip():
         raise UserError(f"{path}: empty file")
@@ -82,8 +105,11 @@ def _table(path: Path, text: str, delimiter: str) -> list[Record]:
 def field(path: Path, record: Record, key: str) -> Any:
     """`record[key]`, or a UserError naming the file, line and the missing column."""
     line, fields = record
-    value = fields.get(key)
-    if value is None:
+    if key not in fields:
         have = ", ".join(repr(k) for k in fields) or "none"
         raise UserError(f"{path}:{line}: no {key!r} column (the record has {have})")
+    value = fields[key]
+    if value is None:
+        raise UserError(f"{path}:{line}: {key!r} has no value (null, or a row shorter than "
+                        "the header)")
     return value

@@ -190,7 +190,7 @@ def finetune(task: Task, model_dir: Path, train: Path, eval: Path | None, out: P
         seed=options.seed, log_every=max(1, min(50, per_epoch)),
         eval_every=options.eval_every or per_epoch, save_every=0, checkpoints=False,
         best_metric=task.main_metric if eval is not None else None,
-        patience=options.patience, progress=options.progress,
+        patience=options.patience, progress=options.progress, tensorboard=options.tensorboard,
     )
     trainer = Trainer(model, task.objective, data, config, evaluator=evaluator)
     trainer.train()

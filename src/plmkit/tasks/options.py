@@ -21,3 +21,4 @@ class FinetuneOptions:
     patience: int = 3  # evaluations without improvement before stopping early; 0 = never
     bf16: bool = False
     progress: bool = True
+    tensorboard: bool = False  # event files in OUT/tensorboard

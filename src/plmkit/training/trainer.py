@@ -7,6 +7,10 @@ Batch sources. Training data is an iterable of `dict[str, Tensor]` batches, or a
 state, such as XLNet's memory); a plain iterable restarts
 from its beginning on resume (with a warning). When a source is exhausted it is iterated again.
 
+Progress (`plmkit.training.progress`): a tqdm bar on a terminal, else a plain line (step, loss,
+tokens/s, ETA) on stderr at logged steps; with `config.tensorboard`, TensorBoard event files of
+the logged values in `out_dir/tensorboard`.
+
 metrics.jsonl. One JSON object per logged step (every `log_every` steps, every `eval_every`
 steps and the last step): `step`, `loss`, `lr`, `tokens_per_s`, `elapsed_s`, `grad_norm`,
 `skipped_steps` and the objective's metrics, averaged over the steps since the previous line.
@@ -50,7 +54,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from plmkit import io
 from plmkit.errors import Interrupted, UserError
@@ -73,6 +76,7 @@ from plmkit.training.checkpoint import (
 from plmkit.training.distributed import Dist, RankSlice
 from plmkit.training.optim import OPTIMIZERS, Schedule, build_optimizer, linear_warmup_decay
 from plmkit.training.prefetch import Prefetch
+from plmkit.training.progress import Progress, TensorBoard
 
 Batch = dict[str, Tensor]
 Metrics = Mapping[str, float | Tensor]
@@ -100,7 +104,8 @@ class TrainConfig:
     """How to train. `eval_every=0`, `save_every=0`: only at the end; `keep_last=None`: all.
 
     `eval_batches=None` evaluates the whole held-out source (which must then be finite).
-    `device=None` picks CUDA when available. `progress` shows a tqdm bar on a terminal.
+    `device=None` picks CUDA when available. `progress` shows a tqdm bar on a terminal, plain
+    lines elsewhere; `tensorboard` writes event files beside metrics.jsonl.
     `optimizer`: "adamw" or "lamb" (`plmkit.training.optim`). `dropout_off_step`: from that
     step on, every dropout in the model is 0 (ALBERT section 4.9); it follows from the step
     number alone, so a resumed run does the same.
@@ -126,6 +131,7 @@ class TrainConfig:
     keep_last: int | None = 3
     device: str | None = None
     progress: bool = True
+    tensorboard: bool = False
     checkpoints: bool = True  # False: no resumable checkpoints (short runs, e.g. fine-tuning)
     best_metric: str | None = None
     patience: int = 0
@@ -221,21 +227,25 @@ class Trainer:
         self._start(resume)
         cfg = self.config
         records: list[dict[str, Any]] = []
-        show = cfg.progress and self.dist.is_main
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=None if show else True)
+        main = self.dist.is_main
+        progress = Progress(cfg.steps, self.step, show=cfg.progress and main)
+        board = TensorBoard(self.out_dir, self.step) if cfg.tensorboard and main else None
         self.model.train()
         self.meter.start_clock()
-        with bar, _signals_caught() as caught:
+        with progress, _signals_caught() as caught, board or contextlib.nullcontext():
             while self.step < cfg.steps and not self.stopped:
-                if not self._train_step(self.meter):  # rolled back to a checkpoint
-                    bar.n = self.step
+                rolled_back = not self._train_step(self.meter)
+                progress.update(self.step)
+                if rolled_back:  # to a checkpoint
                     records[:] = [r for r in records if r["step"] <= self.step]
                     self.meter.start_clock()
                     continue
-                bar.update()
                 if self._due(cfg.log_every) or self._eval_due() or self._last():
-                    records.append(self._log(self.meter, bar))
+                    records.append(self._log(self.meter))
                     self.meter = _Meter()
+                    progress.logged(records[-1])
+                    if board is not None:
+                        board.add(records[-1])
                 self._save_when_due(caught)
         return records
 
@@ -524,7 +534,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
 
-    def _log(self, meter: _Meter, bar: tqdm) -> dict[str, Any]:
+    def _log(self, meter: _Meter) -> dict[str, Any]:
         means = meter.means()  # syncs, before the clock is read
         seconds = meter.seconds()
         record: dict[str, Any] = {
@@ -544,7 +554,6 @@ class Trainer:
         if self.dist.is_main:
             with open(self.metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
-        bar.set_postfix(loss=record["loss"], tok_s=round(record["tokens_per_s"]))
         return record
 
     def _next_batch(self) -> Batch:
