@@ -86,3 +86,13 @@ def test_eta_follows_the_rate_and_restarts_after_a_rollback() -> None:
     assert progress.line(1.0, 10.0, progress.started + 1.0).endswith("ETA ?")
     assert [duration(s) for s in (0.4, 59, 61, 3599, 7620)] == [
         "0s", "59s", "1m01s", "59m59s", "2h07m"]
+
+
+def test_bench_prints_no_profiler_or_loading_noise(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "plmkit.cli", "bench", "--models", "bert-tiny", "--modes", "train",
+         "--reps", "1", "--no-mfu", "--batch-size", "2", "--seq-len", "16"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "bert-tiny" in done.stdout
+    assert done.stderr == ""  # was "USDT: ... profiler_start" (Kineto) and a loading bar

@@ -219,6 +219,7 @@ def twins(preset: str) -> tuple[nn.Module, nn.Module]:
     ours = build(preset_config(preset))
     if cls is transformers.MarianMTModel:
         return ours, marian_twin(ours)
+    transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bar per model
     with tempfile.TemporaryDirectory() as tmp:
         save_hf(ours, tmp)
         theirs = cls.from_pretrained(
@@ -555,6 +556,9 @@ def peak_step_bytes(fn: Callable[[], None]) -> int:
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
+    # Kineto, the profiler's backend, logs "USDT: ... profiler_start" / "profiler_stop" on
+    # stderr at every run unless its level (read once, at its first use) is above 5.
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     events = sorted((e for e in prof.profiler.kineto_results.events()
