@@ -516,7 +516,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true",
                    help="onnx: also model.int8.onnx, dynamically quantised (int8 weights)")
     p.add_argument("--opset", type=_positive, metavar="N",
-                   help="onnx: the ONNX opset (default: the exporter's, 18 or newer)")
+                   help="onnx: the ONNX opset, 18 to 22 (default: the exporter's, 20)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a non-empty --out that plmkit did not write for this command")
     return top
@@ -638,13 +638,11 @@ def cmd_prune(args: argparse.Namespace) -> None:
 
 
 def cmd_fill_mask(args: argparse.Namespace) -> None:
-    import plmkit
-    from plmkit.fill_mask import check_mlm, fill_mask, fill_mask_lines, format_predictions
+    from plmkit.fill_mask import fill_mask, fill_mask_lines, format_predictions, load_mlm
     from plmkit.tasks.finetune import tokenizer_dir
     from plmkit.tokenizers import Tokenizer
 
-    model = plmkit.load(args.model)
-    check_mlm(model)
+    model = load_mlm(args.model)
     tok = Tokenizer.load(tokenizer_dir(args.model))
     if args.text is not None:
         print(format_predictions(fill_mask(model, tok, [args.text], args.top_k)[0]))

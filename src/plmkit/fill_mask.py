@@ -4,25 +4,52 @@ their probabilities at every mask token of a text, from a model with an MLM head
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 import torch
 from torch import nn
 
 from plmkit.errors import UserError
+from plmkit.interop.hf import hf_names
+from plmkit.models import get_family
 from plmkit.tasks.finetune import in_batches, pad_collate
 from plmkit.tokenizers import Tokenizer
 
 Prediction = dict[str, Any]  # {"token": str, "id": int, "score": float}
 
 
-def check_mlm(model: nn.Module) -> nn.Module:
-    """The model (or a fine-tuned model's backbone) that has a masked-LM head."""
+def load_mlm(path: Path) -> nn.Module:
+    """The model of directory `path` for filling masks (`check_mlm`); the warnings of loading
+    it are shown only when it passes, so a refused model gives one line."""
+    import plmkit
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = plmkit.load(path)
+    check_mlm(model, path)
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return model
+
+
+def check_mlm(model: nn.Module, where: object = "the model") -> nn.Module:
+    """The model (or a fine-tuned model's backbone) that has a trained masked-LM head: a
+    UserError if it has none, or if its checkpoint held no weights for it (a transformers
+    directory without ``cls.predictions``: `load_hf` records them in `fresh_weights`)."""
     backbone = getattr(model, "backbone", model)
+    family = getattr(getattr(backbone, "config", None), "family", type(backbone).__name__)
     if not hasattr(backbone, "mlm_logits"):
-        family = getattr(getattr(backbone, "config", None), "family", type(backbone).__name__)
-        raise UserError(f"a {family} model has no masked-LM head to fill masks with")
+        raise UserError(f"{where}: a {family} model has no masked-LM head to fill masks with")
+    fresh = sorted(n for n in getattr(model, "fresh_weights", ()) if n.startswith("mlm."))
+    if fresh:
+        spec = get_family(family).hf
+        missing = hf_names(spec, fresh[0])[0] if spec is not None else fresh[0]
+        raise UserError(f"{where}: the checkpoint has no masked-LM head weights ({missing} and "
+                        f"{len(fresh) - 1} more are missing), so its predictions would be "
+                        "random; continue pretraining it first (plmkit pretrain --model DIR)")
     return backbone
 
 
