@@ -321,6 +321,24 @@ def cmd_data_build(args: argparse.Namespace) -> None:
         print(args.out / path.relative_to(tmp))
 
 
+# What `plmkit data build --name NAME` writes (plmkit.data.builders.TASK_DATASETS; tested).
+DATASET_FILES = {
+    "tweets": ("train.txt heldout.txt", "English tweets, a pretraining corpus (the demo's)"),
+    "en-docs": ("train.txt heldout.txt SOURCES.md", "20M+ words of English documentation"),
+    "bible-web": ("train.txt heldout.txt", "the WEB Bible, a chapter a document"),
+    "sentiment-en": ("train.csv dev.csv test.csv", "3-class tweet sentiment"),
+    "sentiment-zh": ("train.csv dev.csv test.csv", "Chinese review sentiment"),
+    "nsp-en": ("train.csv dev.csv test.csv", "next-tweet pairs (text_a, text_b)"),
+    "sop-en": ("train.csv dev.csv test.csv", "tweet-order pairs (text_a, text_b)"),
+    "ner-zh": ("train.conll dev.conll test.conll", "People's Daily person/place/org tags"),
+    "bible-swag": ("train.csv dev.csv test.csv", "which verse comes next (SWAG columns)"),
+    "bible-paraphrase": ("train.csv dev.csv test.csv", "WEB vs KJV verse pairs"),
+    "bible-en-es": ("train.tsv dev.tsv test.tsv", "English-Spanish verse pairs"),
+    "peoples-daily": ("train.txt heldout.txt entities.txt", "ERNIE's segmented corpus"),
+    "dialogues": ("train.txt heldout.txt", "chatterbot conversations for ERNIE's DLM"),
+}
+
+
 def parser() -> argparse.ArgumentParser:
     """The whole command line."""
     top = argparse.ArgumentParser(
@@ -365,20 +383,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="replace a non-empty --out that plmkit did not write for this command")
     p = _add(dsub, "build", "write a task dataset from installed packages (fixed splits)",
-             """
-             plmkit data build --name tweets --out data/tweets  # train.txt heldout.txt corpus
-             plmkit data build --name en-docs --out data/en-docs  # 20M+ words of English docs
-             plmkit data build --name bible-web --out data/bible  # WEB chapters, a corpus
-             plmkit data build --name sentiment-en --out data/sentiment-en  # train/dev/test.csv
-             plmkit data build --name sentiment-zh --out data/sentiment-zh
-             plmkit data build --name ner-zh --out data/ner-zh  # train/dev/test.conll
-             plmkit data build --name peoples-daily --out data/pd  # ERNIE corpus + entities
-             plmkit data build --name dialogues --out data/dialogues  # ERNIE's DLM
-             """, cmd_data_build)
-    p.add_argument("--name", required=True,
-                   choices=["tweets", "en-docs", "sentiment-en", "nsp-en", "sop-en", "sentiment-zh",
-                            "ner-zh", "bible-web", "bible-swag",
-                            "bible-paraphrase", "bible-en-es", "peoples-daily", "dialogues"])
+             "\n".join(f"plmkit data build --name {name} --out data/{name}  # {files}: {what}"
+                       for name, (files, what) in DATASET_FILES.items()), cmd_data_build)
+    p.add_argument("--name", required=True, choices=list(DATASET_FILES))
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffle before splitting")
     p.add_argument("--overwrite", action="store_true",
