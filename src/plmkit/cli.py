@@ -321,6 +321,31 @@ def cmd_data_build(args: argparse.Namespace) -> None:
         print(args.out / path.relative_to(tmp))
 
 
+PRESETS_MARK = "{presets}"  # replaced by the preset list when the help is shown
+
+
+class _DefaultsHelp(argparse.RawDescriptionHelpFormatter):
+    """Help that shows the default of every option with a value (unless its text speaks of
+    one) and, in place of PRESETS_MARK, the model presets (the registry imported only then)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (action.option_strings and action.nargs != 0 and "default" not in text
+                and default is not None and default != [] and default != argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if PRESETS_MARK in text:
+            from plmkit.models.registry import FAMILIES
+
+            lines = [f"  {name}: {' '.join(family.presets)}"
+                     for name, family in sorted(FAMILIES.items())]
+            text = text.replace(PRESETS_MARK, "presets:\n" + "\n".join(lines))
+        return super()._fill_text(text, width, indent)
+
+
 # What `plmkit data build --name NAME` writes (plmkit.data.builders.TASK_DATASETS; tested).
 DATASET_FILES = {
     "tweets": ("train.txt heldout.txt", "English tweets, a pretraining corpus (the demo's)"),
@@ -401,6 +426,8 @@ def parser() -> argparse.ArgumentParser:
              plmkit pretrain --model bert-mini --objective mlm --corpus a.txt,b.jsonl \\
                  --tokenizer tok/ --out runs/mini --batch-size 32 --seq-len 128 --resume
              """, cmd_pretrain)
+    p.description = f"{p.description}\n\n{PRESETS_MARK}"
+    p.formatter_class = _DefaultsHelp
     add_pretrain_arguments(p)
 
     add_task_commands(sub)
@@ -778,26 +805,29 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
                         "seq2seq (default: the model's own)")
     p.add_argument("--corpus", type=_paths, required=True, help=CORPUS_HELP)
     _text_field(p, "jsonl and table corpora")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--out", type=Path, required=True,
+                   help="the run: the latest model, metrics.jsonl, checkpoints, tokenizer")
+    p.add_argument("--steps", type=int, default=1000, help="optimizer steps")
     p.add_argument("--heldout", type=_paths, default=[],
                    help="comma-separated held-out files, evaluated every --eval-every steps")
-    p.add_argument("--eval-batches", type=int, default=20)
+    p.add_argument("--eval-batches", type=int, default=20, help="held-out batches per evaluation")
     p.add_argument("--tokenizer", type=Path, help="tokenizer directory (default: train one)")
     p.add_argument("--vocab-size", type=int, default=None,
                    help="when training a tokenizer (default: the family's: BERT 30522, RoBERTa "
                         "50265, ALBERT 30000, ERNIE 18000, XLNet 32000)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=32, help="sequences per micro-batch")
+    p.add_argument("--seq-len", type=int, default=128, help="tokens per sequence")
+    p.add_argument("--seed", type=int, default=0, help="seed of weights, data order and masks")
     p.add_argument("--lr", type=float, default=None,
                    help="peak learning rate (default 1e-4; from a checkpoint 5e-5)")
     p.add_argument("--warmup", type=int, default=None,
                    help="warmup steps (default 1%% of steps; from a checkpoint 6%%)")
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--save-every", type=int, default=500)
-    p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--grad-accum", type=int, default=1,
+                   help="micro-batches per optimizer step (a batch of B x N)")
+    p.add_argument("--save-every", type=int, default=500, help="steps between checkpoints")
+    p.add_argument("--eval-every", type=int, default=100, help="steps between evaluations")
+    p.add_argument("--log-every", type=int, default=10,
+                   help="steps between metrics.jsonl lines (and progress lines in a log file)")
     p.add_argument("--masking", choices=["static", "dynamic"],
                    help="static (BERT, dupe factor 10) or dynamic (RoBERTa); default: the model's")
     p.add_argument("--whole-word", action="store_true", help="whole-word masking")
@@ -825,7 +855,8 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
                    help="AdamW, or LAMB for large batches (ALBERT)")
     p.add_argument("--dropout-off-step", type=int, default=None, metavar="N",
                    help="from step N on, train without dropout (ALBERT section 4.9)")
-    p.add_argument("--bad-utf8", choices=["skip", "error"], default="skip")
+    p.add_argument("--bad-utf8", choices=["skip", "error"], default="skip",
+                   help="corpus lines that are not UTF-8: skip and count them, or stop")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a non-empty --out (its old contents go once the run has started)")
