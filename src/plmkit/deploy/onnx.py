@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plmkit.errors import UserError
@@ -118,33 +119,44 @@ class Graph(nn.Module):
 
 
 @dataclass
-class Parity:
-    """What the export-time check measured (max abs differences at real tokens)."""
+class Gap:
+    """How far onnxruntime's outputs are from plmkit's on the parity batches."""
 
-    batches: int
+    max_abs: float  # over every output; per-token outputs at real tokens only
+    cosine: float  # the lowest cosine similarity of a token's two hidden-state vectors
+    same_argmax: tuple[int, int] | None  # logits whose argmax agrees, logits compared
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"max_abs_diff": self.max_abs, "min_cosine": self.cosine,
+                "same_argmax": list(self.same_argmax) if self.same_argmax else None}
+
+
+@dataclass
+class Parity:
+    """What the export-time check measured, float32 and (with --int8) int8."""
+
     sequences: int
+    batches: int
     lengths: tuple[int, int]  # shortest and longest input, in tokens
-    fp32: float
-    int8: float | None = None
-    int8_agree: tuple[int, int] | None = None  # argmax of the logits: same, compared
+    fp32: Gap
+    int8: Gap | None = None
 
     def line(self) -> str:
         """The one-line report of `plmkit export --format onnx`."""
         text = (f"parity on {self.sequences} real-text inputs in {self.batches} padded batches "
                 f"({self.lengths[0]}-{self.lengths[1]} tokens): float32 max abs diff "
-                f"{self.fp32:.1e} (limit {TOLERANCE:.0e})")
+                f"{self.fp32.max_abs:.1e} (limit {TOLERANCE:.0e})")
         if self.int8 is not None:
-            text += f"; int8 max abs diff {self.int8:.2g}"
-        if self.int8_agree is not None:
-            same, total = self.int8_agree
-            text += f", same argmax on {same}/{total}"
+            text += (f"; int8 max abs diff {self.int8.max_abs:.2g}, hidden-state cosine >= "
+                     f"{self.int8.cosine:.4f}")
+            if self.int8.same_argmax is not None:
+                text += ", same argmax on {}/{}".format(*self.int8.same_argmax)
         return text
 
     def as_dict(self) -> dict[str, Any]:
         return {"inputs": self.sequences, "batches": self.batches, "tokens": list(self.lengths),
-                "fp32_max_abs_diff": self.fp32, "tolerance": TOLERANCE,
-                "int8_max_abs_diff": self.int8,
-                "int8_same_argmax": list(self.int8_agree) if self.int8_agree else None}
+                "tolerance": TOLERANCE, "fp32": self.fp32.as_dict(),
+                "int8": self.int8.as_dict() if self.int8 else None}
 
 
 def export_onnx(model_dir: Path, out: Path, *, int8: bool = False,
@@ -175,14 +187,15 @@ def export_onnx(model_dir: Path, out: Path, *, int8: bool = False,
     large = sum(p.numel() * p.element_size() for p in model.parameters()) > EXTERNAL_DATA_BYTES
     out.mkdir(parents=True, exist_ok=True)
     trace(graph, batches[0], out / MODEL, opset, large)
-    parity = measure(out / MODEL, graph, batches)
-    if not parity.fp32 <= TOLERANCE:  # NaN fails too
+    fp32 = measure(out / MODEL, graph, batches)
+    if not fp32.max_abs <= TOLERANCE:  # NaN fails too
         raise UserError(f"--model {model_dir}: the ONNX graph differs from plmkit by "
-                        f"{parity.fp32:.2g} (limit {TOLERANCE:.0e}); nothing written")
+                        f"{fp32.max_abs:.2g} (limit {TOLERANCE:.0e}); nothing written")
+    lengths = [int(n) for b in batches for n in b["attention_mask"].sum(1)]
+    parity = Parity(len(lengths), len(batches), (min(lengths), max(lengths)), fp32)
     if int8:
         quantize(out / MODEL, out / MODEL_INT8, large)
-        q = measure(out / MODEL_INT8, graph, batches)
-        parity.int8, parity.int8_agree = q.fp32, q.int8_agree
+        parity.int8 = measure(out / MODEL_INT8, graph, batches)
     copy_tokenizer(source, out)
     info = describe(model, out, int8, parity, embedding_setup(model_dir))
     (out / INFO).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
@@ -250,25 +263,23 @@ def quiet(logger: str = "torch.onnx") -> Iterator[None]:
 
 def quantize(source: Path, target: Path, large: bool) -> None:
     """Dynamic int8 quantisation (onnxruntime.quantization.quantize_dynamic): weights of
-    MatMul / Gemm / Gather stored as int8, activations quantised at run time."""
+    MatMul / Gather stored as int8 with a scale per output channel, activations quantised at
+    run time. Per channel, not per tensor: on all-MiniLM-L6-v2 and 69 real texts the mean
+    cosine of int8 to float32 sentence vectors rose from 0.946 to 0.990 (lowest 0.77 -> 0.96)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with quiet(logger=""):  # onnxruntime.quantization logs to the root logger
-        quantize_dynamic(source, target, weight_type=QuantType.QInt8,
+        quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=True,
                          use_external_data_format=large)
 
 
-def measure(path: Path, graph: Graph, batches: Sequence[dict[str, Tensor]]) -> Parity:
-    """Max abs difference of the graph at `path` (onnxruntime) from `graph` (plmkit) over
-    `batches` (per-token outputs at real tokens only), and how often the logits' argmax
-    agrees."""
+def measure(path: Path, graph: Graph, batches: Sequence[dict[str, Tensor]]) -> Gap:
+    """How far the graph at `path` (onnxruntime) is from `graph` (plmkit) on `batches`."""
     session = open_session(path, threads=torch.get_num_threads())
     feeds = [i.name for i in session.get_inputs()]  # the exporter drops an unused input
-    worst, same, total = 0.0, 0, 0
-    lengths = []
+    worst, cosine, same, total = 0.0, 1.0, 0, 0
     for batch in batches:
         mask = batch["attention_mask"].bool()  # (B, S)
-        lengths += mask.sum(1).tolist()
         with torch.no_grad():
             ours = graph(*(batch[k] for k in INPUTS))
         theirs = session.run(list(graph.outputs), {k: batch[k].numpy() for k in feeds})
@@ -277,12 +288,12 @@ def measure(path: Path, graph: Graph, batches: Sequence[dict[str, Tensor]]) -> P
             if per_token(name, graph.task):
                 a, b = a[mask], b[mask]  # (N, ...): real tokens only
             worst = max(worst, float((a - b).abs().max()))
+            if name == "last_hidden_state":  # (N, H)
+                cosine = min(cosine, float(F.cosine_similarity(a, b, dim=-1).min()))
             if name.endswith("logits"):
                 agree = a.argmax(-1) == b.argmax(-1)
                 same, total = same + int(agree.sum()), total + agree.numel()
-    return Parity(batches=len(batches), sequences=len(lengths),
-                  lengths=(min(lengths), max(lengths)), fp32=worst,
-                  int8_agree=(same, total) if total else None)
+    return Gap(worst, cosine, (same, total) if total else None)
 
 
 def per_token(output: str, task: str | None) -> bool:
