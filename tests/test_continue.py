@@ -104,6 +104,22 @@ def test_minilm_continued_on_the_bible_lowers_heldout_mlm_loss_and_exports(
                                    rtol=1e-5)
 
 
+@pytest.mark.slow
+def test_minilm_continued_longer_predicts_the_bibles_masked_words(
+        minilm_dir: Path, bible: tuple[Path, Path], tmp_path: Path) -> None:
+    """At the continued-pretraining defaults (lr 5e-5, 6% warmup), 80 steps take the fresh
+    MLM head from worse than chance (ln 30522 = 10.3 nats) to 6.1 nats and 9.7% of held-out
+    masked words (measured; ~10 min on a shared 2-core CPU)."""
+    args = run_args(minilm_dir, bible[0], tmp_path / "run", steps=80, batch_size=16,
+                    seq_len=64, objective="mlm", heldout=[bible[1]], eval_batches=8)
+    trainer = trainer_for(args)
+    before = trainer.evaluate()
+    trainer.train()
+    after = trainer.evaluate()
+    assert before["eval_loss"] > 10.0 and after["eval_loss"] < 7.0, (before, after)
+    assert after["eval_mlm_accuracy"] > 0.07, after
+
+
 def test_continuing_defaults_to_a_small_lr_and_6_percent_warmup(
         minilm_dir: Path, bible: tuple[Path, Path], tmp_path: Path) -> None:
     trainer = trainer_for(run_args(minilm_dir, bible[0], tmp_path / "r", steps=100,
@@ -212,8 +228,8 @@ def test_a_random_checkpoint_continued_reloads_in_transformers(
         assert (hf / name).read_bytes() == (start / name).read_bytes()
 
 
-def test_electra_generator_from_its_own_directory(bible: tuple[Path, Path],
-                                                  tmp_path: Path) -> None:
+def test_electra_generator_from_its_own_directory(bible: tuple[Path, Path], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
     disc, tok = tiny_checkpoint("electra", bible[1], tmp_path / "disc")
     gen = tmp_path / "gen"
     config = _electra(tok.vocab_size, tok.pad_id, hidden=16, heads=2, ffn=20)
@@ -231,6 +247,9 @@ def test_electra_generator_from_its_own_directory(bible: tuple[Path, Path],
         torch.testing.assert_close(theirs(**batch).logits[keep], expected[keep], atol=1e-5,
                                    rtol=1e-5)
     assert ours.config.generator_hidden_size == 16
+    capsys.readouterr()
+    pretrain(run_args(hf, bible[1], tmp_path / "again", steps=1))  # its generator/ beside it
+    assert capsys.readouterr().out.splitlines()[-1] == f"continuing from {hf}"
 
 
 def test_electra_discriminator_alone_gets_a_fresh_generator_at_the_papers_ratio(

@@ -18,8 +18,8 @@ from torch import nn
 
 from plmkit.errors import UserError
 from plmkit.interop.hf import load_hf_fresh, read_hf_config, save_hf
-from plmkit.io import NATIVE_CONFIG, is_native, load_model
-from plmkit.models import build, get_family
+from plmkit.io import NATIVE_CONFIG, is_native, load_model, read_native_config
+from plmkit.models import build
 from plmkit.models.registry import all_presets
 
 if TYPE_CHECKING:
@@ -44,13 +44,8 @@ def checkpoint_config(directory: Path, generator: Path | None = None) -> Any:
         if generator is not None:
             raise UserError(f"--generator {generator}: {directory} is a plmkit run, whose "
                             "generator (if any) is in its own weights")
-        path = directory / NATIVE_CONFIG
-        try:
-            meta = json.loads(path.read_text())
-            config = get_family(meta["family"]).config(**meta["config"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise UserError(f"{path}: not a plmkit model config ({e})") from None
-        if meta.get("task") is not None:
+        _, config, task = read_native_config(directory)
+        if task is not None:
             raise UserError(f"--model {directory}: a fine-tuned model; continue pretraining "
                             "from the run it was fine-tuned from")
         return config
