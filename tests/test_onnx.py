@@ -138,6 +138,15 @@ def test_minilm_matches_plmkit(minilm_dir: Path, tweets: list[str], tmp_path: Pa
     info = json.loads((out / deploy.INFO).read_text())
     assert info["embedding"] == {"pooling": "mean", "normalize": True, "max_seq_len": 256}
     assert (out / "vocab.txt").read_bytes() == (minilm_dir / "vocab.txt").read_bytes()
+    onnx_model = OnnxModel(out, threads=1)  # no mask: every token real; no segments: all 0
+    ids = tokenizer(["a single sentence"])["input_ids"]
+    alone = onnx_model(ids.tolist()).last_hidden_state
+    given = onnx_model(ids, torch.ones_like(ids), torch.zeros_like(ids)).last_hidden_state
+    np.testing.assert_array_equal(alone, given)
+    with pytest.raises(UserError, match="no int8 model"):
+        OnnxModel(out, int8=True)
+    with pytest.raises(UserError, match="not an ONNX export"):
+        OnnxModel(minilm_dir)
 
 
 @pytest.fixture(scope="module")

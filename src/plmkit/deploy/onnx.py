@@ -5,8 +5,8 @@ quantised to int8 by onnxruntime's dynamic quantisation, activations quantised p
 model's tokenizer files as they were, and `plmkit-onnx.json`: family, task, labels, the
 embedding setup, the graph's inputs and outputs with their axes, and the parity measured.
 
-The graph takes int64 `input_ids`, `attention_mask` (and `token_type_ids` where the model has
-segments), each (batch, sequence) with both axes dynamic, and returns `last_hidden_state`,
+The graph takes int64 `input_ids`, `attention_mask` and `token_type_ids`, each (batch,
+sequence) with both axes dynamic, and returns `last_hidden_state`,
 `pooler_output` (backbones that have one), `logits` (classify: (batch, labels), tag: (batch,
 sequence, labels)) or `start_logits` / `end_logits` (squad). It is exported with the dynamo
 exporter (`torch.export`), under which the encoders keep the padded layout and mask attention
@@ -28,7 +28,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -36,6 +36,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plmkit.errors import UserError
+
+if TYPE_CHECKING:
+    from plmkit.tasks.embed import EmbeddingSetup
 
 INFO = "plmkit-onnx.json"
 MODEL = "model.onnx"
@@ -303,7 +306,7 @@ def per_token(output: str, task: str | None) -> bool:
 
 
 def describe(model: nn.Module, out: Path, int8: bool, parity: Parity,
-             embedding: Any) -> dict[str, Any]:
+             embedding: EmbeddingSetup) -> dict[str, Any]:
     """The contents of `plmkit-onnx.json`."""
     onnx, _ = require()
     proto = onnx.load(str(out / MODEL), load_external_data=False)
