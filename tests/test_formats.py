@@ -195,3 +195,21 @@ def test_finetune_and_embed_read_parquet(tmp_path: Path, labelled: list[dict[str
                  "--output", str(tmp_path / "w.npy")]) == 2
     assert "texts.parquet:1: no 'text' column (the record has 'tweet', 'label')" in (
         capsys.readouterr().err)
+
+
+def test_bad_files_are_one_line_and_exit_2(tmp_path: Path, docs: list[list[str]],
+                                           capsys: pytest.CaptureFixture) -> None:
+    pq.write_table(_table(docs[:50]), tmp_path / "t.parquet")
+    cut = tmp_path / "cut.txt.gz"
+    cut.write_bytes(gzip.compress("\n".join(tweets()[:3000]).encode())[:5000])
+    for corpus, problem in [(tmp_path / "t.parquet", "no column 'text' (columns: id, body); "
+                                                     "name the text column with --text-field"),
+                            (cut, "corrupt gzip data (Compressed file ended before the "
+                                  "end-of-stream marker was reached)")]:
+        code = main(["tokenizer", "train", "--kind", "wordpiece", "--corpus", str(corpus),
+                     "--vocab-size", "300", "--out", str(tmp_path / "tok")])
+        err = capsys.readouterr().err
+        assert code == 2 and err == f"plmkit: error: {corpus}: {problem}\n"
+    assert main(["tokenizer", "train", "--kind", "wordpiece", "--corpus",
+                 str(tmp_path / "t.parquet"), "--text-field", "body", "--vocab-size", "300",
+                 "--out", str(tmp_path / "tok")]) == 0

@@ -15,7 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from plmkit.training import Trainer
 from plmkit.training.progress import TENSORBOARD_DIR, Progress, duration
+from test_training import ToySource, config, make_model, next_token
 
 LINE = re.compile(r"^step (\d+)/(\d+) \((\d+)%\)  loss (\d+\.\d{4})  ([\d,]+) tokens/s  "
                   r"elapsed (\S+)  ETA (\S+)$")
@@ -96,3 +98,23 @@ def test_bench_prints_no_profiler_or_loading_noise(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "bert-tiny" in done.stdout
     assert done.stderr == ""  # was "USDT: ... profiler_start" (Kineto) and a loading bar
+
+
+def test_resumed_run_replaces_the_events_after_its_checkpoint(tmp_path: Path) -> None:
+    calls = [0]
+
+    def dies_in_step_5(model, batch):  # type: ignore[no-untyped-def]
+        calls[0] += 1
+        if calls[0] == 5:
+            raise KeyboardInterrupt
+        return next_token(model, batch)
+
+    cfg = config(tmp_path, steps=6, save_every=3, log_every=1, tensorboard=True)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(make_model(), dies_in_step_5, ToySource(0), cfg).train()
+    assert [s for s, _ in _events(tmp_path / TENSORBOARD_DIR)["loss"]] == [1, 2, 3, 4]
+    Trainer(make_model(), next_token, ToySource(0), cfg).train(resume=True)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    events = _events(tmp_path / TENSORBOARD_DIR)["loss"]
+    assert events == [(r["step"], pytest.approx(r["loss"], rel=1e-6)) for r in records]
+    assert [s for s, _ in events] == [1, 2, 3, 4, 5, 6]

@@ -89,7 +89,7 @@ def duration(seconds: float) -> str:
 class TensorBoard:
     """Every numeric value of each metrics.jsonl record as a scalar in event files in
     `out_dir/tensorboard` (`torch.utils.tensorboard`; needs the tensorboard package).
-    A run resumed at step S drops the events the earlier run wrote after S."""
+    A run resumed at step S hides the events the earlier run wrote after S."""
 
     def __init__(self, out_dir: Path, step: int) -> None:
         try:
@@ -97,7 +97,9 @@ class TensorBoard:
         except ImportError:
             raise UserError("--tensorboard needs the tensorboard package: "
                             "pip install 'plmkit[tensorboard]'") from None
-        self.writer = SummaryWriter(str(out_dir / TENSORBOARD_DIR), purge_step=step or None)
+        # TensorBoard hides the earlier events from purge_step on: those after the checkpoint
+        self.writer = SummaryWriter(str(out_dir / TENSORBOARD_DIR),
+                                    purge_step=step + 1 if step else None)
 
     def add(self, record: Mapping[str, Any]) -> None:
         step = record["step"]
