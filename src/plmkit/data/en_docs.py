@@ -56,12 +56,12 @@ FUNCTION_WORDS = _names(
 
 @dataclass(frozen=True)
 class Source:
-    """One documentation tree: the Debian package that installs it, where (a glob; the last match
+    """One documentation tree: the Debian packages that install it, where (a glob; the last match
     in sorted order, the newest version, is read), which files (patterns on the path relative to
-    the root) and under which licence (from the package's copyright file)."""
+    the root) and under which licence (from the packages' copyright files)."""
 
     name: str
-    package: str
+    packages: tuple[str, ...]
     root: str
     licence: str
     include: tuple[str, ...] = ("*.html",)
@@ -72,8 +72,9 @@ class Source:
         """The installed root; `UserError` naming the package when it is missing."""
         found = sorted(glob(self.root))
         if not found:
+            install = " ".join(self.packages)
             raise UserError(f"en-docs source {self.name!r}: {self.root} not found "
-                            f"(apt-get install -y {self.package}, or `make system-deps`)")
+                            f"(apt-get install -y {install}, or `make system-deps`)")
         return Path(found[-1])
 
     def files(self) -> list[Path]:
@@ -87,57 +88,82 @@ class Source:
             fnmatch(relative, g) for g in self.exclude)
 
 
+QT_PACKAGES = tuple(f"qt{m}5-doc-html" for m in (
+    "base", "declarative", "multimedia", "quickcontrols2-", "webengine", "tools", "location",
+    "connectivity", "3d", "charts", "xmlpatterns", "script"))
 _SPHINX = ("genindex*.html", "py-modindex.html", "search.html", "_sources/*", "_modules/*")
 SOURCES = (
-    Source("python", "python3-doc", "/usr/share/doc/python3.*/html",
+    Source("python", ("python3-doc",), "/usr/share/doc/python3.*/html",
            "PSF License Agreement (Python documentation)", exclude=_SPHINX),
-    Source("linux", "linux-doc", "/usr/share/doc/linux-doc-*/html", "GPL-2",
+    Source("linux", ("linux-doc",), "/usr/share/doc/linux-doc-*/html", "GPL-2",
            exclude=(*_SPHINX, "translations/*")),
-    Source("postgresql", "postgresql-doc", "/usr/share/doc/postgresql-doc-*/html",
+    Source("postgresql", ("postgresql-doc",), "/usr/share/doc/postgresql-doc-*/html",
            "PostgreSQL Licence (BSD-style)"),
-    Source("java", "default-jdk-doc", "/usr/share/doc/openjdk-*-doc/api",
+    Source("java", ("default-jdk-doc",), "/usr/share/doc/openjdk-*-doc/api",
            "GPL-2 with the Classpath exception",
            exclude=("*/class-use/*", "*/package-tree.html", "*/package-use.html", "index-files/*",
                     "allclasses-index.html", "allpackages-index.html", "overview-tree.html",
                     "deprecated-list.html", "constant-values.html", "serialized-form.html",
                     "src-html/*", "*/doc-files/*")),
-    Source("perl", "perl-doc", "/usr/share/perl/5.*/pod", "GPL-1+ or Artistic",
+    Source("perl", ("perl-doc",), "/usr/share/perl/5.*/pod", "GPL-1+ or Artistic",
            include=("*.pod",), reader="pod"),
-    Source("erlang", "erlang-doc", "/usr/share/doc/erlang-doc", "Apache-2.0"),
-    Source("lilypond", "lilypond-doc-html", "/usr/share/doc/lilypond/html/Documentation",
+    Source("erlang", ("erlang-doc",), "/usr/share/doc/erlang-doc", "Apache-2.0"),
+    Source("lilypond", ("lilypond-doc-html",), "/usr/share/doc/lilypond/html/Documentation",
            "GFDL-1.3+ (no invariant sections)", exclude=("*-big-page.html",)),
-    Source("qt", "qtbase5-doc-html", "/usr/share/qt5/doc", "GFDL-1.3 (no invariant sections)"),
-    Source("rust", "rust-doc", "/usr/share/doc/rust-doc/html", "MIT or Apache-2.0",
+    Source("qt", QT_PACKAGES, "/usr/share/qt5/doc", "GFDL-1.3 (no invariant sections)"),
+    Source("rust", ("rust-doc",), "/usr/share/doc/rust-doc/html", "MIT or Apache-2.0",
            include=tuple(f"{d}/*.html" for d in (
                "book", "reference", "nomicon", "rust-by-example", "rustc", "edition-guide",
                "embedded-book", "cargo", "rustdoc", "std")),
            exclude=("*/print.html", "*/toc.html")),
-    Source("django", "python-django-doc", "/usr/share/doc/python-django-doc/html",
+    Source("django", ("python-django-doc",), "/usr/share/doc/python-django-doc/html",
            "BSD-3-Clause", exclude=_SPHINX),
-    Source("sqlalchemy", "python-sqlalchemy-doc", "/usr/share/doc/python-sqlalchemy-doc/html",
+    Source("sqlalchemy", ("python-sqlalchemy-doc",), "/usr/share/doc/python-sqlalchemy-doc/html",
            "Expat (MIT)", exclude=_SPHINX),
-    Source("scipy", "python-scipy-doc", "/usr/share/doc/python-scipy-doc/html", "BSD-3-Clause",
+    Source("scipy", ("python-scipy-doc",), "/usr/share/doc/python-scipy-doc/html", "BSD-3-Clause",
            exclude=_SPHINX),
-    Source("sympy", "python-sympy-doc", "/usr/share/doc/python-sympy-doc/html", "BSD-3-Clause",
+    Source("sympy", ("python-sympy-doc",), "/usr/share/doc/python-sympy-doc/html", "BSD-3-Clause",
            exclude=_SPHINX),
-    Source("sphinx", "sphinx-doc", "/usr/share/doc/sphinx-doc/html", "BSD-2-Clause",
+    Source("sphinx", ("sphinx-doc",), "/usr/share/doc/sphinx-doc/html", "BSD-2-Clause",
            exclude=_SPHINX),
-    Source("sqlite", "sqlite3-doc", "/usr/share/doc/sqlite3-doc", "public domain",
+    Source("sqlite", ("sqlite3-doc",), "/usr/share/doc/sqlite3", "public domain",
            include=("*.html", "*.html.gz")),
-    Source("apache", "apache2-doc", "/usr/share/doc/apache2-doc/manual/en", "Apache-2.0"),
-    Source("octave", "octave-doc", "/usr/share/doc/octave", "GPL-3+"),
-    Source("maxima", "maxima-doc", "/usr/share/doc/maxima-doc/html", "GPL-2"),
-    Source("r", "r-doc-html", "/usr/share/doc/r-doc-html/manual", "GPL-2"),
-    Source("cmake", "cmake-doc", "/usr/share/doc/cmake-data/html", "BSD-3-Clause",
+    Source("apache", ("apache2-doc",), "/usr/share/doc/apache2-doc/manual/en", "Apache-2.0"),
+    Source("octave", ("octave-doc",), "/usr/share/doc/octave", "GPL-3+"),
+    Source("maxima", ("maxima-doc",), "/usr/share/doc/maxima-doc/html", "GPL-2"),
+    Source("r", ("r-doc-html",), "/usr/share/doc/r-doc-html/manual", "GPL-2"),
+    Source("cmake", ("cmake-doc",), "/usr/share/doc/cmake-data/html", "BSD-3-Clause",
            exclude=_SPHINX),
-    Source("git", "git-doc", "/usr/share/doc/git-doc", "GPL-2"),
-    Source("nodejs", "nodejs-doc", "/usr/share/doc/nodejs/api", "Expat (MIT)",
+    Source("git", ("git-doc",), "/usr/share/doc/git-doc", "GPL-2"),
+    Source("nodejs", ("nodejs-doc",), "/usr/share/doc/nodejs/api", "Expat (MIT)",
            exclude=("all.html",)),
-    Source("bash", "bash-doc", "/usr/share/doc/bash", "GPL-3+"),
-    Source("debian-handbook", "debian-handbook", "/usr/share/doc/debian-handbook/html/en-US",
+    Source("bash", ("bash-doc",), "/usr/share/doc/bash", "GPL-3+"),
+    Source("debian-handbook", ("debian-handbook",), "/usr/share/doc/debian-handbook/html/en-US",
            "GPL-2+ or CC-BY-SA-3.0"),
+    Source("ghc", ("ghc-doc",), "/usr/share/doc/ghc-doc/html", "BSD-3-Clause"),
+    Source("sklearn", ("python-sklearn-doc",), "/usr/share/doc/python-sklearn-doc/html",
+           "BSD-3-Clause", exclude=_SPHINX),
+    Source("pandas", ("python-pandas-doc",), "/usr/share/doc/python-pandas-doc/html",
+           "BSD-3-Clause", exclude=_SPHINX),
+    Source("statsmodels", ("python-statsmodels-doc",),
+           "/usr/share/doc/python-statsmodels-doc/html", "BSD-3-Clause", exclude=_SPHINX),
+    Source("astropy", ("python-astropy-doc",), "/usr/share/doc/python-astropy-doc/html",
+           "BSD-3-Clause", exclude=_SPHINX),
+    Source("gtk", ("libglib2.0-doc", "libgtk-3-doc"), "/usr/share/gtk-doc/html", "LGPL-2.1+",
+           include=tuple(f"{d}/*.html" for d in ("glib", "gio", "gobject", "gtk3", "gdk3"))),
+    Source("gtk4", ("libgtk-4-doc",), "/usr/share/doc/libgtk-4-doc", "LGPL-2.1+"),
+    Source("libreoffice", ("libreoffice-help-en-us",), "/usr/share/libreoffice/help/en-US",
+           "MPL-2.0"),
+    Source("gimp", ("gimp-help-en",), "/usr/share/gimp/2.0/help/en",
+           "GFDL-1.2+ (no invariant sections)"),
+    Source("wireshark", ("wireshark-doc",), "/usr/share/doc/wireshark", "GPL-2+"),
+    Source("libvirt", ("libvirt-doc",), "/usr/share/doc/libvirt-doc/html", "LGPL-2.1+"),
+    Source("exim", ("exim4-doc-html",), "/usr/share/doc/exim4-doc-html", "GPL-2+"),
+    Source("bind", ("bind9-doc",), "/usr/share/doc/bind9-doc", "MPL-2.0"),
+    Source("postfix", ("postfix-doc",), "/usr/share/doc/postfix/html",
+           "IBM Public License 1.0 or EPL-2.0"),
 )
-APT_PACKAGES = tuple(s.package for s in SOURCES)
+APT_PACKAGES = tuple(p for s in SOURCES for p in s.packages)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,7 +179,7 @@ SKIPPED = _names(  # whole subtrees that are not running prose
     "footer aside form select button textarea svg math iframe object h1 h2 h3 h4 h5 h6 dt "
     "figure sup")
 SKIPPED_CLASSES = _names(  # class tokens of navigation, signatures and code containers
-    "sphinxsidebar sphinxsidebarwrapper related footer header navheader navfooter navigation "
+    "sphinxsidebar sphinxsidebarwrapper related footer navheader navfooter navigation "
     "nav navbar sidebar breadcrumb breadcrumbs toc contents toctree-wrapper menu headerlink sig "
     "highlight synopsis programlisting screen example smallexample lisp display format "
     "shortcontents top-nav sub-nav summary-table member-signature type-signature item-decl "
@@ -418,10 +444,11 @@ class Build:
 
 
 def _pages(tasks: list[tuple[str, Reader]], workers: int) -> Iterator[list[str]]:
+    """`read_page` of each task in order, in `workers` processes (forked: they run no torch)."""
     if workers <= 1:
         yield from map(read_page, tasks)
         return
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
         yield from pool.imap(read_page, tasks, chunksize=8)
 
 
@@ -429,16 +456,13 @@ def collect(sources: Sequence[Source], overlap: Overlap, *, max_words: int | Non
             workers: int = 2) -> Build:
     """Read `sources` in order into a `Build`, stopping once it holds `max_words` words."""
     build = Build(overlap, max_words)
-    for source in sources:
-        tasks = [(str(p), source.reader) for p in source.files()]
-        pages = _pages(tasks, workers)
-        for paragraphs in pages:
-            build.add(source.name, paragraphs)
-            if build.full():
-                break
-        pages.close()  # type: ignore[attr-defined] (a generator: ends its pool)
+    files = [(s.name, (str(p), s.reader)) for s in sources for p in s.files()]
+    pages = _pages([task for _, task in files], workers)
+    for (name, _), paragraphs in zip(files, pages):  # noqa: B905 (may stop early)
+        build.add(name, paragraphs)
         if build.full():
             break
+    pages.close()  # type: ignore[attr-defined] (a generator: ends its pool)
     return build
 
 
@@ -494,7 +518,8 @@ def sources_markdown(sources: Sequence[Source], build: Build, heldout_docs: int,
         st = build.stats.get(s.name)
         if st is None:
             continue
-        rows.append(f"| {s.name} | `{s.package}` {package_version(s.package)} | "
+        packages = ", ".join(f"`{p}` {package_version(p)}" for p in s.packages)
+        rows.append(f"| {s.name} | {packages} | "
                     f"`{s.directory()}` | {s.licence} | {st.files:,} | {st.documents:,} | "
                     f"{st.paragraphs:,} | {st.words:,} | {st.duplicates:,} | {st.overlaps:,} |")
     total = sum(len(d) for d in build.documents)
