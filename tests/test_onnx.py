@@ -51,12 +51,14 @@ def save_dir(root: Path, preset: str, tokenizer: Tokenizer, head: str | None = N
 def task_model(backbone: torch.nn.Module, head: str) -> torch.nn.Module:
     from plmkit.tasks.classify import SequenceClassifier
     from plmkit.tasks.squad import SpanQA
+    from plmkit.tasks.swag import MultipleChoice
     from plmkit.tasks.tag import TokenClassifier
 
     heads = {"classify": lambda: SequenceClassifier(backbone, ["neg", "neu", "pos"]),
              "classify-mean": lambda: SequenceClassifier(backbone, ["a", "b"], pooling="mean"),
              "tag": lambda: TokenClassifier(backbone, ["O", "B-PER", "I-PER", "B-LOC"]),
-             "squad": lambda: SpanQA(backbone, version_2=True)}
+             "squad": lambda: SpanQA(backbone, version_2=True),
+             "swag": lambda: MultipleChoice(backbone)}
     return heads[head]()
 
 
@@ -65,6 +67,16 @@ def batches(tokenizer: Tokenizer, tweets: list[str]) -> list[dict[str, torch.Ten
     return [tokenizer(tweets[600:607], max_length=96),
             tokenizer(tweets[610:613], tweets[620:623], max_length=96),
             tokenizer(tweets[630:631], max_length=96)]
+
+
+def choice_batches(tokenizer: Tokenizer, tweets: list[str]) -> list[dict[str, torch.Tensor]]:
+    """(questions, choices, sequence) batches of real tweets: 3 x 4 and 2 x 2."""
+    def batch(start: int, questions: int, choices: int) -> dict[str, torch.Tensor]:
+        n = questions * choices
+        pairs = tokenizer([tweets[start]] * n, tweets[start + 1:start + 1 + n], max_length=96)
+        return {k: v.view(questions, choices, -1) for k, v in pairs.items()}
+
+    return [batch(700, 3, 4), batch(720, 2, 2)]
 
 
 def assert_matches(directory: Path, exported: Path,
@@ -91,7 +103,7 @@ def assert_matches(directory: Path, exported: Path,
             logits = ours.logits.numpy()
             assert theirs.logits is not None and theirs.logits.shape == logits.shape
             diff = np.abs(logits - theirs.logits)
-            assert (diff if task == "classify" else diff[mask]).max() < LIMIT
+            assert (diff[mask] if task in ("tag", "squad") else diff).max() < LIMIT
 
 
 @pytest.mark.parametrize("preset", FAMILIES)
@@ -112,19 +124,22 @@ def test_family_matches_plmkit(preset: str, tokenizer: Tokenizer, tweets: list[s
 
 @pytest.mark.parametrize(("preset", "head"), [
     ("bert-tiny", "classify"), ("roberta-tiny", "classify-mean"), ("bert-tiny", "tag"),
-    ("electra-tiny", "squad"),
+    ("electra-tiny", "squad"), ("albert-tiny", "swag"),
 ])
 def test_task_heads_match_plmkit(preset: str, head: str, tokenizer: Tokenizer,
                                  tweets: list[str], tmp_path: Path) -> None:
     directory = save_dir(tmp_path, preset, tokenizer, head)
     out = tmp_path / "onnx"
     export_onnx(directory, out)
-    assert_matches(directory, out, batches(tokenizer, tweets))
+    inputs = (choice_batches if head == "swag" else batches)(tokenizer, tweets)
+    assert_matches(directory, out, inputs)
     info = json.loads((out / deploy.INFO).read_text())
     names = [o["name"] for o in info["outputs"]]
     expected = {"squad": ["start_logits", "end_logits"]}.get(head, ["logits"])
     assert names[-len(expected):] == expected
     assert info["task"]["name"] == head.split("-")[0]
+    axes = ["batch", "choices", "sequence"] if head == "swag" else ["batch", "sequence"]
+    assert all(i["shape"] == axes for i in info["inputs"])
     assert info["labels"] == info["task"].get("labels")
 
 

@@ -8,7 +8,8 @@ embedding setup, the graph's inputs and outputs with their axes, and the parity 
 The graph takes int64 `input_ids`, `attention_mask` and `token_type_ids`, each (batch,
 sequence) with both axes dynamic, and returns `last_hidden_state`,
 `pooler_output` (backbones that have one), `logits` (classify: (batch, labels), tag: (batch,
-sequence, labels)) or `start_logits` / `end_logits` (squad). It is exported with the dynamo
+sequence, labels)) or `start_logits` / `end_logits` (squad); a SWAG model takes (batch,
+choices, sequence) and returns `logits` (batch, choices). It is exported with the dynamo
 exporter (`torch.export`), under which the encoders keep the padded layout and mask attention
 (`nn.masks.encoder_mask`) instead of removing padding, so one graph serves every batch. At
 padded positions a per-token output is undefined (plmkit's eager encoders write zeros there);
@@ -51,7 +52,7 @@ NOT_EXPORTED = {
     "xlnet": "torch 2.13's ONNX exporter fails to decompose its relative attention (a view of "
              "a transposed tensor in nn/rel_attention.py)",
 }
-TASKS = ("classify", "tag", "squad")
+TASKS = ("classify", "tag", "squad", "swag")
 # Opsets that export and run (torch 2.13, onnxruntime 1.32): below 18 the version converter
 # writes invalid graphs (Split's num_outputs); from 23 SDPA becomes ONNX Attention, whose
 # onnxruntime kernel rejects a key-padding mask that broadcasts over the queries.
@@ -72,6 +73,13 @@ PARITY_PAIRS = (
     ("Who divided the light from the darkness?",
      "And God saw the light, that it was good: and God divided the light from the darkness."),
     ("What does the fox jump over?", "The quick brown fox jumps over the lazy dog."),
+)
+# Contexts and endings for multiple-choice (SWAG) models.
+PARITY_CHOICES = (
+    ("The quick brown fox", ("jumps over the lazy dog.", "reads the newspaper.",
+                             "sleeps all day under a tree near the riverbank.")),
+    ("And God said, Let there be light:", ("and there was light.", "Thanks!",
+                                           "and darkness was upon the face of the deep.")),
 )
 PARITY_MAX_LEN = 128
 
@@ -111,7 +119,7 @@ class Graph(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor,
                 token_type_ids: Tensor) -> tuple[Tensor, ...]:
-        """Each input (B, S) -> `self.outputs` in order."""
+        """Each input (B, S), or (B, C, S) for swag -> `self.outputs` in order."""
         out = self.model(input_ids, attention_mask, token_type_ids)
         named = named_outputs(out, self.task)
         return tuple(named[n] for n in self.outputs)
@@ -194,7 +202,7 @@ def export_onnx(model_dir: Path, out: Path, *, int8: bool = False,
     if not fp32.max_abs <= TOLERANCE:  # NaN fails too
         raise UserError(f"--model {model_dir}: the ONNX graph differs from plmkit by "
                         f"{fp32.max_abs:.2g} (limit {TOLERANCE:.0e}); nothing written")
-    lengths = [int(n) for b in batches for n in b["attention_mask"].sum(1)]
+    lengths = [int(n) for b in batches for n in b["attention_mask"].sum(-1).flatten()]
     parity = Parity(len(lengths), len(batches), (min(lengths), max(lengths)), fp32)
     if int8:
         quantize(out / MODEL, out / MODEL_INT8, large)
@@ -215,37 +223,53 @@ def check_exportable(model: nn.Module, model_dir: Path) -> str | None:
     task = (getattr(model, "task", None) or {}).get("name")
     if task is not None and task not in TASKS:
         raise UserError(f"--model {model_dir}: ONNX export covers the {', '.join(TASKS)} "
-                        f"heads, not {task} (its inputs are (batch, choices, sequence))")
+                        f"heads, not {task}")
     return task
 
 
 def parity_batches(tokenizer: Any, model: nn.Module) -> list[dict[str, Tensor]]:
     """Padded batches of `PARITY_TEXTS` (two to trace with, then all), the pairs, and one text
-    alone (nothing padded), as the model's keyword inputs; at most 128 tokens, 2 fewer than the
-    model's positions (RoBERTa's start past the padding index)."""
+    alone (nothing padded), as the model's keyword inputs; for swag, (questions, choices,
+    sequence) batches of `PARITY_CHOICES`. At most 128 tokens, 2 fewer than the model's
+    positions (RoBERTa's start past the padding index)."""
     positions = getattr(model.config, "max_positions", None)  # XLNet: none (relative)
     length = PARITY_MAX_LEN if positions is None else min(PARITY_MAX_LEN, positions - 2)
     texts = list(PARITY_TEXTS)
-    batches = [tokenizer(texts[1:3], max_length=length), tokenizer(texts, max_length=length),
-               tokenizer([q for q, _ in PARITY_PAIRS], [c for _, c in PARITY_PAIRS],
-                         max_length=length),
-               tokenizer(texts[3:], max_length=length)]
+    if (getattr(model, "task", None) or {}).get("name") == "swag":
+        batches = [choice_batch(tokenizer, PARITY_CHOICES, c, length) for c in (3, 2)]
+        batches.append(choice_batch(tokenizer, PARITY_CHOICES[:1], 3, length))
+    else:
+        batches = [tokenizer(texts[1:3], max_length=length), tokenizer(texts, max_length=length),
+                   tokenizer([q for q, _ in PARITY_PAIRS], [c for _, c in PARITY_PAIRS],
+                             max_length=length),
+                   tokenizer(texts[3:], max_length=length)]
     if model.config.type_vocab_size < 2:  # type: ignore[union-attr]  # RoBERTa: one segment
         for batch in batches:
             batch["token_type_ids"].zero_()
     return batches
 
 
+def choice_batch(tokenizer: Any, questions: Sequence[tuple[str, Sequence[str]]],
+                 choices: int, length: int) -> dict[str, Tensor]:
+    """(B, C, S) inputs: each context paired with its first `choices` endings, padded."""
+    pairs = [(context, e) for context, endings in questions for e in endings[:choices]]
+    batch = tokenizer([c for c, _ in pairs], [e for _, e in pairs], max_length=length)
+    return {k: v.view(len(questions), choices, -1) for k, v in batch.items()}
+
+
 def trace(graph: Graph, example: dict[str, Tensor], path: Path, opset: int | None,
           large: bool) -> None:
-    """`torch.onnx.export` with the dynamo exporter, batch and sequence axes dynamic."""
-    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    """`torch.onnx.export` with the dynamo exporter, every axis dynamic: batch, sequence, and
+    choices for swag's (batch, choices, sequence) inputs."""
+    names = ("batch", "choices", "sequence") if example["input_ids"].dim() == 3 else (
+        "batch", "sequence")
+    axes = {i: torch.export.Dim(name) for i, name in enumerate(names)}
     args = tuple(example[k] for k in INPUTS)
     with quiet():
         torch.onnx.export(
             graph, args, str(path), input_names=list(INPUTS), output_names=list(graph.outputs),
             opset_version=opset, dynamo=True, external_data=large, verbose=False,
-            dynamic_shapes={k: {0: batch, 1: sequence} for k in INPUTS},
+            dynamic_shapes={k: axes for k in INPUTS},
         )
 
 
@@ -359,9 +383,10 @@ def open_session(path: Path, threads: int | None = None) -> Any:
 @dataclass
 class OnnxOutput:
     """What `OnnxModel` returns, as plmkit's models do (numpy arrays): `logits` is (B, C) for
-    classify, (B, S, C) for tag, (B, S, 2) for squad (start, end), None for a backbone."""
+    classify, (B, S, C) for tag, (B, S, 2) for squad (start, end), (B, C) for swag (one score
+    a choice; inputs and hidden states have the choices axis), None for a backbone."""
 
-    last_hidden_state: np.ndarray  # (B, S, H)
+    last_hidden_state: np.ndarray  # (B, S, H); swag (B, C, S, H)
     pooler_output: np.ndarray | None = None  # (B, H)
     logits: np.ndarray | None = None
 
