@@ -26,7 +26,7 @@ EN_DOCS_PACKAGES := python3-doc linux-doc postgresql-doc default-jdk-doc perl-do
   git-doc nodejs-doc bash-doc debian-handbook ghc-doc python-sklearn-doc python-pandas-doc \
   python-statsmodels-doc python-astropy-doc libglib2.0-doc libgtk-3-doc libgtk-4-doc \
   libreoffice-help-en-us gimp-help-en wireshark-doc libvirt-doc exim4-doc-html bind9-doc \
-  postfix-doc
+  postfix-doc vim-runtime
 # Debian packages for the Bible datasets (diatheke reads the public-domain WEB, KJV and
 # Reina-Valera texts), tcmalloc, which the plmkit command preloads (plmkit/allocator.py), and
 # the documentation of the en-docs corpus.

@@ -21,6 +21,7 @@ from plmkit.data.en_docs import (
     is_prose,
     pod_paragraphs,
     read_page,
+    vim_help_paragraphs,
     words_of,
 )
 from plmkit.errors import UserError
@@ -58,6 +59,18 @@ def test_pod_text() -> None:
     assert pod_paragraphs(pod) == [
         "perlfoo - a bold claim", 'Use $a <=> $b and "sort" in perlfunc or the docs.',
         "<tag> done."]
+
+
+def test_vim_help_text() -> None:
+    help_text = ("*usr_05.txt*\tFor Vim version 9.0.\n\n"
+                 "==============================================================================\n"
+                 "*05.1*\tThe vimrc file\t\t\t\t*vimrc-intro*\n\n"
+                 "You probably got tired of typing commands.  See |vimrc| and\n"
+                 "the 'ruler' option: >\n\n\tset ruler\n\tset showcmd\n<\n"
+                 "\t\t\tglobal\n\tThis switches on the ruler.\n")
+    assert vim_help_paragraphs(help_text) == [
+        "You probably got tired of typing commands. See vimrc and the 'ruler' option:",
+        "This switches on the ruler."]
 
 
 def test_is_prose() -> None:

@@ -32,7 +32,7 @@ from typing import Literal
 
 from plmkit.errors import UserError
 
-Reader = Literal["html", "pod"]
+Reader = Literal["html", "pod", "vimhelp"]
 
 NGRAM = 8  # words; a paragraph sharing this many words in a row with an evaluation text goes
 MIN_WORDS = 6  # a shorter paragraph is a label or a fragment, not prose
@@ -162,6 +162,8 @@ SOURCES = (
     Source("bind", ("bind9-doc",), "/usr/share/doc/bind9-doc", "MPL-2.0"),
     Source("postfix", ("postfix-doc",), "/usr/share/doc/postfix/html",
            "IBM Public License 1.0 or EPL-2.0"),
+    Source("vim", ("vim-runtime",), "/usr/share/vim/vim*/doc", "OPL-1+ (no options) and Vim",
+           include=("*.txt",), reader="vimhelp"),
 )
 APT_PACKAGES = tuple(p for s in SOURCES for p in s.packages)
 
@@ -306,6 +308,39 @@ def _pod_code(m: re.Match[str]) -> str:
     return body
 
 
+_VIM_TAG = re.compile(r"\*[^*\s]+\*")
+_VIM_LINK = re.compile(r"\|([^|\s]+)\|")
+
+
+def vim_help_paragraphs(text: str) -> list[str]:
+    """The text paragraphs of a Vim help file: examples (from a line ending in " >" or ">" to
+    a line starting with "<" or unindented), lines laid out in columns (a tab after text, or
+    indented by two tabs: option headers, scopes, tables) and lines of only tags or rules
+    dropped; |links| kept as words."""
+    out: list[str] = []
+    lines: list[str] = []
+    example = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if example and (line.startswith("<") or (stripped and not line[0].isspace())):
+            example = False
+            line = line.removeprefix("<")
+            stripped = line.strip()
+        if example:
+            continue
+        if stripped == ">" or stripped.endswith(" >"):
+            example = True
+            stripped = stripped.removesuffix(">")
+        if not stripped or set(stripped) <= set("=-*~"):
+            out.append(" ".join(lines))
+            lines = []
+        elif "\t" not in stripped and not line.startswith(("\t\t", " " * 16)) \
+                and _VIM_TAG.sub("", stripped).strip():
+            lines.append(_VIM_LINK.sub(r"\1", _VIM_TAG.sub("", stripped)))
+    out.append(" ".join(lines))
+    return [p for p in map(normalize, out) if p]
+
+
 def normalize(text: str) -> str:
     """NFKC, invisible characters and pilcrows removed, whitespace collapsed to single spaces."""
     return " ".join(unicodedata.normalize("NFKC", text).translate(_DROPPED_CHARS).split())
@@ -325,14 +360,17 @@ def is_prose(paragraph: str) -> bool:
     return function >= MIN_FUNCTION_WORDS * len(words)
 
 
+READERS: dict[Reader, Callable[[str], list[str]]] = {
+    "html": html_paragraphs, "pod": pod_paragraphs, "vimhelp": vim_help_paragraphs}
+
+
 def read_page(task: tuple[str, Reader]) -> list[str]:
     """The prose paragraphs of one file (`.gz` read through gzip), in order."""
     path, reader = task
     opener: Callable[..., object] = gzip.open if path.endswith(".gz") else open
     with opener(path, "rb") as f:  # type: ignore[attr-defined]
         text = f.read().decode("utf-8", errors="replace")  # type: ignore[attr-defined]
-    paragraphs = pod_paragraphs(text) if reader == "pod" else html_paragraphs(text)
-    return [p for p in paragraphs if is_prose(p)]
+    return [p for p in READERS[reader](text) if is_prose(p)]
 
 
 # ---------------------------------------------------------------------------------------------
