@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
 Kind = Literal["text", "parquet", "arrow", "datasets"]
 COMPRESSIONS = (".gz", ".zst")
-TABLE_SUFFIXES = (".parquet", ".arrow")
 DATASETS_STATE = "state.json"  # `datasets.Dataset.save_to_disk` writes it beside the arrow files
 DATASET_DICT = "dataset_dict.json"  # `DatasetDict.save_to_disk`: one directory per split
 BATCH_ROWS = 1024
@@ -76,11 +75,6 @@ def corrupt(path: Path, error: BaseException) -> UserError:
     return UserError(f"{path}: corrupt {what} data ({detail})")
 
 
-def column_names(path: Path) -> list[str]:
-    """The columns of a table file or `datasets` directory (reads its schema only)."""
-    return list(_schema(path).names)
-
-
 def check_column(path: Path, column: str, option: str = "--text-field") -> None:
     """A UserError unless the table `path` has a string column `column`."""
     import pyarrow as pa
@@ -112,14 +106,17 @@ def record_batches(path: Path, columns: list[str] | None = None) -> Iterator[pa.
 
 
 def _file_batches(path: Path, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     if path.suffix.lower() == ".parquet":
         yield from pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS, columns=columns)
         return
     with _open_arrow(path) as reader:
-        batches = (reader.get_batch(i) for i in range(reader.num_record_batches)) if hasattr(
-            reader, "get_batch") else reader
+        if isinstance(reader, pa.ipc.RecordBatchFileReader):  # random access: batch by batch
+            batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
+        else:
+            batches = iter(reader)
         for batch in batches:
             yield batch.select(columns) if columns is not None else batch
 
