@@ -52,15 +52,9 @@ def _save_to_disk(table: pa.Table, directory: Path, shards: int = 2) -> Path:
     return directory
 
 
-def _expected(docs: list[list[str]]) -> list[list[str]]:
+def _expected(docs: list[list[str]], tmp_path: Path) -> list[list[str]]:
     """The documents as read from plain text: the same splitting into sentences."""
-    return list(read_documents([write_documents(Path(_tmp()) / "plain.txt", docs)]))
-
-
-def _tmp() -> str:
-    import tempfile
-
-    return tempfile.mkdtemp()
+    return list(read_documents([write_documents(tmp_path / "expected.txt", docs)]))
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "arrow-stream", "arrow-file", "datasets"])
@@ -76,7 +70,7 @@ def test_table_corpora_read_as_documents(tmp_path: Path, docs: list[list[str]], 
         new = pa.ipc.new_stream if fmt == "arrow-stream" else pa.ipc.new_file
         with new(path, table.schema) as writer:
             writer.write_table(table, max_chunksize=300)
-    assert list(read_documents([path], text_field="body")) == _expected(docs)
+    assert list(read_documents([path], text_field="body")) == _expected(docs, tmp_path)
 
 
 @pytest.mark.parametrize("suffix", [".txt.gz", ".jsonl.gz", ".txt.zst", ".jsonl.zst"])
@@ -88,7 +82,7 @@ def test_compressed_corpora(tmp_path: Path, docs: list[list[str]], suffix: str) 
     path = tmp_path / f"tweets{suffix}"
     path.write_bytes(gzip.compress(raw) if suffix.endswith(".gz")
                      else zstandard.ZstdCompressor().compress(raw))
-    assert list(read_documents([path])) == _expected(docs)
+    assert list(read_documents([path])) == _expected(docs, tmp_path)
 
 
 def test_bad_table_and_compressed_files(tmp_path: Path, docs: list[list[str]]) -> None:
