@@ -298,3 +298,17 @@ def test_int8_on_sentiment_en(tweets: list[str], tmp_path: Path) -> None:
     assert accuracy > 0.5  # learned something: 3 classes, the largest about 40%
     assert (a == b).mean() >= 0.99
     assert abs((b == gold).mean() - accuracy) <= 0.01
+
+
+def test_large_weights_beside_the_graph(sentiment: Path, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above EXTERNAL_DATA_BYTES (1 GiB; here 0) the weights go to .data files, which
+    onnxruntime finds beside the graphs."""
+    monkeypatch.setattr(deploy, "EXTERNAL_DATA_BYTES", 0)
+    out = tmp_path / "onnx"
+    export_onnx(sentiment, out, int8=True)
+    assert (out / "model.onnx.data").is_file() and (out / "model.int8.onnx.data").is_file()
+    assert (out / deploy.MODEL).stat().st_size < (out / "model.onnx.data").stat().st_size
+    ids = [[2, 50, 60, 3]]
+    fp32, int8 = (OnnxModel(out, int8=q, threads=1)(ids).logits for q in (False, True))
+    assert fp32.shape == int8.shape == (1, 3)
