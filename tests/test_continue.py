@@ -21,7 +21,7 @@ from plmkit.cli import main
 from plmkit.data.bible import build_bible_corpus, chapter_splits, read_bible
 from plmkit.errors import UserError
 from plmkit.interop.start import export_hf
-from plmkit.pipeline import CONTINUED_LR, PretrainArgs, pretrain, trainer_for
+from plmkit.pipeline import CONTINUED_LR, PretrainArgs, pretrain, setup, trainer_for
 from plmkit.tokenizers import Tokenizer, train_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -267,6 +267,25 @@ def test_electra_discriminator_alone_gets_a_fresh_generator_at_the_papers_ratio(
     model = trainer.model
     assert model.config.generator_hidden_size == 32 // 4  # Clark et al. 2020, Table 6
     assert model.generator.embeddings.tokens is model.discriminator.embeddings.tokens
+
+
+def test_a_transformer_run_continues_on_new_pairs(bible: tuple[Path, Path],
+                                                 tmp_path: Path) -> None:
+    """The encoder-decoder has no transformers class: it continues from a plmkit run."""
+    verses = bible[1].read_text().split("\n")
+    pairs = tmp_path / "pairs.tsv"  # each verse paired with the next, a stand-in translation
+    pairs.write_text("".join(f"{a}\t{b}\n" for a, b in zip(verses[:400:2], verses[1:400:2],
+                                                           strict=True) if a and b))
+    first = run_args("transformer-tiny", pairs, tmp_path / "first", steps=2, vocab_size=300,
+                     seq_len=96)
+    pretrain(first)
+    start = plmkit.load(tmp_path / "first")
+    then = run_args(tmp_path / "first", pairs, tmp_path / "then", steps=3, seq_len=96)
+    trainer = setup(dataclasses.replace(then, lr=CONTINUED_LR))  # seq2seq's trainer
+    assert all(torch.equal(a, b) for a, b in zip(trainer.model.state_dict().values(),
+                                                  start.state_dict().values(), strict=True))
+    trainer.train()
+    assert Tokenizer.load(tmp_path / "then" / "tokenizer").vocab_size == start.config.vocab_size
 
 
 @pytest.mark.parametrize(("change", "needle"), [

@@ -305,8 +305,6 @@ def setup(args: PretrainArgs) -> Trainer:
     if (args.objective or family.default_objective) == "seq2seq":
         if distributed.init().world > 1 or args.fsdp:
             raise UserError("--objective seq2seq runs on one process (no torchrun, no --fsdp)")
-        if is_checkpoint(args.model):
-            raise UserError(f"--model {args.model}: seq2seq starts from a preset, not a model")
         from plmkit.seq2seq import seq2seq_trainer
 
         return seq2seq_trainer(args)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import sacrebleu
 import torch
@@ -23,9 +23,19 @@ from plmkit.data.parallel import Pair, read_pairs
 from plmkit.errors import UserError
 from plmkit.generate import BEAM, MAX_EXTRA, beam_search, greedy
 from plmkit.io import load_model
-from plmkit.models import build, get_family, preset_config
+from plmkit.models import get_family, preset_config
 from plmkit.objectives.seq2seq import Seq2Seq
-from plmkit.pipeline import TOKENIZER_DIR, PretrainArgs, tokenizer_vocab_size, write_record
+from plmkit.pipeline import (
+    TOKENIZER_DIR,
+    PretrainArgs,
+    base_config,
+    checkpoint_tokenizer,
+    default_warmup,
+    initial_model,
+    is_checkpoint,
+    tokenizer_vocab_size,
+    write_record,
+)
 from plmkit.tokenizers import Tokenizer, train_tokenizer
 from plmkit.training import TrainConfig, Trainer
 from plmkit.training.checkpoint import seed_all
@@ -41,6 +51,8 @@ def seq2seq_tokenizer(args: PretrainArgs, pairs: Sequence[Pair]) -> Tokenizer:
     saved = args.out / TOKENIZER_DIR
     if args.resume and saved.is_dir():
         return Tokenizer.load(saved)
+    if is_checkpoint(args.model):
+        return checkpoint_tokenizer(args, saved)
     if args.tokenizer is not None:
         tok = Tokenizer.load(args.tokenizer)
     else:
@@ -51,18 +63,30 @@ def seq2seq_tokenizer(args: PretrainArgs, pairs: Sequence[Pair]) -> Tokenizer:
     return tok
 
 
+def seq2seq_config(args: PretrainArgs, tok: Tokenizer) -> Any:
+    """The preset's config sized for the tokenizer and the run's lengths; a checkpoint's as it
+    is (its positions must hold the run's)."""
+    base = base_config(args)
+    longest = args.seq_len + MAX_EXTRA
+    if is_checkpoint(args.model):
+        if base.max_positions < longest:
+            raise UserError(f"--seq-len {args.seq_len}: --model {args.model} has "
+                            f"{base.max_positions} positions, translating needs {longest}")
+        return base
+    return preset_config(args.model, vocab_size=tok.vocab_size, pad_token_id=tok.pad_id,
+                         bos_token_id=tok.cls_id, eos_token_id=tok.sep_id,
+                         max_positions=max(base.max_positions, longest))
+
+
 def seq2seq_trainer(args: PretrainArgs, lr_scale: float = 1.0) -> Trainer:
     """A trainer of `args.model` (an encoder-decoder preset) on the pairs of `args.corpus`;
     `args.lr` is not used: the schedule gives the learning rate, times `lr_scale`."""
-    family = get_family(preset_config(args.model).family)
+    family = get_family(base_config(args).family)
     if family.default_objective != "seq2seq":
         raise UserError(f"--objective seq2seq needs an encoder-decoder model, not {args.model}")
     pairs = read_pairs(args.corpus)
     tok = seq2seq_tokenizer(args, pairs)
-    base = preset_config(args.model)
-    config = preset_config(args.model, vocab_size=tok.vocab_size, pad_token_id=tok.pad_id,
-                           bos_token_id=tok.cls_id, eos_token_id=tok.sep_id,
-                           max_positions=max(base.max_positions, args.seq_len + MAX_EXTRA))
+    config = seq2seq_config(args, tok)
     objective = Seq2Seq()
     options = DataOptions(batch_size=args.batch_size)
     train = objective.batches(pairs, tok, options, args.seq_len, args.seed)
@@ -72,7 +96,8 @@ def seq2seq_trainer(args: PretrainArgs, lr_scale: float = 1.0) -> Trainer:
         heldout = objective.batches(held, tok, options, args.seq_len, args.seed)
         heldout.shuffle = False
         evaluator = bleu_evaluator(tok, held[:EVAL_PAIRS])
-    warmup = args.warmup if args.warmup is not None else WARMUP
+    fresh = args.warmup is None and not is_checkpoint(args.model)
+    warmup = WARMUP if fresh else max(1, default_warmup(args))  # from a checkpoint: 6%
     train_config = TrainConfig(
         steps=args.steps, out_dir=args.out, lr=lr_scale, clip_norm=None, seed=args.seed,
         log_every=args.log_every, eval_every=args.eval_every, eval_batches=None,
@@ -81,7 +106,8 @@ def seq2seq_trainer(args: PretrainArgs, lr_scale: float = 1.0) -> Trainer:
         grad_accum=args.grad_accum, **family.optim_defaults,
     )
     seed_all(args.seed)
-    trainer = Trainer(build(config), objective, train, train_config, eval_data=heldout,
+    trainer = Trainer(initial_model(args, config, True), objective, train, train_config,
+                      eval_data=heldout,
                       schedule=inverse_sqrt(config.hidden_size, warmup), evaluator=evaluator)
     write_record(args, trainer)
     return trainer
