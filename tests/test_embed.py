@@ -133,3 +133,11 @@ def test_export_writes_sentence_transformers_files(minilm_dir: Path, tmp_path: P
     theirs = loaded.encode(TEXTS[:2], convert_to_numpy=True)
     ours = embed_dir(minilm_dir, TEXTS[:2], pooling="max", normalize=False)
     assert cosines(ours, theirs).min() >= 0.9999
+
+
+def test_normalize_alone_is_refused(minilm_dir: Path, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["export", "--model", str(minilm_dir), "--out", str(tmp_path / "x"),
+                 "--normalize"])
+    assert code == 2 and "--sentence-transformers" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -167,6 +167,8 @@ def cmd_export(args: argparse.Namespace) -> None:
     for option in ("int8", "opset"):
         if getattr(args, option):
             raise UserError(f"--{option} is an option of --format onnx")
+    if args.normalize and not args.sentence_transformers:
+        raise UserError("--normalize goes with --sentence-transformers POOLING")
     _claim(args, "export", args.model)
     sentence = None
     if args.sentence_transformers:
