@@ -120,7 +120,11 @@ def save_hf(model: nn.Module, directory: str | Path,
     generator) goes, as a model of its own, into its subdirectory. `source`: the config.json
     of the checkpoint the model was continued from, per part ("" the main one); its fields
     that plmkit does not write are kept (a tokenizer's ids, `_name_or_path`, ...)."""
-    spec = _spec_of(model)
+    if getattr(model, "task", None) is not None:
+        from plmkit.interop.heads import save_task_hf
+
+        return save_task_hf(model, Path(directory), (source or {}).get("", {}))
+    spec = spec_of(model)
     directory = Path(directory)
     targets = [(directory, spec), *((directory / sub, p) for sub, p in spec.parts.items())]
     state = {k: v for k, v in unpruned_state_dict(model).items()  # transformers >= 5 has no
@@ -137,14 +141,25 @@ def save_hf(model: nn.Module, directory: str | Path,
 
 def _write_hf(spec: HFSpec, state: dict[str, Tensor], model: nn.Module, directory: Path,
               kept: Mapping[str, Any]) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
+    config = {**kept, "model_type": spec.model_type, "architectures": [spec.architecture],
+              **config_to_hf(spec, model.config), **spec.fixed}  # type: ignore[attr-defined]
+    write_hf_files(directory, config, hf_tensors(spec, state))
+
+
+def hf_tensors(spec: HFSpec, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The HF tensors of plmkit tensors `state` (a fused tensor split into its parts)."""
     tensors = {}
     for key, value in state.items():
         names = hf_names(spec, key)
         for name, part in zip(names, value.chunk(len(names)), strict=True):
             tensors[name] = part.detach().contiguous().cpu()
-    config = {**kept, "model_type": spec.model_type, "architectures": [spec.architecture],
-              **config_to_hf(spec, model.config), **spec.fixed}  # type: ignore[attr-defined]
+    return tensors
+
+
+def write_hf_files(directory: Path, config: Mapping[str, Any],
+                   tensors: dict[str, Tensor]) -> None:
+    """Write `config.json` and `model.safetensors` into `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     safetensors.torch.save_file(tensors, str(directory / SAFETENSORS), metadata={"format": "pt"})
 
@@ -318,7 +333,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _spec_of(model: nn.Module) -> HFSpec:
+def spec_of(model: nn.Module) -> HFSpec:
     family = FAMILIES.get(getattr(getattr(model, "config", None), "family", ""))
     if family is None or family.hf is None:
         raise UserError(f"{type(model).__name__} has no Hugging Face equivalent to export to")
