@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The evidence studies of docs/compare.md (issue 25), one after another, at the lowest CPU
+# priority. Every step resumes: run it again after an interruption and it goes on where it
+# stopped (plmkit compare keeps each run's checkpoints; finished runs are reused).
+#
+#   benchmarks/studies.sh [STUDY...]      # default: s1 s2b3 s2a, in that order
+#   STUDIES=/data/studies benchmarks/studies.sh s1
+#
+# Run directories and data go to $STUDIES (default /work/studies, outside the checkout); each
+# finished study's results.json, results.md and plots are copied to docs/studies/<name>/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PLMKIT=${PLMKIT:-.venv/bin/plmkit}
+STUDIES=${STUDIES:-/work/studies}
+DATA=$STUDIES/data
+mkdir -p "$STUDIES"
+
+data() {
+  [ -f "$DATA/en-docs/train.txt" ] || nice -n 19 "$PLMKIT" data build --name en-docs --out "$DATA/en-docs"
+  # Static masking must repeat its masks: a slice small enough for >= 10 epochs at the budget.
+  [ -f "$DATA/en-docs-500k.txt" ] || awk 'BEGIN{RS="";ORS="\n\n"}{print; w+=NF; if (w>=500000) exit}' \
+    "$DATA/en-docs/train.txt" > "$DATA/en-docs-500k.txt"
+}
+
+# The shared setting: bert-mini-sized encoders (ELECTRA-Small's discriminator shape for study 1),
+# a 16k WordPiece vocabulary, 3 pretraining seeds, 3e14 model FLOPs per run.
+COMMON=(--heldout "$DATA/en-docs/heldout.txt" --budget flops 3e14 --pretrain-seeds 3 --seeds 1
+        --tasks sentiment-en,nsp-en,bible-paraphrase --vocab-size 16000)
+
+BERT12='bert-mini:mlm:num_layers=12:embedding_size=128'
+FULL='bert-mini:mlm:input_format=full-sentences:masking=dynamic'
+STATIC='bert-mini:mlm:input_format=full-sentences:masking=static:dupe_factor=10'
+
+run() {  # name, then compare's arguments
+  local name=$1; shift
+  nice -n 19 "$PLMKIT" compare "$@" --out "$STUDIES/$name"
+  mkdir -p "docs/studies/$name"
+  cp "$STUDIES/$name"/results.{json,md} "$STUDIES/$name"/*.png "docs/studies/$name/"
+}
+
+s1() {  # ELECTRA vs BERT MLM at equal FLOPs (ELECTRA-Small's learning rates, Clark et al. 2020)
+  run electra-vs-bert-3e14 --models "$BERT12,electra-small" --corpus "$DATA/en-docs/train.txt" \
+    "${COMMON[@]}" --lr 5e-4 --finetune-lr 3e-4 --claim "electra-small > $BERT12"
+}
+
+s2b3() {  # FULL-SENTENCES without NSP vs SEGMENT-PAIR with NSP; NSP vs SOP on one architecture
+  run nsp-sop-3e14 --models "bert-mini:mlm+nsp:masking=dynamic,bert-mini:mlm+sop:masking=dynamic,$FULL" \
+    --corpus "$DATA/en-docs/train.txt" "${COMMON[@]}" --lr 5e-4 --finetune-lr 3e-4 \
+    --claim "$FULL > bert-mini:mlm+nsp:masking=dynamic" \
+    --claim "bert-mini:mlm+sop:masking=dynamic > bert-mini:mlm+nsp:masking=dynamic"
+}
+
+s2a() {  # static (dupe factor 10, masks repeat) vs dynamic masking
+  run masking-3e14 --models "$STATIC,$FULL" --corpus "$DATA/en-docs-500k.txt" "${COMMON[@]}" \
+    --lr 5e-4 --finetune-lr 3e-4 --claim "$FULL > $STATIC"
+}
+
+data
+for study in "${@:-s1 s2b3 s2a}"; do
+  for s in $study; do "$s"; done
+done
