@@ -118,10 +118,12 @@ def source_configs(directory: Path, generator: Path | None = None) -> dict[str, 
 
 
 def export_hf(model_dir: Path, out: Path, sentence: EmbeddingSetup | None = None) -> None:
-    """`plmkit export --format hf`: the model of `model_dir` as a transformers directory with
-    its tokenizer beside it, keeping the fields of the config.json it was continued from;
-    `sentence`: also the sentence-transformers files that pool and normalise as it says."""
+    """`plmkit export --format hf`: the model of `model_dir` (task heads included) as a
+    transformers directory with its tokenizer and model card beside it, keeping the fields of
+    the config.json it was continued from; `sentence`: also the sentence-transformers files
+    that pool and normalise as it says."""
     import plmkit
+    from plmkit.interop.card import model_card
     from plmkit.tasks.embed import write_sentence_transformers
 
     model = plmkit.load(model_dir)
@@ -129,6 +131,7 @@ def export_hf(model_dir: Path, out: Path, sentence: EmbeddingSetup | None = None
     tokenizer = tokenizer_files(model_dir)
     if tokenizer is not None:
         copy_tokenizer(tokenizer, out)
+    (out / "README.md").write_text(model_card(model, model_dir), encoding="utf-8")
     if sentence is not None:
         hidden = model.config.hidden_size  # type: ignore[union-attr]
         write_sentence_transformers(out, sentence, hidden)
