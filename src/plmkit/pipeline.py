@@ -47,10 +47,11 @@ SCRATCH_WARMUP = 0.01
 CONTINUED_LR = 5e-5
 CONTINUED_WARMUP = 0.06
 # Options that a resumed run may change; every other one must equal the run's (`run.json`).
+# `grad_accum` and `fsdp` change with the number of processes (the global batch stays).
 RESUMABLE_CHANGES = frozenset({
     "out", "steps", "tokenizer", "save_every", "eval_every", "log_every", "eval_batches",
     "progress", "resume", "overwrite", "max_bad_steps", "spike_rollback", "compile", "fsdp",
-    "tensorboard"})
+    "grad_accum", "tensorboard"})
 
 
 @dataclass
