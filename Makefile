@@ -19,14 +19,19 @@ demo: $(STAMP)
 # The documentation that `plmkit data build --name en-docs` reads (plmkit/data/en_docs.py SOURCES).
 EN_DOCS_PACKAGES := python3-doc linux-doc postgresql-doc default-jdk-doc perl-doc erlang-doc \
   lilypond-doc-html qtbase5-doc-html qtdeclarative5-doc-html qtmultimedia5-doc-html \
-  qtquickcontrols2-5-doc-html qtwebengine5-doc-html qttools5-doc-html qtlocation5-doc-html \
-  qtconnectivity5-doc-html qt3d5-doc-html qtcharts5-doc-html qtxmlpatterns5-doc-html \
-  qtscript5-doc-html rust-doc python-django-doc python-sqlalchemy-doc python-scipy-doc \
-  python-sympy-doc sphinx-doc sqlite3-doc apache2-doc octave-doc maxima-doc r-doc-html cmake-doc \
-  git-doc nodejs-doc bash-doc debian-handbook ghc-doc python-sklearn-doc python-pandas-doc \
-  python-statsmodels-doc python-astropy-doc libglib2.0-doc libgtk-3-doc libgtk-4-doc \
-  libreoffice-help-en-us gimp-help-en wireshark-doc libvirt-doc exim4-doc-html bind9-doc \
-  postfix-doc vim-runtime
+  qtquickcontrols2-5-doc-html qtquickcontrols5-doc-html qtwebengine5-doc-html qttools5-doc-html \
+  qtlocation5-doc-html qtconnectivity5-doc-html qt3d5-doc-html qtcharts5-doc-html \
+  qtdatavisualization5-doc-html qtxmlpatterns5-doc-html qtscript5-doc-html qtsensors5-doc-html \
+  qtvirtualkeyboard5-doc-html qtscxml5-doc-html qtwayland5-doc-html qtremoteobjects5-doc-html \
+  qtwebsockets5-doc-html qtnetworkauth5-doc-html qtserialport5-doc-html qtwebchannel5-doc-html \
+  qtgamepad5-doc-html qtspeech5-doc-html rust-doc python-django-doc python-sqlalchemy-doc \
+  python-scipy-doc python-sympy-doc sphinx-doc sqlite3-doc apache2-doc octave-doc maxima-doc \
+  r-doc-html cmake-doc git-doc nodejs-doc bash-doc debian-handbook ghc-doc python-sklearn-doc \
+  python-pandas-doc python-statsmodels-doc python-astropy-doc libglib2.0-doc libgtk-3-doc \
+  libgtk-4-doc libreoffice-help-en-us gimp-help-en wireshark-doc libvirt-doc exim4-doc-html \
+  bind9-doc postfix-doc libboost1.74-doc racket-doc fp-docs-3.2.2 swi-prolog-doc grass-doc \
+  postgis-doc docutils-doc debian-reference-en debian-policy developers-reference debian-faq \
+  vim-runtime
 # Debian packages for the Bible datasets (diatheke reads the public-domain WEB, KJV and
 # Reina-Valera texts), tcmalloc, which the plmkit command preloads (plmkit/allocator.py), and
 # the documentation of the en-docs corpus.

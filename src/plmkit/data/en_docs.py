@@ -89,8 +89,10 @@ class Source:
 
 
 QT_PACKAGES = tuple(f"qt{m}5-doc-html" for m in (
-    "base", "declarative", "multimedia", "quickcontrols2-", "webengine", "tools", "location",
-    "connectivity", "3d", "charts", "xmlpatterns", "script"))
+    "base", "declarative", "multimedia", "quickcontrols2-", "quickcontrols", "webengine", "tools",
+    "location", "connectivity", "3d", "charts", "datavisualization", "xmlpatterns", "script",
+    "sensors", "virtualkeyboard", "scxml", "wayland", "remoteobjects", "websockets",
+    "networkauth", "serialport", "webchannel", "gamepad", "speech"))
 _SPHINX = ("genindex*.html", "py-modindex.html", "search.html", "_sources/*", "_modules/*")
 SOURCES = (
     Source("python", ("python3-doc",), "/usr/share/doc/python3.*/html",
@@ -162,6 +164,20 @@ SOURCES = (
     Source("bind", ("bind9-doc",), "/usr/share/doc/bind9-doc", "MPL-2.0"),
     Source("postfix", ("postfix-doc",), "/usr/share/doc/postfix/html",
            "IBM Public License 1.0 or EPL-2.0"),
+    Source("boost", ("libboost1.74-doc",), "/usr/share/doc/libboost*-doc", "BSL-1.0",
+           include=("*.html", "*.htm")),
+    Source("racket", ("racket-doc",), "/usr/share/doc/racket", "MIT or Apache-2.0"),
+    Source("freepascal", ("fp-docs-3.2.2",), "/usr/share/doc/fp-docs/*", "GPL-2+"),
+    Source("swi-prolog", ("swi-prolog-doc",), "/usr/share/swi-prolog/doc", "BSD-2-Clause"),
+    Source("grass", ("grass-doc",), "/usr/share/doc/grass-doc/html", "GPL-2+"),
+    Source("postgis", ("postgis-doc",), "/usr/share/doc/postgis-doc", "GPL-2+"),
+    Source("docutils", ("docutils-doc",), "/usr/share/doc/docutils-doc", "public domain"),
+    Source("debian-reference", ("debian-reference-en",), "/usr/share/debian-reference",
+           "GPL-2+", include=("*.en.html",)),
+    Source("debian-policy", ("debian-policy",), "/usr/share/doc/debian-policy", "GPL-2+"),
+    Source("developers-reference", ("developers-reference",),
+           "/usr/share/developers-reference", "GPL-2"),
+    Source("debian-faq", ("debian-faq",), "/usr/share/doc/debian/FAQ", "GPL-2+"),
     Source("vim", ("vim-runtime",), "/usr/share/vim/vim*/doc", "OPL-1+ (no options) and Vim",
            include=("*.txt",), reader="vimhelp"),
 )
