@@ -1,7 +1,7 @@
 """`en-docs`: an English pretraining corpus with documents and discourse order, built offline from
 the manuals, guides and API references that Debian packages install (`make system-deps`).
 
-Every HTML page (or POD file) is one document: its paragraphs in reading order, one a line.
+Every HTML page (or POD or Vim help file) is one document: its paragraphs in reading order, one a line.
 Headings, code blocks, tables, navigation and sidebars are dropped; a paragraph is kept when it
 reads as English prose (`is_prose`). Paragraphs are deduplicated over the whole corpus (exact,
 after lowercasing and dropping punctuation), and a paragraph that shares an `NGRAM`-word sequence
@@ -383,10 +383,9 @@ READERS: dict[Reader, Callable[[str], list[str]]] = {
 def read_page(task: tuple[str, Reader]) -> list[str]:
     """The prose paragraphs of one file (`.gz` read through gzip), in order."""
     path, reader = task
-    opener: Callable[..., object] = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:  # type: ignore[attr-defined]
-        text = f.read().decode("utf-8", errors="replace")  # type: ignore[attr-defined]
-    return [p for p in READERS[reader](text) if is_prose(p)]
+    raw = gzip.decompress(Path(path).read_bytes()) if path.endswith(".gz") else (
+        Path(path).read_bytes())
+    return [p for p in READERS[reader](raw.decode("utf-8", errors="replace")) if is_prose(p)]
 
 
 # ---------------------------------------------------------------------------------------------
