@@ -1,9 +1,9 @@
-"""`en-docs`: an English pretraining corpus with documents and discourse order, built offline from
-the manuals, guides and API references that Debian packages install (`make system-deps`).
+"""`en-docs`: an English pretraining corpus with documents and discourse order, built offline
+from the manuals, guides and API references that Debian packages install (`make system-deps`).
 
-Every HTML page (or POD or Vim help file) is one document: its paragraphs in reading order, one a line.
-Headings, code blocks, tables, navigation and sidebars are dropped; a paragraph is kept when it
-reads as English prose (`is_prose`). Paragraphs are deduplicated over the whole corpus (exact,
+Every HTML page (or POD or Vim help file) is one document: its paragraphs in reading order, one a
+line. Headings, code blocks, tables, navigation and sidebars are dropped; a paragraph is kept when
+it reads as English prose (`is_prose`). Paragraphs are deduplicated over the whole corpus (exact,
 after lowercasing and dropping punctuation), and a paragraph that shares an `NGRAM`-word sequence
 with an evaluation set (`evaluation_texts`: the sentiment-en / nsp-en / sop-en tweets and the WEB
 and KJV Bibles that the bible-* tasks are made of) is removed. The Bibles are not a source, since
