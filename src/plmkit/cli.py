@@ -245,28 +245,28 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
+    from plmkit.deploy.backend import predict_file
     from plmkit.outputs import refuse_inside, staged_file
-    from plmkit.tasks.finetune import predict_file
 
     refuse_inside(args.output, args.input, args.model, option="--output")
     with staged_file(args.output, overwrite=args.overwrite) as tmp:
-        n = predict_file(args.model, args.input, tmp, args.batch_size)
+        n = predict_file(args.model, args.input, tmp, args.batch_size, args.backend, args.int8)
     print(f"{n} predictions -> {args.output}", file=sys.stderr)
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
     import numpy as np
 
+    from plmkit.deploy.backend import embed_texts
     from plmkit.outputs import refuse_inside, staged_file
-    from plmkit.tasks.embed import embed_dir
     from plmkit.tasks.files import field, read_records
 
     refuse_inside(args.output, args.input, args.model, option="--output")
     with staged_file(args.output, overwrite=args.overwrite) as tmp:
         records = read_records(args.input, text_lines=True, text_field=args.text_field)
         texts = [str(field(args.input, r, "text")) for r in records]
-        vectors = embed_dir(args.model, texts, args.pooling, args.normalize, args.max_seq_len,
-                            args.batch_size)
+        vectors = embed_texts(args.model, texts, args.pooling, args.normalize,
+                              args.max_seq_len, args.batch_size, args.backend, args.int8)
         if args.output.suffix == ".jsonl":
             with open(tmp, "w", encoding="utf-8") as f:
                 for text, vector in zip(texts, vectors.tolist(), strict=True):
@@ -609,8 +609,10 @@ def add_task_commands(sub: argparse._SubParsersAction) -> None:
              """
              plmkit predict --model runs/sentiment --input texts.txt --output predictions.jsonl
              plmkit predict --model runs/ner --input sentences.conll --output entities.jsonl
+             plmkit predict --model onnx-sentiment/ --backend onnx --input t.txt --output p.jsonl
              """, cmd_predict)
     p.add_argument("--model", type=Path, required=True)
+    _backend_options(p)
     p.add_argument("--input", type=Path, required=True,
                    help="classify: text lines, csv, tsv or jsonl; tag: CoNLL")
     p.add_argument("--output", type=Path, required=True)
@@ -623,8 +625,10 @@ def add_task_commands(sub: argparse._SubParsersAction) -> None:
              plmkit embed --model runs/bert --input sentences.txt --output vectors.jsonl
              plmkit embed --model all-MiniLM-L6-v2/ --input docs.jsonl --output v.npy
              plmkit embed --model runs/bert --input s.txt --output v.npy --pooling mean --normalize
+             plmkit embed --model onnx-minilm/ --backend onnx --input s.txt --output v.npy
              """, cmd_embed)
     p.add_argument("--model", type=Path, required=True)
+    _backend_options(p)
     p.add_argument("--input", type=Path, required=True,
                    help="text lines, or csv / tsv / jsonl / parquet / arrow records")
     _text_field(p, "csv, tsv, jsonl and table inputs")
@@ -726,7 +730,17 @@ def cmd_generate(args: argparse.Namespace) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     from plmkit.serve import serve
 
-    serve(args.model, args.host, args.port)
+    serve(args.model, args.host, args.port, args.backend, args.int8)
+
+
+def _backend_options(p: argparse.ArgumentParser) -> None:
+    """--backend and --int8 of serve, predict and embed (plmkit.deploy.backend)."""
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                   help="torch: a plmkit or transformers directory; onnx: a directory of "
+                        "`plmkit export --format onnx`, run by onnxruntime")
+    p.add_argument("--int8", action="store_true",
+                   help="torch: Linear layers dynamically quantised to int8; onnx: the "
+                        "export's model.int8.onnx (exported with --int8)")
 
 
 def add_use_commands(sub: argparse._SubParsersAction) -> None:
@@ -787,8 +801,11 @@ def add_use_commands(sub: argparse._SubParsersAction) -> None:
              """
              plmkit serve --model runs/sentiment --port 8000
              curl -s localhost:8000/v1/classify -d '{"texts": ["what a day"]}'
+             plmkit serve --model runs/sentiment --int8  # Linear layers in int8 (torch)
+             plmkit serve --model onnx-sentiment/ --backend onnx  # plmkit export --format onnx
              """, cmd_serve)
     p.add_argument("--model", type=Path, required=True)
+    _backend_options(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
 

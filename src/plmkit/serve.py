@@ -1,4 +1,6 @@
-"""`plmkit serve`: a small HTTP JSON service over one model, on the standard library.
+"""`plmkit serve`: a small HTTP JSON service over one model, on the standard library; the
+model runs on torch or, for an ONNX export, onnxruntime (`--backend`, `deploy.backend`), behind
+the same routes, validation and batching.
 
     GET  /               the one-page HTML demo (static/index.html)
     GET  /health         {"status": "ok", "model", "endpoints", "requests", "batches"}
@@ -31,7 +33,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -41,10 +42,10 @@ from typing import Any
 import torch
 
 import plmkit
+from plmkit.deploy.backend import describe, load
 from plmkit.errors import Interrupted, UserError
-from plmkit.tasks.embed import POOLINGS, EmbeddingSetup, embed, embedding_setup
-from plmkit.tasks.finetune import resolve_options, saved_options, task_of_model, tokenizer_dir
-from plmkit.tokenizers import Tokenizer
+from plmkit.tasks.embed import POOLINGS, embed
+from plmkit.tasks.finetune import resolve_options, saved_options, task_of_model
 
 MAX_BODY = 1 << 20  # bytes
 MAX_TEXTS = 64  # texts per request
@@ -143,43 +144,38 @@ class Batcher:
 
 
 class Service:
-    """A loaded model directory and what each endpoint computes with it, batched."""
+    """A loaded model directory and what each endpoint computes with it, batched; the model
+    runs on either backend (`deploy.backend.load`), everything else is shared."""
 
-    def __init__(self, model_dir: Path, batch_size: int = 32):
+    def __init__(self, model_dir: Path, batch_size: int = 32, backend: str = "torch",
+                 int8: bool = False):
         self.model_dir = Path(model_dir)
-        self.model = plmkit.load(model_dir).eval()
-        self.tokenizer = Tokenizer.load(tokenizer_dir(model_dir))
+        self.loaded = load(model_dir, backend, int8)
+        self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
+        self.embedding = self.loaded.embedding
         self.batch_size = batch_size
-        config = self.model.config
-        self.max_seq_len = min(512, getattr(config, "max_positions", 512))
+        self.max_seq_len = min(512, getattr(self.model.config, "max_positions", None) or 512)
         self.task = task_of_model(self.model) if getattr(self.model, "task", None) else None
-        backbone = getattr(self.model, "backbone", self.model)
         self.endpoints = ["embed"]
-        if hasattr(backbone, "mlm_logits"):
+        if self.loaded.has_mlm:
             self.endpoints.append("fill-mask")
         if self.task is not None and self.task.name in ("classify", "squad"):
             self.endpoints.append("classify" if self.task.name == "classify" else "qa")
         self.batcher = Batcher(self.run)
 
     def describe(self) -> dict[str, Any]:
-        cfg = self.model.config
-        return {"family": cfg.family, "layers": cfg.num_layers, "hidden_size": cfg.hidden_size,
-                "task": self.task.name if self.task is not None else None}
+        return describe(self.loaded)
 
     def run(self, kind: str, payloads: list[dict[str, Any]]) -> list[Any]:
         """The responses to a group of validated requests of endpoint `kind`."""
         if kind not in self.endpoints:
-            raise UserError(f"this model does not serve /v1/{kind} (it serves "
-                            f"{', '.join('/v1/' + e for e in self.endpoints)})")
+            why = (" (an ONNX export has no masked-LM head; serve the model directory with "
+                   "--backend torch)" if kind == "fill-mask" and self.loaded.backend == "onnx"
+                   else "")
+            raise UserError(f"this model does not serve /v1/{kind}{why}; it serves "
+                            f"{', '.join('/v1/' + e for e in self.endpoints)}")
         with torch.inference_mode():
             return getattr(self, "_" + kind.replace("-", "_"))(payloads)
-
-    @cached_property
-    def embedding(self) -> EmbeddingSetup:
-        """The model directory's embedding setup (its sentence-transformers files, else [CLS],
-        not normalised), cut to the model's positions."""
-        setup = embedding_setup(self.model_dir)
-        return setup.given(max_seq_len=min(setup.max_seq_len, self.max_seq_len))
 
     def _embed(self, payloads: list[dict[str, Any]]) -> list[Any]:
         """Vectors by `self.embedding`, with each request's pooling and normalize if given."""
@@ -509,9 +505,10 @@ class Server(ThreadingHTTPServer):
 
 
 def make_server(model_dir: Path, host: str = "127.0.0.1", port: int = 8000,
-                verbose: bool = False) -> Server:
+                verbose: bool = False, backend: str = "torch", int8: bool = False) -> Server:
     """A server bound to `host:port` (0: any free port; see `server_address`), then serving
-    `model_dir`: a busy port is refused before the model loads."""
+    `model_dir` on `backend` (`deploy.backend.load`): a busy port is refused before the model
+    loads."""
     if not 0 <= port <= 65535:
         raise UserError(f"--port {port}: must be from 1 to 65535 (or 0: any free port)")
     try:
@@ -520,17 +517,18 @@ def make_server(model_dir: Path, host: str = "127.0.0.1", port: int = 8000,
         raise UserError(f"--port {port}: cannot listen on {host}:{port} "
                         f"({e.strerror or e})") from None
     try:
-        server.service = Service(model_dir)
+        server.service = Service(model_dir, backend=backend, int8=int8)
     except BaseException:
         server.server_close()
         raise
     return server
 
 
-def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8000) -> None:
+def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8000, backend: str = "torch",
+          int8: bool = False) -> None:
     """Serve until SIGINT or SIGTERM, then close the socket and raise `Interrupted`
     (`plmkit serve`; main thread only)."""
-    server = make_server(model_dir, host, port, verbose=True)
+    server = make_server(model_dir, host, port, verbose=True, backend=backend, int8=int8)
     caught: list[int] = []
 
     def stop(signum: int, frame: Any) -> None:  # serve_forever ends at its next poll
@@ -539,7 +537,8 @@ def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8000) -> None:
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     host, port = server.server_address[:2]
-    print(f"serving {model_dir} on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
+    runs = backend + (", int8" if int8 else "")
+    print(f"serving {model_dir} ({runs}) on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()
     finally:

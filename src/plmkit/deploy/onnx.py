@@ -2,7 +2,8 @@
 
 An exported directory holds `model.onnx` (float32; `model.int8.onnx` too with `--int8`, weights
 quantised to int8 by onnxruntime's dynamic quantisation, activations quantised per call), the
-model's tokenizer files as they were, and `plmkit-onnx.json`: family, task, labels, the
+model's tokenizer files as they were, a fine-tuned model's `finetune.json` (its max_seq_len),
+and `plmkit-onnx.json`: family, task, labels, the
 embedding setup, the graph's inputs and outputs with their axes, and the parity measured.
 
 The graph takes int64 `input_ids`, `attention_mask` and `token_type_ids`, each (batch,
@@ -25,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -178,6 +180,7 @@ def export_onnx(model_dir: Path, out: Path, *, int8: bool = False,
     import plmkit
     from plmkit.interop.start import copy_tokenizer, tokenizer_files
     from plmkit.tasks.embed import embedding_setup
+    from plmkit.tasks.finetune import FINETUNE_CONFIG
     from plmkit.tokenizers import Tokenizer
 
     require()
@@ -208,6 +211,8 @@ def export_onnx(model_dir: Path, out: Path, *, int8: bool = False,
         quantize(out / MODEL, out / MODEL_INT8, large)
         parity.int8 = measure(out / MODEL_INT8, graph, batches)
     copy_tokenizer(source, out)
+    if (model_dir / FINETUNE_CONFIG).is_file():  # the task's max_seq_len and batch size
+        shutil.copyfile(model_dir / FINETUNE_CONFIG, out / FINETUNE_CONFIG)
     info = describe(model, out, int8, parity, embedding_setup(model_dir))
     (out / INFO).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
     return parity
@@ -345,6 +350,7 @@ def describe(model: nn.Module, out: Path, int8: bool, parity: Parity,
         "task": task,
         "labels": (task or {}).get("labels"),
         "hidden_size": config.hidden_size,
+        "num_layers": config.num_layers,
         "max_positions": getattr(config, "max_positions", None),
         "pad_token_id": config.pad_token_id,
         "embedding": {"pooling": embedding.pooling, "normalize": embedding.normalize,
@@ -454,3 +460,49 @@ def read_info(directory: Path) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise UserError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+
+
+@dataclass(frozen=True)
+class OnnxConfig:
+    """What plmkit's serving and task code read of a model's config, from `plmkit-onnx.json`."""
+
+    family: str
+    hidden_size: int
+    num_layers: int | None  # None: an export written before plmkit recorded it
+    max_positions: int | None
+    pad_token_id: int
+
+
+@dataclass
+class TorchOutput:
+    """`OnnxOutput` as torch tensors (what a plmkit model returns)."""
+
+    last_hidden_state: Tensor
+    pooler_output: Tensor | None = None
+    logits: Tensor | None = None
+
+
+class OnnxModule(nn.Module):
+    """An exported directory behind plmkit's model interface, so that the task, embedding and
+    serving code runs it as it runs a torch model: `.config`, `.task`, and `forward(input_ids,
+    attention_mask=None, token_type_ids=None)` -> `.last_hidden_state`, `.pooler_output`,
+    `.logits` as CPU tensors. It has no parameters and no masked-LM head; per-token outputs
+    at padded positions are undefined (plmkit's eager models write zeros)."""
+
+    def __init__(self, directory: str | Path, *, int8: bool = False,
+                 threads: int | None = None):
+        super().__init__()
+        self.onnx = OnnxModel(directory, int8=int8, threads=threads)
+        info = self.onnx.info
+        self.config = OnnxConfig(info["family"], info["hidden_size"], info.get("num_layers"),
+                                 info["max_positions"], info["pad_token_id"])
+        self.task = info["task"]
+        self.eval()
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None) -> TorchOutput:
+        """Inputs (B, S) -> hidden states (B, S, H), pooler (B, H), logits as `OnnxOutput`."""
+        out = self.onnx(*(None if t is None else t.cpu().numpy()
+                          for t in (input_ids, attention_mask, token_type_ids)))
+        return TorchOutput(*(None if a is None else torch.from_numpy(a)
+                             for a in (out.last_hidden_state, out.pooler_output, out.logits)))

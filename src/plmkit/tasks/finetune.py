@@ -270,7 +270,7 @@ def pad_collate(pad_id: int) -> Callable[[list[dict[str, Any]]], Batch]:
 def run_model(model: nn.Module, batches: Iterable[Batch]) -> Iterator[tuple[Batch, Any]]:
     """(batch, output) for each batch, in eval mode on the model's device (restored after)."""
     was_training = model.training
-    device = next(model.parameters()).device
+    device = next(model.parameters(), torch.empty(0)).device  # an OnnxModule has none: CPU
     model.eval()
     try:
         for batch in batches:
