@@ -40,7 +40,7 @@ def test_redirected_pretrain_writes_lines_and_tensorboard(tmp_path: Path,
              "--corpus", str(tmp_path / "tweets.parquet"), "--text-field", "content",
              "--out", str(out), "--steps", "30", "--log-every", "5", "--vocab-size", "1000",
              "--batch-size", "8", "--seq-len", "32", "--eval-every", "0", "--tensorboard"],
-            stdout=subprocess.DEVNULL, stderr=err, timeout=300)
+            stdout=subprocess.DEVNULL, stderr=err, timeout=600)
     log = (tmp_path / "stderr.log").read_text()
     assert done.returncode == 0, log
     lines = [m for line in log.splitlines() if (m := LINE.match(line))]
@@ -94,7 +94,7 @@ def test_bench_prints_no_profiler_or_loading_noise(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "plmkit.cli", "bench", "--models", "bert-tiny", "--modes", "train",
          "--reps", "1", "--no-mfu", "--batch-size", "2", "--seq-len", "16"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "bert-tiny" in done.stdout
     assert done.stderr == ""  # was "USDT: ... profiler_start" (Kineto) and a loading bar
