@@ -41,7 +41,8 @@ def optimize(model: nn.Module, *, bf16: bool | None = None, int8: bool = False,
 
 
 def quantize(model: nn.Module) -> nn.Module:
-    """`model` (a CPU float32 model, changed in place) with every `nn.Linear` replaced by torch's
+    """`model` (a CPU float32 model, changed in place) with each `nn.Linear` (not subclasses such
+    as the NSP head, `nn.heads.SentenceHead`) replaced by torch's
     dynamically quantised one: int8 weights with one scale per output channel (as the ONNX
     export's int8 graph), activations quantised per call from their range, int8 x int8
     products accumulated in int32 by fbgemm (AVX512-VNNI where the CPU has it).
