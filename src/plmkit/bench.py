@@ -110,6 +110,9 @@ MODES = {
                       "frozen weights) against transformers' eager model in the same dtype "
                       "(`.to(bfloat16)`, as `torch_dtype=bfloat16` loads it); the dtype "
                       "option does not apply",
+    "serve": "runs alone: plmkit eager fp32, `plmkit.inference.optimize` bf16 and int8, ONNX "
+             "Runtime fp32 and int8 on one export, interleaved at batch 1 and 32; then `plmkit "
+             "serve` under load on both backends (`plmkit/deploy/bench.py`)",
     "infer": "forward of the encoder and pooler (RobertaForMaskedLM's base has no pooler; "
              "ELECTRA: the discriminator's encoder; XLNet: the content stream), no gradients",
 }

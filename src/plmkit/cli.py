@@ -136,6 +136,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
                                            args.batch_size, args.reps)
         print(bench_data.table(data, loader))
         return
+    if "serve" in args.modes.split(","):
+        return bench_serve(args)
     if args.from_json:
         report = bench.read_json(args.from_json)
     else:
@@ -155,6 +157,24 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.markdown:
         bench.update_markdown(args.markdown, bench.markdown(report))
         print(f"updated {args.markdown}")
+
+
+def bench_serve(args: argparse.Namespace) -> None:
+    """`plmkit bench --modes serve` (plmkit/deploy/bench.py)."""
+    import tempfile
+
+    from plmkit import bench
+    from plmkit.deploy import bench as serve_bench
+
+    if args.modes != "serve" or args.from_json or args.markdown:
+        raise UserError("--modes serve runs alone, without --from-json and --markdown")
+    models = serve_bench.MODELS if args.models == "suite" else args.models.split(",")
+    with tempfile.TemporaryDirectory() as root:
+        forwards, loads = serve_bench.run(models, Path(root), seq=args.seq_len, reps=args.reps)
+    print(serve_bench.table(forwards, loads))
+    if args.json:
+        serve_bench.write_json(forwards, loads, args.json, bench.machine(),
+                               "plmkit " + " ".join(sys.argv[1:]))
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -455,13 +475,14 @@ def parser() -> argparse.ArgumentParser:
 
     p = _add(sub, "bench", "plmkit vs transformers, interleaved in one run: tokens/s and ratio",
              "plmkit bench --json bench.json --markdown BENCHMARKS.md\n"
-             "plmkit bench --models bert-mini,bert-base --modes train,train-defaults",
+             "plmkit bench --models bert-mini,bert-base --modes train,train-defaults\n"
+             "plmkit bench --modes serve --reps 50 --json serve.json  # vs ONNX Runtime",
              cmd_bench)
     p.add_argument("--models", default="suite",
                    help="comma-separated presets, or `suite`: every family at tiny, small, base")
     p.add_argument("--modes", default="train,infer",
                    help="train, train-foreach, train-defaults, train-compiled, infer, "
-                        "infer-compiled (plmkit/bench.py MODES)")
+                        "infer-compiled, or serve alone (plmkit/bench.py MODES)")
     p.add_argument("--dtypes", default="float32", help="float32, bfloat16 (autocast, both sides)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=128)
