@@ -59,53 +59,46 @@ def running(model_dir: Path, backend: str = "torch", int8: bool = False) -> Iter
         thread.join(timeout=10)
 
 
-def both(torch_dir: Path, onnx_dir: Path, path: str, body: dict[str, Any]
-         ) -> tuple[Any, Any]:
-    """The answers of a torch and an onnx server to the same request (both 200)."""
+Pair = tuple[Server, Server]  # a torch and an onnx server
+
+
+@contextlib.contextmanager
+def side_by_side(torch_dir: Path, onnx_dir: Path) -> Iterator[Pair]:
+    with running(torch_dir) as a, running(onnx_dir, "onnx") as b:
+        yield a, b
+
+
+def both(servers: Pair, path: str, body: dict[str, Any]) -> tuple[Any, Any]:
+    """The answers of the torch and the onnx server to the same request (both 200)."""
     answers = []
-    for server in (torch_server[torch_dir], onnx_server[onnx_dir]):
+    for server in servers:
         status, out = request(server, "POST", path, body)
         assert status == 200, out
         answers.append(out)
     return answers[0], answers[1]
 
 
-torch_server: dict[Path, Server] = {}
-onnx_server: dict[Path, Server] = {}
-
-
-@contextlib.contextmanager
-def side_by_side(torch_dir: Path, onnx_dir: Path) -> Iterator[None]:
-    with running(torch_dir) as a, running(onnx_dir, "onnx") as b:
-        torch_server[torch_dir], onnx_server[onnx_dir] = a, b
-        try:
-            yield
-        finally:
-            del torch_server[torch_dir], onnx_server[onnx_dir]
-
-
-def assert_same_embeddings(torch_dir: Path, onnx_dir: Path, texts: list[str],
-                           poolings: list[str | None]) -> None:
+def assert_same_embeddings(servers: Pair, texts: list[str], poolings: list[str | None]) -> None:
     for pooling in poolings:
         body: dict[str, Any] = {"texts": texts}
         if pooling is not None:
             body["pooling"] = pooling
-        ours, theirs = both(torch_dir, onnx_dir, "/v1/embed", body)
+        ours, theirs = both(servers, "/v1/embed", body)
         assert np.abs(np.array(ours["embeddings"]) - theirs["embeddings"]).max() < LIMIT
 
 
 def test_classifier_same_answers_on_both_backends(classifier: Path, exported: Path,
                                                   texts: list[str]) -> None:
-    with side_by_side(classifier, exported):
-        assert_same_embeddings(classifier, exported, texts[:16], [None, "cls", "mean", "max"])
-        status, out = request(onnx_server[exported], "POST", "/v1/embed",
+    with side_by_side(classifier, exported) as servers:
+        assert_same_embeddings(servers, texts[:16], [None, "cls", "mean", "max"])
+        status, out = request(servers[1], "POST", "/v1/embed",
                               {"texts": texts[:1], "pooling": "pooler"})
         assert status == 422 and "no pooler" in out["error"]  # a task graph returns none
-        ours, theirs = both(classifier, exported, "/v1/classify", {"texts": texts})
+        ours, theirs = both(servers, "/v1/classify", {"texts": texts})
         assert ours["labels"] == theirs["labels"]
         assert len(set(ours["labels"])) > 1  # fine-tuned: not one label for everything
         assert np.abs(np.array(ours["scores"]) - theirs["scores"]).max() < LIMIT
-        onnx = onnx_server[exported]
+        onnx = servers[1]
         status, health = request(onnx, "GET", "/health")
         assert health["endpoints"] == ["embed", "classify"]
         assert health["model"] == {"family": "bert", "layers": 2, "hidden_size": 128,
@@ -113,7 +106,7 @@ def test_classifier_same_answers_on_both_backends(classifier: Path, exported: Pa
         status, out = request(onnx, "POST", "/v1/fill-mask", {"text": "i [MASK] it"})
         assert status == 422 and "no masked-LM head" in out["error"]
         assert "\n" not in out["error"]
-        assert request(torch_server[classifier], "POST", "/v1/fill-mask",
+        assert request(servers[0], "POST", "/v1/fill-mask",
                        {"text": "i [MASK] it"})[0] == 200
 
 
@@ -148,11 +141,11 @@ def test_minilm_same_embeddings_on_both_backends(minilm_dir: Path, tmp_path: Pat
     default from both, and the other poolings."""
     exported = tmp_path / "minilm"
     export_onnx(minilm_dir, exported)
-    with side_by_side(minilm_dir, exported):
-        assert_same_embeddings(minilm_dir, exported, texts[:12], [None, "cls", "max"])
-        ours, _ = both(minilm_dir, exported, "/v1/embed", {"texts": texts[:2]})
+    with side_by_side(minilm_dir, exported) as servers:
+        assert_same_embeddings(servers, texts[:12], [None, "cls", "max"])
+        ours, _ = both(servers, "/v1/embed", {"texts": texts[:2]})
         assert np.linalg.norm(ours["embeddings"], axis=-1) == pytest.approx(1, abs=1e-5)
-        status, out = request(onnx_server[exported], "POST", "/v1/fill-mask",
+        status, out = request(servers[1], "POST", "/v1/fill-mask",
                               {"text": "a [MASK] day"})
         assert status == 422 and "no masked-LM head" in out["error"]
 
