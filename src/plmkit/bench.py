@@ -118,6 +118,7 @@ MODES = {
 }
 # float32, or bf16 autocast around the forward pass (and loss) of both sides alike.
 DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
+CPU = torch.device("cpu")  # where `plmkit bench` runs unless told otherwise
 
 
 def pretraining_batch(vocab: int, batch: int, seq: int, seed: int = 0,
@@ -374,11 +375,31 @@ def hf_inputs(theirs: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
     return inputs
 
 
-def autocast(dtype: str):
-    """The same precision context for both sides: nothing for float32, else CPU autocast."""
+def autocast(dtype: str, device: torch.device = CPU):
+    """The same precision context for both sides: nothing for float32, else autocast on
+    `device`."""
     if DTYPES[dtype] is None:
         return contextlib.nullcontext()
-    return torch.autocast("cpu", dtype=DTYPES[dtype])
+    return torch.autocast(device.type, dtype=DTYPES[dtype])
+
+
+def on_device(model: nn.Module, batch: dict[str, Tensor], device: torch.device
+              ) -> tuple[nn.Module, dict[str, Tensor]]:
+    """`model` and `batch` moved to `device`."""
+    return model.to(device), {k: v.to(device) for k, v in batch.items()}
+
+
+def synced(fn: Callable[[], None], device: torch.device) -> Callable[[], None]:
+    """`fn`, returning only once `device` has finished its work (CUDA runs asynchronously, so
+    a timer around `fn` alone would measure the launches); `fn` itself elsewhere."""
+    if device.type != "cuda":
+        return fn
+
+    def call() -> None:
+        fn()
+        torch.cuda.synchronize(device)
+
+    return call
 
 
 def train_steps(ours: nn.Module, theirs: nn.Module, batch: dict[str, Tensor],
@@ -391,6 +412,7 @@ def train_steps(ours: nn.Module, theirs: nn.Module, batch: dict[str, Tensor],
     opt_a = torch.optim.AdamW(ours.parameters(), lr=1e-4, weight_decay=0.01, fused=fused or None)
     opt_b = torch.optim.AdamW(theirs.parameters(), lr=1e-4, weight_decay=0.01, fused=fused or None)
     inputs = hf_inputs(theirs, batch)
+    device = batch["input_ids"].device
 
     def forward() -> Tensor:
         return objective(ours, batch)[0]
@@ -398,14 +420,14 @@ def train_steps(ours: nn.Module, theirs: nn.Module, batch: dict[str, Tensor],
     loss_a = torch.compile(forward) if compiled else forward
 
     def a() -> None:
-        with autocast(dtype):
+        with autocast(dtype, device):
             loss = loss_a()
         loss.backward()
         opt_a.step()
         opt_a.zero_grad(set_to_none=True)
 
     def b() -> None:
-        with autocast(hf_dtype or dtype):
+        with autocast(hf_dtype or dtype, device):
             if isinstance(theirs, HFElectra | HFMarian):
                 loss = theirs.loss(inputs, batch)[0]
             else:
@@ -429,9 +451,10 @@ def mlm_step(model: nn.Module, batch: dict[str, Tensor], dtype: str = "float32",
     """One plmkit `mlm` optimizer step of `model`, with the settings of `train_steps`."""
     objective = get_objective("mlm")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=fused or None)
+    device = batch["input_ids"].device
 
     def step() -> None:
-        with autocast(dtype):
+        with autocast(dtype, device):
             loss = objective(model, batch)[0]
         loss.backward()
         opt.step()
@@ -446,6 +469,7 @@ def infer_steps(ours: nn.Module, theirs: nn.Module, batch: dict[str, Tensor],
     and output logits, teacher-forced), no gradients."""
     args = (batch["input_ids"], batch["input_mask"], batch.get("segment_ids"))
     target = {k: batch[k] for k in ("decoder_input_ids",) if k in batch}
+    device = args[0].device
     if isinstance(theirs, HFMarian):
         base, extra = theirs, target
     else:
@@ -453,12 +477,12 @@ def infer_steps(ours: nn.Module, theirs: nn.Module, batch: dict[str, Tensor],
 
     @torch.no_grad()
     def a() -> None:
-        with autocast(dtype):
+        with autocast(dtype, device):
             ours(*args, **target)
 
     @torch.no_grad()
     def b() -> None:
-        with autocast(dtype):
+        with autocast(dtype, device):
             base(input_ids=args[0], attention_mask=args[1], **extra)
 
     return a, b
@@ -482,14 +506,15 @@ def steps(mode: str, ours: nn.Module, theirs: nn.Module, batch: dict[str, Tensor
     if mode == "infer-compiled":
         return compiled_infer_steps(ours, theirs, batch)
     if mode == "train-defaults":
-        return train_steps(ours, theirs, batch, default_dtype(), hf_dtype="float32")
+        own = default_dtype(batch["input_ids"].device)
+        return train_steps(ours, theirs, batch, own, hf_dtype="float32")
     return train_steps(ours, theirs, batch, dtype, fused=mode != "train-foreach",
                        compiled=mode == "train-compiled")
 
 
-def default_dtype() -> str:
-    """The dtype plmkit trains in by default on this machine (`precision.fast_bf16`)."""
-    return "bfloat16" if fast_bf16(torch.device("cpu")) else "float32"
+def default_dtype(device: torch.device = CPU) -> str:
+    """The dtype plmkit trains in by default on `device` (`precision.fast_bf16`)."""
+    return "bfloat16" if fast_bf16(device) else "float32"
 
 
 def peak_dtypes(modes: list[str], dtypes: tuple[str, ...]) -> list[str]:
@@ -498,20 +523,21 @@ def peak_dtypes(modes: list[str], dtypes: tuple[str, ...]) -> list[str]:
     return sorted({*dtypes, *own, "float32"} if "train-defaults" in modes else {*dtypes, *own})
 
 
-def matmul_peak(dtype: str, sizes: tuple[int, ...] = (1024, 2048, 3072), reps: int = 5
-                ) -> float:
-    """FLOP/s of this machine's best square matmul in `dtype` (float32, or bfloat16 as
-    autocast runs it), at the current thread count: the best size's median of `reps`."""
+def matmul_peak(dtype: str, sizes: tuple[int, ...] = (1024, 2048, 3072), reps: int = 5,
+                device: torch.device = CPU) -> float:
+    """FLOP/s of `device`'s best square matmul in `dtype` (float32, or bfloat16 as autocast
+    runs it), at the current thread count: the best size's median of `reps`."""
     best = 0.0
     for n in sizes:
-        a, b = torch.randn(n, n), torch.randn(n, n)
+        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
         if dtype != "float32":
             a, b = a.to(DTYPES[dtype]), b.to(DTYPES[dtype])
-        a @ b  # warm-up
+        product = synced(lambda a=a, b=b: a @ b, device)  # type: ignore[misc]
+        product()  # warm-up
         times = []
         for _ in range(reps):
             start = time.perf_counter()
-            a @ b
+            product()
             times.append(time.perf_counter() - start)
         best = max(best, 2 * n**3 / statistics.median(times))
     return best
@@ -548,14 +574,23 @@ def interleaved(a: Callable[[], None], b: Callable[[], None],
     return ta, tb
 
 
-def peak_step_bytes(fn: Callable[[], None]) -> int:
-    """Peak bytes of CPU tensors that `fn` allocates above what was alive when it started.
+def peak_step_bytes(fn: Callable[[], None], device: torch.device = CPU
+                    ) -> int:
+    """Peak bytes of `device` tensors that `fn` allocates above what was alive when it started.
 
-    Read from the allocation events of one profiled run (the profiler's `profile_memory`), so
-    it is per side even with both models in one process; it counts activations, gradients and
-    temporaries, not the weights and optimizer state that exist before the step (equal in
-    size on both sides). Process-wide figures such as max RSS cannot be split per side.
+    On CUDA, from the caching allocator's peak statistics. On the CPU, read from the
+    allocation events of one profiled run (the profiler's `profile_memory`), so it is per side
+    even with both models in one process; it counts activations, gradients and temporaries,
+    not the weights and optimizer state that exist before the step (equal in size on both
+    sides). Process-wide figures such as max RSS cannot be split per side.
     """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        start = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - start
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
@@ -576,9 +611,11 @@ def peak_step_bytes(fn: Callable[[], None]) -> int:
 
 def run(presets: list[str], modes: list[str], batch: int, seq: int, reps: int, *,
         dtypes: tuple[str, ...] = ("float32",), memory: bool = True,
-        peaks: dict[str, float] | None = None, remeasure: bool = False) -> list[Record]:
-    """Measure every preset in every mode and dtype; `memory` adds one profiled step per side,
-    `peaks` (FLOP/s by dtype, `matmul_peak`) one FLOP-counted step and the MFU columns.
+        peaks: dict[str, float] | None = None, remeasure: bool = False,
+        device: torch.device = CPU) -> list[Record]:
+    """Measure every preset in every mode and dtype on `device`; `memory` adds one profiled
+    step per side, `peaks` (FLOP/s by dtype, `matmul_peak`) one FLOP-counted step and the MFU
+    columns.
 
     With `remeasure`, each peak is measured again after every preset and `peaks` keeps the
     highest (updated in place); every MFU is then taken against those: a peak measured while
@@ -589,7 +626,8 @@ def run(presets: list[str], modes: list[str], batch: int, seq: int, reps: int, *
     records = []
     for preset in presets:
         ours, theirs = twins(preset)
-        data = bench_batch(ours.config, batch, seq)
+        theirs, data = on_device(theirs, bench_batch(ours.config, batch, seq), device)
+        ours = ours.to(device)
         family = preset.rsplit("-", 1)[0]
         for dtype in dtypes:
             for mode in modes:
@@ -603,13 +641,13 @@ def run(presets: list[str], modes: list[str], batch: int, seq: int, reps: int, *
                 elif family == "electra" and mode.startswith("train"):
                     record.vs_mlm = vs_mlm(ours.config, a, data, record.dtype, mode, reps)
                 if memory and not compiled:
-                    record.plmkit_peak_mb = peak_step_bytes(a) / 2**20
-                    record.hf_peak_mb = peak_step_bytes(b) / 2**20
+                    record.plmkit_peak_mb = peak_step_bytes(a, device) / 2**20
+                    record.hf_peak_mb = peak_step_bytes(b, device) / 2**20
                 if peaks:
                     record.flops = step_flops(a)
                 records.append(record)
         if peaks and remeasure:
-            peaks.update({d: max(f, matmul_peak(d)) for d, f in peaks.items()})
+            peaks.update({d: max(f, matmul_peak(d, device=device)) for d, f in peaks.items()})
     if peaks:
         for record in records:
             add_mfu(record, record.flops or 0.0, peaks)
@@ -622,16 +660,17 @@ def measure(preset: str, ours: nn.Module, theirs: nn.Module, data: dict[str, Ten
     """The interleaved timing of one (preset, mode, dtype), and the two (warm) step functions."""
     ours.train(not mode.startswith("infer"))
     theirs.train(not mode.startswith("infer"))
-    a, b = steps(mode, ours, theirs, data, dtype)
+    device = data["input_ids"].device
+    a, b = (synced(fn, device) for fn in steps(mode, ours, theirs, data, dtype))
     ta, tb = interleaved(a, b, reps)
     pairs = [y / x for x, y in zip(ta, tb, strict=True)]
     ma, mb = statistics.median(ta), statistics.median(tb)
     batch, seq = data["input_ids"].shape
     tokens = batch * seq
     if mode == "train-defaults":
-        dtype = f"{default_dtype()}/float32"
+        dtype = f"{default_dtype(device)}/float32"
     elif mode == "infer-compiled":
-        dtype = default_dtype()
+        dtype = default_dtype(device)
     family, size = preset.rsplit("-", 1)
     record = Record(family, size, mode, dtype, batch, seq, reps, tokens / ma, tokens / mb,
                     mb / ma, min(pairs), max(pairs))
@@ -641,7 +680,7 @@ def measure(preset: str, ours: nn.Module, theirs: nn.Module, data: dict[str, Ten
 def vs_mlm(config: Any, electra_step: Callable[[], None], data: dict[str, Tensor], dtype: str,
            mode: str, reps: int) -> float:
     """An ELECTRA step's median time over that of a same-shape BERT `mlm` step, interleaved."""
-    bert = mlm_twin(config).train()
+    bert = mlm_twin(config).to(data["input_ids"].device).train()
     dtype = dtype.split("/")[0]  # train-defaults: plmkit's dtype
     te, tm = interleaved(electra_step, mlm_step(bert, data, dtype, mode != "train-foreach"), reps)
     return statistics.median(te) / statistics.median(tm)

@@ -15,6 +15,8 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import torch
+
 _END = object()  # the source is exhausted
 
 
@@ -25,10 +27,31 @@ class _Failed:
         self.error = error
 
 
-class _Worker:
-    """A thread iterating `source` into a queue of (batch, the source's state after it)."""
+def pins_memory(device: torch.device) -> bool:
+    """Whether batches bound for `device` go through page-locked (pinned) host memory: only
+    for CUDA, where a copy from pinned memory can run asynchronously (`non_blocking=True`)
+    and overlap the step; elsewhere pinning costs time and gains nothing."""
+    return device.type == "cuda"
 
-    def __init__(self, source: Iterable[Any], depth: int) -> None:
+
+def pinned(batch: Any) -> Any:
+    """`batch` (a tensor, or a dict / list / tuple of them, other values kept) with every CPU
+    tensor copied into pinned memory."""
+    if isinstance(batch, torch.Tensor):
+        return batch.pin_memory() if batch.device.type == "cpu" else batch
+    if isinstance(batch, dict):
+        return {k: pinned(v) for k, v in batch.items()}
+    if isinstance(batch, list | tuple):
+        return type(batch)(pinned(v) for v in batch)
+    return batch
+
+
+class _Worker:
+    """A thread iterating `source` into a queue of (batch, the source's state after it),
+    each batch in pinned memory when `pin`."""
+
+    def __init__(self, source: Iterable[Any], depth: int, pin: bool = False) -> None:
+        self.pin = pin
         self.queue: queue.Queue[Any] = queue.Queue(depth)
         self.halt = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(source,), daemon=True,
@@ -38,7 +61,7 @@ class _Worker:
     def _run(self, source: Iterable[Any]) -> None:
         try:
             for batch in source:
-                if not self._put((batch, _state(source))):
+                if not self._put((pinned(batch) if self.pin else batch, _state(source))):
                     return
             self._put((_END, _state(source)))  # a pass may move the state on as it ends
         except BaseException as error:  # handed to the consumer, which raises it
@@ -76,21 +99,22 @@ class _Worker:
 
 
 class Prefetch:
-    """`source`'s batches, made up to `depth` ahead by a background thread; `state_dict` /
-    `load_state_dict` as the source's, at the consumer's position (None for a source without
-    them: the trainer then restarts it on resume, with a warning)."""
+    """`source`'s batches, made up to `depth` ahead by a background thread (and pinned there
+    when `pin`: `pins_memory`); `state_dict` / `load_state_dict` as the source's, at the
+    consumer's position (None for a source without them: the trainer then restarts it on
+    resume, with a warning)."""
 
-    def __init__(self, source: Iterable[Any], depth: int = 2) -> None:
+    def __init__(self, source: Iterable[Any], depth: int = 2, pin: bool = False) -> None:
         if depth < 1:
             raise ValueError(f"depth must be at least 1, got {depth}")
-        self.source, self.depth = source, depth
+        self.source, self.depth, self.pin = source, depth, pin
         self._worker: _Worker | None = None
         self._consumed: Any = None  # the source's state after the last batch handed out
 
     def __iter__(self) -> Iterator[Any]:
         self._stop()
         self._consumed = _state(self.source)
-        worker = self._worker = _Worker(self.source, self.depth)
+        worker = self._worker = _Worker(self.source, self.depth, self.pin)
         try:
             for batch, state in worker:
                 self._consumed = state

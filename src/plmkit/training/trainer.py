@@ -75,7 +75,7 @@ from plmkit.training.checkpoint import (
 )
 from plmkit.training.distributed import Dist, RankSlice
 from plmkit.training.optim import OPTIMIZERS, Schedule, build_optimizer, linear_warmup_decay
-from plmkit.training.prefetch import Prefetch
+from plmkit.training.prefetch import Prefetch, pins_memory
 from plmkit.training.progress import Progress, TensorBoard
 
 Batch = dict[str, Tensor]
@@ -185,9 +185,6 @@ class Trainer:
         if self.dist.world > 1:
             self.phases = [Phase(p.steps, RankSlice(p.source, self.dist.rank, self.dist.world))
                            for p in self.phases]
-        if config.prefetch:
-            self.phases = [Phase(p.steps, Prefetch(p.source, config.prefetch))
-                           for p in self.phases]
         self.objective = objective
         self.eval_data = eval_data
         self.evaluator = evaluator
@@ -196,6 +193,11 @@ class Trainer:
         default_device = self.dist.device() if dist else None
         self.device = torch.device(config.device or default_device or
                                    ("cuda" if torch.cuda.is_available() else "cpu"))
+        # Pinned batches (made so by the prefetch thread) copy to the device asynchronously.
+        self.pin = bool(config.prefetch) and pins_memory(self.device)
+        if config.prefetch:
+            self.phases = [Phase(p.steps, Prefetch(p.source, config.prefetch, self.pin))
+                           for p in self.phases]
         self.model = model.to(self.device)
         self.bf16 = fast_bf16(self.device) if config.bf16 is None else config.bf16
         self.wrapped = self.dist.wrap(self.model, self._call_objective)
@@ -492,7 +494,7 @@ class Trainer:
                       f"{mean:.4g}: {where}", stacklevel=3)
 
     def _forward(self, batch: Batch) -> tuple[Tensor, Metrics]:
-        batch = {k: v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v
+        batch = {k: v.to(self.device, non_blocking=self.pin) if isinstance(v, Tensor) else v
                  for k, v in batch.items()}
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             return self.wrapped(batch)
