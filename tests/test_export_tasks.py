@@ -100,17 +100,19 @@ def tweets_split(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[tup
 
 
 @pytest.fixture(scope="module")
-def classifier(tmp_path_factory: pytest.TempPathFactory,
+def classifier(tmp_path_factory: pytest.TempPathFactory, tweets: list[str],
                tweets_split: dict[str, list[tuple[str, str]]]) -> tuple[Path, Path]:
-    """A tiny BERT fine-tuned 2 epochs on 1000 real tweets (eval on 200), and its export."""
+    """The pretrained tiny BERT fine-tuned 3 epochs on 1000 real tweets (eval on 200), and its
+    export."""
     root = tmp_path_factory.mktemp("classify")
-    model_dir = tiny_model_dir(root / "tiny", [t for t, _ in tweets_split["train"]])
+    model_dir = pretrained_bert_dir(tmp_path_factory, tweets)
     for name, rows in (("train", tweets_split["train"][:1000]),
                        ("dev", tweets_split["train"][1000:])):
         (root / f"{name}.jsonl").write_text("".join(
             json.dumps({"text": t, "label": y}) + "\n" for t, y in rows), encoding="utf-8")
     out = finetune("classify", model_dir, root / "train.jsonl", root / "out", "--eval",
-                   str(root / "dev.jsonl"), "--epochs", "2", "--max-seq-len", "48")
+                   str(root / "dev.jsonl"), "--epochs", "3", "--batch-size", "16",
+                   "--max-seq-len", "48")
     return out, export(out, root / "hf")
 
 
@@ -124,7 +126,9 @@ def test_text_classification_pipeline_predicts_as_plmkit(
     ours = loaded.task.predict(loaded.model, loaded.tokenizer, path, loaded.options)
     pipe = transformers.pipeline("text-classification", model=str(hf))
     theirs = pipe(texts, truncation=True, max_length=48, top_k=None)
-    assert len({r["label"] for r in ours}) > 1  # not a constant classifier
+    spread = [max(r["scores"][label] for r in ours) - min(r["scores"][label] for r in ours)
+              for label in ours[0]["scores"]]
+    assert max(spread) > 0.05  # the scores depend on the text
     for mine, scores in zip(ours, theirs, strict=True):
         best = max(scores, key=lambda s: s["score"])
         assert best["label"] == mine["label"]
@@ -137,7 +141,8 @@ def test_auto_tokenizer_gives_plmkit_ids(classifier: tuple[Path, Path],
     out, hf = classifier
     texts = [t for t, _ in tweets_split["test"][:50]] + ["Ünïcode CAFÉ, 東京 & emoji 🙂!"]
     theirs = transformers.AutoTokenizer.from_pretrained(hf)(texts)["input_ids"]
-    ours = Tokenizer.load(out / "tokenizer")(texts, return_tensors=False)["input_ids"]
+    ours = Tokenizer.load(out / "tokenizer")(texts, padding=False,
+                                             return_tensors=False)["input_ids"]
     assert theirs == ours
     assert len(transformers.AutoTokenizer.from_pretrained(hf)) == Tokenizer.load(hf).vocab_size
 
@@ -177,31 +182,28 @@ def test_pruned_classifier_exports_with_the_same_predictions(
 
 
 def test_token_classification_pipeline_tags_as_plmkit(tmp_path: Path) -> None:
-    """People's Daily entities, one character a word: the pipeline's tag of each character
-    (it leaves out "O") is plmkit's."""
-    sentences = peoples_daily_sentences()[:300]
+    """People's Daily entities, one character a word: the pipeline's tag of each character is
+    plmkit's."""
+    sentences = peoples_daily_sentences()[:600]
     conll = "\n\n".join("\n".join(f"{c} {t}" for c, t in s) for s in sentences) + "\n"
     (tmp_path / "train.conll").write_text(conll, encoding="utf-8")
     model_dir = tiny_model_dir(tmp_path / "tiny", ["".join(c for c, _ in s) for s in sentences])
     out = finetune("tag", model_dir, tmp_path / "train.conll", tmp_path / "out",
-                   "--epochs", "2", "--max-seq-len", "64")
+                   "--epochs", "3", "--batch-size", "16", "--max-seq-len", "64")
     hf = export(out, tmp_path / "hf")
-    test = [s for s in peoples_daily_sentences()[300:340] if len(s) < 60]
+    test = [s for s in peoples_daily_sentences()[600:640] if len(s) < 60]
     (tmp_path / "test.conll").write_text(
         "\n\n".join("\n".join(c for c, _ in s) for s in test) + "\n", encoding="utf-8")
     loaded = load_finetuned(out)
     ours = loaded.task.predict(loaded.model, loaded.tokenizer, tmp_path / "test.conll",
                                loaded.options)
-    pipe = transformers.pipeline("token-classification", model=str(hf))
-    tagged = 0
+    pipe = transformers.pipeline("token-classification", model=str(hf), ignore_labels=[])
+    scores = []
     for mine, sentence in zip(ours, test, strict=True):
         found = pipe("".join(c for c, _ in sentence))
-        theirs = ["O"] * len(sentence)
-        for entity in found:
-            theirs[entity["index"] - 1] = entity["entity"]  # index 0 is [CLS]
-        assert theirs == mine["tags"]
-        tagged += len(found)
-    assert tagged > 0
+        assert [entity["entity"] for entity in found] == mine["tags"]
+        scores += [entity["score"] for entity in found]
+    assert max(scores) - min(scores) > 0.05  # the tags' probabilities depend on the text
 
 
 def squad_json(path: Path) -> Path:

@@ -178,6 +178,10 @@ def check_state_shapes(model: nn.Module, shapes: Shapes, weights: Path, config_n
     no unknown name, each parameter present (one name of tied ones is enough, as safetensors
     saves them), each shape the model's."""
     state = model.state_dict(keep_vars=True)
+    pruned = tuple(k.removesuffix("kept_heads") for k in shapes if k.endswith(".kept_heads"))
+    # a pruned attention (`plmkit prune`) has fewer heads than the config: its load hook
+    # rebuilds it at the size of its tensors
+    shapes = {k: v for k, v in shapes.items() if not (pruned and k.startswith(pruned))}
     unknown = sorted(set(shapes) - set(state))
     if unknown:
         raise UserError(f"{weights}: holds {_and_more(unknown)}, which the model that "
@@ -185,7 +189,8 @@ def check_state_shapes(model: nn.Module, shapes: Shapes, weights: Path, config_n
     tied: dict[int, list[str]] = {}
     for key, tensor in state.items():
         tied.setdefault(id(tensor), []).append(key)
-    missing = [keys[0] for keys in tied.values() if not any(k in shapes for k in keys)]
+    missing = [keys[0] for keys in tied.values() if not any(k in shapes for k in keys)
+               and not (pruned and keys[0].startswith(pruned))]
     if missing:
         raise UserError(f"{weights}: no {_and_more(missing)} for the model that {config_name} "
                         "describes")
