@@ -156,21 +156,27 @@ def forward(name: str, model_dir: Path, onnx_dir: Path, batches: Sequence[int], 
 
 
 @contextmanager
-def server(directory: Path, backend: str) -> Iterator[int]:
-    """`plmkit serve --backend BACKEND` on a free port of 127.0.0.1 in a subprocess: its
-    port, the process stopped after."""
-    proc = subprocess.Popen([sys.executable, "-m", "plmkit.cli", "serve", "--model",
-                             str(directory), "--backend", backend, "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+def servers(models: dict[str, Path]) -> Iterator[dict[str, int]]:
+    """`plmkit serve --backend BACKEND` of each {backend: directory} on a free port of
+    127.0.0.1, each in a subprocess, started together: their ports; the processes stopped
+    after."""
+    procs = {backend: subprocess.Popen(
+        [sys.executable, "-m", "plmkit.cli", "serve", "--model", str(directory), "--backend",
+         backend, "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        for backend, directory in models.items()}
     try:
-        line = proc.stdout.readline() if proc.stdout else ""
-        if "http://127.0.0.1:" not in line:
-            raise UserError(f"plmkit serve --model {directory} --backend {backend} did not "
-                            f"start (exit code {proc.wait()})")
-        yield int(line.split("http://127.0.0.1:")[1].split("/")[0])
+        ports = {}
+        for backend, proc in procs.items():
+            line = proc.stdout.readline() if proc.stdout else ""
+            if "http://127.0.0.1:" not in line:
+                raise UserError(f"plmkit serve --model {models[backend]} --backend {backend} "
+                                f"did not start (exit code {proc.wait()})")
+            ports[backend] = int(line.split("http://127.0.0.1:")[1].split("/")[0])
+        yield ports
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        for proc in procs.values():
+            proc.terminate()
+            proc.wait(timeout=60)
 
 
 def generate(port: int, endpoint: str, texts: Sequence[str], clients: int, per_client: int
@@ -214,10 +220,10 @@ def load(name: str, model_dir: Path, onnx_dir: Path, texts: Sequence[str],
          clients: Sequence[int], per_client: int) -> list[LoadRecord]:
     """Requests/s and latency of both backends, each endpoint and number of clients."""
     records = []
-    with server(model_dir, "torch") as torch_port, server(onnx_dir, "onnx") as onnx_port:
+    with servers({"torch": model_dir, "onnx": onnx_dir}) as ports:
         for endpoint in ENDPOINTS:
             for n in clients:
-                for backend, port in (("torch", torch_port), ("onnx", onnx_port)):
+                for backend, port in ports.items():
                     generate(port, endpoint, texts, 1, 2)  # warm: first shapes, connections
                     wall, lat, errors = generate(port, endpoint, texts, n, per_client)
                     ms = np.array(lat) * 1e3
