@@ -77,9 +77,12 @@ def _results(model_dir: Path) -> list[str]:
 
 
 def _use(task: str | None) -> list[str]:
-    load = (f'pipe = pipeline("{PIPELINE_TAGS[task]}", model="PATH")' if task != "swag"
-            else f'model = {AUTO_CLASSES[task]}.from_pretrained("PATH")')
-    name = "pipeline" if task != "swag" else AUTO_CLASSES[task]
+    """How to load the export (transformers 5 has no question-answering or multiple-choice
+    pipeline: the Auto class)."""
+    direct = task in ("squad", "swag")
+    load = (f'model = {AUTO_CLASSES[task]}.from_pretrained("PATH")' if direct
+            else f'pipe = pipeline("{PIPELINE_TAGS[task]}", model="PATH")')
+    name = AUTO_CLASSES[task] if direct else "pipeline"
     return ["## Use", "", "```python", f"from transformers import {name}", load, "```"]
 
 
