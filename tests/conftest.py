@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,6 +41,19 @@ def one_thread() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_device() -> Iterator[torch.device]:
+    """The device tests build models and tensors on: PLMKIT_TEST_DEVICE (default cpu; `cuda`
+    for the parity tests of benchmarks/gpu_check.py), set as torch's default device."""
+    device = torch.device(os.environ.get("PLMKIT_TEST_DEVICE", "cpu"))
+    if device.type == "cpu":  # torch's own default: no device mode around every call
+        yield device
+        return
+    torch.set_default_device(device)
+    yield device
+    torch.set_default_device(None)
 
 
 def randomize(model: torch.nn.Module, std: float = 0.2) -> torch.nn.Module:
