@@ -532,7 +532,7 @@ def matmul_peak(dtype: str, sizes: tuple[int, ...] = (1024, 2048, 3072), reps: i
         a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
         if dtype != "float32":
             a, b = a.to(DTYPES[dtype]), b.to(DTYPES[dtype])
-        product = synced(lambda a=a, b=b: a @ b, device)  # type: ignore[misc]
+        product = synced(lambda a=a, b=b: a @ b, device)
         product()  # warm-up
         times = []
         for _ in range(reps):
@@ -574,8 +574,7 @@ def interleaved(a: Callable[[], None], b: Callable[[], None],
     return ta, tb
 
 
-def peak_step_bytes(fn: Callable[[], None], device: torch.device = CPU
-                    ) -> int:
+def peak_step_bytes(fn: Callable[[], None], device: torch.device = CPU) -> int:
     """Peak bytes of `device` tensors that `fn` allocates above what was alive when it started.
 
     On CUDA, from the caching allocator's peak statistics. On the CPU, read from the
