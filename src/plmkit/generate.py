@@ -17,6 +17,7 @@ greedy, or sampled with a temperature and top-k (`plmkit generate`).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -215,4 +216,13 @@ def generate_causal(model: Any, prompt: list[int], max_new_tokens: int = 50,
         ids = torch.cat([ids, ids.new_tensor([[token]])], dim=1)
         if token == eos_id:
             break
+    warn_blank(new[:1] == [eos_id], 1)
     return new
+
+
+def warn_blank(blank: int, total: int) -> None:
+    """One line on stderr when `blank` of `total` outputs ended with end-of-sequence as their
+    first token (blank lines): the mark of a model that has not learnt yet."""
+    if blank:
+        print(f"plmkit: warning: {blank} of {total} outputs are blank (the model emits "
+              "end-of-sequence first); it needs more training (--steps)", file=sys.stderr)

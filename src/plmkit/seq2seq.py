@@ -21,7 +21,7 @@ from torch import nn
 from plmkit.data.options import DataOptions
 from plmkit.data.parallel import Pair, read_pairs
 from plmkit.errors import UserError
-from plmkit.generate import BEAM, MAX_EXTRA, beam_search, greedy
+from plmkit.generate import BEAM, MAX_EXTRA, beam_search, greedy, warn_blank
 from plmkit.io import load_model
 from plmkit.models import get_family, preset_config
 from plmkit.objectives.seq2seq import Seq2Seq
@@ -41,7 +41,15 @@ from plmkit.training import TrainConfig, Trainer
 from plmkit.training.checkpoint import seed_all
 from plmkit.training.optim import inverse_sqrt
 
-WARMUP = 4000
+WARMUP = 4000  # the paper's, for its 100k steps
+
+
+def seq2seq_warmup(args: PretrainArgs) -> int:
+    """--warmup, else from a checkpoint 6% of the steps, else the paper's 4000 steps or a tenth
+    of a shorter run (4000 of 100k steps is 4%; a 100-step run must leave warmup)."""
+    if args.warmup is not None or is_checkpoint(args.model):
+        return max(1, default_warmup(args))
+    return max(1, min(WARMUP, args.steps // 10))
 EVAL_PAIRS = 100  # held-out pairs decoded (greedy) for BLEU / chrF at each evaluation
 
 
@@ -96,8 +104,7 @@ def seq2seq_trainer(args: PretrainArgs, lr_scale: float = 1.0) -> Trainer:
         heldout = objective.batches(held, tok, options, args.seq_len, args.seed)
         heldout.shuffle = False
         evaluator = bleu_evaluator(tok, held[:EVAL_PAIRS])
-    fresh = args.warmup is None and not is_checkpoint(args.model)
-    warmup = WARMUP if fresh else max(1, default_warmup(args))  # from a checkpoint: 6%
+    warmup = seq2seq_warmup(args)
     train_config = TrainConfig(
         steps=args.steps, out_dir=args.out, lr=lr_scale, clip_norm=None, seed=args.seed,
         log_every=args.log_every, eval_every=args.eval_every, eval_batches=None,
@@ -158,6 +165,7 @@ def translate_with(model: nn.Module, tok: Tokenizer, lines: Sequence[str], beam:
     sources = [[*ids[:longest], tok.sep_id] for ids in tok.encode_batch(list(lines))]
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     out: list[str] = [""] * len(sources)
+    blank = 0  # outputs that start with end-of-sequence
     device = next(model.parameters()).device
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
@@ -166,7 +174,9 @@ def translate_with(model: nn.Module, tok: Tokenizer, lines: Sequence[str], beam:
                  else beam_search(model, ids, mask, beam=beam))
         for i, hyp in zip(chunk, found, strict=True):
             out[i] = tok.decode(hyp.tokens).strip()
+            blank += hyp.tokens[:1] == [tok.sep_id]
     model.train(was_training)
+    warn_blank(blank, len(out))
     return out
 
 
