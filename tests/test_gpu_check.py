@@ -86,3 +86,16 @@ def test_pinned_prefetch_pins_every_tensor_and_keeps_the_rest() -> None:
     assert all(b["ids"].is_pinned() and b["pair"][0].is_pinned() for b in got)
     assert [b["ids"].tolist() for b in got] == [[0, 1, 2], [1, 2, 3]]
     assert pinned({"s": "x"}) == {"s": "x"}
+
+
+def test_bench_device_option() -> None:
+    from plmkit.bench import parse_device
+    from plmkit.errors import UserError
+
+    assert parse_device("cpu") == torch.device("cpu")
+    for name, problem in (("foo", "Expected one of"), ("meta", "runs on cpu or cuda")):
+        with pytest.raises(UserError, match=problem):
+            parse_device(name)
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA device"):
+            parse_device("cuda")

@@ -383,6 +383,19 @@ def autocast(dtype: str, device: torch.device = CPU):
     return torch.autocast(device.type, dtype=DTYPES[dtype])
 
 
+def parse_device(name: str) -> torch.device:
+    """`plmkit bench --device`: a torch device this machine has."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise UserError(f"--device {name!r}: {error}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name!r}: torch sees no CUDA device on this machine")
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {name!r}: plmkit bench runs on cpu or cuda")
+    return device
+
+
 def on_device(model: nn.Module, batch: dict[str, Tensor], device: torch.device
               ) -> tuple[nn.Module, dict[str, Tensor]]:
     """`model` and `batch` moved to `device`."""

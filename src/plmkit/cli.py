@@ -144,10 +144,11 @@ def cmd_bench(args: argparse.Namespace) -> None:
         models = bench.SUITE if args.models == "suite" else args.models.split(",")
         dtypes = tuple(args.dtypes.split(","))
         modes = args.modes.split(",")
+        device = bench.parse_device(args.device)
         peaks = None if args.no_mfu else {
-            d: bench.matmul_peak(d) for d in bench.peak_dtypes(modes, dtypes)}
+            d: bench.matmul_peak(d, device=device) for d in bench.peak_dtypes(modes, dtypes)}
         records = bench.run(models, modes, args.batch_size, args.seq_len, args.reps,
-                            dtypes=dtypes, peaks=peaks, remeasure=True)
+                            dtypes=dtypes, peaks=peaks, remeasure=True, device=device)
         command = "plmkit " + " ".join(sys.argv[1:])
         if args.json:
             bench.write_json(records, args.json, peaks, command)
@@ -489,6 +490,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--no-mfu", action="store_true",
                    help="skip the matmul peak and the FLOP-counted step")
+    p.add_argument("--device", default="cpu",
+                   help="torch device of both sides: cpu (default), cuda, cuda:1")
     p.add_argument("--json", type=Path, help="write the report as JSON")
     p.add_argument("--markdown", type=Path,
                    help="write the report's table into this Markdown file's generated section")
