@@ -3,15 +3,22 @@ named on stderr, and fine-tuning's learning rate follows the model's size."""
 
 from __future__ import annotations
 
+import json
+import random
 from pathlib import Path
 
 import pytest
 
+import plmkit
 import plmkit.seq2seq as seq2seq
+from plmkit.cli import main
+from plmkit.data.builders import read_tweets
 from plmkit.generate import Hypothesis
 from plmkit.models import build, preset_config
 from plmkit.pipeline import PretrainArgs
+from plmkit.tasks.options import default_lr
 from plmkit.tokenizers import train_tokenizer
+from test_tasks_classify import tiny_model_dir
 
 
 @pytest.mark.parametrize(("steps", "warmup", "expected"),
@@ -41,3 +48,23 @@ def test_blank_translations_are_named_on_stderr(monkeypatch: pytest.MonkeyPatch,
     found[0] = Hypothesis([word, tok.sep_id], 0.0)
     seq2seq.translate_with(model, tok, ["a b", "c d"])
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(("preset", "lr"), [("bert-tiny", 1e-3), ("bert-mini", 3e-4),
+                                             ("bert-small", 1e-4), ("bert-base", 3e-5),
+                                             ("bert-large", 3e-5)])
+def test_finetuning_lr_follows_model_size(preset: str, lr: float) -> None:
+    assert default_lr(preset_config(preset)) == lr
+
+
+def test_finetune_without_lr_uses_the_size_default(tmp_path: Path, tweets: list[str]) -> None:
+    rows = random.Random(0).sample(read_tweets(), 64)
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows),
+                     encoding="utf-8")
+    model_dir = tiny_model_dir(tmp_path / "tiny", tweets[:300])
+    assert main(["finetune", "--task", "classify", "--model", str(model_dir), "--train",
+                 str(train), "--out", str(tmp_path / "out"), "--epochs", "1",
+                 "--max-seq-len", "16", "--no-progress"]) == 0
+    options = json.loads((tmp_path / "out" / "finetune.json").read_text())
+    assert options["lr"] == default_lr(plmkit.load(model_dir).config) == 1e-3

@@ -600,7 +600,9 @@ def add_task_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval", type=Path, help="evaluated every epoch; the best model is kept")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--epochs", type=float, default=3.0, help="BERT: 2-4 (default 3)")
-    p.add_argument("--lr", type=float, default=3e-5, help="BERT: 5e-5, 3e-5 or 2e-5")
+    p.add_argument("--lr", type=float, default=None,
+                   help="default by the model's hidden size: 1e-3 up to 128, 3e-4 up to 256, "
+                        "1e-4 up to 512, else BERT's 3e-5")
     p.add_argument("--batch-size", type=_positive, default=32)
     p.add_argument("--max-seq-len", type=_positive, help="default: 128 (squad 384)")
     p.add_argument("--seed", type=int, default=0)

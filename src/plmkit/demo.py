@@ -50,15 +50,13 @@ def finetune_sentiment(model_dir: Path, examples: int, eval_examples: int = 1000
                        ) -> dict[str, float]:
     """Fine-tune the pretrained model on English tweet sentiment (a subset of the fixed splits
     of `plmkit data build --name sentiment-en`); print test accuracy and the majority class's.
-
-    A tiny model takes a larger learning rate than BERT's 2e-5..5e-5 (Turc et al. 2019 search
-    up to 3e-4 for the compact models; at this budget 1e-3 learns fastest)."""
+    The learning rate is `plmkit finetune`'s default for the model's size (`default_lr`)."""
     data = model_dir / "sentiment"
     sizes = (examples, eval_examples, 4 * eval_examples)
     train, dev, test = (subset(p, n, data / p.name)
                         for p, n in zip(sentiment_en(data / "full"), sizes, strict=True))
     print(f"plmkit demo: fine-tuning on {examples} sentiment-labelled tweets -> {data / 'model'}")
-    options = FinetuneOptions(lr=1e-3, epochs=3, max_seq_len=64, patience=1)
+    options = FinetuneOptions(epochs=3, max_seq_len=64, patience=1)
     finetune(make_task(train), model_dir, train, dev, data / "model", options)
     scores = evaluate_dir(data / "model", test)
     majority = majority_accuracy(train, test)

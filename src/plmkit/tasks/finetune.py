@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 import plmkit
 from plmkit.errors import UserError
-from plmkit.tasks.options import FinetuneOptions
+from plmkit.tasks.options import FinetuneOptions, default_lr
 from plmkit.tokenizers import Tokenizer
 from plmkit.training import TrainConfig, Trainer
 
@@ -173,6 +173,8 @@ def finetune(task: Task, model_dir: Path, train: Path, eval: Path | None, out: P
         task.read_eval(eval)  # a bad eval file stops the run now, not after an epoch
     tokenizer = Tokenizer.load(tokenizer_dir(model_dir))
     model = task.build_model(plmkit.load(model_dir))
+    if options.lr is None:
+        options = dataclasses.replace(options, lr=default_lr(model.config))
     data = task.train_batches(tokenizer, options)
     per_epoch = task.steps_per_epoch(options)
     steps = max(1, round(per_epoch * options.epochs))
