@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -57,7 +58,8 @@ def test_finetuning_lr_follows_model_size(preset: str, lr: float) -> None:
     assert default_lr(preset_config(preset)) == lr
 
 
-def test_finetune_without_lr_uses_the_size_default(tmp_path: Path, tweets: list[str]) -> None:
+def test_finetune_without_lr_uses_the_size_default(tmp_path: Path, tweets: list[str],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
     rows = random.Random(0).sample(read_tweets(), 64)
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows),
@@ -68,3 +70,8 @@ def test_finetune_without_lr_uses_the_size_default(tmp_path: Path, tweets: list[
                  "--max-seq-len", "16", "--no-progress"]) == 0
     options = json.loads((tmp_path / "out" / "finetune.json").read_text())
     assert options["lr"] == default_lr(plmkit.load(model_dir).config) == 1e-3
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(tmp_path / "out"), "--eval", str(train)]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    most = Counter(y for _, y in rows).most_common(1)[0][1]
+    assert scores["majority_baseline"] == most / len(rows)  # the eval file's own majority

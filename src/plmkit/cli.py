@@ -262,7 +262,23 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         raise UserError("give --model OUT (or --task squad --predictions PRED.json)")
     from plmkit.tasks.finetune import evaluate_dir
 
-    print(json.dumps(evaluate_dir(args.model, args.eval, args.batch_size)))
+    scores = evaluate_dir(args.model, args.eval, args.batch_size)
+    print(json.dumps({**scores, **majority_baseline(args.model, args.eval)}))
+
+
+def majority_baseline(model_dir: Path, eval: Path) -> dict[str, float]:
+    """A classifier's `majority_baseline`: the accuracy of always answering the eval file's
+    own most frequent label (its training labels are not kept); {} for other tasks."""
+    from collections import Counter
+
+    from plmkit.io import read_native_config
+    from plmkit.tasks.classify import read_examples
+
+    task = read_native_config(model_dir)[2] or {}
+    if task.get("name") != "classify" or not task.get("labels"):
+        return {}
+    labels = Counter(str(e.label) for e in read_examples(eval, need_label=True))
+    return {"majority_baseline": labels.most_common(1)[0][1] / labels.total()}
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
