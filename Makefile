@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,deploy]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) bible-deps
 	$(BIN)/plmkit demo
 
 # The documentation that `plmkit data build --name en-docs` reads (plmkit/data/en_docs.py SOURCES).
@@ -35,13 +35,17 @@ EN_DOCS_PACKAGES := python3-doc linux-doc postgresql-doc default-jdk-doc perl-do
 # Debian packages for the Bible datasets (diatheke reads the public-domain WEB, KJV and
 # Reina-Valera texts), tcmalloc, which the plmkit command preloads (plmkit/allocator.py), and
 # the documentation of the en-docs corpus.
-system-deps:
+# `make demo` installs the first two too: the README's tour builds the Bible datasets.
+.PHONY: bible-deps
+system-deps: bible-deps
+bible-deps:
 	@command -v diatheke >/dev/null && test -d /usr/share/sword/modules/texts/ztext/engKJV2006eb \
 	  && test -d /usr/share/sword/modules/texts/ztext/engWEB2015eb \
 	  && test -d /usr/share/sword/modules/texts/ztext/spaRV1909eb \
 	  && ldconfig -p | grep -q libtcmalloc_minimal.so.4 || { apt-get update -qq \
 	  && apt-get install -y -qq diatheke sword-text-web sword-text-kjv sword-text-sparv \
 	  libtcmalloc-minimal4; }
+system-deps:
 	@dpkg-query -W $(EN_DOCS_PACKAGES) >/dev/null 2>&1 || { apt-get update -qq \
 	  && apt-get install -y -qq --no-install-recommends $(EN_DOCS_PACKAGES); }
 # Chromium, the headless browser that checks the `plmkit serve` page (tests/test_serve.py).
