@@ -368,3 +368,25 @@ def test_invalid_json_in_a_corpus_reads_as_one_sentence(root: Path, tmp_path: Pa
     code, err = run_cli(argv, capsys)
     assert code == 2
     assert "c.jsonl:2: invalid JSON, unterminated string starting at column 10" in one_line(err)
+
+
+def test_a_prepared_corpus_is_a_corpus(root: Path, tmp_path: Path, capsys) -> None:
+    """`data prepare`'s output trains with the tokenizer it was prepared with, and only that."""
+    shards = tmp_path / "shards"
+    assert run_cli(commands(root, shards)["data prepare"], capsys)[0] == 0
+    argv = pretrain_argv(root, tmp_path / "run")
+    argv[argv.index("--corpus") + 1] = str(shards)
+    argv[argv.index("--steps") + 1] = "2"
+    assert run_cli(argv, capsys)[0] == 0
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+    assert not (tmp_path / "run" / "data").exists()  # the prepared shards are used in place
+    no_tok = [a for a in argv if a not in ("--tokenizer", str(root / "tok"))]
+    no_tok[no_tok.index("--out") + 1] = str(tmp_path / "run2")
+    code, err = run_cli(no_tok, capsys)
+    assert code == 2 and "a prepared corpus; give the --tokenizer" in one_line(err)
+    if not (root / "other-tok").exists():
+        train_tokenizer("wordpiece", iter(["other words"] * 20), 100).save(root / "other-tok")
+    other = [*no_tok, "--tokenizer", str(root / "other-tok")]
+    code, err = run_cli(other, capsys)
+    assert code == 2 and "prepared with another tokenizer" in one_line(err)
+    assert not (tmp_path / "run2").exists()

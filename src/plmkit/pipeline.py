@@ -16,7 +16,7 @@ from torch import nn
 
 from plmkit.data.corpus import CorpusStats, read_documents
 from plmkit.data.options import DataOptions
-from plmkit.data.shards import ShardedCorpus, prepare_corpus, source_info
+from plmkit.data.shards import ShardedCorpus, prepare_corpus, prepared_directory, source_info
 from plmkit.errors import UserError
 from plmkit.interop.start import (
     SOURCE_CONFIG,
@@ -123,6 +123,9 @@ def tokenizer_for(args: PretrainArgs, kind: str) -> Tokenizer:
         return checkpoint_tokenizer(args, saved)
     if args.tokenizer is not None:
         tok = Tokenizer.load(args.tokenizer)
+    elif prepared_directory(args.corpus) is not None:
+        raise UserError(f"--corpus {args.corpus[0]}: a prepared corpus; give the --tokenizer "
+                        "it was prepared with")
     else:
         stats = CorpusStats()
         texts = (s for d in read_documents(args.corpus, text_field=args.text_field,
@@ -160,6 +163,12 @@ def prepare(corpus: list[Path], tokenizer: Path | Tokenizer, out: Path,
     """Tokenize `corpus` into memory-mapped shards in `out` (reused while up to date)."""
     tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer.load(tokenizer)
     key = fingerprint(tok) if text_field == "text" else f"{fingerprint(tok)}:{text_field}"
+    if (directory := prepared_directory(corpus)) is not None:  # `plmkit data prepare`'s output
+        shards = ShardedCorpus.open(directory)
+        if shards.meta["fingerprint"] != key:
+            raise UserError(f"--corpus {directory}: prepared with another tokenizer; give the "
+                            "--tokenizer it was prepared with")
+        return shards
     shards = prepare_corpus(corpus, tok, out, fingerprint=key, text_field=text_field,
                             bad_utf8=bad_utf8)
     for message in shards.stats.messages():

@@ -324,6 +324,13 @@ def _close_synced(f: BinaryIO) -> None:
     f.close()
 
 
+def prepared_directory(paths: Sequence[str | Path]) -> Path | None:
+    """The directory of `paths` when they name one corpus that `plmkit data prepare` wrote."""
+    if len(paths) == 1 and Path(paths[0]).is_dir() and _read_meta(Path(paths[0])) is not None:
+        return Path(paths[0])
+    return None
+
+
 def _read_meta(directory: Path) -> dict[str, Any] | None:
     try:
         meta = json.loads((directory / META).read_text(encoding="utf-8"))
