@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,12 @@ def test_schema_seeds_control_and_equal_flops(study: CompareArgs) -> None:
         assert v["pairs"] == 2 and 0.0 < v["p_value"] <= 1.0
     table = (study.out / "results.md").read_text()
     assert "control-bert-tiny_mlm (control)" in table and "electra-tiny > bert-tiny_mlm" in table
+    # the majority class beside every score: the test file's most frequent label
+    with open(study.out.parent / "test.csv", newline="", encoding="utf-8") as f:
+        labels = Counter(row["label"] for row in csv.DictReader(f))
+    share = labels.most_common(1)[0][1] / labels.total()
+    assert data["setup"]["majority_baseline"] == {"classify/classify": pytest.approx(share)}
+    assert "| majority class |" in table and f"{share:.4f}" in table
     for name in ("heldout_vs_flops", "score_vs_flops", "loss_vs_flops"):
         assert (study.out / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
 

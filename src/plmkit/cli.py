@@ -269,16 +269,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def majority_baseline(model_dir: Path, eval: Path) -> dict[str, float]:
     """A classifier's `majority_baseline`: the accuracy of always answering the eval file's
     own most frequent label (its training labels are not kept); {} for other tasks."""
-    from collections import Counter
-
     from plmkit.io import read_native_config
-    from plmkit.tasks.classify import read_examples
+    from plmkit.tasks.classify import majority_share
 
     task = read_native_config(model_dir)[2] or {}
     if task.get("name") != "classify" or not task.get("labels"):
         return {}
-    labels = Counter(str(e.label) for e in read_examples(eval, need_label=True))
-    return {"majority_baseline": labels.most_common(1)[0][1] / labels.total()}
+    return {"majority_baseline": majority_share(eval)}
 
 
 def cmd_predict(args: argparse.Namespace) -> None:

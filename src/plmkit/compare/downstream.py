@@ -58,6 +58,16 @@ def prepare_task(spec: str, out: Path, examples: int) -> tuple[str, dict[str, Pa
     return f"{task}/{name}", paths
 
 
+def majority_baseline(task_key: str, files: dict[str, Path]) -> float | None:
+    """A classification task's majority-class accuracy on the file its scores come from (the
+    test file, else dev); None for other tasks."""
+    from plmkit.tasks.classify import majority_share
+
+    if not task_key.startswith("classify/"):
+        return None
+    return majority_share(files.get("test", files["dev"]))
+
+
 def cut(path: Path, n: int, out_dir: Path) -> Path:
     """The first `n` records of a csv / tsv / jsonl file or sentences of a CoNLL file (other
     formats as they are)."""

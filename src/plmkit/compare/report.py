@@ -98,6 +98,11 @@ def markdown(results: dict[str, Any]) -> str:
     rows = [[a["model"] + (" (control)" if a["control"] else ""), a["objective"],
              f"{a['params'] / 1e6:.2f}M", str(a["steps"]), f"{a['flops'] / 1e15:.4f}",
              *[interval(a["summary"].get(k)) for k in keys]] for a in arms]
+    baselines = setup.get("majority_baseline", {})
+    if baselines:
+        rows.append(["majority class", "", "", "", "",
+                     *[f"{baselines[k.split('/', 1)[1]]:.4f}" if k.split("/", 1)[1] in baselines
+                       else "" for k in keys]])
     seed_rows = [[a["model"], str(s["seed"]), f"{s['final_loss']:.4f}",
                   *[f"{s['scores'][k]:.4f}" if k in s["scores"] else "" for k in keys]]
                  for a in arms for s in a["pretrain_seeds"]]

@@ -23,7 +23,7 @@ from typing import Any
 
 from torch.utils.flop_counter import FlopCounterMode
 
-from plmkit.compare.downstream import finetune_seeds, prepare_task, probe
+from plmkit.compare.downstream import finetune_seeds, majority_baseline, prepare_task, probe
 from plmkit.compare.heldout import HeldOut
 from plmkit.compare.report import write_report
 from plmkit.errors import UserError
@@ -124,7 +124,9 @@ def compare(args: CompareArgs) -> dict[str, Any]:
     heldout = HeldOut(args.heldout, tokenizer, args.out / "heldout", args.batch_size,
                       args.seq_len, args.heldout_batches) if args.heldout else None
     arms = [run_arm(entry, args, tokenizer, tasks, heldout) for entry in entries]
-    return write_report(arms, claims, setup(args), args.out)
+    baselines = {key: b for key, files in tasks
+                 if (b := majority_baseline(key, files)) is not None}
+    return write_report(arms, claims, {**setup(args), "majority_baseline": baselines}, args.out)
 
 
 def check_args(args: CompareArgs) -> list[Entry]:

@@ -9,6 +9,7 @@ Metrics: `accuracy`, `macro_f1` (regression: `mse`, `pearson`).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,6 +203,12 @@ def make_task(train: Path | None = None, saved: Mapping[str, Any] | None = None,
         raise UserError(f"{train}: only one label {labels}; classification needs two or more "
                         "(use --regression for numeric targets)")
     return ClassifyTask(labels, pooling, examples, train)
+
+
+def majority_share(path: Path) -> float:
+    """The accuracy of always answering the most frequent label of `path`."""
+    labels = Counter(str(e.label) for e in read_examples(path, need_label=True))
+    return labels.most_common(1)[0][1] / labels.total()
 
 
 def read_examples(path: Path, need_label: bool, text_lines: bool = False) -> list[Example]:
