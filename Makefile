@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench clean system-deps
+.PHONY: demo test test-all lint bench clean system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,12 +54,14 @@ system-deps: browser-deps
 browser-deps:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 
+# `make test` leaves out the tests marked slow (minutes each); `make test-all` runs them too.
 test: $(STAMP) system-deps
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/pytest -q
-
-test-fast: $(STAMP) system-deps
 	$(BIN)/pytest -q -m "not slow"
+
+test-all: $(STAMP) system-deps
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

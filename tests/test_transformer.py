@@ -220,6 +220,7 @@ def bible_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     return root / "run", splits, [short, records]
 
 
+@pytest.mark.slow  # 200 training steps: about 1-2 minutes
 def test_tiny_transformer_learns_real_verse_pairs(bible_run) -> None:
     run, splits, (short, records) = bible_run
     losses = [r["loss"] for r in records]
