@@ -566,7 +566,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-examples", type=int, default=2000,
                    help="training records per task (0: all)")
     p.add_argument("--finetune-epochs", type=float, default=2.0)
-    p.add_argument("--finetune-lr", type=float, default=1e-3)
+    p.add_argument("--finetune-lr", type=float,
+                   help="default: by model size, as plmkit finetune (tasks.options.default_lr)")
     p.add_argument("--progress", action="store_true", help="progress bars")
 
     _add(sub, "env", "print versions, threads and the memory allocator in use as JSON",

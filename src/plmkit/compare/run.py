@@ -108,7 +108,7 @@ class CompareArgs:
     lr: float = 1e-3
     finetune_examples: int = 2000
     finetune_epochs: float = 2.0
-    finetune_lr: float = 1e-3
+    finetune_lr: float | None = None  # None: by model size (tasks.options.default_lr)
     overwrite: bool = False
     progress: bool = False
 
