@@ -98,3 +98,15 @@ def test_fake_tokenizer_splits_long_words_into_continuation_pieces() -> None:
 def test_tweets_are_real_and_some_are_not_utf8() -> None:
     assert len(tweets()) > 30_000
     assert len(raw_tweets()) > len(tweets())
+
+
+def test_tweet_datasets_are_clean_and_their_splits_disjoint(tmp_path: Path) -> None:
+    """No U+FFFD from the source's mangled bytes, and no tweet in two splits of sentiment-en."""
+    from plmkit.data.builders import read_tweets, sentiment_en
+
+    rows = read_tweets()
+    assert len(rows) > 30_000 and not any("\ufffd" in text for text, _ in rows)
+    assert len({text for text, _ in rows}) == len(rows)
+    splits = [{row["text"] for row in csv.DictReader(io.StringIO(path.read_text("utf-8")))}
+              for path in sentiment_en(tmp_path)]
+    assert all(not (a & b) for i, a in enumerate(splits) for b in splits[i + 1:])

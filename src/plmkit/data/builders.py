@@ -29,10 +29,21 @@ def tweets_csv() -> Path:
 
 
 def read_tweets() -> list[tuple[str, str]]:
-    """(text, label) pairs, label in negative / neutral / positive; undecodable bytes replaced."""
-    with open(tweets_csv(), encoding="utf-8", errors="replace", newline="") as f:
-        return [(row["text"].strip(), row["sentiment"]) for row in csv.DictReader(f)
-                if row["text"].strip()]
+    """(text, label) pairs, label in negative / neutral / positive, in the file's order.
+
+    Bytes that are not UTF-8 (emoji the source file mangled) are dropped rather than shown as
+    U+FFFD, whitespace is collapsed, and a text that occurs more than once is kept once (not at
+    all when its copies disagree on the label), so that no tweet lands in two splits."""
+    with open(tweets_csv(), encoding="utf-8", errors="ignore", newline="") as f:
+        rows = [(" ".join(row["text"].split()), row["sentiment"]) for row in csv.DictReader(f)]
+    labels: dict[str, set[str]] = {}
+    for text, label in rows:
+        labels.setdefault(text, set()).add(label)
+    kept: dict[str, str] = {}
+    for text, label in rows:
+        if text and len(labels[text]) == 1:
+            kept.setdefault(text, label)
+    return list(kept.items())
 
 
 def tweets_corpus(out_dir: Path, *, tweets_per_document: int = 8, heldout: float = 0.05,
