@@ -33,7 +33,7 @@ EN_DOCS_PACKAGES := python3-doc linux-doc postgresql-doc default-jdk-doc perl-do
   postgis-doc docutils-doc debian-reference-en debian-policy developers-reference debian-faq \
   vim-runtime
 # Debian packages for the Bible datasets (diatheke reads the public-domain WEB, KJV and
-# Reina-Valera texts), tcmalloc, which the plmkit command preloads (plmkit/allocator.py), and
+# Reina-Valera texts), tcmalloc, which the plmkit command preloads (plmkit/training/allocator.py), and
 # the documentation of the en-docs corpus.
 # `make demo` installs the first two too: the README's tour builds the Bible datasets.
 .PHONY: bible-deps

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from torch.profiler import ProfilerActivity, profile
 
-from plmkit.bench import (
+from plmkit.bench.suite import (
     bench_batch,
     interleaved,
     matmul_peak,

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from plmkit.bench import bench_batch, steps, twins
+from plmkit.bench.suite import bench_batch, steps, twins
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from plmkit import bench
+from plmkit.bench import suite as bench
 from plmkit.models import build, get_family, preset_config
 from plmkit.objectives import get_objective
 

@@ -12,7 +12,7 @@ import argparse
 
 from torch.profiler import ProfilerActivity, profile
 
-from plmkit.bench import bench_batch, infer_steps, train_steps, twins
+from plmkit.bench.suite import bench_batch, infer_steps, train_steps, twins
 
 
 def main() -> None:

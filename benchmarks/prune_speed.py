@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from plmkit.prune import count_parameters, prunable
+from plmkit.deploy.prune import count_parameters, prunable
 from plmkit.tasks.classify import read_examples
 from plmkit.tasks.finetune import FinetuneOptions, load_finetuned
 

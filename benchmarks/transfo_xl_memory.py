@@ -30,10 +30,10 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import plmkit
-from plmkit import compare
 from plmkit.data.bible import chapter_splits, read_bible
+from plmkit.jobs import compare
+from plmkit.jobs.pretrain import PretrainArgs, pretrain
 from plmkit.objectives.clm import LMEvaluation, evaluate_sliding, evaluate_with_memory
-from plmkit.pipeline import PretrainArgs, pretrain
 from plmkit.tokenizers import Tokenizer
 
 METHODS = ("memory", "sliding")

@@ -1,6 +1,6 @@
 """Decoding tokens/s of a plmkit Transformer: greedy and beam search with the key/value cache
 against recomputing the whole prefix at every step (`use_cache=False`), and transformers'
-`MarianMTModel.generate` on the same weights (`plmkit.bench.marian_twin`) for reference; all
+`MarianMTModel.generate` on the same weights (`plmkit.bench.suite.marian_twin`) for reference; all
 interleaved in one process, medians of `--reps`.
 
     .venv/bin/python benchmarks/transformer_decoding.py --model runs/en-es \
@@ -21,10 +21,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from plmkit.bench import marian_twin
+from plmkit.bench.suite import marian_twin
 from plmkit.data.parallel import read_pairs
-from plmkit.generate import ALPHA, MAX_EXTRA, beam_search, greedy
-from plmkit.seq2seq import _padded, load_translator
+from plmkit.deploy.generate import ALPHA, MAX_EXTRA, beam_search, greedy
+from plmkit.jobs.seq2seq import _padded, load_translator
 
 Run = Callable[[], int]  # decodes every batch, returns the number of generated tokens
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from plmkit.pipeline import PretrainArgs, pretrain
+from plmkit.jobs.pretrain import PretrainArgs, pretrain
 
 TRAIN_TWEETS = 1800  # the rest of the `tweets` fixture (2000) is held out
 

@@ -13,6 +13,7 @@ import transformers
 
 import plmkit
 from conftest import randomize
+from plmkit.jobs.pretrain import PretrainArgs, trainer_for
 from plmkit.models.albert import PRESETS, Albert, AlbertConfig
 from plmkit.objectives.masking import (
     MaskingSpec,
@@ -21,7 +22,6 @@ from plmkit.objectives.masking import (
     ngram_probs,
     ngram_units,
 )
-from plmkit.pipeline import PretrainArgs, trainer_for
 from plmkit.tokenizers import train_tokenizer
 
 TINY = {"vocab_size": 99, "embedding_size": 16, "hidden_size": 32, "num_layers": 4,

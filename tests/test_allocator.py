@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from plmkit import allocator
+from plmkit.training import allocator
 
 PLMKIT = Path(sys.executable).with_name("plmkit")
 

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from plmkit import bench
+from plmkit.bench import suite as bench
 from plmkit.errors import UserError
 from plmkit.models import get_family
 from plmkit.objectives import get_objective, plm

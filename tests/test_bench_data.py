@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from plmkit import bench_data
+from plmkit.bench import data as bench_data
 from plmkit.data.bert import FIELDS, BertInstanceConfig
 from plmkit.data.options import DataOptions
 from plmkit.data.shards import prepare_corpus
-from plmkit.pipeline import fingerprint
+from plmkit.jobs.pretrain import fingerprint
 from plmkit.tokenizers import Tokenizer, train_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -10,8 +10,8 @@ import pytest
 
 from plmkit.cli import DATASET_FILES, main
 from plmkit.data.builders import TASK_DATASETS, build_dataset
+from plmkit.jobs.pretrain import PretrainArgs
 from plmkit.models.registry import all_presets
-from plmkit.pipeline import PretrainArgs
 
 # Builders that need only PyPI packages and take seconds (the Bible ones need Debian's
 # diatheke and en-docs minutes: their files are those of `bible_*` / `build_en_docs`).

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import plmkit
+from plmkit.jobs.pretrain import PretrainArgs, pretrain
 from plmkit.objectives.clm import CausalLM, evaluate_sliding, evaluate_with_memory
-from plmkit.pipeline import PretrainArgs, pretrain
 from plmkit.tokenizers import Tokenizer
 
 

@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from plmkit.cli import main
-from plmkit.compare import CompareArgs, compare, cut, parse_entry, pretrain_args
-from plmkit.compare.report import claim_verdicts
-from plmkit.compare.run import setup
-from plmkit.compare.stats import sign_flip_p, t_interval, t_quantile
 from plmkit.data.builders import build_dataset
 from plmkit.errors import UserError
+from plmkit.jobs.compare import CompareArgs, compare, cut, parse_entry, pretrain_args
+from plmkit.jobs.compare.report import claim_verdicts
+from plmkit.jobs.compare.run import setup
+from plmkit.jobs.compare.stats import sign_flip_p, t_interval, t_quantile
 from plmkit.tokenizers import Tokenizer
 
 
@@ -132,7 +132,7 @@ def test_one_fixed_mask_set_for_every_arm(study: CompareArgs, tmp_path: Path) ->
     the same positions and replacements, and scoring a saved model on them reproduces the
     score its run logged."""
     import plmkit
-    from plmkit.compare.heldout import HeldOut
+    from plmkit.jobs.compare.heldout import HeldOut
 
     saved = HeldOut(study.heldout, study.out / "tokenizer", study.out / "heldout", 8, 32, 2)
     again = HeldOut(study.heldout, study.out / "tokenizer", tmp_path, 8, 32, 2)
@@ -257,7 +257,7 @@ def test_paired_test_and_verdicts() -> None:
 
 
 def test_probe_fits_a_separable_task() -> None:
-    from plmkit.compare.downstream import fit_probe
+    from plmkit.jobs.compare.downstream import fit_probe
 
     gen = torch.Generator().manual_seed(0)
     x = {k: torch.randn(n, 5, generator=gen, dtype=torch.float64)

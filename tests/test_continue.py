@@ -21,7 +21,7 @@ from plmkit.cli import main
 from plmkit.data.bible import build_bible_corpus, chapter_splits, read_bible
 from plmkit.errors import UserError
 from plmkit.interop.start import export_hf
-from plmkit.pipeline import CONTINUED_LR, PretrainArgs, pretrain, setup, trainer_for
+from plmkit.jobs.pretrain import CONTINUED_LR, PretrainArgs, pretrain, setup, trainer_for
 from plmkit.tokenizers import Tokenizer, train_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 import plmkit
-import plmkit.seq2seq as seq2seq
+import plmkit.jobs.seq2seq as seq2seq
 from plmkit.cli import main
 from plmkit.data.builders import read_tweets
-from plmkit.generate import Hypothesis
+from plmkit.deploy.generate import Hypothesis
+from plmkit.jobs.pretrain import PretrainArgs
 from plmkit.models import build, preset_config
-from plmkit.pipeline import PretrainArgs
 from plmkit.tasks.options import default_lr
 from plmkit.tokenizers import train_tokenizer
 from test_tasks_classify import tiny_model_dir

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from plmkit import bench
+from plmkit.bench import serve as serve_bench
+from plmkit.bench import suite as bench
 from plmkit.cli import main
-from plmkit.deploy import bench as serve_bench
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -16,8 +16,8 @@ import torch
 
 import plmkit
 from plmkit.cli import main
+from plmkit.deploy.serve import Server, make_server
 from plmkit.errors import UserError
-from plmkit.serve import Server, make_server
 from plmkit.tasks.embed import EmbeddingSetup, embed, embed_dir, embedding_setup
 from plmkit.tokenizers import Tokenizer
 

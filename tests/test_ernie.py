@@ -21,6 +21,7 @@ from plmkit.data.builders import build_dataset
 from plmkit.data.corpus import split_sentences
 from plmkit.data.ernie import Segmenter, peoples_daily_entities, token_flags
 from plmkit.errors import UserError
+from plmkit.jobs.pretrain import PretrainArgs, trainer_for
 from plmkit.models.ernie import PRESETS, Ernie, ErnieConfig
 from plmkit.objectives.masking import (
     MaskingSpec,
@@ -30,7 +31,6 @@ from plmkit.objectives.masking import (
     word_starts,
     word_units,
 )
-from plmkit.pipeline import PretrainArgs, trainer_for
 from plmkit.tokenizers import Tokenizer, train_tokenizer
 
 TINY = {"vocab_size": 99, "hidden_size": 32, "num_layers": 2, "num_heads": 4,

@@ -18,8 +18,8 @@ from torch import nn
 import plmkit
 from plmkit.cli import main
 from plmkit.data.builders import peoples_daily_sentences, read_tweets
+from plmkit.deploy.fill_mask import fill_mask
 from plmkit.errors import UserError
-from plmkit.fill_mask import fill_mask
 from plmkit.interop.hf import save_hf
 from plmkit.models import build, preset_config
 from plmkit.tasks.classify import SequenceClassifier

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from plmkit.data.parallel import TokenBatches
-from plmkit.generate import beam_search, greedy, length_penalty
+from plmkit.deploy.generate import beam_search, greedy, length_penalty
 from plmkit.models.transformer import Transformer, TransformerConfig
 from plmkit.objectives.seq2seq import Seq2Seq
 

@@ -89,7 +89,7 @@ def test_pinned_prefetch_pins_every_tensor_and_keeps_the_rest() -> None:
 
 
 def test_bench_device_option() -> None:
-    from plmkit.bench import parse_device
+    from plmkit.bench.suite import parse_device
     from plmkit.errors import UserError
 
     assert parse_device("cpu") == torch.device("cpu")

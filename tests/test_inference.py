@@ -1,4 +1,4 @@
-"""The fast inference path (`plmkit.inference.optimize`): bf16 weights, compiled with frozen
+"""The fast inference path (`plmkit.deploy.inference.optimize`): bf16 weights, compiled with frozen
 weights, the same outputs as the eager float32 model up to bf16 rounding; int8 Linear layers
 that keep a fine-tuned classifier's labels."""
 
@@ -12,8 +12,8 @@ import plmkit
 from finetuned_tiny import TRAIN, finetuned_classifier_dir, labelled_tweets
 from plmkit import build, preset_config
 from plmkit.cli import main
+from plmkit.deploy.inference import optimize
 from plmkit.errors import UserError
-from plmkit.inference import optimize
 from plmkit.tasks.finetune import tokenizer_dir
 from plmkit.tokenizers import Tokenizer, train_tokenizer
 

@@ -16,8 +16,8 @@ import torch
 import plmkit
 from conftest import randomize
 from plmkit.cli import main
-from plmkit.fill_mask import fill_mask
-from plmkit.inspect import (
+from plmkit.deploy.fill_mask import fill_mask
+from plmkit.deploy.inspect import (
     attention_maps,
     attention_modules,
     attention_weights,
@@ -197,7 +197,7 @@ def test_generate_cli_continues_a_learned_pattern(pretrained_bert: Path, tmp_pat
 def test_generate_cli_runs_a_seq2seq_model_by_beam_search(pretrained_bert: Path, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]
                                                           ) -> None:
-    from plmkit.seq2seq import translate_with
+    from plmkit.jobs.seq2seq import translate_with
 
     tok = Tokenizer.load(tokenizer_dir(pretrained_bert))
     torch.manual_seed(0)

@@ -12,6 +12,7 @@ import torch
 from plmkit.data.options import DataOptions
 from plmkit.data.shards import ShardedCorpus
 from plmkit.data.xlnet import XLNetDataConfig
+from plmkit.jobs.pretrain import PretrainArgs, prepare, pretrain
 from plmkit.models import build, preset_config
 from plmkit.nn.rel_attention import attention_masks
 from plmkit.objectives import get_objective
@@ -23,7 +24,6 @@ from plmkit.objectives.plm import (
     span_targets,
     target_mapping,
 )
-from plmkit.pipeline import PretrainArgs, prepare, pretrain
 from plmkit.tokenizers import Tokenizer, train_tokenizer
 
 

@@ -11,7 +11,7 @@ import safetensors.torch
 import torch
 
 import plmkit
-from plmkit.pipeline import PretrainArgs, pretrain, trainer_for
+from plmkit.jobs.pretrain import PretrainArgs, pretrain, trainer_for
 from plmkit.tokenizers import train_tokenizer
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from plmkit.cli import main, parser
-from plmkit.compare import parse_entry
-from plmkit.pipeline import PretrainArgs, tokenizer_vocab_size, trainer_for
+from plmkit.jobs.compare import parse_entry
+from plmkit.jobs.pretrain import PretrainArgs, tokenizer_vocab_size, trainer_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

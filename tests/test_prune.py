@@ -16,15 +16,15 @@ import torch
 import plmkit
 from conftest import randomize
 from plmkit.cli import main
-from plmkit.errors import UserError
-from plmkit.models import build, preset_config
-from plmkit.prune import (
+from plmkit.deploy.prune import (
     count_parameters,
     least_important,
     parse_heads,
     prunable,
     prune_heads,
 )
+from plmkit.errors import UserError
+from plmkit.models import build, preset_config
 from plmkit.tasks import build_task_model
 from pretrained_tiny import pretrained_bert_dir
 

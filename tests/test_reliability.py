@@ -25,8 +25,8 @@ from torch import Tensor, nn
 from plmkit.cli import main
 from plmkit.errors import UserError
 from plmkit.io import save_model
+from plmkit.jobs.pretrain import PretrainArgs, pretrain
 from plmkit.models import build, preset_config
-from plmkit.pipeline import PretrainArgs, pretrain
 from plmkit.tokenizers import train_tokenizer
 from plmkit.training import TrainConfig, Trainer, list_checkpoints
 from plmkit.training.checkpoint import MANIFEST, TRAINER_STATE, check_config, verify_checkpoint

@@ -12,8 +12,8 @@ from transformers.models.roberta.modeling_roberta import RobertaEmbeddings
 
 import plmkit
 from conftest import randomize
+from plmkit.jobs.pretrain import PretrainArgs, trainer_for
 from plmkit.models.roberta import PRESETS, Roberta, RobertaConfig, position_ids
-from plmkit.pipeline import PretrainArgs, trainer_for
 from plmkit.tokenizers import Tokenizer
 
 TINY = {"vocab_size": 99, "hidden_size": 32, "num_layers": 2, "num_heads": 4,

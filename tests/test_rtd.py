@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import plmkit
+from plmkit.jobs.pretrain import PretrainArgs, trainer_for
 from plmkit.models.electra import Electra, ElectraConfig
 from plmkit.objectives import get_objective
 from plmkit.objectives.masking import MaskingSpec, mask_batch
@@ -21,7 +22,6 @@ from plmkit.objectives.rtd import (
     sample_tokens,
     scatter_predictions,
 )
-from plmkit.pipeline import PretrainArgs, trainer_for
 
 TINY = {"vocab_size": 99, "hidden_size": 32, "num_layers": 2, "num_heads": 4,
         "intermediate_size": 37, "max_positions": 64, "embedding_size": 16}

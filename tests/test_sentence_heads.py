@@ -13,8 +13,8 @@ import plmkit
 import plmkit.objectives as objectives  # first: plmkit.data.bert alone hits an import cycle
 from plmkit.data.options import DataOptions
 from plmkit.data.shards import ShardedCorpus, prepare_corpus
+from plmkit.jobs.pretrain import PretrainArgs, pretrain
 from plmkit.nn.heads import SentenceHead
-from plmkit.pipeline import PretrainArgs, pretrain
 from plmkit.tokenizers import Tokenizer, train_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -25,9 +25,9 @@ import pytest
 
 import plmkit
 from plmkit.cli import main
-from plmkit.fill_mask import fill_mask
+from plmkit.deploy.fill_mask import fill_mask
+from plmkit.deploy.serve import MAX_BODY, Server, make_server
 from plmkit.io import save_model
-from plmkit.serve import MAX_BODY, Server, make_server
 from plmkit.tasks import build_task_model
 from plmkit.tasks.embed import embed
 from plmkit.tasks.finetune import TOKENIZER_DIR, tokenizer_dir

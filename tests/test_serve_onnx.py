@@ -20,7 +20,7 @@ from finetuned_tiny import finetuned_classifier_dir, labelled_tweets
 from plmkit.cli import main
 from plmkit.deploy.backend import load
 from plmkit.deploy.onnx import export_onnx
-from plmkit.serve import Server, make_server
+from plmkit.deploy.serve import Server, make_server
 from test_serve import request
 
 pytestmark = pytest.mark.usefixtures("one_thread")

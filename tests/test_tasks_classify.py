@@ -11,9 +11,9 @@ import pytest
 
 import plmkit
 from plmkit.data.builders import sentiment_en
-from plmkit.demo import majority_accuracy, subset
 from plmkit.errors import UserError
 from plmkit.io import save_model
+from plmkit.jobs.demo import majority_accuracy, subset
 from plmkit.models import build, preset_config
 from plmkit.tasks.classify import (
     SequenceClassifier,

@@ -13,14 +13,14 @@ from torch import nn
 
 from conftest import randomize
 from plmkit.data.parallel import IGNORE, build_bible_pairs, read_pairs
+from plmkit.jobs.pretrain import PretrainArgs
+from plmkit.jobs.seq2seq import score, seq2seq_trainer, translate
 from plmkit.models import get_family, preset_config
 from plmkit.models.transformer import Transformer, TransformerConfig
 from plmkit.nn.decoder import DecoderBlock
 from plmkit.nn.positions import sinusoidal_positions, sinusoids
 from plmkit.objectives import get_objective
 from plmkit.objectives.seq2seq import label_smoothed_loss
-from plmkit.pipeline import PretrainArgs
-from plmkit.seq2seq import score, seq2seq_trainer, translate
 from plmkit.training.optim import inverse_sqrt
 
 SMALL = {"vocab_size": 60, "hidden_size": 32, "num_layers": 2, "num_heads": 4,

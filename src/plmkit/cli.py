@@ -80,8 +80,8 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
 
 
 def cmd_data_prepare(args: argparse.Namespace) -> None:
+    from plmkit.jobs.pretrain import prepare
     from plmkit.outputs import staged
-    from plmkit.pipeline import prepare
 
     _claim(args, "data prepare", *args.corpus, args.tokenizer)
     with staged(args.out, "data prepare") as tmp:
@@ -93,14 +93,14 @@ def cmd_data_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    from plmkit.pipeline import PretrainArgs, pretrain
+    from plmkit.jobs.pretrain import PretrainArgs, pretrain
 
     options = {k: v for k, v in vars(args).items() if k not in ("handler", "command")}
     pretrain(PretrainArgs(**options))
 
 
 def cmd_translate(args: argparse.Namespace) -> None:
-    from plmkit.seq2seq import translate
+    from plmkit.jobs.seq2seq import translate
 
     lines = (args.input.read_text(encoding="utf-8") if args.input else sys.stdin.read())
     for line in translate(args.model, lines.splitlines(), beam=args.beam):
@@ -108,7 +108,7 @@ def cmd_translate(args: argparse.Namespace) -> None:
 
 
 def cmd_chat(args: argparse.Namespace) -> None:
-    from plmkit.seq2seq import chat
+    from plmkit.jobs.seq2seq import chat
 
     chat(args.model, beam=args.beam)
 
@@ -123,13 +123,13 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from plmkit import bench
+    from plmkit.bench import suite as bench
 
     for out in (args.json, args.markdown):  # before a run of minutes, not after it
         if out is not None and not out.parent.is_dir():
             raise UserError(f"{out}: no such directory {out.parent}")
     if args.data:
-        from plmkit import bench_data
+        from plmkit.bench import data as bench_data
 
         presets = ["bert-mini", "bert-base"] if args.models == "suite" else args.models.split(",")
         data, loader = bench_data.run_data(args.data, args.tokenizer, presets, args.seq_len,
@@ -161,11 +161,11 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def bench_serve(args: argparse.Namespace) -> None:
-    """`plmkit bench --modes serve` (plmkit/deploy/bench.py)."""
+    """`plmkit bench --modes serve` (plmkit/bench/serve.py)."""
     import tempfile
 
-    from plmkit import bench
-    from plmkit.deploy import bench as serve_bench
+    from plmkit.bench import serve as serve_bench
+    from plmkit.bench import suite as bench
 
     if args.modes != "serve" or args.from_json or args.markdown:
         raise UserError("--modes serve runs alone, without --from-json and --markdown")
@@ -215,7 +215,7 @@ def export_onnx(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from plmkit.demo import run_demo
+    from plmkit.jobs.demo import run_demo
 
     run_demo(args.out, steps=args.steps, finetune_examples=args.finetune_examples)
 
@@ -313,7 +313,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from plmkit.compare import CompareArgs, compare
+    from plmkit.jobs.compare import CompareArgs, compare
 
     kind, amount = args.budget
     try:
@@ -339,7 +339,8 @@ def cmd_env(args: argparse.Namespace) -> None:
 
     import torch
 
-    from plmkit import __version__, allocator
+    from plmkit import __version__
+    from plmkit.training import allocator
 
     print(json.dumps({"plmkit": __version__, "torch": torch.__version__,
                       "python": platform.python_version(), "threads": torch.get_num_threads(),
@@ -496,7 +497,7 @@ def parser() -> argparse.ArgumentParser:
                    help="comma-separated presets, or `suite`: every family at tiny, small, base")
     p.add_argument("--modes", default="train,infer",
                    help="train, train-foreach, train-defaults, train-compiled, infer, "
-                        "infer-compiled, or serve alone (plmkit/bench.py MODES)")
+                        "infer-compiled, or serve alone (plmkit/bench/suite.py MODES)")
     p.add_argument("--dtypes", default="float32", help="float32, bfloat16 (autocast, both sides)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=128)
@@ -692,7 +693,7 @@ def cmd_attention(args: argparse.Namespace) -> None:
     import numpy as np
 
     import plmkit
-    from plmkit.inspect import attention_maps, plot_attention
+    from plmkit.deploy.inspect import attention_maps, plot_attention
     from plmkit.tasks.finetune import tokenizer_dir
     from plmkit.tokenizers import Tokenizer
 
@@ -706,7 +707,7 @@ def cmd_attention(args: argparse.Namespace) -> None:
 
 
 def cmd_prune(args: argparse.Namespace) -> None:
-    from plmkit.prune import parse_heads, prune_dir
+    from plmkit.deploy.prune import parse_heads, prune_dir
 
     heads = parse_heads(args.heads) if args.heads is not None else None
     result = prune_dir(args.model, args.out, heads, args.fraction, args.data)
@@ -718,7 +719,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
 
 
 def cmd_fill_mask(args: argparse.Namespace) -> None:
-    from plmkit.fill_mask import fill_mask, fill_mask_lines, format_predictions, load_mlm
+    from plmkit.deploy.fill_mask import fill_mask, fill_mask_lines, format_predictions, load_mlm
     from plmkit.tasks.finetune import tokenizer_dir
     from plmkit.tokenizers import Tokenizer
 
@@ -739,8 +740,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
     import torch
 
     import plmkit
-    from plmkit.generate import generate_causal
-    from plmkit.seq2seq import translate_with
+    from plmkit.deploy.generate import generate_causal
+    from plmkit.jobs.seq2seq import translate_with
     from plmkit.tasks.finetune import tokenizer_dir
     from plmkit.tokenizers import Tokenizer
 
@@ -768,7 +769,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from plmkit.serve import serve
+    from plmkit.deploy.serve import serve
 
     serve(args.model, args.host, args.port, args.backend, args.int8)
 
@@ -934,7 +935,7 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `plmkit` console script (`argv` None: the process's own arguments,
-    and the process may re-execute itself with a fast allocator, `plmkit.allocator`)."""
+    and the process may re-execute itself with a fast allocator, `plmkit.training.allocator`)."""
     try:
         return _run(argv)
     except KeyboardInterrupt:  # during start-up, before a command could save anything
@@ -944,7 +945,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(argv: Sequence[str] | None) -> int:
     if argv is None:
-        from plmkit.allocator import reexec_with_fast_allocator
+        from plmkit.training.allocator import reexec_with_fast_allocator
 
         reexec_with_fast_allocator(sys.argv[1:])
     args = parser().parse_args(argv)

@@ -1,5 +1,5 @@
 """What runs a model for `plmkit serve`, `predict` and `embed` (`--backend`, `--int8`): torch
-(plmkit's own model, int8 through `plmkit.inference.optimize`) or onnxruntime on an exported
+(plmkit's own model, int8 through `plmkit.deploy.inference.optimize`) or onnxruntime on an exported
 directory (`OnnxModule`, its int8 graph with `--int8`). Either way the result is called as a
 plmkit model is, so tokenisation, batching, pooling, task decoding and the HTTP routes are the
 same code for both."""
@@ -62,8 +62,8 @@ def load(model_dir: Path, backend: str = "torch", int8: bool = False) -> Loaded:
         model: nn.Module = module
     elif backend == "torch":
         import plmkit
+        from plmkit.deploy.inference import optimize
         from plmkit.deploy.onnx import INFO
-        from plmkit.inference import optimize
 
         if (model_dir / INFO).is_file():
             raise UserError(f"--model {model_dir}: an ONNX export; run it with --backend onnx")

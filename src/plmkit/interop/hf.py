@@ -47,7 +47,8 @@ def load_hf(directory: str | Path, parts: Mapping[str, Path] | None = None) -> n
 
     The config is checked against the weight files' headers before the model is allocated
     (`plmkit.interop.preflight`). `model.fresh_weights` names the tensors no file held (heads
-    that keep their fresh initialisation; `plmkit.fill_mask` refuses an untrained MLM head)."""
+    that keep their fresh initialisation; `plmkit.deploy.fill_mask` refuses an untrained MLM
+    head)."""
     model, fresh = load_hf_fresh(directory, parts)
     model.fresh_weights = frozenset(fresh)
     return model

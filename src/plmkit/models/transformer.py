@@ -5,7 +5,7 @@ sums, attention weights and sub-layer outputs. One embedding matrix over a joint
 serves as source embedding, target embedding and pre-softmax projection (section 3.4).
 
 The model exposes `encode` and `decode` (with an optional `DecoderCache` for one-step
-incremental decoding); `plmkit.generate` runs greedy and beam search on them.
+incremental decoding); `plmkit.deploy.generate` runs greedy and beam search on them.
 """
 
 from __future__ import annotations

@@ -57,7 +57,6 @@ from torch import Tensor, nn
 
 from plmkit import io
 from plmkit.errors import Interrupted, UserError
-from plmkit.precision import fast_bf16
 from plmkit.training.checkpoint import (
     CHECKPOINTS,
     TRAINER_STATE,
@@ -75,6 +74,7 @@ from plmkit.training.checkpoint import (
 )
 from plmkit.training.distributed import Dist, RankSlice
 from plmkit.training.optim import OPTIMIZERS, Schedule, build_optimizer, linear_warmup_decay
+from plmkit.training.precision import fast_bf16
 from plmkit.training.prefetch import Prefetch, pins_memory
 from plmkit.training.progress import Progress, TensorBoard
 

@@ -99,8 +99,8 @@ def arms(model_dir: Path, onnx_dir: Path, inputs: tuple[torch.Tensor, ...],
     """One forward call of each arm on `inputs` (ids, mask, segments; each (B, S)); the
     optimised plmkit arms compiled unless `compile` is False."""
     import plmkit
+    from plmkit.deploy.inference import optimize
     from plmkit.deploy.onnx import OnnxModel
-    from plmkit.inference import optimize
 
     model = plmkit.load(model_dir).eval()
     threads = torch.get_num_threads()

@@ -1,6 +1,6 @@
 """Attention head pruning (`plmkit prune`): remove heads physically (smaller query, key, value
 and output matrices), chosen by hand (`--heads 0:1,3:5`) or as the least important fraction
-by Michel et al. (2019)'s gradient score (`plmkit.inspect.head_importance`), ranked across
+by Michel et al. (2019)'s gradient score (`plmkit.deploy.inspect.head_importance`), ranked across
 all layers after each layer's scores are normalized, never a layer's last head.
 
 A pruned plmkit model saves and loads pruned (`MultiHeadAttention.kept_heads`); exported to
@@ -19,8 +19,8 @@ from pathlib import Path
 from torch import Tensor, nn
 
 import plmkit
+from plmkit.deploy.inspect import attention_modules, backbone_of, head_importance
 from plmkit.errors import UserError
-from plmkit.inspect import attention_modules, backbone_of, head_importance
 from plmkit.io import save_model
 from plmkit.nn.attention import MultiHeadAttention
 from plmkit.tasks.finetune import (

@@ -190,7 +190,7 @@ class Service:
         return _in_order(payloads, out)
 
     def _fill_mask(self, payloads: list[dict[str, Any]]) -> list[Any]:
-        from plmkit.fill_mask import fill_mask
+        from plmkit.deploy.fill_mask import fill_mask
 
         k = max(p["top_k"] for p in payloads)
         found = fill_mask(self.model, self.tokenizer, [p["text"] for p in payloads], k,
@@ -550,7 +550,7 @@ def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8000, backend: s
 
 
 def index_html() -> bytes:
-    return resources.files("plmkit").joinpath("static/index.html").read_bytes()
+    return resources.files("plmkit.deploy").joinpath("static/index.html").read_bytes()
 
 
 def openapi(service: Service) -> dict[str, Any]:

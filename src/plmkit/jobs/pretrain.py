@@ -193,7 +193,7 @@ def resolve(args: PretrainArgs) -> PretrainArgs:
     """`args` with `--model PRESET[:OBJECTIVE][:KEY=VALUE...]` (`plmkit compare`'s syntax)
     spread into the options it names, and the default learning rate filled in."""
     if not is_checkpoint(args.model) and ":" in args.model:
-        from plmkit.compare.run import parse_entry
+        from plmkit.jobs.compare.run import parse_entry
 
         entry = parse_entry(args.model, option="--model")
         if args.objective and entry.objective and args.objective != entry.objective:
@@ -310,12 +310,12 @@ def pretrain(args: PretrainArgs) -> list[dict[str, Any]]:
 
 
 def setup(args: PretrainArgs) -> Trainer:
-    """The run's trainer; sentence-pair corpora (`seq2seq`) through `plmkit.seq2seq`."""
+    """The run's trainer; sentence-pair corpora (`seq2seq`) through `plmkit.jobs.seq2seq`."""
     family = get_family(base_config(args).family)
     if (args.objective or family.default_objective) == "seq2seq":
         if distributed.init().world > 1 or args.fsdp:
             raise UserError("--objective seq2seq runs on one process (no torchrun, no --fsdp)")
-        from plmkit.seq2seq import seq2seq_trainer
+        from plmkit.jobs.seq2seq import seq2seq_trainer
 
         return seq2seq_trainer(args)
     return trainer_for(args)

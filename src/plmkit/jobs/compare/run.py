@@ -23,11 +23,11 @@ from typing import Any
 
 from torch.utils.flop_counter import FlopCounterMode
 
-from plmkit.compare.downstream import finetune_seeds, majority_baseline, prepare_task, probe
-from plmkit.compare.heldout import HeldOut
-from plmkit.compare.report import write_report
 from plmkit.errors import UserError
-from plmkit.pipeline import PretrainArgs, prepare, trainer_for
+from plmkit.jobs.compare.downstream import finetune_seeds, majority_baseline, prepare_task, probe
+from plmkit.jobs.compare.heldout import HeldOut
+from plmkit.jobs.compare.report import write_report
+from plmkit.jobs.pretrain import PretrainArgs, prepare, trainer_for
 from plmkit.tasks.options import FinetuneOptions
 
 BUDGETS = ("steps", "tokens", "flops", "minutes")

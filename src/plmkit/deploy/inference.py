@@ -3,7 +3,7 @@ autocast casts at every call), or the Linear layers quantised to int8 (`int8=Tru
 optionally `torch.compile` with frozen weights (inductor folds the weights in as constants,
 prepacks them for oneDNN and fuses the elementwise work).
 
-    model = plmkit.inference.optimize(plmkit.load("runs/bert"))
+    model = plmkit.deploy.inference.optimize(plmkit.load("runs/bert"))
     with torch.no_grad():
         out = model(input_ids, attention_mask)
 """
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from plmkit.errors import UserError
-from plmkit.precision import fast_bf16
+from plmkit.training.precision import fast_bf16
 
 
 def optimize(model: nn.Module, *, bf16: bool | None = None, int8: bool = False,

@@ -15,9 +15,9 @@ Modules: `run` (arms, pretraining, resuming), `heldout` (the fixed mask sets), `
 (fine-tuning and linear probes), `stats` (intervals, paired test, verdicts), `report` (files).
 """
 
-from plmkit.compare.downstream import cut
-from plmkit.compare.report import machine
-from plmkit.compare.run import (
+from plmkit.jobs.compare.downstream import cut
+from plmkit.jobs.compare.report import machine
+from plmkit.jobs.compare.run import (
     CompareArgs,
     Entry,
     compare,

@@ -20,12 +20,10 @@ from torch import nn
 
 from plmkit.data.options import DataOptions
 from plmkit.data.parallel import Pair, read_pairs
+from plmkit.deploy.generate import BEAM, MAX_EXTRA, beam_search, greedy, warn_blank
 from plmkit.errors import UserError
-from plmkit.generate import BEAM, MAX_EXTRA, beam_search, greedy, warn_blank
 from plmkit.io import load_model
-from plmkit.models import get_family, preset_config
-from plmkit.objectives.seq2seq import Seq2Seq
-from plmkit.pipeline import (
+from plmkit.jobs.pretrain import (
     TOKENIZER_DIR,
     PretrainArgs,
     base_config,
@@ -36,6 +34,8 @@ from plmkit.pipeline import (
     tokenizer_vocab_size,
     write_record,
 )
+from plmkit.models import get_family, preset_config
+from plmkit.objectives.seq2seq import Seq2Seq
 from plmkit.tokenizers import Tokenizer, train_tokenizer
 from plmkit.training import TrainConfig, Trainer
 from plmkit.training.checkpoint import seed_all

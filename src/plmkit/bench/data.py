@@ -34,9 +34,9 @@ from plmkit.data.corpus import read_documents
 from plmkit.data.options import DataOptions
 from plmkit.data.shards import ShardedCorpus, prepare_corpus
 from plmkit.errors import UserError
+from plmkit.jobs.pretrain import PretrainArgs, data_options, fingerprint, model_config
 from plmkit.models import build, get_family, preset_config
 from plmkit.objectives import get_objective
-from plmkit.pipeline import PretrainArgs, data_options, fingerprint, model_config
 from plmkit.tokenizers import Tokenizer, train_tokenizer
 from plmkit.training import TrainConfig, Trainer
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from plmkit.compare.stats import t_interval, verdict
+from plmkit.jobs.compare.stats import t_interval, verdict
 
 # verdict groups: a claim is tested on each group that both arms have, higher is better
 # (a `*_loss` key counts negated); `finetune` and `probe` pair over pretraining seeds x tasks

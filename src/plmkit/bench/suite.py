@@ -28,7 +28,7 @@ from plmkit.models import build, get_family, preset_config
 from plmkit.objectives import get_objective
 from plmkit.objectives.plm import K, permutation_masks, target_mapping
 from plmkit.objectives.seq2seq import LABEL_SMOOTHING
-from plmkit.precision import BF16_FLAGS, cpu_flags, fast_bf16
+from plmkit.training.precision import BF16_FLAGS, cpu_flags, fast_bf16
 
 MASK_FRACTION = 0.15  # BERT: 15% of the tokens are predicted
 
@@ -103,16 +103,16 @@ MODES = {
                       "step",
     "train-defaults": "as train, each side with what a user gets out of the box: plmkit "
                       "with bf16 autocast where the hardware runs bf16 fast "
-                      "(`plmkit.precision.fast_bf16`), transformers in float32; the dtype "
+                      "(`plmkit.training.precision.fast_bf16`), transformers in float32; the dtype "
                       "option does not apply",
-    "infer-compiled": "as infer, plmkit's fast inference path (`plmkit.inference.optimize`: "
+    "infer-compiled": "as infer, plmkit's fast inference path (`plmkit.deploy.inference.optimize`: "
                       "bf16 weights where the hardware runs bf16 fast, torch.compile with "
                       "frozen weights) against transformers' eager model in the same dtype "
                       "(`.to(bfloat16)`, as `torch_dtype=bfloat16` loads it); the dtype "
                       "option does not apply",
-    "serve": "runs alone: plmkit eager fp32, `plmkit.inference.optimize` bf16 and int8, ONNX "
-             "Runtime fp32 and int8 on one export, interleaved at batch 1 and 32; then `plmkit "
-             "serve` under load on both backends (`plmkit/deploy/bench.py`)",
+    "serve": "runs alone: plmkit eager fp32, `plmkit.deploy.inference.optimize` bf16 and int8, "
+             "ONNX Runtime fp32 and int8 on one export, interleaved at batch 1 and 32; then "
+             "`plmkit serve` under load on both backends (`plmkit/bench/serve.py`)",
     "infer": "forward of the encoder and pooler (RobertaForMaskedLM's base has no pooler; "
              "ELECTRA: the discriminator's encoder; XLNet: the content stream), no gradients",
 }
@@ -504,7 +504,7 @@ def infer_steps(ours: nn.Module, theirs: nn.Module, batch: dict[str, Tensor],
 def compiled_infer_steps(ours: nn.Module, theirs: nn.Module, batch: dict[str, Tensor]):
     """`infer_steps` of plmkit's optimized copy of `ours` (compiled at its first call) and of
     a copy of transformers' model in the same dtype, both without autocast."""
-    from plmkit.inference import optimize
+    from plmkit.deploy.inference import optimize
 
     fast = optimize(ours)
     dtype = next(fast.parameters()).dtype
@@ -720,7 +720,7 @@ def machine() -> dict[str, Any]:
     """What the figures were measured on."""
     import transformers
 
-    from plmkit import allocator
+    from plmkit.training import allocator
 
     bf16 = sorted(BF16_FLAGS & cpu_flags())
     return {"machine": platform.machine(), "processor": cpu_model(),

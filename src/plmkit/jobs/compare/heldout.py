@@ -24,10 +24,10 @@ import torch
 from torch import Tensor, nn
 
 from plmkit.data.options import DataOptions
+from plmkit.jobs.pretrain import prepare
 from plmkit.objectives import get_objective
 from plmkit.objectives.mlm import Batch, bert_batches, encode
 from plmkit.objectives.rtd import corrupt, discriminator_loss, generator_loss, sample_tokens
-from plmkit.pipeline import prepare
 from plmkit.tokenizers import Tokenizer
 
 HELDOUT_SEED = 20_191_026  # the one seed of every held-out mask set

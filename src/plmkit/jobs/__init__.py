@@ -1,0 +1,1 @@
+"""What runs a job end to end: pretraining (`pretrain`, `seq2seq`), `compare` and the `demo`."""
