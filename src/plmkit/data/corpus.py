@@ -11,14 +11,14 @@ Files are read line by line or a batch of rows at a time, never whole.
 from __future__ import annotations
 
 import codecs
-import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from plmkit.data import formats
+from plmkit.data.jsonl import jsonl_records
 from plmkit.errors import UserError, where
 
 BadUtf8 = Literal["skip", "error"]
@@ -218,25 +218,16 @@ def _paragraph_sentences(text: str) -> list[str]:
 def _jsonl_documents(
     lines: Iterator[tuple[int, str]], path: Path, text_field: str
 ) -> Iterator[list[str]]:
-    for lineno, line in lines:
-        if not line.strip():
-            continue
-        doc = _paragraph_sentences(_json_text(line, where(path, lineno), text_field))
+    for lineno, record in jsonl_records(path, lines):
+        doc = _paragraph_sentences(_json_text(record, where(path, lineno), text_field))
         if doc:
             yield doc
 
 
-def _json_text(line: str, loc: str, text_field: str) -> str:
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as e:
-        what = e.msg.lower().removesuffix(" at")  # "unterminated string starting at"
-        raise UserError(f"{loc}: invalid JSON, {what} at column {e.colno}") from None
-    if not isinstance(obj, dict):
-        raise UserError(f"{loc}: expected a JSON object, got {type(obj).__name__}")
-    if text_field not in obj:
-        raise UserError(f"{loc}: no field {text_field!r} (fields: {', '.join(obj) or 'none'})")
-    text = obj[text_field]
+def _json_text(record: dict[str, Any], loc: str, text_field: str) -> str:
+    if text_field not in record:
+        raise UserError(f"{loc}: no field {text_field!r} (fields: {', '.join(record) or 'none'})")
+    text = record[text_field]
     if not isinstance(text, str):
         raise UserError(f"{loc}: field {text_field!r} is {type(text).__name__}, not a string")
     return text

@@ -75,6 +75,24 @@ def corrupt(path: Path, error: BaseException) -> UserError:
     return UserError(f"{path}: corrupt {what} data ({detail})")
 
 
+def read_text(path: Path) -> str:
+    """The whole (decompressed) file as text, or a UserError naming the line of the first byte
+    that is not UTF-8."""
+    path = Path(path)
+    try:
+        with open_binary(path) as f:
+            data = f.read()
+    except decompress_errors() as e:  # before OSError: BadGzipFile is one
+        raise corrupt(path, e) from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: invalid UTF-8") from None
+
+
 def check_column(path: Path, column: str, option: str = "--text-field") -> None:
     """A UserError unless the table `path` has a string column `column`."""
     import pyarrow as pa

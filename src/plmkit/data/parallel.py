@@ -11,7 +11,6 @@ Bible: the World English Bible (`sword-text-web`) and the Reina-Valera 1909
 
 from __future__ import annotations
 
-import json
 import random
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -30,8 +29,9 @@ from plmkit.data.bible import (
     parse_diatheke,
     read_bible,
 )
+from plmkit.data.formats import read_text
+from plmkit.data.jsonl import text_records
 from plmkit.errors import UserError
-from plmkit.tasks.files import read_text
 from plmkit.tokenizers import Tokenizer
 
 Pair = tuple[str, str]
@@ -76,15 +76,7 @@ def _tsv_pairs(path: Path, text: str) -> list[Pair]:
 
 def _jsonl_pairs(path: Path, text: str) -> list[Pair]:
     pairs = []
-    for i, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{i}: invalid JSON ({e.msg})") from None
-        if not isinstance(record, dict):
-            raise UserError(f"{path}:{i}: expected a JSON object with source and target")
+    for i, record in text_records(path, text):
         for key in ("source", "target"):
             if not isinstance(record.get(key), str) or not record[key].strip():
                 raise UserError(f"{path}:{i}: missing or empty string field {key!r}")

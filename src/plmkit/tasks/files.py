@@ -8,32 +8,15 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 from typing import Any
 
 from plmkit.data import formats
+from plmkit.data.formats import read_text
+from plmkit.data.jsonl import Record, text_records
 from plmkit.errors import UserError
 
-Record = tuple[int, dict[str, Any]]  # (line number, fields)
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
-
-
-def read_text(path: Path) -> str:
-    """The file's text, or a UserError naming the line of the first byte that is not UTF-8."""
-    path = Path(path)
-    try:
-        with formats.open_binary(path) as f:
-            data = f.read()
-    except formats.decompress_errors() as e:  # before OSError: BadGzipFile is one
-        raise formats.corrupt(path, e) from None
-    except OSError as e:
-        raise UserError(f"{path}: cannot read ({e.strerror})") from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise UserError(f"{path}:{line}: invalid UTF-8") from None
 
 
 def read_records(path: Path, text_lines: bool = False, text_field: str = "text") -> list[Record]:
@@ -64,26 +47,11 @@ def _records(path: Path, text_lines: bool) -> list[Record]:
     if not text.strip():
         raise UserError(f"{path}: empty file")
     if suffix in (".jsonl", ".json"):
-        return _jsonl(path, text)
+        return text_records(path, text)
     if suffix in (".csv", ".tsv"):
         return _table(path, text, "\t" if suffix == ".tsv" else ",")
     return [(i, {"text": line.strip()}) for i, line in enumerate(text.splitlines(), 1)
             if line.strip()]
-
-
-def _jsonl(path: Path, text: str) -> list[Record]:
-    records = []
-    for i, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{i}: invalid JSON ({e.msg})") from None
-        if not isinstance(value, dict):
-            raise UserError(f"{path}:{i}: expected a JSON object, got {type(value).__name__}")
-        records.append((i, value))
-    return records
 
 
 def _table(path: Path, text: str, delimiter: str) -> list[Record]:
