@@ -22,16 +22,9 @@ from torch import Tensor, nn
 from plmkit.errors import UserError
 from plmkit.nn.dropout import Dropout
 from plmkit.tasks import register_head
+from plmkit.tasks.base import FeatureTask, TaskOutput, pool
+from plmkit.tasks.batching import Batch, in_batches, pad_collate, run_model
 from plmkit.tasks.files import Record, field, read_records
-from plmkit.tasks.finetune import (
-    Batch,
-    ShuffledBatches,
-    TaskOutput,
-    in_batches,
-    pad_collate,
-    pool,
-    run_model,
-)
 from plmkit.tasks.options import FinetuneOptions
 from plmkit.tokenizers import Tokenizer
 
@@ -70,7 +63,7 @@ class SequenceClassifier(nn.Module):
         return TaskOutput(out.last_hidden_state, self.classifier(self.dropout(pooled)))
 
 
-class ClassifyTask:
+class ClassifyTask(FeatureTask):
     """The classification task over a label set (None: regression); see the module docstring."""
 
     name = "classify"
@@ -85,7 +78,6 @@ class ClassifyTask:
         self.train = train or []
         self.train_path = train_path
         self.main_metric = "accuracy" if labels is not None else "pearson"
-        self._batches: ShuffledBatches | None = None
 
     @property
     def regression(self) -> bool:
@@ -94,16 +86,9 @@ class ClassifyTask:
     def build_model(self, backbone: nn.Module) -> nn.Module:
         return SequenceClassifier(backbone, self.labels, self.pooling)
 
-    def train_batches(self, tokenizer: Tokenizer, options: FinetuneOptions) -> ShuffledBatches:
-        features = self.features(tokenizer, self.train, options)
-        self._batches = ShuffledBatches(features, options.batch_size,
-                                        pad_collate(tokenizer.pad_id), options.seed)
-        return self._batches
-
-    def steps_per_epoch(self, options: FinetuneOptions) -> int:
-        if self._batches is None:
-            raise RuntimeError("call train_batches first")
-        return len(self._batches)
+    def train_features(self, tokenizer: Tokenizer, options: FinetuneOptions
+                       ) -> list[dict[str, Any]]:
+        return self.features(tokenizer, self.train, options)
 
     def objective(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         logits = model(batch["input_ids"], batch["attention_mask"],

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plmkit.errors import UserError
-from plmkit.tasks.finetune import in_batches, pad_collate, pool, run_model
+from plmkit.tasks.base import pool
+from plmkit.tasks.batching import in_batches, pad_collate, run_model
 from plmkit.tokenizers import Tokenizer
 
 POOLINGS = ("cls", "pooler", "mean", "max")

@@ -33,15 +33,9 @@ from torch import Tensor, nn
 
 from plmkit.errors import UserError
 from plmkit.tasks import register_head
+from plmkit.tasks.base import FeatureTask, TaskOutput
+from plmkit.tasks.batching import Batch, in_batches, pad_collate, run_model
 from plmkit.tasks.files import read_text
-from plmkit.tasks.finetune import (
-    Batch,
-    ShuffledBatches,
-    TaskOutput,
-    in_batches,
-    pad_collate,
-    run_model,
-)
 from plmkit.tasks.options import FinetuneOptions
 from plmkit.tokenizers import Tokenizer
 
@@ -426,7 +420,7 @@ def evaluate_predictions(dev_json: Path, predictions_json: Path) -> dict[str, fl
 # The task
 
 
-class SquadTask:
+class SquadTask(FeatureTask):
     """`plmkit finetune --task squad`: see the module docstring."""
 
     name = "squad"
@@ -438,25 +432,16 @@ class SquadTask:
         self.train = train
         self.version_2 = version_2
         self.null_threshold = null_threshold
-        self._batches: ShuffledBatches | None = None
 
     def build_model(self, backbone: nn.Module) -> SpanQA:
         return SpanQA(backbone, self.version_2, self.null_threshold)
 
-    def train_batches(self, tokenizer: Tokenizer, options: FinetuneOptions) -> ShuffledBatches:
+    def train_features(self, tokenizer: Tokenizer, options: FinetuneOptions
+                       ) -> list[dict[str, Any]]:
         if self.train is None:
             raise UserError("squad: no training file")
-        data = read_squad(self.train)
-        windows = make_windows(tokenizer, data.questions, _seq_len(options))
-        features = [w.features() for w in windows]
-        self._batches = ShuffledBatches(features, options.batch_size,
-                                        pad_collate(tokenizer.pad_id), options.seed)
-        return self._batches
-
-    def steps_per_epoch(self, options: FinetuneOptions) -> int:
-        if self._batches is None:
-            raise RuntimeError("call train_batches first")
-        return len(self._batches)
+        windows = make_windows(tokenizer, read_squad(self.train).questions, _seq_len(options))
+        return [w.features() for w in windows]
 
     def objective(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])

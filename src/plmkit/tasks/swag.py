@@ -12,7 +12,7 @@ Every record of a file has the same number of choices. Metric: `accuracy`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +24,9 @@ from torch import Tensor, nn
 from plmkit.errors import UserError
 from plmkit.nn.dropout import Dropout
 from plmkit.tasks import register_head
+from plmkit.tasks.base import FeatureTask, TaskOutput, pool
+from plmkit.tasks.batching import Batch, Collate, in_batches, run_model
 from plmkit.tasks.files import Record, field, read_records
-from plmkit.tasks.finetune import Batch, ShuffledBatches, TaskOutput, in_batches, pool, run_model
 from plmkit.tasks.options import FinetuneOptions
 from plmkit.tokenizers import Tokenizer
 
@@ -121,7 +122,7 @@ def encode(tokenizer: Tokenizer, examples: Sequence[Choice], max_seq_len: int) -
     return features
 
 
-def choice_collate(pad_id: int) -> Callable[[list[dict]], Batch]:
+def choice_collate(pad_id: int) -> Collate:
     """Features -> input_ids / attention_mask / token_type_ids (B, C, S), right-padded to the
     longest choice of the batch, and labels (B,)."""
 
@@ -178,7 +179,7 @@ def choice_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tenso
     return loss, {"accuracy": accuracy}
 
 
-class SwagTask:
+class SwagTask(FeatureTask):
     """`plmkit finetune --task swag`: see the module docstring."""
 
     name = "swag"
@@ -187,23 +188,17 @@ class SwagTask:
 
     def __init__(self, train: Path | None = None):
         self.train = train
-        self._batches: ShuffledBatches | None = None
 
     def build_model(self, backbone: nn.Module) -> MultipleChoice:
         return MultipleChoice(backbone)
 
-    def train_batches(self, tokenizer: Tokenizer, options: FinetuneOptions) -> ShuffledBatches:
+    def train_features(self, tokenizer: Tokenizer, options: FinetuneOptions) -> list[dict]:
         if self.train is None:
             raise UserError("swag: no training file")
-        features = encode(tokenizer, read_swag(self.train), _seq_len(options))
-        self._batches = ShuffledBatches(features, options.batch_size,
-                                        choice_collate(tokenizer.pad_id), options.seed)
-        return self._batches
+        return encode(tokenizer, read_swag(self.train), _seq_len(options))
 
-    def steps_per_epoch(self, options: FinetuneOptions) -> int:
-        if self._batches is None:
-            raise RuntimeError("call train_batches first")
-        return len(self._batches)
+    def collate(self, pad_id: int) -> Collate:
+        return choice_collate(pad_id)
 
     def objective(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])

@@ -19,15 +19,9 @@ from torch import Tensor, nn
 from plmkit.errors import UserError
 from plmkit.nn.dropout import Dropout
 from plmkit.tasks import register_head
+from plmkit.tasks.base import FeatureTask, TaskOutput
+from plmkit.tasks.batching import Batch, in_batches, pad_collate, run_model
 from plmkit.tasks.files import read_text
-from plmkit.tasks.finetune import (
-    Batch,
-    ShuffledBatches,
-    TaskOutput,
-    in_batches,
-    pad_collate,
-    run_model,
-)
 from plmkit.tasks.options import FinetuneOptions
 from plmkit.tokenizers import Tokenizer
 
@@ -65,7 +59,7 @@ class TokenClassifier(nn.Module):
         return TaskOutput(hidden, self.classifier(self.dropout(hidden)))
 
 
-class TagTask:
+class TagTask(FeatureTask):
     """BIO tagging over a tag set read from the training file; see the module docstring."""
 
     name = "tag"
@@ -76,21 +70,13 @@ class TagTask:
         self.labels = labels
         self.index = {label: i for i, label in enumerate(labels)}
         self.train = train or []
-        self._batches: ShuffledBatches | None = None
 
     def build_model(self, backbone: nn.Module) -> nn.Module:
         return TokenClassifier(backbone, self.labels)
 
-    def train_batches(self, tokenizer: Tokenizer, options: FinetuneOptions) -> ShuffledBatches:
-        features, _ = self.features(tokenizer, self.train, options)
-        self._batches = ShuffledBatches(features, options.batch_size,
-                                        pad_collate(tokenizer.pad_id), options.seed)
-        return self._batches
-
-    def steps_per_epoch(self, options: FinetuneOptions) -> int:
-        if self._batches is None:
-            raise RuntimeError("call train_batches first")
-        return len(self._batches)
+    def train_features(self, tokenizer: Tokenizer, options: FinetuneOptions
+                       ) -> list[dict[str, Any]]:
+        return self.features(tokenizer, self.train, options)[0]
 
     def objective(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         logits = model(batch["input_ids"], batch["attention_mask"],
