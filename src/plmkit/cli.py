@@ -7,13 +7,20 @@ Exit codes: 0 success, 2 a usage or input error (one line on stderr, no tracebac
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
+import importlib
 import json
 import sys
 import textwrap
-from collections.abc import Callable, Sequence
+import types
+import typing
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from plmkit.errors import Interrupted, UserError
+from plmkit.jobs.options import PretrainArgs
 
 Handler = Callable[[argparse.Namespace], None]
 
@@ -22,14 +29,78 @@ def _paths(text: str) -> list[Path]:
     return [Path(p) for p in text.split(",") if p]
 
 
-CORPUS_HELP = ("comma-separated corpus files: txt (a blank line between documents), jsonl, "
-               "parquet, arrow or a datasets save_to_disk directory; txt and jsonl may be "
-               ".gz or .zst")
+class Registry(Sequence[str]):
+    """The names of a registry, `ref` "module:NAME" (a dict, tuple or Literal) or
+    "module:Class.field" (a Literal field), imported only when argparse first needs them (to
+    check a value or show help): building the parser imports no heavy module. As `choices`,
+    or named in a help text as %(names)s (`_lists`)."""
+
+    def __init__(self, ref: str) -> None:
+        self.ref = ref
+
+    @functools.cached_property
+    def names(self) -> tuple[str, ...]:
+        module, _, path = self.ref.partition(":")
+        name, _, field = path.partition(".")
+        value = getattr(importlib.import_module(module), name)
+        if field:
+            value = typing.get_type_hints(value)[field]
+        return tuple(typing.get_args(value) or value)
+
+    def __getitem__(self, i: Any) -> Any:
+        return self.names[i]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __str__(self) -> str:
+        return ", ".join(self.names)
 
 
-def _text_field(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--text-field", default="text", metavar="NAME",
-                   help=f"the field or column holding the text in {what} (default: text)")
+def _lists(action: argparse.Action, ref: str) -> None:
+    """Let `action`'s help name the entries of registry `ref` as %(names)s."""
+    action.names = Registry(ref)  # type: ignore[attr-defined]  # argparse formats help with vars(action)
+
+
+def add_options(p: argparse.ArgumentParser, cls: type, names: Sequence[str] | None = None
+                ) -> None:
+    """An option for each field of the dataclass `cls` that has help (`jobs.options.option`),
+    or for the fields in `names`: the flag is the field's name (a bool that defaults to True:
+    --no-NAME), the type, default and required-ness are the field's."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.metadata.get("help")}
+    for name in names or list(fields):
+        _add_field(p, fields[name], hints[name])
+
+
+def _add_field(p: argparse.ArgumentParser, f: dataclasses.Field, hint: Any) -> None:
+    flag = "--" + f.name.replace("_", "-")
+    kwargs: dict[str, Any] = {"help": f.metadata["help"].replace("%", "%%"), "dest": f.name}
+    if f.metadata["choices"]:
+        kwargs["choices"] = Registry(f.metadata["choices"])
+    default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+    if default is dataclasses.MISSING:
+        kwargs["required"] = True
+    else:
+        kwargs["default"] = default
+    kind = _unoptional(hint)
+    if kind is bool:
+        actions = {False: "store_true", True: "store_false", None: argparse.BooleanOptionalAction}
+        flag = "--no-" + flag[2:] if default is True else flag
+        p.add_argument(flag, action=actions[default], **kwargs)
+        return
+    parse = {list[Path]: _paths, str: None}
+    p.add_argument(flag, type=parse.get(kind, kind), metavar=f.metadata["metavar"], **kwargs)
+
+
+def _unoptional(hint: Any) -> Any:
+    """`X` of a type hint `X | None`; other hints as they are."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return next(t for t in typing.get_args(hint) if t is not type(None))
+    return hint
 
 
 def _add(sub: argparse._SubParsersAction, name: str, help: str, examples: str,
@@ -93,7 +164,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    from plmkit.jobs.pretrain import PretrainArgs, pretrain
+    from plmkit.jobs.pretrain import pretrain
 
     options = {k: v for k, v in vars(args).items() if k not in ("handler", "command")}
     pretrain(PretrainArgs(**options))
@@ -421,11 +492,10 @@ def parser() -> argparse.ArgumentParser:
     p = _add(tsub, "train", "train a tokenizer on a corpus",
              "plmkit tokenizer train --kind wordpiece --corpus a.txt,b.txt --vocab-size 8000 "
              "--out tok/", cmd_tokenizer_train)
-    p.add_argument("--kind", required=True, choices=["wordpiece", "bpe", "unigram", "char"],
+    p.add_argument("--kind", required=True, choices=Registry("plmkit.tokenizers:KINDS"),
                    help="char: every CJK character a token, Latin words in word pieces "
                         "(BERT-Chinese, ERNIE)")
-    p.add_argument("--corpus", type=_paths, required=True, help=CORPUS_HELP)
-    _text_field(p, "jsonl and table corpora")
+    add_options(p, PretrainArgs, ["corpus", "text_field"])
     p.add_argument("--vocab-size", type=int, default=30522)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--cased", action="store_true", help="keep case (default: lowercase)")
@@ -438,8 +508,7 @@ def parser() -> argparse.ArgumentParser:
     p = _add(dsub, "prepare", "tokenize a corpus once into memory-mapped token shards",
              "plmkit data prepare --corpus corpus.txt --tokenizer tok/ --out shards/",
              cmd_data_prepare)
-    p.add_argument("--corpus", type=_paths, required=True, help=CORPUS_HELP)
-    _text_field(p, "jsonl and table corpora")
+    add_options(p, PretrainArgs, ["corpus", "text_field"])
     p.add_argument("--tokenizer", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--overwrite", action="store_true",
@@ -465,7 +534,7 @@ def parser() -> argparse.ArgumentParser:
              """, cmd_pretrain)
     p.description = f"{p.description}\n\n{PRESETS_MARK}"
     p.formatter_class = _DefaultsHelp
-    add_pretrain_arguments(p)
+    add_options(p, PretrainArgs)
 
     add_task_commands(sub)
     add_use_commands(sub)
@@ -531,7 +600,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--models", required=True,
                    help="comma-separated PRESET[:OBJECTIVE][:KEY=VALUE...]; KEY is a pretrain "
                         "option (masking, input_format, max_ngram) or a model config field")
-    p.add_argument("--corpus", type=_paths, required=True, help="comma-separated txt/jsonl files")
+    add_options(p, PretrainArgs, ["corpus"])
     p.add_argument("--heldout", type=_paths,
                    help="comma-separated held-out txt/jsonl files: every arm is scored on one "
                         "fixed mask set made from them (masked-LM loss and accuracy, ...)")
@@ -557,12 +626,11 @@ def parser() -> argparse.ArgumentParser:
                    help="a claim to test: model A (as given in --models) scores higher than "
                         "B (or control); repeatable. Every model is tested against the control")
     p.add_argument("--tokenizer", type=Path, help="shared tokenizer (default: WordPiece, trained)")
-    p.add_argument("--tokenizer-kind", choices=["wordpiece", "bpe", "unigram", "char"],
+    p.add_argument("--tokenizer-kind", choices=Registry("plmkit.tokenizers:KINDS"),
                    default="wordpiece",
                    help="kind of the shared tokenizer trained without --tokenizer (char: Chinese)")
     p.add_argument("--vocab-size", type=int, default=8000)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seq-len", type=int, default=128)
+    add_options(p, PretrainArgs, ["batch_size", "seq_len"])
     p.add_argument("--lr", type=float, default=1e-3, help="pretraining learning rate")
     p.add_argument("--finetune-examples", type=int, default=2000,
                    help="training records per task (0: all)")
@@ -672,7 +740,9 @@ def add_task_commands(sub: argparse._SubParsersAction) -> None:
     _backend_options(p)
     p.add_argument("--input", type=Path, required=True,
                    help="text lines, or csv / tsv / jsonl / parquet / arrow records")
-    _text_field(p, "csv, tsv, jsonl and table inputs")
+    p.add_argument("--text-field", default="text", metavar="NAME",
+                   help="the field or column holding the text in csv, tsv, jsonl and table "
+                        "inputs (default: text)")
     p.add_argument("--output", type=Path, required=True,
                    help=".npy (N x H float32) or .jsonl (one {text, embedding} per line)")
     p.add_argument("--pooling", choices=["cls", "pooler", "mean", "max"],
@@ -849,88 +919,6 @@ def add_use_commands(sub: argparse._SubParsersAction) -> None:
     _backend_options(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-
-
-def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of `plmkit pretrain` (DESIGN.md, public interface)."""
-    p.add_argument("--model", required=True,
-                   help="preset, e.g. bert-tiny, bert-base, or PRESET[:OBJECTIVE][:KEY=VALUE...] "
-                        "as in compare; or a model directory (a plmkit run or a transformers "
-                        "model) to continue pretraining from, with its config and tokenizer")
-    p.add_argument("--generator", type=Path, metavar="DIR",
-                   help="with --model DISC (a transformers ELECTRA discriminator): its generator "
-                        "(default: DISC/generator if there, else a fresh one at the paper's size)")
-    p.add_argument("--objective",
-                   help="mlm, mlm+nsp, mlm+sop, electra, plm, clm, ernie, ernie+dlm, dlm, "
-                        "seq2seq (default: the model's own)")
-    p.add_argument("--corpus", type=_paths, required=True, help=CORPUS_HELP)
-    _text_field(p, "jsonl and table corpora")
-    p.add_argument("--out", type=Path, required=True,
-                   help="the run: the latest model, metrics.jsonl, checkpoints, tokenizer")
-    p.add_argument("--steps", type=int, default=1000, help="optimizer steps")
-    p.add_argument("--heldout", type=_paths, default=[],
-                   help="comma-separated held-out files, evaluated every --eval-every steps")
-    p.add_argument("--eval-batches", type=int, default=20, help="held-out batches per evaluation")
-    p.add_argument("--tokenizer", type=Path, help="tokenizer directory (default: train one)")
-    p.add_argument("--vocab-size", type=int, default=None,
-                   help="when training a tokenizer (default: the family's: BERT 30522, RoBERTa "
-                        "50265, ALBERT 30000, ERNIE 18000, XLNet 32000)")
-    p.add_argument("--batch-size", type=int, default=32, help="sequences per micro-batch")
-    p.add_argument("--seq-len", type=int, default=128, help="tokens per sequence")
-    p.add_argument("--seed", type=int, default=0, help="seed of weights, data order and masks")
-    p.add_argument("--lr", type=float, default=None,
-                   help="peak learning rate (default 1e-4; from a checkpoint 5e-5)")
-    p.add_argument("--warmup", type=int, default=None,
-                   help="warmup steps (default 1%% of steps; from a checkpoint 6%%)")
-    p.add_argument("--grad-accum", type=int, default=1,
-                   help="micro-batches per optimizer step (a batch of B x N)")
-    p.add_argument("--save-every", type=int, default=500, help="steps between checkpoints")
-    p.add_argument("--eval-every", type=int, default=100, help="steps between evaluations")
-    p.add_argument("--log-every", type=int, default=10,
-                   help="steps between metrics.jsonl lines (and progress lines in a log file)")
-    p.add_argument("--masking", choices=["static", "dynamic"],
-                   help="static (BERT, dupe factor 10) or dynamic (RoBERTa); default: the model's")
-    p.add_argument("--whole-word", action="store_true", help="whole-word masking")
-    p.add_argument("--input-format", choices=["segments", "full-sentences", "doc-sentences"],
-                   help="BERT segments, or RoBERTa packing (default: the model's)")
-    p.add_argument("--max-ngram", type=int,
-                   help="mask n-grams up to this length, p(n) ~ 1/n (ALBERT: 3)")
-    p.add_argument("--dupe-factor", type=int, metavar="N",
-                   help="static masking: N masked copies of the data, epoch e using copy e %% N "
-                        "(default 10, as BERT)")
-    p.add_argument("--entities", type=Path, metavar="FILE",
-                   help="ernie: entity names (one a line) masked whole, besides People's Daily's")
-    p.add_argument("--dialogues", type=Path, metavar="FILE",
-                   help="ernie+dlm: dialogues, one turn a line, a blank line between dialogues "
-                        "(default: chatterbot-corpus's Chinese conversations)")
-    p.add_argument("--long-fraction", type=float, default=0.0,
-                   help="fraction of steps at sequence length 512 (BERT: 0.1)")
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                   help="bf16 autocast (weights stay float32); default: on where the hardware "
-                        "runs bf16 fast (CUDA with bf16, CPUs with AVX512-BF16 or AMX)")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the forward and backward (on a CPU it pays for tiny models "
-                        "only; BENCHMARKS.md)")
-    p.add_argument("--optimizer", choices=["adamw", "lamb"], default="adamw",
-                   help="AdamW, or LAMB for large batches (ALBERT)")
-    p.add_argument("--dropout-off-step", type=int, default=None, metavar="N",
-                   help="from step N on, train without dropout (ALBERT section 4.9)")
-    p.add_argument("--bad-utf8", choices=["skip", "error"], default="skip",
-                   help="corpus lines that are not UTF-8: skip and count them, or stop")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a non-empty --out (its old contents go once the run has started)")
-    p.add_argument("--max-bad-steps", type=int, default=50, metavar="N",
-                   help="stop after N steps in a row with a non-finite loss (0: never)")
-    p.add_argument("--spike-rollback", type=float, default=None, metavar="FACTOR",
-                   help="on a loss over FACTOR x the recent mean, go back to the last checkpoint")
-    p.add_argument("--fsdp", action="store_true",
-                   help="under torchrun: shard the model with FSDP2 (default: DDP)")
-    p.add_argument("--no-progress", dest="progress", action="store_false",
-                   help="no progress bar (terminal) or progress lines (a file or pipe)")
-    p.add_argument("--tensorboard", action="store_true",
-                   help="also write TensorBoard event files to OUT/tensorboard "
-                        "(pip install 'plmkit[tensorboard]')")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,11 +1,15 @@
 """The options of `plmkit pretrain`: one dataclass that the CLI, `compare`, the demo and the
-run record (`run.json`) share."""
+run record (`run.json`) share. The CLI builds `plmkit pretrain`'s options from it
+(`plmkit.cli.add_options`): a field's flag, type and default come from the field, its help
+from its metadata (`cli`), so a new field is a new option."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from plmkit.objectives import OBJECTIVES
 
 # Options that a resumed run may change; every other one must equal the run's (`run.json`).
 # `grad_accum` and `fsdp` change with the number of processes (the global batch stays).
@@ -14,6 +18,17 @@ RESUMABLE_CHANGES = frozenset({
     "progress", "resume", "overwrite", "max_bad_steps", "spike_rollback", "compile", "fsdp",
     "grad_accum", "tensorboard"})
 
+CORPUS_HELP = ("comma-separated corpus files: txt (a blank line between documents), jsonl, "
+               "parquet, arrow or a datasets save_to_disk directory; txt and jsonl may be "
+               ".gz or .zst")
+
+
+def cli(help: str, metavar: str | None = None, choices: str | None = None) -> dict[str, Any]:
+    """A field's `metadata`: its command-line help, metavar, and `choices`: the registry that
+    lists the values, as "module:NAME" (a dict, tuple or Literal) or "module:Class.field" (a
+    Literal field), read only when the command line needs it."""
+    return {"help": help, "metavar": metavar, "choices": choices}
+
 
 @dataclass
 class PretrainArgs:
@@ -21,44 +36,90 @@ class PretrainArgs:
     a directory to continue from (a plmkit run or a transformers model; `generator`: an
     ELECTRA discriminator's generator, a transformers directory of its own)."""
 
-    model: str
-    corpus: list[Path]
-    out: Path
-    text_field: str = "text"  # the jsonl field or table column holding the text
-    objective: str | None = None
-    steps: int = 1000
-    tokenizer: Path | None = None
-    vocab_size: int | None = None  # None: the family's (`tokenizer_vocab_size`)
-    batch_size: int = 32
-    seq_len: int = 128
-    seed: int = 0
-    lr: float | None = None  # None: `default_lr`
-    warmup: int | None = None
-    grad_accum: int = 1
-    save_every: int = 500
-    eval_every: int = 100
-    log_every: int = 10
-    masking: str | None = None  # None: the family's default (also below)
-    input_format: str | None = None
-    max_ngram: int | None = None
-    dupe_factor: int | None = None  # static masking's copies (None: 10, as BERT)
-    entities: Path | None = None  # ernie: extra entity names, one a line
-    dialogues: Path | None = None  # ernie+dlm: the dialogue file (None: chatterbot's)
-    whole_word: bool = False
-    long_fraction: float = 0.0
-    bf16: bool | None = None  # None: bf16 autocast where the hardware runs it fast
-    compile: bool = False
-    optimizer: str = "adamw"
-    dropout_off_step: int | None = None
-    bad_utf8: str = "skip"
-    resume: bool = False
-    overwrite: bool = False
-    max_bad_steps: int = 50
-    spike_rollback: float | None = None
-    fsdp: bool = False
-    progress: bool = True
-    tensorboard: bool = False
-    heldout: list[Path] = field(default_factory=list)
-    eval_batches: int = 20
-    overrides: dict[str, Any] = field(default_factory=dict)  # model config fields, e.g. sharing
-    generator: Path | None = None
+    model: str = field(metadata=cli(
+        "preset, e.g. bert-tiny, bert-base, or PRESET[:OBJECTIVE][:KEY=VALUE...] as in compare; "
+        "or a model directory (a plmkit run or a transformers model) to continue pretraining "
+        "from, with its config and tokenizer"))
+    corpus: list[Path] = field(metadata=cli(CORPUS_HELP))
+    out: Path = field(metadata=cli(
+        "the run: the latest model, metrics.jsonl, checkpoints, tokenizer"))
+    text_field: str = field(default="text", metadata=cli(
+        "the field or column holding the text in jsonl and table corpora (default: text)",
+        metavar="NAME"))
+    objective: str | None = field(default=None, metadata=cli(
+        f"{', '.join(OBJECTIVES)} (default: the model's own)"))
+    steps: int = field(default=1000, metadata=cli("optimizer steps"))
+    tokenizer: Path | None = field(default=None, metadata=cli(
+        "tokenizer directory (default: train one)"))
+    vocab_size: int | None = field(default=None, metadata=cli(
+        "when training a tokenizer (default: the family's: BERT 30522, RoBERTa 50265, ALBERT "
+        "30000, ERNIE 18000, XLNet 32000)"))
+    batch_size: int = field(default=32, metadata=cli("sequences per micro-batch"))
+    seq_len: int = field(default=128, metadata=cli("tokens per sequence"))
+    seed: int = field(default=0, metadata=cli("seed of weights, data order and masks"))
+    lr: float | None = field(default=None, metadata=cli(
+        "peak learning rate (default 1e-4; from a checkpoint 5e-5)"))
+    warmup: int | None = field(default=None, metadata=cli(
+        "warmup steps (default 1% of steps; from a checkpoint 6%)"))
+    grad_accum: int = field(default=1, metadata=cli(
+        "micro-batches per optimizer step (a batch of B x N)"))
+    save_every: int = field(default=500, metadata=cli("steps between checkpoints"))
+    eval_every: int = field(default=100, metadata=cli("steps between evaluations"))
+    log_every: int = field(default=10, metadata=cli(
+        "steps between metrics.jsonl lines (and progress lines in a log file)"))
+    masking: str | None = field(default=None, metadata=cli(
+        "static (BERT, dupe factor 10) or dynamic (RoBERTa); default: the model's",
+        choices="plmkit.data.options:DataOptions.masking"))
+    input_format: str | None = field(default=None, metadata=cli(
+        "BERT segments, or RoBERTa packing (default: the model's)",
+        choices="plmkit.data.options:DataOptions.input_format"))
+    max_ngram: int | None = field(default=None, metadata=cli(
+        "mask n-grams up to this length, p(n) ~ 1/n (ALBERT: 3)"))
+    dupe_factor: int | None = field(default=None, metadata=cli(
+        "static masking: N masked copies of the data, epoch e using copy e % N (default 10, as "
+        "BERT)", metavar="N"))
+    entities: Path | None = field(default=None, metadata=cli(
+        "ernie: entity names (one a line) masked whole, besides People's Daily's",
+        metavar="FILE"))
+    dialogues: Path | None = field(default=None, metadata=cli(
+        "ernie+dlm: dialogues, one turn a line, a blank line between dialogues (default: "
+        "chatterbot-corpus's Chinese conversations)", metavar="FILE"))
+    whole_word: bool = field(default=False, metadata=cli("whole-word masking"))
+    long_fraction: float = field(default=0.0, metadata=cli(
+        "fraction of steps at sequence length 512 (BERT: 0.1)"))
+    bf16: bool | None = field(default=None, metadata=cli(
+        "bf16 autocast (weights stay float32); default: on where the hardware runs bf16 fast "
+        "(CUDA with bf16, CPUs with AVX512-BF16 or AMX)"))
+    compile: bool = field(default=False, metadata=cli(
+        "torch.compile the forward and backward (on a CPU it pays for tiny models only; "
+        "BENCHMARKS.md)"))
+    optimizer: str = field(default="adamw", metadata=cli(
+        "AdamW, or LAMB for large batches (ALBERT)", choices="plmkit.training.optim:OPTIMIZERS"))
+    dropout_off_step: int | None = field(default=None, metadata=cli(
+        "from step N on, train without dropout (ALBERT section 4.9)", metavar="N"))
+    bad_utf8: str = field(default="skip", metadata=cli(
+        "corpus lines that are not UTF-8: skip and count them, or stop",
+        choices="plmkit.data.corpus:BadUtf8"))
+    resume: bool = field(default=False, metadata=cli("continue from the newest checkpoint"))
+    overwrite: bool = field(default=False, metadata=cli(
+        "replace a non-empty --out (its old contents go once the run has started)"))
+    max_bad_steps: int = field(default=50, metadata=cli(
+        "stop after N steps in a row with a non-finite loss (0: never)", metavar="N"))
+    spike_rollback: float | None = field(default=None, metadata=cli(
+        "on a loss over FACTOR x the recent mean, go back to the last checkpoint",
+        metavar="FACTOR"))
+    fsdp: bool = field(default=False, metadata=cli(
+        "under torchrun: shard the model with FSDP2 (default: DDP)"))
+    progress: bool = field(default=True, metadata=cli(  # the option is --no-progress
+        "no progress bar (terminal) or progress lines (a file or pipe)"))
+    tensorboard: bool = field(default=False, metadata=cli(
+        "also write TensorBoard event files to OUT/tensorboard (pip install "
+        "'plmkit[tensorboard]')"))
+    heldout: list[Path] = field(default_factory=list, metadata=cli(
+        "comma-separated held-out files, evaluated every --eval-every steps"))
+    eval_batches: int = field(default=20, metadata=cli("held-out batches per evaluation"))
+    # model config fields, e.g. sharing: set by --model PRESET::KEY=VALUE, no option of its own
+    overrides: dict[str, Any] = field(default_factory=dict)
+    generator: Path | None = field(default=None, metadata=cli(
+        "with --model DISC (a transformers ELECTRA discriminator): its generator (default: "
+        "DISC/generator if there, else a fresh one at the paper's size)", metavar="DIR"))

@@ -1,0 +1,68 @@
+"""One source of truth for the command line (issue 23, item 3): `plmkit pretrain`'s options are
+PretrainArgs' fields, one to one with the same defaults; choice lists are the registries'."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+
+import pytest
+
+from plmkit.cli import main, parser
+from plmkit.data.corpus import BadUtf8
+from plmkit.data.options import DataOptions
+from plmkit.jobs.pretrain import PretrainArgs
+from plmkit.objectives import OBJECTIVES
+from plmkit.tokenizers import KINDS
+from plmkit.training.optim import OPTIMIZERS
+
+
+def options(*command: str) -> dict[str, argparse.Action]:
+    """The options of a subcommand by destination."""
+    p = parser()
+    for name in command:
+        sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+        p = sub.choices[name]
+    return {a.dest: a for a in p._actions if a.dest != "help"}
+
+
+def test_pretrain_options_are_the_fields_of_pretrain_args() -> None:
+    fields = {f.name: f for f in dataclasses.fields(PretrainArgs)}
+    pretrain = options("pretrain")
+    assert set(pretrain) == set(fields) - {"overrides"}  # overrides: --model PRESET::KEY=VALUE
+    for name, action in pretrain.items():
+        f = fields[name]
+        default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+        assert action.required == (default is dataclasses.MISSING), name
+        assert action.required or action.default == default, name
+        assert action.help, name
+
+
+def test_pretrain_parses_each_field_to_its_type() -> None:
+    args = parser().parse_args([
+        "pretrain", "--model", "m", "--corpus", "a.txt,b.txt", "--out", "o", "--lr", "3e-4",
+        "--no-progress", "--no-bf16", "--heldout", "h.txt", "--dupe-factor", "3"])
+    hints = typing.get_type_hints(PretrainArgs)
+    assert PretrainArgs(**{k: v for k, v in vars(args).items() if k in hints})
+    assert (args.lr, args.progress, args.bf16, args.dupe_factor) == (3e-4, False, False, 3)
+    assert [p.name for p in args.corpus] == ["a.txt", "b.txt"] and args.heldout[0].name == "h.txt"
+
+
+def test_choices_come_from_the_registries() -> None:
+    pretrain = options("pretrain")
+    hints = typing.get_type_hints(DataOptions)
+    assert list(pretrain["masking"].choices) == list(typing.get_args(hints["masking"]))
+    assert list(pretrain["input_format"].choices) == list(typing.get_args(hints["input_format"]))
+    assert list(pretrain["optimizer"].choices) == list(OPTIMIZERS)
+    assert list(pretrain["bad_utf8"].choices) == list(typing.get_args(BadUtf8))
+    assert all(name in pretrain["objective"].help for name in OBJECTIVES)
+    assert list(options("tokenizer", "train")["kind"].choices) == list(KINDS)
+    assert list(options("compare")["tokenizer_kind"].choices) == list(KINDS)
+
+
+def test_an_unknown_choice_is_refused_by_argparse(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["pretrain", "--model", "m", "--corpus", "c", "--out", "o", "--optimizer", "sgd"])
+    assert done.value.code == 2
+    assert "invalid choice: 'sgd' (choose from 'adamw', 'lamb')" in capsys.readouterr().err
