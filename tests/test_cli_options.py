@@ -9,11 +9,16 @@ import typing
 
 import pytest
 
+from plmkit.bench.suite import MODES
 from plmkit.cli import main, parser
+from plmkit.data.builders import TASK_DATASETS
 from plmkit.data.corpus import BadUtf8
 from plmkit.data.options import DataOptions
+from plmkit.deploy.backend import BACKENDS
+from plmkit.jobs.compare.downstream import TASK_OF_DATASET
 from plmkit.jobs.pretrain import PretrainArgs
 from plmkit.objectives import OBJECTIVES
+from plmkit.tasks.embed import POOLINGS
 from plmkit.tokenizers import KINDS
 from plmkit.training.optim import OPTIMIZERS
 
@@ -59,6 +64,18 @@ def test_choices_come_from_the_registries() -> None:
     assert all(name in pretrain["objective"].help for name in OBJECTIVES)
     assert list(options("tokenizer", "train")["kind"].choices) == list(KINDS)
     assert list(options("compare")["tokenizer_kind"].choices) == list(KINDS)
+    assert list(options("data", "build")["name"].choices) == list(TASK_DATASETS)
+    assert list(options("embed")["pooling"].choices) == list(POOLINGS)
+    for command in ("serve", "predict", "embed"):
+        assert list(options(command)["backend"].choices) == list(BACKENDS)
+
+
+def test_help_names_every_entry_of_a_registry(capsys: pytest.CaptureFixture[str]) -> None:
+    for command, registry in [("compare", TASK_OF_DATASET), ("bench", MODES)]:
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = "".join(capsys.readouterr().out.split())  # wrapped at hyphens too
+        assert all(name in text for name in registry), command
 
 
 def test_an_unknown_choice_is_refused_by_argparse(capsys: pytest.CaptureFixture[str]) -> None:

@@ -516,7 +516,7 @@ def parser() -> argparse.ArgumentParser:
     p = _add(dsub, "build", "write a task dataset from installed packages (fixed splits)",
              "\n".join(f"plmkit data build --name {name} --out data/{name}  # {files}: {what}"
                        for name, (files, what) in DATASET_FILES.items()), cmd_data_build)
-    p.add_argument("--name", required=True, choices=list(DATASET_FILES))
+    p.add_argument("--name", required=True, choices=Registry("plmkit.data.builders:TASK_DATASETS"))
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffle before splitting")
     p.add_argument("--overwrite", action="store_true",
@@ -564,9 +564,9 @@ def parser() -> argparse.ArgumentParser:
              cmd_bench)
     p.add_argument("--models", default="suite",
                    help="comma-separated presets, or `suite`: every family at tiny, small, base")
-    p.add_argument("--modes", default="train,infer",
-                   help="train, train-foreach, train-defaults, train-compiled, infer, "
-                        "infer-compiled, or serve alone (plmkit/bench/suite.py MODES)")
+    _lists(p.add_argument("--modes", default="train,infer",
+                          help="comma-separated: %(names)s (serve runs alone; "
+                               "plmkit/bench/suite.py MODES)"), "plmkit.bench.suite:MODES")
     p.add_argument("--dtypes", default="float32", help="float32, bfloat16 (autocast, both sides)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=128)
@@ -608,10 +608,10 @@ def parser() -> argparse.ArgumentParser:
                    help="held-out batches of --batch-size x --seq-len (default 16)")
     p.add_argument("--budget", nargs=2, metavar=("UNIT", "N"), required=True,
                    help="steps, tokens, flops (model FLOPs) or minutes, and how many")
-    p.add_argument("--tasks", default="sentiment-en",
-                   help="comma-separated datasets (sentiment-en, nsp-en, sop-en, sentiment-zh, "
-                        "bible-paraphrase, bible-swag, ner-zh) or TASK:TRAIN:DEV[:TEST] "
-                        "(default: sentiment-en)")
+    _lists(p.add_argument("--tasks", default="sentiment-en",
+                          help="comma-separated datasets (%(names)s) or TASK:TRAIN:DEV[:TEST] "
+                               "(default: sentiment-en)"),
+           "plmkit.jobs.compare.downstream:TASK_OF_DATASET")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--overwrite", action="store_true",
                    help="empty a non-empty --out that is not a compare run of this setup")
@@ -745,7 +745,7 @@ def add_task_commands(sub: argparse._SubParsersAction) -> None:
                         "inputs (default: text)")
     p.add_argument("--output", type=Path, required=True,
                    help=".npy (N x H float32) or .jsonl (one {text, embedding} per line)")
-    p.add_argument("--pooling", choices=["cls", "pooler", "mean", "max"],
+    p.add_argument("--pooling", choices=Registry("plmkit.tasks.embed:POOLINGS"),
                    help="cls: the [CLS] / <s> hidden state; pooler: BERT's tanh pooler over it; "
                         "mean / max over the tokens (default: the directory's "
                         "sentence-transformers pooling, else cls)")
@@ -846,7 +846,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 def _backend_options(p: argparse.ArgumentParser) -> None:
     """--backend and --int8 of serve, predict and embed (plmkit.deploy.backend)."""
-    p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+    p.add_argument("--backend", choices=Registry("plmkit.deploy.backend:BACKENDS"), default="torch",
                    help="torch: a plmkit or transformers directory; onnx: a directory of "
                         "`plmkit export --format onnx`, run by onnxruntime")
     p.add_argument("--int8", action="store_true",
