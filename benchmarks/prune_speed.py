@@ -19,8 +19,9 @@ from pathlib import Path
 import torch
 
 from plmkit.deploy.prune import count_parameters, prunable
+from plmkit.interop.native import load_finetuned
 from plmkit.tasks.classify import read_examples
-from plmkit.tasks.finetune import FinetuneOptions, load_finetuned
+from plmkit.tasks.options import FinetuneOptions
 
 
 def main() -> None:

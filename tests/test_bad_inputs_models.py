@@ -19,10 +19,10 @@ import torch
 
 import plmkit
 from plmkit.cli import main
-from plmkit.io import save_model
 from plmkit.models import build, preset_config
 from plmkit.tokenizers import train_tokenizer
 from plmkit.training import Trainer
+from plmkit.training.modeldir import save_model
 
 MB = 1024  # ru_maxrss is in KiB on Linux
 

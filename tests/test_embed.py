@@ -16,9 +16,10 @@ import torch
 
 import plmkit
 from plmkit.cli import main
+from plmkit.deploy.embed import embed_dir
 from plmkit.deploy.serve import Server, make_server
 from plmkit.errors import UserError
-from plmkit.tasks.embed import EmbeddingSetup, embed, embed_dir, embedding_setup
+from plmkit.tasks.embed import EmbeddingSetup, embed, embedding_setup
 from plmkit.tokenizers import Tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")

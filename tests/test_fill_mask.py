@@ -13,7 +13,7 @@ import plmkit
 from plmkit.cli import main
 from plmkit.deploy.fill_mask import fill_mask
 from plmkit.errors import UserError
-from plmkit.tasks.finetune import tokenizer_dir
+from plmkit.interop.native import tokenizer_dir
 from plmkit.tokenizers import Tokenizer
 from pretrained_tiny import pretrained_bert_dir
 

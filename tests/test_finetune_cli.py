@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from plmkit.cli import main
-from plmkit.io import save_model
 from plmkit.models import build, preset_config
 from plmkit.tokenizers import train_tokenizer
+from plmkit.training.modeldir import save_model
 
 
 @pytest.fixture(scope="module")

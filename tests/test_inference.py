@@ -14,7 +14,7 @@ from plmkit import build, preset_config
 from plmkit.cli import main
 from plmkit.deploy.inference import optimize
 from plmkit.errors import UserError
-from plmkit.tasks.finetune import tokenizer_dir
+from plmkit.interop.native import tokenizer_dir
 from plmkit.tokenizers import Tokenizer, train_tokenizer
 
 

@@ -25,8 +25,8 @@ from plmkit.deploy.inspect import (
     plot_attention,
     recording,
 )
+from plmkit.interop.native import tokenizer_dir
 from plmkit.models import FAMILIES, build, preset_config
-from plmkit.tasks.finetune import tokenizer_dir
 from plmkit.tokenizers import Tokenizer
 from pretrained_tiny import TRAIN_TWEETS, pretrained_bert_dir
 

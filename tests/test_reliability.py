@@ -24,12 +24,12 @@ from torch import Tensor, nn
 
 from plmkit.cli import main
 from plmkit.errors import UserError
-from plmkit.io import save_model
 from plmkit.jobs.pretrain import PretrainArgs, pretrain
 from plmkit.models import build, preset_config
 from plmkit.tokenizers import train_tokenizer
 from plmkit.training import TrainConfig, Trainer, list_checkpoints
 from plmkit.training.checkpoint import MANIFEST, TRAINER_STATE, check_config, verify_checkpoint
+from plmkit.training.modeldir import save_model
 from plmkit.training.trainer import Diverged
 
 

@@ -27,12 +27,12 @@ import plmkit
 from plmkit.cli import main
 from plmkit.deploy.fill_mask import fill_mask
 from plmkit.deploy.serve import MAX_BODY, Server, make_server
-from plmkit.io import save_model
+from plmkit.interop.native import TOKENIZER_DIR, tokenizer_dir
 from plmkit.tasks import build_task_model
 from plmkit.tasks.embed import embed
-from plmkit.tasks.finetune import TOKENIZER_DIR, tokenizer_dir
 from plmkit.tasks.squad import answer_question
 from plmkit.tokenizers import Tokenizer
+from plmkit.training.modeldir import save_model
 from pretrained_tiny import pretrained_bert_dir
 
 TEXTS = ["i love this song", "worst day ever", "good morning everyone", "so tired today",

@@ -12,8 +12,8 @@ import pytest
 import plmkit
 from plmkit.data.builders import sentiment_en
 from plmkit.errors import UserError
-from plmkit.io import save_model
 from plmkit.jobs.demo import majority_accuracy, subset
+from plmkit.jobs.finetune import EVAL_RESULTS, evaluate_dir, finetune
 from plmkit.models import build, preset_config
 from plmkit.tasks.classify import (
     SequenceClassifier,
@@ -21,9 +21,9 @@ from plmkit.tasks.classify import (
     make_task,
     regression_metrics,
 )
-from plmkit.tasks.finetune import EVAL_RESULTS, evaluate_dir, finetune
 from plmkit.tasks.options import FinetuneOptions
 from plmkit.tokenizers import Tokenizer, train_tokenizer
+from plmkit.training.modeldir import save_model
 
 FAST = FinetuneOptions(lr=1e-3, batch_size=32, epochs=2, max_seq_len=32, progress=False)
 

@@ -10,9 +10,8 @@ import pytest
 import plmkit
 from plmkit.data.builders import peoples_daily_sentences
 from plmkit.errors import UserError
-from plmkit.io import save_model
+from plmkit.jobs.finetune import EVAL_RESULTS, finetune
 from plmkit.models import build, preset_config
-from plmkit.tasks.finetune import EVAL_RESULTS, finetune
 from plmkit.tasks.options import FinetuneOptions
 from plmkit.tasks.tag import (
     IGNORE,
@@ -24,6 +23,7 @@ from plmkit.tasks.tag import (
     read_conll,
 )
 from plmkit.tokenizers import Tokenizer, train_tokenizer
+from plmkit.training.modeldir import save_model
 
 
 @pytest.mark.parametrize(("tags", "expected"), [

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plmkit.errors import UserError
-from plmkit.io import save_model
 from plmkit.nn.attention import MultiHeadAttention
 from plmkit.training import (
     Lamb,
@@ -29,6 +28,7 @@ from plmkit.training import (
     plot_metrics,
 )
 from plmkit.training.checkpoint import TRAINER_STATE
+from plmkit.training.modeldir import save_model
 from plmkit.training.trainer import disable_dropout
 
 VOCAB = 16

@@ -292,7 +292,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    from plmkit.tasks.finetune import finetune, load_task
+    from plmkit.jobs.finetune import finetune
+    from plmkit.tasks.base import load_task
     from plmkit.tasks.options import FinetuneOptions
 
     extra = {k: v for k in ("pooling", "regression") if (v := getattr(args, k))}
@@ -331,7 +332,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         return
     if args.model is None:
         raise UserError("give --model OUT (or --task squad --predictions PRED.json)")
-    from plmkit.tasks.finetune import evaluate_dir
+    from plmkit.jobs.finetune import evaluate_dir
 
     scores = evaluate_dir(args.model, args.eval, args.batch_size)
     print(json.dumps({**scores, **majority_baseline(args.model, args.eval)}))
@@ -340,7 +341,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def majority_baseline(model_dir: Path, eval: Path) -> dict[str, float]:
     """A classifier's `majority_baseline`: the accuracy of always answering the eval file's
     own most frequent label (its training labels are not kept); {} for other tasks."""
-    from plmkit.io import read_native_config
+    from plmkit.interop.native import read_native_config
     from plmkit.tasks.classify import majority_share
 
     task = read_native_config(model_dir)[2] or {}
@@ -764,7 +765,7 @@ def cmd_attention(args: argparse.Namespace) -> None:
 
     import plmkit
     from plmkit.deploy.inspect import attention_maps, plot_attention
-    from plmkit.tasks.finetune import tokenizer_dir
+    from plmkit.interop.native import tokenizer_dir
     from plmkit.tokenizers import Tokenizer
 
     maps = attention_maps(plmkit.load(args.model), Tokenizer.load(tokenizer_dir(args.model)),
@@ -790,7 +791,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
 
 def cmd_fill_mask(args: argparse.Namespace) -> None:
     from plmkit.deploy.fill_mask import fill_mask, fill_mask_lines, format_predictions, load_mlm
-    from plmkit.tasks.finetune import tokenizer_dir
+    from plmkit.interop.native import tokenizer_dir
     from plmkit.tokenizers import Tokenizer
 
     model = load_mlm(args.model)
@@ -811,8 +812,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
     import plmkit
     from plmkit.deploy.generate import generate_causal
+    from plmkit.interop.native import tokenizer_dir
     from plmkit.jobs.seq2seq import translate_with
-    from plmkit.tasks.finetune import tokenizer_dir
     from plmkit.tokenizers import Tokenizer
 
     model = plmkit.load(args.model).eval()

@@ -18,14 +18,9 @@ import torch
 from torch import nn
 
 from plmkit.errors import UserError
+from plmkit.interop.native import Finetuned, saved_options, tokenizer_dir
+from plmkit.tasks.base import resolve_options, task_of_model
 from plmkit.tasks.embed import EmbeddingSetup, embed, embedding_setup
-from plmkit.tasks.finetune import (
-    Finetuned,
-    resolve_options,
-    saved_options,
-    task_of_model,
-    tokenizer_dir,
-)
 from plmkit.tokenizers import Tokenizer
 
 BACKENDS = ("torch", "onnx")

@@ -15,7 +15,7 @@ from torch import nn
 from plmkit.errors import UserError
 from plmkit.interop.hf import hf_names
 from plmkit.models import get_family
-from plmkit.tasks.finetune import in_batches, pad_collate
+from plmkit.tasks.batching import in_batches, pad_collate
 from plmkit.tokenizers import Tokenizer
 
 Prediction = dict[str, Any]  # {"token": str, "id": int, "score": float}

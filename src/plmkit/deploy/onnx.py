@@ -178,9 +178,9 @@ def export_onnx(model_dir: Path, out: Path, *, int8: bool = False,
     passes a staged one), check it and write its description; a UserError when the float32
     parity check fails."""
     import plmkit
+    from plmkit.interop.native import FINETUNE_CONFIG
     from plmkit.interop.start import copy_tokenizer, tokenizer_files
     from plmkit.tasks.embed import embedding_setup
-    from plmkit.tasks.finetune import FINETUNE_CONFIG
     from plmkit.tokenizers import Tokenizer
 
     require()

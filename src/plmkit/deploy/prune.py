@@ -21,20 +21,13 @@ from torch import Tensor, nn
 import plmkit
 from plmkit.deploy.inspect import attention_modules, backbone_of, head_importance
 from plmkit.errors import UserError
-from plmkit.io import save_model
+from plmkit.interop.native import FINETUNE_CONFIG, TOKENIZER_DIR, saved_options, tokenizer_dir
 from plmkit.nn.attention import MultiHeadAttention
-from plmkit.tasks.finetune import (
-    FINETUNE_CONFIG,
-    TOKENIZER_DIR,
-    in_batches,
-    pad_collate,
-    resolve_options,
-    saved_options,
-    task_of_model,
-    tokenizer_dir,
-)
+from plmkit.tasks.base import resolve_options, task_of_model
+from plmkit.tasks.batching import in_batches, pad_collate
 from plmkit.tasks.options import FinetuneOptions
 from plmkit.tokenizers import Tokenizer
+from plmkit.training.modeldir import save_model
 
 Heads = dict[int, list[int]]
 

@@ -44,8 +44,9 @@ import torch
 import plmkit
 from plmkit.deploy.backend import describe, load
 from plmkit.errors import Interrupted, UserError
+from plmkit.interop.native import saved_options
+from plmkit.tasks.base import resolve_options, task_of_model
 from plmkit.tasks.embed import POOLINGS, embed
-from plmkit.tasks.finetune import resolve_options, saved_options, task_of_model
 
 MAX_BODY = 1 << 20  # bytes
 MAX_TEXTS = 64  # texts per request

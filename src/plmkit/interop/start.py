@@ -18,9 +18,10 @@ from torch import nn
 
 from plmkit.errors import UserError
 from plmkit.interop.hf import load_hf_fresh, read_hf_config, save_hf
-from plmkit.io import NATIVE_CONFIG, is_native, load_model, read_native_config
+from plmkit.interop.native import load_model, read_native_config
 from plmkit.models import build
 from plmkit.models.registry import all_presets
+from plmkit.training.modeldir import NATIVE_CONFIG, is_native
 
 if TYPE_CHECKING:
     from plmkit.tasks.embed import EmbeddingSetup

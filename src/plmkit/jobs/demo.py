@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from plmkit.data.builders import sentiment_en, tweets_corpus
+from plmkit.jobs.finetune import evaluate_dir, finetune
 from plmkit.jobs.pretrain import PretrainArgs, trainer_for
 from plmkit.tasks.classify import make_task
-from plmkit.tasks.finetune import evaluate_dir, finetune
 from plmkit.tasks.options import FinetuneOptions
 from plmkit.training.plot import plot_metrics
 

@@ -22,7 +22,7 @@ from plmkit.data.options import DataOptions
 from plmkit.data.parallel import Pair, read_pairs
 from plmkit.deploy.generate import BEAM, MAX_EXTRA, beam_search, greedy, warn_blank
 from plmkit.errors import UserError
-from plmkit.io import load_model
+from plmkit.interop.native import load_model
 from plmkit.jobs.pretrain import (
     TOKENIZER_DIR,
     PretrainArgs,

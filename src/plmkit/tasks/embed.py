@@ -143,20 +143,6 @@ def embed(model: nn.Module, tokenizer: Tokenizer, texts: Sequence[str],
     return torch.cat(vectors).numpy() if vectors else np.zeros((0, hidden), np.float32)
 
 
-def embed_dir(model_dir: str | Path, texts: Sequence[str], pooling: str | None = None,
-              normalize: bool | None = None, max_seq_len: int | None = None,
-              batch_size: int = 32) -> np.ndarray:
-    """`embed` with the model and tokenizer of `model_dir`, its sentence-transformers setup
-    (if any) unless `pooling` / `normalize` / `max_seq_len` say otherwise."""
-    import plmkit
-    from plmkit.tasks.finetune import tokenizer_dir
-
-    setup = embedding_setup(model_dir).given(pooling, normalize, max_seq_len)
-    model = plmkit.load(model_dir)
-    return embed(model, Tokenizer.load(tokenizer_dir(Path(model_dir))), texts, setup,
-                 batch_size)
-
-
 def write_sentence_transformers(directory: Path, setup: EmbeddingSetup, hidden_size: int) -> None:
     """Write the sentence-transformers files that make `SentenceTransformer(directory)` embed
     as `setup` does (pooling "pooler" has no sentence-transformers module: refused)."""

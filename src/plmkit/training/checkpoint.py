@@ -13,7 +13,6 @@ plmkit writes (code in the pickle, entries of the wrong type), is skipped the sa
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -32,8 +31,8 @@ import torch
 from torch import nn
 
 from plmkit.errors import UserError
-from plmkit.io import NATIVE_CONFIG, WEIGHTS
 from plmkit.outputs import clean_leftovers, fix_modes, no_space_is_user_error
+from plmkit.training.modeldir import NATIVE_CONFIG, WEIGHTS, describe, fsync_dir, fsync_files
 
 CHECKPOINTS = "checkpoints"
 TRAINER_STATE = "trainer_state.pt"
@@ -92,11 +91,12 @@ def _write_checkpoint(final: Path, model: nn.Module, state: dict[str, Any],
                     for p in sorted(tmp.iterdir())}
         (tmp / MANIFEST).write_text(json.dumps({"files": manifest}, indent=2) + "\n")
         fix_modes(tmp)
-        _fsync_tree(tmp)
+        fsync_files(tmp)
+        fsync_dir(tmp)
         if final.exists():  # an earlier run's checkpoint of the same step: move it aside
             final.rename(tmp.with_name(tmp.name + ".old"))
         tmp.rename(final)
-        _fsync(root)
+        fsync_dir(root)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -215,8 +215,7 @@ def check_config(model: nn.Module, checkpoint: Path) -> None:
     """A `UserError` naming the family or the config fields in which the model saved in
     `checkpoint` differs from `model` (e.g. a vocabulary of another size)."""
     path = checkpoint / NATIVE_CONFIG
-    config = getattr(model, "config", None)
-    if config is None or not path.is_file():
+    if getattr(model, "config", None) is None or not path.is_file():
         return
     try:
         saved = json.loads(path.read_text())
@@ -224,14 +223,14 @@ def check_config(model: nn.Module, checkpoint: Path) -> None:
         saved = None
     if not isinstance(saved, dict) or not isinstance(saved.get("config", {}), dict):
         raise BadCheckpoint(f"{checkpoint}: {NATIVE_CONFIG} is not a plmkit model description")
-    ours = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples as lists, like the file
-    if saved.get("family") != config.family:
-        family = config.family
+    ours = json.loads(json.dumps(describe(model)))  # tuples as lists, like the file
+    if saved.get("family") != ours["family"]:
+        family = ours["family"]
         raise UserError(f"{path}: the checkpoint holds a {saved.get('family')} model, this run "
                         f"a{'n' if family[0] in 'aeiou' else ''} {family} model (another "
                         "--model, or another --out?)")
     theirs = saved.get("config", {})
-    diff = [f"{k} {theirs.get(k)!r} there, {v!r} here" for k, v in ours.items()
+    diff = [f"{k} {theirs.get(k)!r} there, {v!r} here" for k, v in ours["config"].items()
             if theirs.get(k) != v]
     if diff:
         raise UserError(f"{path}: the checkpoint's model differs from this run's: "
@@ -267,22 +266,6 @@ def _prune(root: Path, keep_last: int | None) -> None:
     if keep_last is not None:
         for _, path in list_checkpoints(root.parent)[:-keep_last]:
             shutil.rmtree(path)
-
-
-def _fsync_tree(directory: Path) -> None:
-    for path in directory.iterdir():
-        if path.is_file():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-    _fsync(directory)
-
-
-def _fsync(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def seed_all(seed: int) -> None:

@@ -55,8 +55,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from plmkit import io
 from plmkit.errors import Interrupted, UserError
+from plmkit.training import modeldir
 from plmkit.training.checkpoint import (
     CHECKPOINTS,
     TRAINER_STATE,
@@ -174,7 +174,7 @@ class Trainer:
         train_data: Iterable[Batch] | Sequence[Phase],
         config: TrainConfig,
         eval_data: Iterable[Batch] | None = None,
-        save_model: SaveModel = io.save_model,
+        save_model: SaveModel = modeldir.save_model,
         schedule: Schedule | None = None,
         evaluator: Callable[[nn.Module], Mapping[str, float]] | None = None,
         dist: Dist | None = None,

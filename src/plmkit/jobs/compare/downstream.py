@@ -96,7 +96,8 @@ def finetune_seeds(model_dir: Path, task_key: str, files: dict[str, Path], seeds
                    options: FinetuneOptions) -> list[float]:
     """Fine-tune the model in `model_dir` once per seed (finished runs reused); the main
     metric of each on the test file (dev when there is none)."""
-    from plmkit.tasks.finetune import evaluate_dir, finetune, load_task
+    from plmkit.jobs.finetune import evaluate_dir, finetune
+    from plmkit.tasks.base import load_task
 
     task_name = task_key.split("/")[0]
     scores = []
@@ -117,8 +118,8 @@ def probe(model_dir: Path, task_key: str, files: dict[str, Path]) -> float | Non
     """Test accuracy of a linear probe on the frozen model (classification only; cached in
     `model_dir`/probe/)."""
     import plmkit
+    from plmkit.interop.native import tokenizer_dir
     from plmkit.tasks.classify import make_task
-    from plmkit.tasks.finetune import tokenizer_dir
     from plmkit.tokenizers import Tokenizer
 
     if not task_key.startswith("classify/"):
@@ -139,7 +140,8 @@ def probe_features(model: nn.Module, tok: Tokenizer, task: ClassifyTask,
                    path: Path) -> tuple[Tensor, Tensor]:
     """Mean-pooled last hidden states (N, H) of the examples of `path` (pairs encoded as
     segment pairs) and their label indices (N,)."""
-    from plmkit.tasks.finetune import in_batches, pad_collate, pool, resolve_options, run_model
+    from plmkit.tasks.base import pool, resolve_options
+    from plmkit.tasks.batching import in_batches, pad_collate, run_model
 
     features = task.features(tok, task.read(path, need_label=True),
                              resolve_options(task, FinetuneOptions()))

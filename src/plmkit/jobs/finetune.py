@@ -1,0 +1,79 @@
+"""`plmkit finetune` and `plmkit evaluate`: a task (`plmkit.tasks`) trained on a pretrained model
+by the one Trainer, and the fine-tuned OUT directory read back to score an eval file."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from plmkit.interop.native import (
+    FINETUNE_CONFIG,
+    TOKENIZER_DIR,
+    load,
+    load_finetuned,
+    tokenizer_dir,
+)
+from plmkit.tasks.base import Task, resolve_options
+from plmkit.tasks.options import FinetuneOptions, default_lr
+from plmkit.tokenizers import Tokenizer
+from plmkit.training import TrainConfig, Trainer
+
+EVAL_RESULTS = "eval_results.json"
+
+
+def finetune(task: Task, model_dir: Path, train: Path, eval: Path | None, out: Path,
+             options: FinetuneOptions) -> dict[str, float]:
+    """Fine-tune the model in `model_dir` on `task`; OUT gets the best model (by
+    `task.main_metric` on `eval`, else the last one), its tokenizer, `eval_results.json`,
+    `metrics.jsonl` and `finetune.json`. Returns the best model's metrics (empty without eval).
+    """
+    options = resolve_options(task, options)
+    if eval is not None:
+        task.read_eval(eval)  # a bad eval file stops the run now, not after an epoch
+    tokenizer = Tokenizer.load(tokenizer_dir(model_dir))
+    model = task.build_model(load(model_dir))
+    if options.lr is None:
+        options = dataclasses.replace(options, lr=default_lr(model.config))
+    data = task.train_batches(tokenizer, options)
+    per_epoch = task.steps_per_epoch(options)
+    steps = max(1, round(per_epoch * options.epochs))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(out / FINETUNE_CONFIG, dataclasses.asdict(options))
+    tokenizer.save(out / TOKENIZER_DIR)
+    evaluator = None
+    if eval is not None:
+        def evaluator(m: nn.Module) -> dict[str, float]:
+            return task.evaluate(m, tokenizer, eval, options)
+    config = TrainConfig(
+        steps=steps, out_dir=out, lr=options.lr, weight_decay=options.weight_decay,
+        warmup_steps=round(steps * options.warmup_fraction), bf16=options.bf16,
+        seed=options.seed, log_every=max(1, min(50, per_epoch)),
+        eval_every=options.eval_every or per_epoch, save_every=0, checkpoints=False,
+        best_metric=task.main_metric if eval is not None else None,
+        patience=options.patience, progress=options.progress, tensorboard=options.tensorboard,
+    )
+    trainer = Trainer(model, task.objective, data, config, evaluator=evaluator)
+    trainer.train()
+    best = {k.removeprefix("eval_"): v for k, v in (trainer.best or {}).items()
+            if k.startswith("eval_")}
+    if eval is not None:
+        _write_json(out / EVAL_RESULTS, {**best, "step": trainer.best["step"],  # type: ignore[index]
+                                         "eval_file": str(eval)})
+    return best
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n",
+                    encoding="utf-8")
+
+
+def evaluate_dir(model_dir: Path, eval: Path, batch_size: int | None = None) -> dict[str, float]:
+    """The task's metrics of the fine-tuned model in `model_dir` on the file `eval`."""
+    f = load_finetuned(model_dir, batch_size)
+    return f.task.evaluate(f.model, f.tokenizer, eval, f.options)
+
