@@ -5,10 +5,13 @@ from its metadata (`cli`), so a new field is a new option."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from plmkit.errors import UserError
 from plmkit.objectives import OBJECTIVES
 
 # Options that a resumed run may change; every other one must equal the run's (`run.json`).
@@ -23,11 +26,13 @@ CORPUS_HELP = ("comma-separated corpus files: txt (a blank line between document
                ".gz or .zst")
 
 
-def cli(help: str, metavar: str | None = None, choices: str | None = None) -> dict[str, Any]:
-    """A field's `metadata`: its command-line help, metavar, and `choices`: the registry that
+def cli(help: str, metavar: str | None = None, choices: str | None = None,
+        names: str | None = None) -> dict[str, Any]:
+    """A field's `metadata`: its command-line help and metavar; `choices`: the registry that
     lists the values, as "module:NAME" (a dict, tuple or Literal) or "module:Class.field" (a
-    Literal field), read only when the command line needs it."""
-    return {"help": help, "metavar": metavar, "choices": choices}
+    Literal field); `names`: a registry the help names as %(names)s. Registries are read only
+    when the command line needs them."""
+    return {"help": help, "metavar": metavar, "choices": choices, "names": names}
 
 
 @dataclass
@@ -123,3 +128,50 @@ class PretrainArgs:
     generator: Path | None = field(default=None, metadata=cli(
         "with --model DISC (a transformers ELECTRA discriminator): its generator (default: "
         "DISC/generator if there, else a fresh one at the paper's size)", metavar="DIR"))
+
+
+@dataclass
+class Entry:
+    """A model spec, `preset[:objective][:key=value...]` (`plmkit pretrain --model`, an arm of
+    `plmkit compare`). A key is a `plmkit pretrain` option (masking, input_format, max_ngram,
+    whole_word) or, failing that, a field of the model's config (sharing, embedding_size,
+    generator_size, ...). A control arm of a comparison is pretrained for one step."""
+
+    preset: str
+    objective: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    control: bool = False
+
+    @property
+    def name(self) -> str:
+        extra = [f"{k}={v}" for k, v in {**self.options, **self.overrides}.items()]
+        name = "_".join([self.preset, *([self.objective] if self.objective else []), *extra])
+        return f"control-{name}" if self.control else name
+
+
+def parse_entry(spec: str, option: str = "--models") -> Entry:
+    """`bert-tiny`, `bert-tiny:mlm`, `roberta-tiny:mlm:masking=static`, `albert-tiny::sharing=
+    none` -> Entry (`option`: the command-line option it came from, for errors)."""
+    parts = spec.split(":")
+    objective = parts[1].strip() if len(parts) > 1 else ""
+    entry = Entry(parts[0].strip(), objective or None)
+    options = {f.name for f in dataclasses.fields(PretrainArgs)}
+    for pair in parts[2:]:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"{option} {spec!r}: expected key=value, got {pair!r}")
+        key = key.replace("-", "_")
+        target = entry.options if key in options else entry.overrides
+        target[key] = _value(value)
+    return entry
+
+
+def _value(text: str) -> Any:
+    """An option value: int, float, true / false, else the text."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        with contextlib.suppress(ValueError):
+            return kind(text)
+    return text

@@ -26,7 +26,7 @@ from plmkit.interop.start import (
     source_configs,
     tokenizer_files,
 )
-from plmkit.jobs.options import RESUMABLE_CHANGES, PretrainArgs
+from plmkit.jobs.options import RESUMABLE_CHANGES, PretrainArgs, parse_entry
 from plmkit.models import Family, build, get_family, preset_config
 from plmkit.objectives import Objective, get_objective
 from plmkit.outputs import claim, fix_modes, keep_until_done, mark
@@ -136,8 +136,6 @@ def resolve(args: PretrainArgs) -> PretrainArgs:
     """`args` with `--model PRESET[:OBJECTIVE][:KEY=VALUE...]` (`plmkit compare`'s syntax)
     spread into the options it names, and the default learning rate filled in."""
     if not is_checkpoint(args.model) and ":" in args.model:
-        from plmkit.jobs.compare.run import parse_entry
-
         entry = parse_entry(args.model, option="--model")
         if args.objective and entry.objective and args.objective != entry.objective:
             raise UserError(f"--objective {args.objective} differs from --model "

@@ -17,14 +17,8 @@ Modules: `run` (arms, pretraining, resuming), `heldout` (the fixed mask sets), `
 
 from plmkit.jobs.compare.downstream import cut
 from plmkit.jobs.compare.report import machine
-from plmkit.jobs.compare.run import (
-    CompareArgs,
-    Entry,
-    compare,
-    parse_entry,
-    pretrain_args,
-    training_step_flops,
-)
+from plmkit.jobs.compare.run import CompareArgs, compare, pretrain_args, training_step_flops
+from plmkit.jobs.options import Entry, parse_entry
 
 __all__ = ["CompareArgs", "Entry", "compare", "cut", "machine", "parse_entry", "pretrain_args",
            "training_step_flops"]

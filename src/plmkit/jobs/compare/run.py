@@ -10,7 +10,6 @@ interrupted pretraining from its newest checkpoint; arms, tasks and seeds may be
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -27,60 +26,14 @@ from plmkit.errors import UserError
 from plmkit.jobs.compare.downstream import finetune_seeds, majority_baseline, prepare_task, probe
 from plmkit.jobs.compare.heldout import HeldOut
 from plmkit.jobs.compare.report import write_report
-from plmkit.jobs.pretrain import PretrainArgs, prepare, trainer_for
+from plmkit.jobs.options import Entry, PretrainArgs, parse_entry
+from plmkit.jobs.pretrain import prepare, trainer_for
 from plmkit.tasks.options import FinetuneOptions
 
 BUDGETS = ("steps", "tokens", "flops", "minutes")
 STATE = "compare.json"  # per arm: flops per step and steps; per seed: done
 SETUP = "compare-setup.json"
 CURVE_POINTS = 8  # held-out evaluations per pretraining run (and one at its last step)
-
-
-@dataclass
-class Entry:
-    """One arm of a comparison: `preset[:objective][:key=value...]`. A key is a
-    `plmkit pretrain` option (masking, input_format, max_ngram, whole_word) or, failing that,
-    a field of the model's config (sharing, embedding_size, generator_size, ...). A control
-    arm is pretrained for one step."""
-
-    preset: str
-    objective: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-    overrides: dict[str, Any] = field(default_factory=dict)
-    control: bool = False
-
-    @property
-    def name(self) -> str:
-        extra = [f"{k}={v}" for k, v in {**self.options, **self.overrides}.items()]
-        name = "_".join([self.preset, *([self.objective] if self.objective else []), *extra])
-        return f"control-{name}" if self.control else name
-
-
-def parse_entry(spec: str, option: str = "--models") -> Entry:
-    """`bert-tiny`, `bert-tiny:mlm`, `roberta-tiny:mlm:masking=static`, `albert-tiny::sharing=
-    none` -> Entry (`option`: the command-line option it came from, for errors)."""
-    parts = spec.split(":")
-    objective = parts[1].strip() if len(parts) > 1 else ""
-    entry = Entry(parts[0].strip(), objective or None)
-    options = {f.name for f in dataclasses.fields(PretrainArgs)}
-    for pair in parts[2:]:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UserError(f"{option} {spec!r}: expected key=value, got {pair!r}")
-        key = key.replace("-", "_")
-        target = entry.options if key in options else entry.overrides
-        target[key] = _value(value)
-    return entry
-
-
-def _value(text: str) -> Any:
-    """An option value: int, float, true / false, else the text."""
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    for kind in (int, float):
-        with contextlib.suppress(ValueError):
-            return kind(text)
-    return text
 
 
 @dataclass
