@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from plmkit.bench.command import BenchArgs
 from plmkit.errors import Interrupted, UserError
 from plmkit.jobs.options import PretrainArgs
 
@@ -78,7 +79,8 @@ def add_options(p: argparse.ArgumentParser, cls: type, names: Sequence[str] | No
 
 def _add_field(p: argparse.ArgumentParser, f: dataclasses.Field, hint: Any) -> None:
     flag = "--" + f.name.replace("_", "-")
-    kwargs: dict[str, Any] = {"help": f.metadata["help"].replace("%", "%%"), "dest": f.name}
+    text = f.metadata["help"].replace("%", "%%").replace("%%(names)s", "%(names)s")
+    kwargs: dict[str, Any] = {"help": text, "dest": f.name}
     if f.metadata["choices"]:
         kwargs["choices"] = Registry(f.metadata["choices"])
     default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
@@ -90,10 +92,18 @@ def _add_field(p: argparse.ArgumentParser, f: dataclasses.Field, hint: Any) -> N
     if kind is bool:
         actions = {False: "store_true", True: "store_false", None: argparse.BooleanOptionalAction}
         flag = "--no-" + flag[2:] if default is True else flag
-        p.add_argument(flag, action=actions[default], **kwargs)
-        return
-    parse = {list[Path]: _paths, str: None}
-    p.add_argument(flag, type=parse.get(kind, kind), metavar=f.metadata["metavar"], **kwargs)
+        action = p.add_argument(flag, action=actions[default], **kwargs)
+    else:
+        parse = {list[Path]: _paths, str: None}
+        action = p.add_argument(flag, type=parse.get(kind, kind), metavar=f.metadata["metavar"],
+                                **kwargs)
+    if f.metadata.get("names"):
+        _lists(action, f.metadata["names"])
+
+
+def _fields(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The values in `args` of the fields of the dataclass `cls`."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
 
 
 def _unoptional(hint: Any) -> Any:
@@ -166,8 +176,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> None:
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from plmkit.jobs.pretrain import pretrain
 
-    options = {k: v for k, v in vars(args).items() if k not in ("handler", "command")}
-    pretrain(PretrainArgs(**options))
+    pretrain(PretrainArgs(**_fields(args, PretrainArgs)))
 
 
 def cmd_translate(args: argparse.Namespace) -> None:
@@ -194,59 +203,10 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from plmkit.bench import suite as bench
+    from plmkit.bench.command import bench
 
-    for out in (args.json, args.markdown):  # before a run of minutes, not after it
-        if out is not None and not out.parent.is_dir():
-            raise UserError(f"{out}: no such directory {out.parent}")
-    if args.data:
-        from plmkit.bench import data as bench_data
-
-        presets = ["bert-mini", "bert-base"] if args.models == "suite" else args.models.split(",")
-        data, loader = bench_data.run_data(args.data, args.tokenizer, presets, args.seq_len,
-                                           args.batch_size, args.reps)
-        print(bench_data.table(data, loader))
-        return
-    if "serve" in args.modes.split(","):
-        return bench_serve(args)
-    if args.from_json:
-        report = bench.read_json(args.from_json)
-    else:
-        models = bench.SUITE if args.models == "suite" else args.models.split(",")
-        dtypes = tuple(args.dtypes.split(","))
-        modes = args.modes.split(",")
-        device = bench.parse_device(args.device)
-        peaks = None if args.no_mfu else {
-            d: bench.matmul_peak(d, device=device) for d in bench.peak_dtypes(modes, dtypes)}
-        records = bench.run(models, modes, args.batch_size, args.seq_len, args.reps,
-                            dtypes=dtypes, peaks=peaks, remeasure=True, device=device)
-        command = "plmkit " + " ".join(sys.argv[1:])
-        if args.json:
-            bench.write_json(records, args.json, peaks, command)
-        report = {"command": command, "machine": bench.machine(),
-                  "matmul_peak_flops": peaks or {}, "records": records}
-    print(bench.table(report["records"]))
-    if args.markdown:
-        bench.update_markdown(args.markdown, bench.markdown(report))
-        print(f"updated {args.markdown}")
-
-
-def bench_serve(args: argparse.Namespace) -> None:
-    """`plmkit bench --modes serve` (plmkit/bench/serve.py)."""
-    import tempfile
-
-    from plmkit.bench import serve as serve_bench
-    from plmkit.bench import suite as bench
-
-    if args.modes != "serve" or args.from_json or args.markdown:
-        raise UserError("--modes serve runs alone, without --from-json and --markdown")
-    models = serve_bench.MODELS if args.models == "suite" else args.models.split(",")
-    with tempfile.TemporaryDirectory() as root:
-        forwards, loads = serve_bench.run(models, Path(root), seq=args.seq_len, reps=args.reps)
-    print(serve_bench.table(forwards, loads))
-    if args.json:
-        serve_bench.write_json(forwards, loads, args.json, bench.machine(),
-                               "plmkit " + " ".join(sys.argv[1:]))
+    line = "plmkit " + " ".join(sys.argv[1:])
+    print(bench(BenchArgs(**_fields(args, BenchArgs), command_line=line)))
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -563,29 +523,7 @@ def parser() -> argparse.ArgumentParser:
              "plmkit bench --models bert-mini,bert-base --modes train,train-defaults\n"
              "plmkit bench --modes serve --reps 50 --json serve.json  # vs ONNX Runtime",
              cmd_bench)
-    p.add_argument("--models", default="suite",
-                   help="comma-separated presets, or `suite`: every family at tiny, small, base")
-    _lists(p.add_argument("--modes", default="train,infer",
-                          help="comma-separated: %(names)s (serve runs alone; "
-                               "plmkit/bench/suite.py MODES)"), "plmkit.bench.suite:MODES")
-    p.add_argument("--dtypes", default="float32", help="float32, bfloat16 (autocast, both sides)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--reps", type=int, default=5)
-    p.add_argument("--no-mfu", action="store_true",
-                   help="skip the matmul peak and the FLOP-counted step")
-    p.add_argument("--device", default="cpu",
-                   help="torch device of both sides: cpu (default), cuda, cuda:1")
-    p.add_argument("--json", type=Path, help="write the report as JSON")
-    p.add_argument("--markdown", type=Path,
-                   help="write the report's table into this Markdown file's generated section")
-    p.add_argument("--from-json", type=Path, help="print (and --markdown) a saved report")
-    p.add_argument("--data", type=Path, metavar="CORPUS",
-                   help="instead: raw text -> batches MB/s against a port of BERT's "
-                        "create_pretraining_data, and the loader's share of a step (--models: "
-                        "BERT presets, default bert-mini,bert-base)")
-    p.add_argument("--tokenizer", type=Path,
-                   help="with --data: a WordPiece tokenizer (default: trained on CORPUS)")
+    add_options(p, BenchArgs)
 
     p = _add(sub, "compare", "pretrain models at equal compute with several seeds, score, "
              "compare", """

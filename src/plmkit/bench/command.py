@@ -1,0 +1,112 @@
+"""`plmkit bench`: its options (`BenchArgs`, from which the CLI builds them) and what it runs:
+the model suite against transformers (`bench.suite`), the data pipeline against BERT's
+reference (`bench.data`, --data) or the HTTP server against ONNX Runtime (`bench.serve`,
+--modes serve). Importing this module imports none of them."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from plmkit.errors import UserError
+from plmkit.jobs.options import cli
+
+DATA_PRESETS = ["bert-mini", "bert-base"]  # --data with --models suite
+
+
+@dataclass
+class BenchArgs:
+    """The options of `plmkit bench`; `command_line`: recorded in the reports."""
+
+    models: str = field(default="suite", metadata=cli(
+        "comma-separated presets, or `suite`: every family at tiny, small, base"))
+    modes: str = field(default="train,infer", metadata=cli(
+        "comma-separated: %(names)s (serve runs alone; plmkit/bench/suite.py MODES)",
+        names="plmkit.bench.suite:MODES"))
+    dtypes: str = field(default="float32", metadata=cli(
+        "comma-separated: %(names)s (autocast, both sides)", names="plmkit.bench.suite:DTYPES"))
+    batch_size: int = field(default=8, metadata=cli("sequences per batch"))
+    seq_len: int = field(default=128, metadata=cli("tokens per sequence"))
+    reps: int = field(default=5, metadata=cli("timed runs of each side, alternating"))
+    no_mfu: bool = field(default=False, metadata=cli(
+        "skip the matmul peak and the FLOP-counted step"))
+    device: str = field(default="cpu", metadata=cli(
+        "torch device of both sides: cpu (default), cuda, cuda:1"))
+    json: Path | None = field(default=None, metadata=cli("write the report as JSON"))
+    markdown: Path | None = field(default=None, metadata=cli(
+        "write the report's table into this Markdown file's generated section"))
+    from_json: Path | None = field(default=None, metadata=cli(
+        "print (and --markdown) a saved report"))
+    data: Path | None = field(default=None, metadata=cli(
+        "instead: raw text -> batches MB/s against a port of BERT's create_pretraining_data, "
+        "and the loader's share of a step (--models: BERT presets, default "
+        "bert-mini,bert-base)", metavar="CORPUS"))
+    tokenizer: Path | None = field(default=None, metadata=cli(
+        "with --data: a WordPiece tokenizer (default: trained on CORPUS)"))
+    command_line: str = "plmkit bench"
+
+
+def bench(args: BenchArgs) -> str:
+    """Run what `args` ask for; the report to print."""
+    for out in (args.json, args.markdown):  # before a run of minutes, not after it
+        if out is not None and not out.parent.is_dir():
+            raise UserError(f"{out}: no such directory {out.parent}")
+    if args.data:
+        return bench_data(args)
+    if "serve" in args.modes.split(","):
+        return bench_serve(args)
+    return bench_suite(args)
+
+
+def _models(args: BenchArgs, suite: list[str] | tuple[str, ...]) -> list[str]:
+    return list(suite) if args.models == "suite" else args.models.split(",")
+
+
+def bench_suite(args: BenchArgs) -> str:
+    """The suite's table (`bench.suite`), run now or read from --from-json; with --json and
+    --markdown, the report written there too."""
+    from plmkit.bench import suite
+
+    if args.from_json:
+        report = suite.read_json(args.from_json)
+    else:
+        dtypes, modes = tuple(args.dtypes.split(",")), args.modes.split(",")
+        device = suite.parse_device(args.device)
+        peaks = None if args.no_mfu else {
+            d: suite.matmul_peak(d, device=device) for d in suite.peak_dtypes(modes, dtypes)}
+        records = suite.run(_models(args, suite.SUITE), modes, args.batch_size, args.seq_len,
+                            args.reps, dtypes=dtypes, peaks=peaks, remeasure=True,
+                            device=device)
+        if args.json:
+            suite.write_json(records, args.json, peaks, args.command_line)
+        report = {"command": args.command_line, "machine": suite.machine(),
+                  "matmul_peak_flops": peaks or {}, "records": records}
+    text = suite.table(report["records"])
+    if args.markdown:
+        suite.update_markdown(args.markdown, suite.markdown(report))
+        text += f"\nupdated {args.markdown}"
+    return text
+
+
+def bench_data(args: BenchArgs) -> str:
+    """--data: the data pipeline's table (`bench.data`)."""
+    from plmkit.bench import data
+
+    records, loader = data.run_data(args.data, args.tokenizer, _models(args, DATA_PRESETS),
+                                    args.seq_len, args.batch_size, args.reps)
+    return data.table(records, loader)
+
+
+def bench_serve(args: BenchArgs) -> str:
+    """--modes serve: the server's table (`bench.serve`); with --json, the report there too."""
+    from plmkit.bench import serve, suite
+
+    if args.modes != "serve" or args.from_json or args.markdown:
+        raise UserError("--modes serve runs alone, without --from-json and --markdown")
+    with tempfile.TemporaryDirectory() as root:
+        forwards, loads = serve.run(_models(args, serve.MODELS), Path(root), seq=args.seq_len,
+                                    reps=args.reps)
+    if args.json:
+        serve.write_json(forwards, loads, args.json, suite.machine(), args.command_line)
+    return serve.table(forwards, loads)
