@@ -21,18 +21,16 @@ from typing import Literal
 from torch import Tensor, nn
 
 from plmkit.errors import UserError
-from plmkit.models.registry import Family, HFSpec, register
-from plmkit.nn.embeddings import Embeddings
+from plmkit.models.registry import Family, encoder_spec, register, size
 from plmkit.nn.encoder import (
     ENCODER_HF_CONFIG,
+    Encoder,
     EncoderConfig,
-    EncoderOutput,
-    Pooler,
+    EncoderWithHeads,
+    Layers,
     block,
-    init_weights,
 )
-from plmkit.nn.heads import MaskedLMHead, SentenceHead
-from plmkit.nn.masks import Unpadded, over_real_tokens
+from plmkit.nn.masks import Unpadded
 
 Sharing = Literal["all", "attention", "ffn", "none"]
 
@@ -51,8 +49,8 @@ class AlbertConfig(EncoderConfig):
     sharing: Sharing = "all"
     num_groups: int = 1
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check(self) -> None:
+        super().check()
         if self.sharing not in ("all", "attention", "ffn", "none"):
             raise UserError(f"sharing must be all, attention, ffn or none, not {self.sharing!r}")
         if self.embedding_size is None or self.embedding_size == self.hidden_size:
@@ -66,19 +64,14 @@ class AlbertConfig(EncoderConfig):
             raise UserError(f"sharing {self.sharing!r} works with num_groups 1 only")
 
 
-def _size(layers: int, hidden: int, heads: int) -> dict[str, int]:
-    return {"num_layers": layers, "hidden_size": hidden, "num_heads": heads,
-            "intermediate_size": 4 * hidden}
-
-
 # ALBERT Table 1 (counts of transformers' AlbertModel with a 30,000 vocabulary in comments).
 PRESETS = {
-    "albert-tiny": {**_size(4, 128, 2), "embedding_size": 64},
-    "albert-small": _size(4, 512, 8),  # not in the paper: BERT-Small's shape, E = 128
-    "albert-base": _size(12, 768, 12),  # 11.7M ("12M")
-    "albert-large": _size(24, 1024, 16),  # 17.7M ("18M")
-    "albert-xlarge": _size(24, 2048, 16),  # 58.7M ("60M")
-    "albert-xxlarge": _size(12, 4096, 64),  # 222.6M (the paper says 235M)
+    "albert-tiny": size(4, 128, embedding_size=64),
+    "albert-small": size(4, 512),  # not in the paper: BERT-Small's shape, E = 128
+    "albert-base": size(12, 768),  # 11.7M ("12M")
+    "albert-large": size(24, 1024),  # 17.7M ("18M")
+    "albert-xlarge": size(24, 2048, 16),  # 58.7M ("60M")
+    "albert-xxlarge": size(12, 4096),  # 222.6M (the paper says 235M)
 }
 
 
@@ -104,7 +97,7 @@ class PartlySharedLayers(nn.Module):
 
     def __init__(self, cfg: AlbertConfig):
         super().__init__()
-        self.blocks = nn.ModuleList(block(cfg) for _ in range(cfg.num_layers))
+        self.blocks = Layers(block(cfg) for _ in range(cfg.num_layers))
         shared = ("attn", "attn_norm") if cfg.sharing == "attention" else ("ffn", "ffn_norm")
         for b in self.blocks[1:]:
             for name in shared:
@@ -112,64 +105,18 @@ class PartlySharedLayers(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor | Unpadded | None) -> Tensor:
         """x: (B, S, H), mask: (B, 1, 1, S) or None -> (B, S, H)."""
-        for b in self.blocks:
-            x = b(x, mask)
-        return x
+        return self.blocks(x, mask)
 
 
-class AlbertEncoder(nn.Module):
-    """Factorized embeddings (V -> E, LayerNorm, E -> H), then the shared layers."""
-
-    def __init__(self, cfg: AlbertConfig):
-        super().__init__()
-        self.embeddings = Embeddings(
-            cfg.vocab_size, cfg.hidden_size, cfg.max_positions, cfg.type_vocab_size,
-            embedding_size=cfg.embedding_size, pad_token_id=cfg.pad_token_id,
-            eps=cfg.layer_norm_eps, dropout=cfg.dropout,
-        )
-        partial = cfg.sharing in ("attention", "ffn")
-        self.layers = PartlySharedLayers(cfg) if partial else GroupedLayers(cfg)
-
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
-                token_type_ids: Tensor | None = None) -> Tensor:
-        """input_ids: (B, S) -> hidden states (B, S, H)."""
-        x = self.embeddings(input_ids, token_type_ids)  # (B, S, H)
-        return over_real_tokens(self.layers, x, attention_mask)
-
-
-class Albert(nn.Module):
-    """Encoder + pooler + MLM head (H -> E, tied to the E-sized token embedding) + sentence
-    head (SOP by default, NSP with `mlm+nsp`)."""
+class Albert(EncoderWithHeads):
+    """Factorized embeddings (V -> E, LayerNorm, E -> H) and the shared layers, pooler, MLM
+    head (H -> E, tied to the E-sized token embedding) and the sentence head `sop` (SOP by
+    default, NSP with `mlm+nsp`)."""
 
     def __init__(self, config: AlbertConfig):
-        super().__init__()
-        self.config = config
-        h, e = config.hidden_size, config.embedding_size
-        assert e is not None  # AlbertConfig checks it
-        self.encoder = AlbertEncoder(config)
-        self.pooler = Pooler(h)
-        self.mlm = MaskedLMHead(h, e, config.vocab_size, config.activation, config.layer_norm_eps)
-        self.sop = SentenceHead(h)
-        init_weights(self, config.initializer_range)
-
-    def forward(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor | None = None,
-        token_type_ids: Tensor | None = None,
-    ) -> EncoderOutput:
-        """input_ids: (B, S) -> last_hidden_state (B, S, H), pooler_output (B, H)."""
-        hidden = self.encoder(input_ids, attention_mask, token_type_ids)
-        return EncoderOutput(hidden, self.pooler(hidden))
-
-    def mlm_logits(self, hidden: Tensor, positions: Tensor | None = None) -> Tensor:
-        """hidden: (B, S, H), positions: (B, P) -> (B, P, V); all positions when None."""
-        return self.mlm(hidden, self.encoder.embeddings.tokens.weight, positions)
-
-    def sentence_logits(self, pooled: Tensor) -> Tensor:
-        """pooled: (B, H) -> (B, 2); class 0 = segments in order (B follows A), 1 = swapped
-        (B is random)."""
-        return self.sop(pooled)
+        partial = config.sharing in ("attention", "ffn")
+        layers = PartlySharedLayers(config) if partial else GroupedLayers(config)
+        super().__init__(config, Encoder(config, layers=layers), sentence="sop")
 
 
 # Only GroupedLayers has a transformers layout; PartlySharedLayers' `blocks` have no HF name,
@@ -196,30 +143,14 @@ HF_KEYS = {
     "sop.{p}": "sop_classifier.classifier.{p}",
 }
 
-HF_CONFIG = {
-    **ENCODER_HF_CONFIG,
-    "embedding_size": "embedding_size",
-    "num_groups": "num_hidden_groups",
-}
-
 FAMILY = register(Family(
-    name="albert",
-    config=AlbertConfig,
-    model=Albert,
-    presets=PRESETS,
+    name="albert", config=AlbertConfig, model=Albert, presets=PRESETS,
     default_objective="mlm+sop",
     tokenizer="unigram",
     data_defaults={"whole_word": True, "max_ngram": 3},
-    hf=HFSpec(
-        model_type="albert",
-        architecture="AlbertForPreTraining",
-        base_prefix="albert.",
-        keys=HF_KEYS,
-        config=HF_CONFIG,
-        aliases={"predictions.bias": "predictions.decoder.bias"},
-        ignored=("predictions.decoder.weight", "predictions.decoder.bias",
-                 "albert.embeddings.position_ids", "albert.embeddings.token_type_ids"),
-        value_maps={"activation": {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}},
-        fixed={"position_embedding_type": "absolute", "inner_group_num": 1},
-    ),
+    hf=encoder_spec(
+        "albert", "AlbertForPreTraining", "albert.", HF_KEYS,
+        {**ENCODER_HF_CONFIG, "embedding_size": "embedding_size",
+         "num_groups": "num_hidden_groups"},
+        mlm="predictions.", fixed={"inner_group_num": 1}),
 ))

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from plmkit.errors import UserError
-from plmkit.models.registry import Family, HFSpec, register
+from plmkit.models.registry import Family, encoder_spec, register, size
 from plmkit.nn.block import activation
 from plmkit.nn.encoder import (
+    ENCODER_HF_CONFIG,
     Encoder,
     EncoderConfig,
     EncoderOutput,
@@ -48,8 +49,8 @@ class ElectraConfig(EncoderConfig):
     generator_intermediate_size: int | None = None
     mask_prob: float = 0.15
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check(self) -> None:
+        super().check()
         if self.generator_size is None:
             self.generator_size = generator_ratio(self.hidden_size)
         if self.generator_size <= 0:
@@ -74,19 +75,13 @@ class ElectraConfig(EncoderConfig):
         })
 
 
-def _size(layers: int, hidden: int, generator: float, embedding: int | None = None,
-          **extra: float) -> dict[str, float | int | None]:
-    return {"num_layers": layers, "hidden_size": hidden, "num_heads": hidden // 64,
-            "intermediate_size": 4 * hidden, "embedding_size": embedding or hidden,
-            "generator_size": generator, **extra}
-
-
 # Clark et al. 2020, Table 6 (and the released configs); tiny is for tests and demos.
 PRESETS = {
-    "electra-tiny": _size(2, 128, 0.5) | {"num_heads": 2},
-    "electra-small": _size(12, 256, 1 / 4, embedding=128),  # 14M
-    "electra-base": _size(12, 768, 1 / 3),  # 110M
-    "electra-large": _size(24, 1024, 1 / 4, mask_prob=0.25),  # 335M
+    "electra-tiny": size(2, 128, embedding_size=128, generator_size=0.5),
+    "electra-small": size(12, 256, embedding_size=128, generator_size=1 / 4),  # 14M
+    "electra-base": size(12, 768, embedding_size=768, generator_size=1 / 3),  # 110M
+    "electra-large": size(24, 1024, embedding_size=1024, generator_size=1 / 4,
+                          mask_prob=0.25),  # 335M
 }
 
 
@@ -126,21 +121,13 @@ class Electra(nn.Module):
                                 "gelu", config.layer_norm_eps)
         init_weights(self, config.initializer_range)
 
-    def forward(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor | None = None,
-        token_type_ids: Tensor | None = None,
-    ) -> EncoderOutput:
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None) -> EncoderOutput:
         """input_ids: (B, S) -> the discriminator's last_hidden_state (B, S, H)."""
         return EncoderOutput(self.discriminator(input_ids, attention_mask, token_type_ids))
 
-    def generator_hidden(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor | None = None,
-        token_type_ids: Tensor | None = None,
-    ) -> Tensor:
+    def generator_hidden(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                         token_type_ids: Tensor | None = None) -> Tensor:
         """input_ids: (B, S) -> the generator's hidden states (B, S, H_g)."""
         return self.generator(input_ids, attention_mask, token_type_ids)
 
@@ -163,63 +150,38 @@ class Electra(nn.Module):
         self.discriminator.load_state_dict(self.generator.state_dict())
 
 
-_SHARED_CONFIG = {
-    "vocab_size": "vocab_size",
-    "embedding_size": "embedding_size",
-    "num_layers": "num_hidden_layers",
-    "max_positions": "max_position_embeddings",
-    "type_vocab_size": "type_vocab_size",
-    "activation": "hidden_act",
-    "dropout": "hidden_dropout_prob",
-    "attention_dropout": "attention_probs_dropout_prob",
-    "layer_norm_eps": "layer_norm_eps",
-    "pad_token_id": "pad_token_id",
-    "initializer_range": "initializer_range",
-}
-_VALUE_MAPS = {"activation": {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}}
-_FIXED = {"position_embedding_type": "absolute"}
+# The config fields both parts write; each adds its own sizes.
+_SHARED_CONFIG = {k: v for k, v in ENCODER_HF_CONFIG.items()
+                  if k not in ("hidden_size", "num_heads", "intermediate_size")}
+_SHARED_CONFIG["embedding_size"] = "embedding_size"
 
 # The generator as transformers' ElectraForMaskedLM, in the `generator/` subdirectory.
-GENERATOR_HF = HFSpec(
-    model_type="electra",
-    architecture="ElectraForMaskedLM",
-    base_prefix="electra.",
-    keys={
+GENERATOR_HF = encoder_spec(
+    "electra", "ElectraForMaskedLM", "electra.",
+    {
         **encoder_hf_keys("generator.", "electra."),
         "mlm.dense.{p}": "generator_predictions.dense.{p}",
         "mlm.norm.{p}": "generator_predictions.LayerNorm.{p}",
         "mlm.bias": "generator_lm_head.bias",
     },
-    config={**_SHARED_CONFIG, "generator_hidden_size": "hidden_size",
-            "generator_num_heads": "num_attention_heads",
-            "generator_intermediate_size": "intermediate_size"},
-    ignored=("generator_lm_head.weight", "electra.embeddings.position_ids",
-             "electra.embeddings.token_type_ids"),
-    value_maps=_VALUE_MAPS,
-    fixed=_FIXED,
+    {**_SHARED_CONFIG, "generator_hidden_size": "hidden_size",
+     "generator_num_heads": "num_attention_heads",
+     "generator_intermediate_size": "intermediate_size"},
+    ignored=("generator_lm_head.weight",),
 )
 
 FAMILY = register(Family(
-    name="electra",
-    config=ElectraConfig,
-    model=Electra,
-    presets=PRESETS,
+    name="electra", config=ElectraConfig, model=Electra, presets=PRESETS,
     default_objective="electra",
     data_defaults={"masking": "dynamic"},  # the reference masks on the fly
-    hf=HFSpec(
-        model_type="electra",
-        architecture="ElectraForPreTraining",
-        base_prefix="electra.",
-        keys={
+    hf=encoder_spec(
+        "electra", "ElectraForPreTraining", "electra.",
+        {
             **encoder_hf_keys("discriminator.", "electra."),
             "rtd.dense.{p}": "discriminator_predictions.dense.{p}",
             "rtd.out.{p}": "discriminator_predictions.dense_prediction.{p}",
         },
-        config={**_SHARED_CONFIG, "hidden_size": "hidden_size",
-                "num_heads": "num_attention_heads", "intermediate_size": "intermediate_size"},
-        ignored=("electra.embeddings.position_ids", "electra.embeddings.token_type_ids"),
-        value_maps=_VALUE_MAPS,
-        fixed=_FIXED,
-        parts={"generator": GENERATOR_HF},
-    ),
+        {**_SHARED_CONFIG, "hidden_size": "hidden_size",
+         "num_heads": "num_attention_heads", "intermediate_size": "intermediate_size"},
+        parts={"generator": GENERATOR_HF}),
 ))

@@ -9,19 +9,24 @@ language model.
   real or fake dialogue on the pooled [CLS]: `objectives/dlm.py`.
 - Character tokenization (section 4.1): the `char` tokenizer kind (`tokenizers/pipeline.py`).
 - The task-type embedding of the released checkpoints (`use_task_id`, transformers' Ernie):
-  the shared encoder's optional extra embedding table (`EncoderConfig.task_type_vocab_size`).
+  `TaskTypeEmbeddings` below, BERT's embeddings with one more table.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
-from torch import Tensor
+from torch import Tensor, nn
 
-from plmkit.models.bert import Bert, pretraining_hf_keys
-from plmkit.models.registry import Family, HFSpec, register
-from plmkit.nn.encoder import ENCODER_HF_CONFIG, EncoderConfig, EncoderOutput
+from plmkit.models.registry import Family, encoder_spec, register, size
+from plmkit.nn.embeddings import Embeddings, lookup
+from plmkit.nn.encoder import (
+    ENCODER_HF_CONFIG,
+    Encoder,
+    EncoderConfig,
+    EncoderWithHeads,
+    pretraining_hf_keys,
+)
 
 
 @dataclass
@@ -39,63 +44,49 @@ class ErnieConfig(EncoderConfig):
     use_task_id: bool = False
 
 
-def _size(layers: int, hidden: int) -> dict[str, int]:
-    return {"num_layers": layers, "hidden_size": hidden, "num_heads": hidden // 64,
-            "intermediate_size": 4 * hidden}
-
-
 # ERNIE section 4.1: the BERT-base shape; tiny is for tests and demos.
 PRESETS = {
-    "ernie-tiny": _size(2, 128),
-    "ernie-small": _size(4, 512),  # not in the paper: BERT-Small's shape
-    "ernie-base": _size(12, 768),  # 99.9M with 18k tokens (BERT-base's 110M has 30,522)
+    "ernie-tiny": size(2, 128),
+    "ernie-small": size(4, 512),  # not in the paper: BERT-Small's shape
+    "ernie-base": size(12, 768),  # 99.9M with 18k tokens (BERT-base's 110M has 30,522)
 }
 
 
-class Ernie(Bert):
+class TaskTypeEmbeddings(Embeddings):
+    """BERT's embeddings and, with `use_task_id`, the task-type table, summed in before the
+    LayerNorm (id 0 when `task_type_ids` is not given), as transformers' ErnieEmbeddings."""
+
+    def __init__(self, cfg: ErnieConfig):
+        super().__init__(cfg)
+        self.task_types = (nn.Embedding(cfg.task_type_vocab_size, self.size) if cfg.use_task_id
+                           else None)
+
+    def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None,
+                task_type_ids: Tensor | None = None) -> Tensor:
+        """input_ids, token_type_ids (segments or dialogue roles), task_type_ids: (B, S) ->
+        (B, S, H)."""
+        tasks = None if self.task_types is None else lookup(self.task_types, task_type_ids)
+        return super().forward(input_ids, token_type_ids, extra=tasks)
+
+
+class Ernie(EncoderWithHeads):
     """BERT's encoder, pooler, MLM and two-way [CLS] heads (next sentence, or real / fake
-    dialogue for the DLM), with the optional task-type embedding; `forward` returns the
-    encoder outputs, the objectives call the heads."""
+    dialogue for the DLM), with the optional task-type embedding; `forward` takes
+    `task_type_ids` besides BERT's inputs."""
 
     def __init__(self, config: ErnieConfig):
-        task_types = config.task_type_vocab_size if config.use_task_id else 0
-        super().__init__(dataclasses.replace(config, task_type_vocab_size=task_types))
-        self.config = config
+        super().__init__(config, Encoder(config, TaskTypeEmbeddings(config)), sentence="nsp")
 
-    def forward(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor | None = None,
-        token_type_ids: Tensor | None = None,
-        task_type_ids: Tensor | None = None,
-    ) -> EncoderOutput:
-        """input_ids: (B, S) -> last_hidden_state (B, S, H), pooler_output (B, H).
-        `token_type_ids` are segments, or the dialogue roles of the DLM."""
-        hidden = self.encoder(input_ids, attention_mask, token_type_ids,
-                              task_type_ids=task_type_ids)
-        return EncoderOutput(hidden, self.pooler(hidden))
-
-
-HF_KEYS = pretraining_hf_keys("ernie.")
 
 FAMILY = register(Family(
-    name="ernie",
-    config=ErnieConfig,
-    model=Ernie,
-    presets=PRESETS,
+    name="ernie", config=ErnieConfig, model=Ernie, presets=PRESETS,
     default_objective="ernie",
     tokenizer="char",
-    hf=HFSpec(
-        model_type="ernie",
-        architecture="ErnieForPreTraining",
-        base_prefix="ernie.",
-        keys=HF_KEYS,
-        config={**ENCODER_HF_CONFIG, "task_type_vocab_size": "task_type_vocab_size",
-                "use_task_id": "use_task_id"},
-        aliases={"cls.predictions.bias": "cls.predictions.decoder.bias"},
-        ignored=("cls.predictions.decoder.weight", "cls.predictions.decoder.bias",
-                 "ernie.embeddings.position_ids", "ernie.embeddings.token_type_ids"),
-        value_maps={"activation": {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}},
-        fixed={"position_embedding_type": "absolute"},
-    ),
+    hf=encoder_spec(
+        "ernie", "ErnieForPreTraining", "ernie.",
+        {**pretraining_hf_keys("ernie."),
+         "encoder.embeddings.task_types.weight": "ernie.embeddings.task_type_embeddings.weight"},
+        {**ENCODER_HF_CONFIG, "task_type_vocab_size": "task_type_vocab_size",
+         "use_task_id": "use_task_id"},
+        mlm="cls.predictions."),
 ))

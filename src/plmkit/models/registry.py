@@ -12,6 +12,8 @@ from torch import nn
 from plmkit.errors import UserError
 
 KeyMap = dict[str, "str | tuple[str, ...]"]
+# plmkit's activation names -> transformers' (`hidden_act`, XLNet's `ff_activation`)
+HF_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: one spec per family
@@ -30,7 +32,9 @@ class HFSpec:
     config: dict[str, str]
     aliases: dict[str, str] = field(default_factory=dict)  # HF name -> older HF name
     ignored: tuple[str, ...] = ()  # HF names with nothing to load (tied copies, buffers)
-    value_maps: dict[str, dict[Any, Any]] = field(default_factory=dict)  # field -> {ours: HF}
+    # field -> {ours: HF}; the activation's names unless given
+    value_maps: dict[str, dict[Any, Any]] = field(
+        default_factory=lambda: {"activation": HF_ACTIVATIONS})
     fixed: dict[str, Any] = field(default_factory=dict)  # HF fields we write and require
     # plmkit parameter prefixes the HF class has no place for, left out of an export
     # (RoBERTa's optional sentence head: RobertaForMaskedLM has none)
@@ -38,6 +42,22 @@ class HFSpec:
     # further HF models inside the same plmkit model, each in a subdirectory (ELECTRA's
     # generator); `keys` of each spec name the plmkit parameters it owns
     parts: dict[str, HFSpec] = field(default_factory=dict)
+
+
+def encoder_spec(model_type: str, architecture: str, base: str, keys: KeyMap,
+                 config: dict[str, str], *, mlm: str | None = None, ignored: tuple[str, ...] = (),
+                 fixed: dict[str, Any] | None = None, **more: Any) -> HFSpec:
+    """The spec of a transformers BERT-layout model (BERT, RoBERTa, ALBERT, ERNIE, ELECTRA):
+    absolute positions, the position / token-type id buffers left unread and, with `mlm` (the
+    MLM head's HF prefix), its decoder tied to the token embedding (nothing to read), whose
+    bias older checkpoints name `decoder.bias`."""
+    tied = () if mlm is None else (mlm + "decoder.weight", mlm + "decoder.bias")
+    return HFSpec(
+        model_type, architecture, base, keys, config,
+        aliases={} if mlm is None else {mlm + "bias": mlm + "decoder.bias"},
+        ignored=(*tied, base + "embeddings.position_ids", base + "embeddings.token_type_ids",
+                 *ignored),
+        fixed={"position_embedding_type": "absolute", **(fixed or {})}, **more)
 
 
 @dataclass(frozen=True)
@@ -56,6 +76,14 @@ class Family:
 
 
 FAMILIES: dict[str, Family] = {}
+
+
+def size(layers: int, hidden: int, heads: int | None = None, **more: Any) -> dict[str, Any]:
+    """A preset's shape: `layers` blocks of width `hidden` with `heads` heads (one per 64
+    dimensions unless given) and feed-forward layers 4x as wide (the Transformer's and
+    BERT's ratio), and `more` config fields."""
+    return {"num_layers": layers, "hidden_size": hidden, "num_heads": heads or hidden // 64,
+            "intermediate_size": 4 * hidden, **more}
 
 
 def register(family: Family) -> Family:

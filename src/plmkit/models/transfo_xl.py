@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from plmkit.models.registry import Family, register
+from plmkit.models.registry import Family, register, size
 from plmkit.nn.dropout import Dropout
 from plmkit.nn.encoder import init_weights
 from plmkit.nn.rel_attention import (
@@ -45,8 +45,7 @@ class TransfoXLConfig(RelativeConfig):
 
 
 PRESETS = {
-    "transfo-xl-tiny": {"num_layers": 2, "hidden_size": 128, "num_heads": 2,
-                        "intermediate_size": 512, "mem_len": 32},
+    "transfo-xl-tiny": size(2, 128, mem_len=32),
     "transfo-xl-base": {},
 }
 
@@ -64,15 +63,9 @@ class TransfoXL(nn.Module):
         init_weights(self, config.initializer_range)
         init_relative(self, config.initializer_range)
 
-    def forward(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor | None = None,
-        token_type_ids: Tensor | None = None,
-        *,
-        mems: list[Tensor] | None = None,
-        use_mems: bool = False,
-    ) -> RelativeOutput:
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None, *, mems: list[Tensor] | None = None,
+                use_mems: bool = False) -> RelativeOutput:
         """input_ids: (B, S), mems: per layer (B, M, H) -> last_hidden_state (B, S, H), mems."""
         h = self.word_embedding(input_ids)  # (B, S, H)
         return self.encoder(h, attention_mask, mems=mems, use_mems=use_mems)

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import Tensor, nn
 
 from plmkit.errors import UserError
-from plmkit.models.registry import Family, register
+from plmkit.models.registry import Family, register, size
 from plmkit.nn.block import EncoderBlock
+from plmkit.nn.config import StackConfig
 from plmkit.nn.decoder import DecoderBlock, DecoderCache
 from plmkit.nn.dropout import Dropout
 from plmkit.nn.masks import padding_mask
@@ -25,7 +27,7 @@ from plmkit.nn.positions import sinusoidal_positions
 
 
 @dataclass
-class TransformerConfig:
+class TransformerConfig(StackConfig):
     """Transformer base by default (Table 3): N=6 layers in the encoder and in the decoder,
     d_model 512, 8 heads, d_ff 2048, P_drop 0.1, a 37k joint vocabulary (WMT En-De).
 
@@ -42,32 +44,26 @@ class TransformerConfig:
     intermediate_size: int = 2048
     max_positions: int = 1024
     activation: str = "relu"
-    dropout: float = 0.1
     attention_dropout: float = 0.1
     layer_norm_eps: float = 1e-6
     pad_token_id: int = 1
     bos_token_id: int = 0
     eos_token_id: int = 2
 
-    def __post_init__(self) -> None:
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "max_positions"):
-            if getattr(self, name) <= 0:
-                raise UserError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.hidden_size % self.num_heads or self.hidden_size % 2:
-            raise UserError(f"hidden_size {self.hidden_size} must be even and divisible by "
-                            f"num_heads {self.num_heads}")
+    positive: ClassVar[tuple[str, ...]] = (*StackConfig.positive, "max_positions")
 
-
-def _size(layers: int, hidden: int, heads: int, **extra: float) -> dict:
-    return {"num_layers": layers, "hidden_size": hidden, "num_heads": heads,
-            "intermediate_size": 4 * hidden, **extra}
+    def check(self) -> None:
+        super().check()
+        if self.hidden_size % 2:
+            raise UserError(f"hidden_size {self.hidden_size} must be even (sinusoidal "
+                            "positions)")
 
 
 PRESETS = {
-    "transformer-tiny": _size(2, 128, 4),
-    "transformer-small": _size(3, 256, 4),  # not in the paper: half base's depth and width
-    "transformer-base": _size(6, 512, 8),  # 63.1M with 37k tokens (paper: 65M)
-    "transformer-big": _size(6, 1024, 16, dropout=0.3),  # 214.2M (paper: 213M)
+    "transformer-tiny": size(2, 128, 4),
+    "transformer-small": size(3, 256),  # not in the paper: half base's depth and width
+    "transformer-base": size(6, 512),  # 63.1M with 37k tokens (paper: 65M)
+    "transformer-big": size(6, 1024, dropout=0.3),  # 214.2M (paper: 213M)
 }
 
 
@@ -117,13 +113,8 @@ class Transformer(nn.Module):
             x = block(x, mask)
         return x
 
-    def decode(
-        self,
-        decoder_input_ids: Tensor,
-        memory: Tensor,
-        memory_mask: Tensor | None = None,
-        cache: DecoderCache | None = None,
-    ) -> Tensor:
+    def decode(self, decoder_input_ids: Tensor, memory: Tensor,
+               memory_mask: Tensor | None = None, cache: DecoderCache | None = None) -> Tensor:
         """decoder_input_ids: (B, T) (the newest position (B, 1) with a cache), memory:
         (B, S, H), memory_mask: (B, 1, 1, S) bool or None -> logits (B, T, V)."""
         start = cache.length if cache is not None else 0
@@ -136,13 +127,9 @@ class Transformer(nn.Module):
         """An empty key/value cache for incremental `decode`."""
         return DecoderCache.empty(len(self.decoder))
 
-    def forward(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor | None = None,
-        token_type_ids: Tensor | None = None,
-        decoder_input_ids: Tensor | None = None,
-    ) -> Seq2SeqOutput:
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None,
+                decoder_input_ids: Tensor | None = None) -> Seq2SeqOutput:
         """input_ids: (B, S) source; decoder_input_ids: (B, T) shifted target (starting with
         <s>) or None. `token_type_ids` is accepted for plmkit's common signature and ignored."""
         memory = self.encode(input_ids, attention_mask)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from plmkit.models.registry import Family, HFSpec, register
+from plmkit.models.registry import Family, HFSpec, register, size
 from plmkit.nn.dropout import Dropout
 from plmkit.nn.encoder import init_weights
 from plmkit.nn.rel_attention import RelativeConfig, RelativeEncoder, RelativeOutput, init_relative
@@ -28,17 +28,13 @@ class XLNetConfig(RelativeConfig):
     reuse_len: int | None = 256
 
 
-def _size(layers: int, hidden: int, mem_len: int, reuse_len: int) -> dict[str, int]:
-    return {"num_layers": layers, "hidden_size": hidden, "num_heads": hidden // 64,
-            "intermediate_size": 4 * hidden, "mem_len": mem_len, "reuse_len": reuse_len}
-
-
-# base / large as released (section 3.1); tiny for tests: sequences of 64, half reused.
+# base / large as released (section 3.1, memory 384, the first 256 of 512 reused); tiny for
+# tests: sequences of 64, half reused.
 PRESETS = {
-    "xlnet-tiny": {**_size(2, 128, 64, 32), "num_heads": 2},
-    "xlnet-small": _size(4, 512, 384, 256),  # not released: BERT-Small's shape
-    "xlnet-base": _size(12, 768, 384, 256),  # 117M with the 32000-piece vocabulary
-    "xlnet-large": _size(24, 1024, 384, 256),  # 361M
+    "xlnet-tiny": size(2, 128, mem_len=64, reuse_len=32),
+    "xlnet-small": size(4, 512),  # not released: BERT-Small's shape
+    "xlnet-base": size(12, 768),  # 117M with the 32000-piece vocabulary
+    "xlnet-large": size(24, 1024),  # 361M
 }
 
 
@@ -60,17 +56,10 @@ class XLNet(nn.Module):
         init_relative(self, config.initializer_range)
         nn.init.normal_(self.mask_emb, std=config.initializer_range)
 
-    def forward(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor | None = None,
-        token_type_ids: Tensor | None = None,
-        *,
-        perm_mask: Tensor | None = None,
-        target_mapping: Tensor | None = None,
-        mems: list[Tensor] | None = None,
-        use_mems: bool = False,
-    ) -> RelativeOutput:
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None, *, perm_mask: Tensor | None = None,
+                target_mapping: Tensor | None = None, mems: list[Tensor] | None = None,
+                use_mems: bool = False) -> RelativeOutput:
         """input_ids: (B, S); perm_mask: (B, S, S), 1 = query i may not see token j;
         target_mapping: (B, P, S) one-hot target positions; mems: per layer (B, M, H).
         -> last_hidden_state (B, S, H), query_hidden_state (B, P, H), mems."""
@@ -130,7 +119,6 @@ FAMILY = register(Family(
         keys=HF_KEYS,
         config=HF_CONFIG,
         ignored=("lm_loss.weight",),
-        value_maps={"activation": {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}},
         fixed={"bi_data": False, "same_length": False, "untie_r": True},
     ),
 ))

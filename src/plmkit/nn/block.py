@@ -47,18 +47,9 @@ class FeedForward(nn.Module):
 class EncoderBlock(nn.Module):
     """Self-attention then feed-forward, each with dropout on its output and a residual."""
 
-    def __init__(
-        self,
-        hidden: int,
-        num_heads: int,
-        inner: int,
-        *,
-        act: str = "gelu",
-        dropout: float = 0.1,
-        attention_dropout: float = 0.1,
-        eps: float = 1e-12,
-        norm: Norm = "post",
-    ):
+    def __init__(self, hidden: int, num_heads: int, inner: int, *, act: str = "gelu",
+                 dropout: float = 0.1, attention_dropout: float = 0.1, eps: float = 1e-12,
+                 norm: Norm = "post"):
         super().__init__()
         self.norm = norm
         self.attn = MultiHeadAttention(hidden, num_heads, attention_dropout)

@@ -6,49 +6,31 @@ import torch
 from torch import Tensor, nn
 
 from plmkit.errors import UserError
+from plmkit.nn.config import EncoderConfig
 from plmkit.nn.dropout import Dropout
 
 
 class Embeddings(nn.Module):
     """token + position + segment, LayerNorm, dropout (BERT section 3, Figure 2).
 
-    With `embedding_size` smaller than `hidden`, the sum lives in E and a linear map
+    With `embedding_size` smaller than `hidden_size`, the sum lives in E and a linear map
     projects it to H (ALBERT's factorized embedding parameterization, ELECTRA-small).
-    `task_types` > 0 adds one more learned table, indexed by `task_type_ids` (id 0 when not
-    given): ERNIE's task-type embedding.
     """
 
-    def __init__(
-        self,
-        vocab_size: int,
-        hidden: int,
-        max_positions: int,
-        type_vocab_size: int = 2,
-        *,
-        embedding_size: int | None = None,
-        pad_token_id: int = 0,
-        eps: float = 1e-12,
-        dropout: float = 0.1,
-        task_types: int = 0,
-    ):
+    def __init__(self, cfg: EncoderConfig):
         super().__init__()
-        size = embedding_size or hidden
-        self.tokens = nn.Embedding(vocab_size, size, padding_idx=pad_token_id)
-        self.positions = nn.Embedding(max_positions, size)
-        self.segments = nn.Embedding(type_vocab_size, size) if type_vocab_size else None
-        self.task_types = nn.Embedding(task_types, size) if task_types else None
-        self.norm = nn.LayerNorm(size, eps=eps)
-        self.drop = Dropout(dropout)
-        self.project = nn.Linear(size, hidden) if size != hidden else None
+        size = self.size = cfg.embedding_size or cfg.hidden_size
+        self.tokens = nn.Embedding(cfg.vocab_size, size, padding_idx=cfg.pad_token_id)
+        self.positions = nn.Embedding(cfg.max_positions, size)
+        self.segments = nn.Embedding(cfg.type_vocab_size, size) if cfg.type_vocab_size else None
+        self.norm = nn.LayerNorm(size, eps=cfg.layer_norm_eps)
+        self.drop = Dropout(cfg.dropout)
+        self.project = nn.Linear(size, cfg.hidden_size) if size != cfg.hidden_size else None
 
-    def forward(
-        self,
-        input_ids: Tensor,
-        token_type_ids: Tensor | None = None,
-        position_ids: Tensor | None = None,
-        task_type_ids: Tensor | None = None,
-    ) -> Tensor:
-        """input_ids: (B, S) -> (B, S, H)."""
+    def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None,
+                position_ids: Tensor | None = None, extra: Tensor | None = None) -> Tensor:
+        """input_ids: (B, S), position_ids: (B|1, S) or None for 0..S-1, extra: more
+        embeddings (B, S, E) or (E,) summed in before the LayerNorm -> (B, S, H)."""
         seq = input_ids.shape[1]
         if seq > self.positions.num_embeddings:
             raise UserError(
@@ -59,12 +41,13 @@ class Embeddings(nn.Module):
             position_ids = torch.arange(seq, device=input_ids.device)[None]  # (1, S)
         x = self.tokens(input_ids) + self.positions(position_ids)  # (B, S, E)
         if self.segments is not None:
-            if token_type_ids is None:
-                x = x + self.segments.weight[0]
-            else:
-                x = x + self.segments(token_type_ids)
-        if self.task_types is not None:
-            x = x + (self.task_types.weight[0] if task_type_ids is None
-                     else self.task_types(task_type_ids))
+            x = x + lookup(self.segments, token_type_ids)
+        if extra is not None:
+            x = x + extra
         x = self.drop(self.norm(x))
         return self.project(x) if self.project is not None else x  # (B, S, H)
+
+
+def lookup(table: nn.Embedding, ids: Tensor | None) -> Tensor:
+    """ids: (B, S) -> (B, S, E); the row of id 0 (E,) when `ids` is None."""
+    return table.weight[0] if ids is None else table(ids)

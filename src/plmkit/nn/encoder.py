@@ -1,4 +1,5 @@
-"""The BERT-style bidirectional encoder that BERT, RoBERTa, ALBERT, ELECTRA and ERNIE share."""
+"""The BERT-style bidirectional encoder that BERT, RoBERTa, ALBERT, ELECTRA and ERNIE share,
+and the pretraining model around it (pooler, masked-LM and sentence heads)."""
 
 from __future__ import annotations
 
@@ -8,44 +9,11 @@ import torch
 from torch import Tensor, nn
 
 from plmkit.errors import UserError
-from plmkit.nn.block import EncoderBlock, Norm
+from plmkit.nn.block import EncoderBlock
+from plmkit.nn.config import EncoderConfig
 from plmkit.nn.embeddings import Embeddings
+from plmkit.nn.heads import MaskedLMHead, SentenceHead
 from plmkit.nn.masks import Unpadded, over_real_tokens
-
-
-@dataclass
-class EncoderConfig:
-    """Shape and regularisation of an encoder; each model file subclasses it with its
-    `family` and paper defaults (here: BERT-base, Devlin et al. 2019, Table/section 3)."""
-
-    family: str = "encoder"
-    vocab_size: int = 30522
-    hidden_size: int = 768
-    num_layers: int = 12
-    num_heads: int = 12
-    intermediate_size: int = 3072
-    max_positions: int = 512
-    type_vocab_size: int = 2
-    task_type_vocab_size: int = 0  # > 0: an extra input embedding table (ERNIE's task type)
-    embedding_size: int | None = None
-    activation: str = "gelu"
-    dropout: float = 0.1
-    attention_dropout: float = 0.1
-    layer_norm_eps: float = 1e-12
-    norm: Norm = "post"
-    pad_token_id: int = 0
-    initializer_range: float = 0.02
-
-    def __post_init__(self) -> None:
-        if self.hidden_size % self.num_heads:
-            raise UserError(
-                f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
-            )
-        if self.norm not in ("post", "pre"):
-            raise UserError(f"norm must be 'post' or 'pre', not {self.norm!r}")
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "max_positions"):
-            if getattr(self, name) <= 0:
-                raise UserError(f"{name} must be positive, got {getattr(self, name)}")
 
 
 @dataclass
@@ -56,36 +24,41 @@ class EncoderOutput:
     pooler_output: Tensor | None = None  # (B, H)
 
 
-class Encoder(nn.Module):
-    """Embeddings, then `num_layers` encoder blocks (a final LayerNorm when pre-LN)."""
+class Layers(nn.ModuleList):
+    """Blocks applied one after the other."""
 
-    def __init__(self, cfg: EncoderConfig):
+    def forward(self, x: Tensor, mask: Tensor | Unpadded | None) -> Tensor:
+        """x: (B, S, H), mask: (B, 1, 1, S) or None -> (B, S, H); or (N, H) with `Unpadded`."""
+        for layer in self:
+            x = layer(x, mask)
+        return x
+
+
+class Encoder(nn.Module):
+    """Embeddings, then the layers (`num_layers` encoder blocks unless a model brings its own
+    stack, such as ALBERT's shared ones), then a final LayerNorm when pre-LN. A model with
+    inputs of its own (RoBERTa's position numbering, ERNIE's task types) brings its
+    `embeddings`; `forward` passes them the further keyword inputs."""
+
+    def __init__(self, cfg: EncoderConfig, embeddings: nn.Module | None = None,
+                 layers: nn.Module | None = None):
         super().__init__()
-        self.embeddings = Embeddings(
-            cfg.vocab_size, cfg.hidden_size, cfg.max_positions, cfg.type_vocab_size,
-            embedding_size=cfg.embedding_size, pad_token_id=cfg.pad_token_id,
-            eps=cfg.layer_norm_eps, dropout=cfg.dropout, task_types=cfg.task_type_vocab_size,
-        )
-        self.layers = nn.ModuleList(block(cfg) for _ in range(cfg.num_layers))
+        self.embeddings = Embeddings(cfg) if embeddings is None else embeddings
+        if layers is None:
+            layers = Layers(block(cfg) for _ in range(cfg.num_layers))
+        self.layers = layers
         self.final_norm = (
             nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps) if cfg.norm == "pre" else None
         )
 
-    def forward(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor | None = None,
-        token_type_ids: Tensor | None = None,
-        position_ids: Tensor | None = None,
-        task_type_ids: Tensor | None = None,
-    ) -> Tensor:
-        """input_ids: (B, S), position_ids: (B|1, S) or None for 0..S-1 -> hidden (B, S, H)."""
-        x = self.embeddings(input_ids, token_type_ids, position_ids, task_type_ids)
-        return over_real_tokens(self._layers, x, attention_mask)  # (B, S, H)
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None, **inputs: Tensor | None) -> Tensor:
+        """input_ids: (B, S), attention_mask: (B, S) 1/0 -> hidden (B, S, H)."""
+        x = self.embeddings(input_ids, token_type_ids, **inputs)  # (B, S, H)
+        return over_real_tokens(self._stack, x, attention_mask)  # (B, S, H)
 
-    def _layers(self, x: Tensor, mask: Tensor | Unpadded | None) -> Tensor:
-        for layer in self.layers:
-            x = layer(x, mask)
+    def _stack(self, x: Tensor, mask: Tensor | Unpadded | None) -> Tensor:
+        x = self.layers(x, mask)
         return self.final_norm(x) if self.final_norm is not None else x
 
 
@@ -109,6 +82,45 @@ class Pooler(nn.Module):
         return torch.tanh(self.dense(hidden[:, 0]))  # (B, H)
 
 
+class EncoderWithHeads(nn.Module):
+    """A BERT-layout pretraining model: `encoder`, the [CLS] `pooler`, the masked-LM head `mlm`
+    tied to the token embedding and the two-way sentence head, held under the family's
+    checkpoint name `sentence` ("nsp", "sop"; None: no sentence head). `forward` returns the
+    encoder outputs; the objectives call `mlm_logits` / `sentence_logits` on them."""
+
+    def __init__(self, config: EncoderConfig, encoder: nn.Module, sentence: str | None = "nsp"):
+        super().__init__()
+        self.config = config
+        h = config.hidden_size
+        self.encoder = encoder
+        self.pooler = Pooler(h)
+        self.mlm = MaskedLMHead(h, config.embedding_size or h, config.vocab_size,
+                                config.activation, config.layer_norm_eps)
+        self.sentence = sentence
+        if sentence is not None:
+            self.add_module(sentence, SentenceHead(h))
+        init_weights(self, config.initializer_range)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None, **inputs: Tensor | None) -> EncoderOutput:
+        """input_ids: (B, S) -> last_hidden_state (B, S, H), pooler_output (B, H); `inputs`
+        go to the embeddings (ERNIE's task_type_ids)."""
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids, **inputs)
+        return EncoderOutput(hidden, self.pooler(hidden))
+
+    def mlm_logits(self, hidden: Tensor, positions: Tensor | None = None) -> Tensor:
+        """hidden: (B, S, H), positions: (B, P) -> (B, P, V); all positions when None."""
+        return self.mlm(hidden, self.encoder.embeddings.tokens.weight, positions)
+
+    def sentence_logits(self, pooled: Tensor) -> Tensor:
+        """pooled: (B, H) -> (B, 2); class 0 = the segments as the text has them (B follows A,
+        in order, a real dialogue), 1 = B random, swapped or fake."""
+        if self.sentence is None:
+            raise UserError(f"this {self.config.family} model has no sentence head (config "
+                            "sentence_head)")
+        return self.get_submodule(self.sentence)(pooled)
+
+
 def init_weights(module: nn.Module, std: float = 0.02) -> None:
     """Truncation-free N(0, std) for weights, zeros for biases, LayerNorm at identity."""
     for m in module.modules():
@@ -127,13 +139,12 @@ def init_weights(module: nn.Module, std: float = 0.02) -> None:
 
 def encoder_hf_keys(ours: str, theirs: str) -> dict[str, str | tuple[str, ...]]:
     """The parameters of an `Encoder` at prefix `ours` onto the transformers BERT-layout encoder
-    at prefix `theirs` (BERT, RoBERTa, ELECTRA): a key map for `plmkit.interop`."""
+    at prefix `theirs` (BERT, RoBERTa, ELECTRA, ERNIE): a key map for `plmkit.interop`."""
     layer = theirs + "encoder.layer.{i}."
     return {
         ours + "embeddings.tokens.weight": theirs + "embeddings.word_embeddings.weight",
         ours + "embeddings.positions.weight": theirs + "embeddings.position_embeddings.weight",
         ours + "embeddings.segments.weight": theirs + "embeddings.token_type_embeddings.weight",
-        ours + "embeddings.task_types.weight": theirs + "embeddings.task_type_embeddings.weight",
         ours + "embeddings.norm.{p}": theirs + "embeddings.LayerNorm.{p}",
         ours + "embeddings.project.{p}": theirs + "embeddings_project.{p}",
         ours + "layers.{i}.attn.qkv.{p}": tuple(
@@ -144,6 +155,20 @@ def encoder_hf_keys(ours: str, theirs: str) -> dict[str, str | tuple[str, ...]]:
         ours + "layers.{i}.ffn.up.{p}": layer + "intermediate.dense.{p}",
         ours + "layers.{i}.ffn.down.{p}": layer + "output.dense.{p}",
         ours + "layers.{i}.ffn_norm.{p}": layer + "output.LayerNorm.{p}",
+    }
+
+
+def pretraining_hf_keys(base: str) -> dict[str, str | tuple[str, ...]]:
+    """The key map of an `EncoderWithHeads` laid out as transformers' BertForPreTraining
+    (BERT, ERNIE): the encoder and pooler under `base`, the MLM and sentence heads under
+    `cls.`."""
+    return {
+        **encoder_hf_keys("encoder.", base),
+        "pooler.dense.{p}": base + "pooler.dense.{p}",
+        "mlm.dense.{p}": "cls.predictions.transform.dense.{p}",
+        "mlm.norm.{p}": "cls.predictions.transform.LayerNorm.{p}",
+        "mlm.bias": "cls.predictions.bias",
+        "nsp.{p}": "cls.seq_relationship.{p}",
     }
 
 

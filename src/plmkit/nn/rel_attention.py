@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from plmkit.errors import UserError
 from plmkit.nn.attention import attend
 from plmkit.nn.block import FeedForward
+from plmkit.nn.config import StackConfig
 from plmkit.nn.dropout import Dropout
 from plmkit.nn.positions import sinusoids
 
@@ -36,7 +37,7 @@ PROJECTIONS = ("q", "k", "v", "o", "r")
 
 
 @dataclass
-class RelativeConfig:
+class RelativeConfig(StackConfig):
     """Shape, regularisation and memory of a Transformer-XL / XLNet stack; each model file
     subclasses it with its `family` and paper defaults (here XLNet-base, Yang et al. 2019).
 
@@ -49,31 +50,17 @@ class RelativeConfig:
 
     family: str = "relative"
     vocab_size: int = 32000
-    hidden_size: int = 768
-    num_layers: int = 12
-    num_heads: int = 12
-    intermediate_size: int = 3072
-    activation: str = "gelu"
-    dropout: float = 0.1
-    layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02
-    pad_token_id: int = 0
     attn_type: AttnType = "bi"
     segments: bool = True
     mem_len: int | None = None
     reuse_len: int | None = None
     clamp_len: int = -1
 
-    def __post_init__(self) -> None:
-        if self.hidden_size % self.num_heads:
-            raise UserError(
-                f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
-            )
+    def check(self) -> None:
+        super().check()
         if self.attn_type not in ("bi", "uni"):
             raise UserError(f"attn_type must be 'bi' or 'uni', not {self.attn_type!r}")
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads"):
-            if getattr(self, name) <= 0:
-                raise UserError(f"{name} must be positive, got {getattr(self, name)}")
 
 
 @dataclass
