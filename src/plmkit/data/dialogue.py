@@ -4,11 +4,10 @@ turns alternating query / response, a blank line between dialogues."""
 
 from __future__ import annotations
 
-import random
 import re
 from pathlib import Path
 
-from plmkit.data.builders import package_dir
+from plmkit.data.sources import package_dir, write_corpus
 from plmkit.errors import UserError
 
 LANGUAGES = ("chinese", "english")  # the default dialogue data: Chinese and English
@@ -35,14 +34,7 @@ def chatterbot_dialogues(languages: tuple[str, ...] = LANGUAGES) -> list[list[st
 
 def dialogue_corpus(out_dir: Path, *, heldout: float = 0.05, seed: int = 0) -> list[Path]:
     """Write the chatterbot dialogues, shuffled, as train.txt and heldout.txt."""
-    dialogues = chatterbot_dialogues()
-    random.Random(seed).shuffle(dialogues)
-    cut = max(1, int(len(dialogues) * heldout))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / "train.txt", out_dir / "heldout.txt"]
-    for path, part in zip(paths, (dialogues[cut:], dialogues[:cut]), strict=True):
-        path.write_text("\n\n".join("\n".join(d) for d in part) + "\n", encoding="utf-8")
-    return paths
+    return write_corpus(chatterbot_dialogues(), out_dir, heldout, seed)
 
 
 def read_dialogues(paths: list[str] | list[Path]) -> list[list[str]]:

@@ -30,6 +30,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Literal
 
+from plmkit.data.bible import read_bible
+from plmkit.data.sources import read_tweets
 from plmkit.errors import UserError
 
 Reader = Literal["html", "pod", "vimhelp"]
@@ -428,9 +430,6 @@ class Overlap:
 
 def evaluation_texts() -> dict[str, list[str]]:
     """The English text of the evaluation sets that `plmkit data build` writes."""
-    from plmkit.data.bible import read_bible
-    from plmkit.data.builders import read_tweets
-
     return {
         "tweets (sentiment-en, nsp-en, sop-en)": [t for t, _ in read_tweets()],
         "WEB Bible (bible-swag, bible-paraphrase, bible-en-es)": [

