@@ -165,11 +165,6 @@ def write_hf_files(directory: Path, config: Mapping[str, Any],
     safetensors.torch.save_file(tensors, str(directory / SAFETENSORS), metadata={"format": "pt"})
 
 
-def config_from_hf(spec: HFSpec, config_cls: type, hf: dict[str, Any], where: Path) -> Any:
-    """The plmkit config for a transformers `config.json` dict."""
-    return _build_config(config_cls, _config_kwargs(spec, config_cls, hf, where), where)
-
-
 def _config_kwargs(spec: HFSpec, config_cls: type, hf: dict[str, Any],
                    where: Path) -> dict[str, Any]:
     """The plmkit config fields a config.json dict gives, each of the field's type."""

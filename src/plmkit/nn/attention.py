@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from plmkit.nn.dropout import dropout
+from plmkit.nn.dropout import KernelDropout, dropout
 from plmkit.nn.masks import Unpadded
 
 
-class MultiHeadAttention(nn.Module):
+class MultiHeadAttention(nn.Module, KernelDropout):
     """Scaled dot-product attention with `num_heads` heads ("Attention Is All You Need", 3.2.2).
 
     Self-attention projects queries, keys and values with one fused (H, 3H) matrix; cross-

@@ -56,3 +56,21 @@ class Dropout(nn.Dropout):
 
     def forward(self, x: Tensor) -> Tensor:
         return dropout(x, self.p, self.training)
+
+
+class KernelDropout:
+    """A module that applies its dropout inside a fused kernel (the attention weights' in
+    `F.scaled_dot_product_attention`), so it keeps the probability as the float `dropout`
+    rather than as an `nn.Dropout`."""
+
+    dropout: float
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """Set every dropout of `model` to 0 (ALBERT section 4.9): each `nn.Dropout` and each
+    `KernelDropout`."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd):
+            module.p = 0.0
+        elif isinstance(module, KernelDropout):
+            module.dropout = 0.0

@@ -24,11 +24,6 @@ def padding_mask(attention_mask: Tensor | None) -> Tensor | None:
     return attention_mask.bool()[:, None, None, :]
 
 
-def causal_mask(length: int, device: torch.device | None = None) -> Tensor:
-    """(S, S) lower-triangular bool mask: position i sees positions <= i."""
-    return torch.ones(length, length, dtype=torch.bool, device=device).tril()
-
-
 class Unpadded(NamedTuple):
     """A padded batch's real tokens as the rows of one (N, D) matrix: the encoder runs its
     position-wise work (projections, feed-forward, LayerNorm, dropout) on real tokens only and

@@ -28,7 +28,7 @@ from plmkit.errors import UserError
 from plmkit.nn.attention import attend
 from plmkit.nn.block import FeedForward
 from plmkit.nn.config import StackConfig
-from plmkit.nn.dropout import Dropout
+from plmkit.nn.dropout import Dropout, KernelDropout
 from plmkit.nn.positions import sinusoids
 
 AttnType = Literal["bi", "uni"]
@@ -155,7 +155,7 @@ def update_memory(prev: Tensor | None, current: Tensor, mem_len: int | None,
     return (new[:, -mem_len:] if mem_len else new).detach()
 
 
-class RelativeAttention(nn.Module):
+class RelativeAttention(nn.Module, KernelDropout):
     """Multi-head attention with relative positions (and segments), post-LN residual.
 
     Projections are (H, n, d) matrices without biases, named as in XLNet's reference; the

@@ -56,6 +56,7 @@ import torch
 from torch import Tensor, nn
 
 from plmkit.errors import Interrupted, UserError
+from plmkit.nn.dropout import disable_dropout
 from plmkit.training import modeldir
 from plmkit.training.checkpoint import (
     CHECKPOINTS,
@@ -608,16 +609,6 @@ def _signals_caught() -> Iterator[list[int]]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-
-
-def disable_dropout(model: nn.Module) -> None:
-    """Set every dropout of `model` to 0: `nn.Dropout` modules and the float `dropout`
-    attribute of attention modules (`nn/attention.py`), which apply it themselves."""
-    for module in model.modules():
-        if isinstance(module, nn.modules.dropout._DropoutNd):
-            module.p = 0.0
-        elif isinstance(getattr(module, "dropout", None), float):
-            module.dropout = 0.0
 
 
 class _Meter:
