@@ -5,6 +5,7 @@ head pruning (Michel et al. 2019, "Are Sixteen Heads Really Better than One?")."
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -13,6 +14,18 @@ from torch import Tensor, nn
 
 from plmkit.nn.dropout import KernelDropout, dropout
 from plmkit.nn.masks import Unpadded
+
+
+@dataclass
+class KVCache:
+    """A decoder layer's keys and values from earlier steps of incremental decoding, each
+    (B, h, T, d): `memory`, its cross-attention's over the encoder output (projected on the
+    first step), and `keys` / `values`, its self-attention's over the target positions so far
+    (one appended each step)."""
+
+    memory: tuple[Tensor, Tensor] | None = None
+    keys: Tensor | None = None
+    values: Tensor | None = None
 
 
 class MultiHeadAttention(nn.Module, KernelDropout):
@@ -26,6 +39,10 @@ class MultiHeadAttention(nn.Module, KernelDropout):
     `head_gate` (h,) multiplies each head's output (the gate of Michel et al. 2019).
     `prune` removes heads physically; the buffer `kept_heads` (the original indices of the
     heads left) then travels in the state dict, so a pruned checkpoint loads pruned.
+
+    With a `KVCache` (incremental decoding) x is the newest target position alone: self-
+    attention appends its key and value to the cache and attends over all so far; cross-
+    attention projects `memory` on the first step only.
     """
 
     def __init__(self, hidden: int, num_heads: int, dropout: float = 0.0, cross: bool = False):
@@ -45,25 +62,16 @@ class MultiHeadAttention(nn.Module, KernelDropout):
         self.recorder: list[Tensor] | None = None
         self.head_gate: Tensor | None = None
 
-    def forward(
-        self,
-        x: Tensor,
-        mask: Tensor | Unpadded | None = None,
-        memory: Tensor | None = None,
-        is_causal: bool = False,
-    ) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | Unpadded | None = None,
+                memory: Tensor | None = None, is_causal: bool = False,
+                cache: KVCache | None = None) -> Tensor:
         """x: (B, S, H); mask: bool, True = attend, broadcastable to (B, heads, S, T);
         memory: (B, T, H) for cross-attention. Returns (B, S, H). Self-attention also takes
         the real tokens alone: x (N, H) with `Unpadded` as the mask -> (N, H)."""
         if self.cross:
-            q = self.q(x)  # (B, S, H)
-            k, v = self.kv(memory).chunk(2, dim=-1)  # (B, T, H) each
+            q, k, v = self._cross_qkv(x, memory, cache)  # (B, h, S|T, d)
         else:
-            qkv = self.qkv(x)  # (B, S, 3H), or (N, 3H) unpadded
-            if isinstance(mask, Unpadded):
-                qkv = mask.pad(qkv)  # (B, S, 3H)
-            q, k, v = qkv.chunk(3, dim=-1)  # (B, S, H) each
-        q, k, v = (self._split(t) for t in (q, k, v))  # (B, h, S|T, d)
+            q, k, v = self._self_qkv(x, mask, cache)
         p = self.dropout if self.training else 0.0
         bool_mask = mask.mask if isinstance(mask, Unpadded) else mask
         y = attend(q, k, v, bool_mask, dropout_p=p, is_causal=is_causal,
@@ -74,6 +82,36 @@ class MultiHeadAttention(nn.Module, KernelDropout):
         if isinstance(mask, Unpadded):
             y = mask.unpad(y)  # (N, H)
         return self.out(y)  # (B, S, H) or (N, H)
+
+    def _self_qkv(self, x: Tensor, mask: Tensor | Unpadded | None,
+                  cache: KVCache | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries (B, h, S, d) and keys, values (B, h, T, d): the cached ones and x's."""
+        qkv = self.qkv(x)  # (B, S, 3H), or (N, 3H) unpadded
+        if isinstance(mask, Unpadded):
+            qkv = mask.pad(qkv)  # (B, S, 3H)
+        q, k, v = (self._split(t) for t in qkv.chunk(3, dim=-1))  # (B, h, S, d) each
+        if cache is None:
+            return q, k, v
+        if x.shape[1] != 1:
+            raise ValueError(f"cached decoding takes one position at a time, got {x.shape[1]}")
+        if cache.keys is not None and cache.values is not None:
+            k = torch.cat([cache.keys, k], dim=2)  # (B, h, t+1, d)
+            v = torch.cat([cache.values, v], dim=2)
+        cache.keys, cache.values = k, v
+        return q, k, v
+
+    def _cross_qkv(self, x: Tensor, memory: Tensor | None,
+                   cache: KVCache | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries (B, h, S, d) of x and keys, values (B, h, T, d) of the memory."""
+        q = self._split(self.q(x))
+        if cache is not None and cache.memory is not None:
+            return q, *cache.memory
+        if memory is None:
+            raise ValueError("cross-attention needs the memory")
+        k, v = (self._split(t) for t in self.kv(memory).chunk(2, dim=-1))
+        if cache is not None:
+            cache.memory = (k, v)
+        return q, k, v
 
     def kept(self) -> list[int]:
         """The original indices of the heads this module still has."""
