@@ -7,13 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from plmkit.models.registry import Family, encoder_spec, register, size
-from plmkit.nn.encoder import (
-    ENCODER_HF_CONFIG,
-    Encoder,
-    EncoderConfig,
-    EncoderWithHeads,
-    pretraining_hf_keys,
-)
+from plmkit.nn.config import EncoderConfig
+from plmkit.nn.encoder import ENCODER_HF_CONFIG, Encoder, EncoderWithHeads, pretraining_hf_keys
 
 
 @dataclass
@@ -38,7 +33,7 @@ class Bert(EncoderWithHeads):
     """Encoder + pooler + MLM and sentence heads (`nn.encoder.EncoderWithHeads`); the sentence
     head is NSP's, `nsp` in the checkpoint."""
 
-    def __init__(self, config: EncoderConfig):
+    def __init__(self, config: BertConfig):
         super().__init__(config, Encoder(config), sentence="nsp")
 
 

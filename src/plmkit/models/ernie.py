@@ -19,14 +19,9 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from plmkit.models.registry import Family, encoder_spec, register, size
+from plmkit.nn.config import EncoderConfig
 from plmkit.nn.embeddings import Embeddings, lookup
-from plmkit.nn.encoder import (
-    ENCODER_HF_CONFIG,
-    Encoder,
-    EncoderConfig,
-    EncoderWithHeads,
-    pretraining_hf_keys,
-)
+from plmkit.nn.encoder import ENCODER_HF_CONFIG, Encoder, EncoderWithHeads, pretraining_hf_keys
 
 
 @dataclass
@@ -80,8 +75,7 @@ class Ernie(EncoderWithHeads):
 
 FAMILY = register(Family(
     name="ernie", config=ErnieConfig, model=Ernie, presets=PRESETS,
-    default_objective="ernie",
-    tokenizer="char",
+    default_objective="ernie", tokenizer="char",
     hf=encoder_spec(
         "ernie", "ErnieForPreTraining", "ernie.",
         {**pretraining_hf_keys("ernie."),

@@ -76,10 +76,6 @@ class TransfoXL(nn.Module):
 
 
 FAMILY = register(Family(
-    name="transfo-xl",
-    config=TransfoXLConfig,
-    model=TransfoXL,
-    presets=PRESETS,
-    default_objective="clm",
-    tokenizer="bpe",
+    name="transfo-xl", config=TransfoXLConfig, model=TransfoXL, presets=PRESETS,
+    default_objective="clm", tokenizer="bpe",
 ))

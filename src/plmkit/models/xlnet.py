@@ -88,37 +88,20 @@ HF_KEYS = {
 }
 
 HF_CONFIG = {
-    "vocab_size": "vocab_size",
     "hidden_size": "d_model",
     "num_layers": "n_layer",
     "num_heads": "n_head",
     "intermediate_size": "d_inner",
     "activation": "ff_activation",
-    "dropout": "dropout",
-    "layer_norm_eps": "layer_norm_eps",
-    "initializer_range": "initializer_range",
-    "pad_token_id": "pad_token_id",
-    "attn_type": "attn_type",
-    "mem_len": "mem_len",
-    "reuse_len": "reuse_len",
-    "clamp_len": "clamp_len",
+    **{name: name for name in ("vocab_size", "dropout", "layer_norm_eps", "initializer_range",
+                               "pad_token_id", "attn_type", "mem_len", "reuse_len", "clamp_len")},
 }
 
 FAMILY = register(Family(
-    name="xlnet",
-    config=XLNetConfig,
-    model=XLNet,
-    presets=PRESETS,
-    default_objective="plm",
-    tokenizer="unigram",
+    name="xlnet", config=XLNetConfig, model=XLNet, presets=PRESETS,
+    default_objective="plm", tokenizer="unigram",
     optim_defaults={"eps": 1e-6},  # Adam epsilon 1e-6 (Appendix A.2)
-    hf=HFSpec(
-        model_type="xlnet",
-        architecture="XLNetLMHeadModel",
-        base_prefix="transformer.",
-        keys=HF_KEYS,
-        config=HF_CONFIG,
-        ignored=("lm_loss.weight",),
-        fixed={"bi_data": False, "same_length": False, "untie_r": True},
-    ),
+    hf=HFSpec("xlnet", "XLNetLMHeadModel", "transformer.", HF_KEYS, HF_CONFIG,
+              ignored=("lm_loss.weight",),
+              fixed={"bi_data": False, "same_length": False, "untie_r": True}),
 ))
