@@ -1,1 +1,2 @@
-"""What runs a job end to end: pretraining (`pretrain`, `seq2seq`), `compare` and the `demo`."""
+"""What runs a job end to end: pretraining (`pretrain`, `seq2seq`), fine-tuning (`finetune`),
+`compare` and the `demo`."""

@@ -1,6 +1,6 @@
 """Resumable checkpoints: `out_dir/checkpoints/step-000123/` and RNG state capture.
 
-A checkpoint directory holds the model as `save_model` writes it (`plmkit.json` and
+A checkpoint directory holds the model as `modeldir.save_model` writes it (`plmkit.json` and
 `model.safetensors`), `trainer_state.pt` (optimizer, scheduler, step, RNG states and data
 positions, only tensors and primitives, so that it loads with `torch.load(weights_only=True)`)
 and `manifest.json`: the size and sha256 of every other file. It is written in a temporary
