@@ -7,6 +7,7 @@ Exit codes: 0 success, 2 a usage or input error (one line on stderr, no tracebac
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import importlib
@@ -27,7 +28,17 @@ Handler = Callable[[argparse.Namespace], None]
 
 
 def _paths(text: str) -> list[Path]:
-    return [Path(p) for p in text.split(",") if p]
+    return [Path(p) for p in _names(text)]
+
+
+def _names(text: str) -> list[str]:
+    """An argparse type: a comma-separated list (empty items dropped)."""
+    return [name for name in text.split(",") if name]
+
+
+def _control(text: str) -> str | None:
+    """An argparse type: compare's --control, None for "none"."""
+    return None if text == "none" else text
 
 
 class Registry(Sequence[str]):
@@ -182,8 +193,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 def cmd_translate(args: argparse.Namespace) -> None:
     from plmkit.jobs.seq2seq import translate
 
-    lines = (args.input.read_text(encoding="utf-8") if args.input else sys.stdin.read())
-    for line in translate(args.model, lines.splitlines(), beam=args.beam):
+    for line in translate(args.model, _input_lines(args), beam=args.beam):
         print(line)
 
 
@@ -253,6 +263,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def cmd_finetune(args: argparse.Namespace) -> None:
     from plmkit.jobs.finetune import finetune
+    from plmkit.outputs import written_in_place
     from plmkit.tasks.base import load_task
     from plmkit.tasks.options import FinetuneOptions
 
@@ -260,25 +271,10 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     if extra and args.task != "classify":
         raise UserError(f"--{next(iter(extra))} is an option of --task classify only")
     task = load_task(args.task).make_task(train=args.train, **extra)
-    options = FinetuneOptions(
-        lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, max_seq_len=args.max_seq_len,
-        seed=args.seed, eval_every=args.eval_every, patience=args.patience, bf16=args.bf16,
-        progress=args.progress, tensorboard=args.tensorboard,
-    )
-    from plmkit.outputs import keep_until_done, mark
-
+    options = FinetuneOptions(**_fields(args, FinetuneOptions))
     existing = _claim(args, "finetune", args.model, args.train, args.eval)
-    created = not args.out.exists()
-    try:
-        with keep_until_done(args.out, replace=existing):
-            best = finetune(task, args.model, args.train, args.eval, args.out, options)
-            mark(args.out, "finetune")
-    except BaseException:
-        if created:
-            import shutil
-
-            shutil.rmtree(args.out, ignore_errors=True)
-        raise
+    with written_in_place(args.out, "finetune", replace=existing):
+        best = finetune(task, args.model, args.train, args.eval, args.out, options)
     print(json.dumps(best) if best else f"fine-tuned model (no --eval) -> {args.out}")
 
 
@@ -292,55 +288,39 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         return
     if args.model is None:
         raise UserError("give --model OUT (or --task squad --predictions PRED.json)")
-    from plmkit.jobs.finetune import evaluate_dir
+    from plmkit.jobs.finetune import evaluate_dir, majority_baseline
 
     scores = evaluate_dir(args.model, args.eval, args.batch_size)
     print(json.dumps({**scores, **majority_baseline(args.model, args.eval)}))
 
 
-def majority_baseline(model_dir: Path, eval: Path) -> dict[str, float]:
-    """A classifier's `majority_baseline`: the accuracy of always answering the eval file's
-    own most frequent label (its training labels are not kept); {} for other tasks."""
-    from plmkit.interop.native import read_native_config
-    from plmkit.tasks.classify import majority_share
-
-    task = read_native_config(model_dir)[2] or {}
-    if task.get("name") != "classify" or not task.get("labels"):
-        return {}
-    return {"majority_baseline": majority_share(eval)}
-
-
 def cmd_predict(args: argparse.Namespace) -> None:
     from plmkit.deploy.backend import predict_file
-    from plmkit.outputs import refuse_inside, staged_file
 
-    refuse_inside(args.output, args.input, args.model, option="--output")
-    with staged_file(args.output, overwrite=args.overwrite) as tmp:
+    with _output_file(args) as tmp:
         n = predict_file(args.model, args.input, tmp, args.batch_size, args.backend, args.int8)
     print(f"{n} predictions -> {args.output}", file=sys.stderr)
 
 
-def cmd_embed(args: argparse.Namespace) -> None:
-    import numpy as np
-
-    from plmkit.deploy.backend import embed_texts
+@contextlib.contextmanager
+def _output_file(args: argparse.Namespace) -> Iterator[Path]:
+    """A temporary file to write `args.output` to (plmkit.outputs.staged_file), which is none
+    of the inputs."""
     from plmkit.outputs import refuse_inside, staged_file
-    from plmkit.tasks.files import field, read_records
 
     refuse_inside(args.output, args.input, args.model, option="--output")
     with staged_file(args.output, overwrite=args.overwrite) as tmp:
-        records = read_records(args.input, text_lines=True, text_field=args.text_field)
-        texts = [str(field(args.input, r, "text")) for r in records]
+        yield tmp
+
+
+def cmd_embed(args: argparse.Namespace) -> None:
+    from plmkit.deploy.backend import embed_texts, read_texts, write_embeddings
+
+    with _output_file(args) as tmp:
+        texts = read_texts(args.input, args.text_field)
         vectors = embed_texts(args.model, texts, args.pooling, args.normalize,
                               args.max_seq_len, args.batch_size, args.backend, args.int8)
-        if args.output.suffix == ".jsonl":
-            with open(tmp, "w", encoding="utf-8") as f:
-                for text, vector in zip(texts, vectors.tolist(), strict=True):
-                    record = {"text": text, "embedding": vector}
-                    f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        else:
-            with open(tmp, "wb") as f:
-                np.save(f, vectors)
+        write_embeddings(tmp, texts, vectors)
     print(f"{vectors.shape[0]} x {vectors.shape[1]} embeddings -> {args.output}")
 
 
@@ -352,16 +332,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
         budget = (kind, float(amount))
     except ValueError:
         raise UserError(f"--budget {kind} {amount}: {amount!r} is not a number") from None
-    results = compare(CompareArgs(
-        models=[m for m in args.models.split(",") if m], corpus=args.corpus, out=args.out,
-        budget=budget, tasks=[t for t in args.tasks.split(",") if t], seeds=args.seeds,
-        pretrain_seeds=args.pretrain_seeds,
-        control=None if args.control == "none" else args.control, claims=args.claim,
-        heldout=args.heldout or [], heldout_batches=args.heldout_batches,
-        tokenizer=args.tokenizer, vocab_size=args.vocab_size, batch_size=args.batch_size,
-        seq_len=args.seq_len, lr=args.lr, finetune_examples=args.finetune_examples,
-        finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
-        tokenizer_kind=args.tokenizer_kind, overwrite=args.overwrite, progress=args.progress))
+    results = compare(CompareArgs(**{**_fields(args, CompareArgs), "budget": budget}))
     print((args.out / "results.md").read_text(), end="")
     print(f"{len(results['results'])} arms -> {args.out}/results.json, results.md, *.png")
 
@@ -536,18 +507,18 @@ def parser() -> argparse.ArgumentParser:
                  --corpus corpus.txt --budget minutes 10 --control none \\
                  --tasks classify:train.csv:dev.csv:test.csv --out runs/sharing
              """, cmd_compare)
-    p.add_argument("--models", required=True,
+    p.add_argument("--models", type=_names, required=True,
                    help="comma-separated PRESET[:OBJECTIVE][:KEY=VALUE...]; KEY is a pretrain "
                         "option (masking, input_format, max_ngram) or a model config field")
     add_options(p, PretrainArgs, ["corpus"])
-    p.add_argument("--heldout", type=_paths,
+    p.add_argument("--heldout", type=_paths, default=[],
                    help="comma-separated held-out txt/jsonl files: every arm is scored on one "
                         "fixed mask set made from them (masked-LM loss and accuracy, ...)")
     p.add_argument("--heldout-batches", type=int, default=16,
                    help="held-out batches of --batch-size x --seq-len (default 16)")
     p.add_argument("--budget", nargs=2, metavar=("UNIT", "N"), required=True,
                    help="steps, tokens, flops (model FLOPs) or minutes, and how many")
-    _lists(p.add_argument("--tasks", default="sentiment-en",
+    _lists(p.add_argument("--tasks", type=_names, default="sentiment-en",
                           help="comma-separated datasets (%(names)s) or TASK:TRAIN:DEV[:TEST] "
                                "(default: sentiment-en)"),
            "plmkit.jobs.compare.downstream:TASK_OF_DATASET")
@@ -558,10 +529,10 @@ def parser() -> argparse.ArgumentParser:
                    help="pretraining runs per model, seeds 0..N-1 (default 3)")
     p.add_argument("--seeds", type=int, default=3,
                    help="fine-tuning seeds per pretraining seed and task (default 3)")
-    p.add_argument("--control", default="auto", metavar="SPEC|none",
+    p.add_argument("--control", type=_control, default="auto", metavar="SPEC|none",
                    help="the 1-step control arm: auto (the first model, default), another "
                         "model spec, or none")
-    p.add_argument("--claim", action="append", default=[], metavar="'A > B'",
+    p.add_argument("--claim", dest="claims", action="append", default=[], metavar="'A > B'",
                    help="a claim to test: model A (as given in --models) scores higher than "
                         "B (or control); repeatable. Every model is tested against the control")
     p.add_argument("--tokenizer", type=Path, help="shared tokenizer (default: WordPiece, trained)")
@@ -699,20 +670,22 @@ def add_task_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_attention(args: argparse.Namespace) -> None:
-    import numpy as np
-
     import plmkit
-    from plmkit.deploy.inspect import attention_maps, plot_attention
-    from plmkit.interop.native import tokenizer_dir
-    from plmkit.tokenizers import Tokenizer
+    from plmkit.deploy.inspect import attention_maps, write_attention
 
-    maps = attention_maps(plmkit.load(args.model), Tokenizer.load(tokenizer_dir(args.model)),
-                          args.text, args.pair)
-    written = plot_attention(maps, args.out)
-    np.savez(args.out / "attention.npz", weights=maps.weights, tokens=np.array(maps.tokens))
+    maps = attention_maps(plmkit.load(args.model), _tokenizer(args.model), args.text, args.pair)
+    written = write_attention(maps, args.out)
     layers, heads = maps.weights.shape[:2]
     print(f"{layers} layers x {heads} heads over {len(maps.tokens)} tokens: {len(written)} PNGs "
           f"and attention.npz -> {args.out}")
+
+
+def _tokenizer(model_dir: Path) -> Any:
+    """The tokenizer of a model directory (plmkit's, or a transformers directory's)."""
+    from plmkit.interop.native import tokenizer_dir
+    from plmkit.tokenizers import Tokenizer
+
+    return Tokenizer.load(tokenizer_dir(model_dir))
 
 
 def cmd_prune(args: argparse.Namespace) -> None:
@@ -720,61 +693,47 @@ def cmd_prune(args: argparse.Namespace) -> None:
 
     heads = parse_heads(args.heads) if args.heads is not None else None
     result = prune_dir(args.model, args.out, heads, args.fraction, args.data)
-    removed = sum(map(len, result.heads.values()))
-    listed = ",".join(f"{layer}:{h}" for layer, hs in sorted(result.heads.items())
-                      for h in sorted(hs))
-    print(f"removed {removed} heads ({listed}): {result.parameters_before:,} -> "
-          f"{result.parameters_after:,} parameters -> {args.out}")
+    print(f"{result.summary()} -> {args.out}")
 
 
 def cmd_fill_mask(args: argparse.Namespace) -> None:
-    from plmkit.deploy.fill_mask import fill_mask, fill_mask_lines, format_predictions, load_mlm
-    from plmkit.interop.native import tokenizer_dir
-    from plmkit.tokenizers import Tokenizer
+    from plmkit.deploy.fill_mask import (
+        fill_mask,
+        fill_mask_file,
+        fill_mask_lines,
+        format_predictions,
+        load_mlm,
+    )
 
-    model = load_mlm(args.model)
-    tok = Tokenizer.load(tokenizer_dir(args.model))
+    model, tok = load_mlm(args.model), _tokenizer(args.model)
     if args.text is not None:
         print(format_predictions(fill_mask(model, tok, [args.text], args.top_k)[0]))
     elif args.input is not None:
-        with open(args.input, encoding="utf-8") as f:
-            lines = [line.strip() for line in f if line.strip()]
-        for line, masks in zip(lines, fill_mask(model, tok, lines, args.top_k), strict=True):
-            print(json.dumps({"text": line, "predictions": masks}, ensure_ascii=False))
+        fill_mask_file(model, tok, args.input, sys.stdout, args.top_k)
     else:
         fill_mask_lines(model, tok, sys.stdin, sys.stdout, args.top_k, prompt=sys.stdin.isatty())
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    import torch
-
     import plmkit
-    from plmkit.deploy.generate import generate_causal
-    from plmkit.interop.native import tokenizer_dir
+    from plmkit.deploy.generate import check_causal, continue_prompts
     from plmkit.jobs.seq2seq import translate_with
-    from plmkit.tokenizers import Tokenizer
 
-    model = plmkit.load(args.model).eval()
-    tok = Tokenizer.load(tokenizer_dir(args.model))
-    prompts = ([args.text] if args.text is not None else
-               (args.input.read_text(encoding="utf-8") if args.input else sys.stdin.read())
-               .splitlines())
-    prompts = [p for p in prompts if p.strip()]
+    model, tok = plmkit.load(args.model).eval(), _tokenizer(args.model)
+    prompts = [p for p in ([args.text] if args.text is not None else _input_lines(args))
+               if p.strip()]
     if hasattr(model, "decode"):  # an encoder-decoder: its output for each input line
-        for line in translate_with(model, tok, prompts, beam=args.beam):
-            print(line)
-        return
-    if getattr(model.config, "attn_type", None) != "uni" or not hasattr(model, "lm_logits"):
-        raise UserError(f"{args.model}: a {model.config.family} model does not generate text "
-                        "(use a transfo-xl or clm-trained model, or a seq2seq model)")
-    generator = torch.Generator().manual_seed(args.seed)
-    for prompt in prompts:
-        ids = tok.encode(prompt)
-        if not ids:
-            raise UserError(f"the prompt {prompt!r} has no tokens")
-        new = generate_causal(model, ids, args.max_new_tokens, args.temperature, args.top_k,
-                              eos_id=tok.sep_id, generator=generator)
-        print(tok.decode(ids + new).strip())
+        lines = translate_with(model, tok, prompts, beam=args.beam)
+    else:
+        lines = continue_prompts(check_causal(model, args.model), tok, prompts,
+                                 args.max_new_tokens, args.temperature, args.top_k, args.seed)
+    for line in lines:
+        print(line)
+
+
+def _input_lines(args: argparse.Namespace) -> list[str]:
+    """The lines of `args.input`, or of stdin without it."""
+    return (args.input.read_text(encoding="utf-8") if args.input else sys.stdin.read()).splitlines()
 
 
 def cmd_serve(args: argparse.Namespace) -> None:

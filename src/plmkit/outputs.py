@@ -178,6 +178,21 @@ def keep_until_done(out: Path, replace: bool) -> Iterator[None]:
     shutil.rmtree(old, ignore_errors=True)
 
 
+@contextmanager
+def written_in_place(out: Path, command: str, replace: bool) -> Iterator[None]:
+    """For a command that writes into `out` itself (fine-tuning): `keep_until_done`, then `out`
+    marked as `command`'s; on failure, an `out` that the block created is removed."""
+    created = not out.exists()
+    try:
+        with keep_until_done(out, replace):
+            yield
+            mark(out, command)
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)

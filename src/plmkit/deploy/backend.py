@@ -21,6 +21,7 @@ from plmkit.errors import UserError
 from plmkit.interop.native import Finetuned, saved_options, tokenizer_dir
 from plmkit.tasks.base import resolve_options, task_of_model
 from plmkit.tasks.embed import EmbeddingSetup, embed, embedding_setup
+from plmkit.tasks.files import field, read_records
 from plmkit.tokenizers import Tokenizer
 
 BACKENDS = ("torch", "onnx")
@@ -102,6 +103,24 @@ def embed_texts(model_dir: Path, texts: Sequence[str], pooling: str | None = Non
     loaded = load(model_dir, backend, int8)
     setup = loaded.embedding.given(pooling, normalize, max_seq_len)
     return embed(loaded.model, loaded.tokenizer, texts, setup, batch_size)
+
+
+def read_texts(path: Path, text_field: str = "text") -> list[str]:
+    """`plmkit embed`'s input: text lines, or the `text_field` of csv / tsv / jsonl / table
+    records."""
+    records = read_records(path, text_lines=True, text_field=text_field)
+    return [str(field(path, r, "text")) for r in records]
+
+
+def write_embeddings(path: Path, texts: Sequence[str], vectors: np.ndarray) -> None:
+    """`vectors` (N, H) as .jsonl (one {text, embedding} a line) if `path` ends so, else .npy."""
+    if path.suffix == ".jsonl":
+        with open(path, "w", encoding="utf-8") as f:
+            for text, vector in zip(texts, vectors.tolist(), strict=True):
+                f.write(json.dumps({"text": text, "embedding": vector}, ensure_ascii=False) + "\n")
+    else:
+        with open(path, "wb") as f:
+            np.save(f, vectors)
 
 
 def describe(loaded: Loaded) -> dict[str, Any]:

@@ -3,6 +3,7 @@ their probabilities at every mask token of a text, from a model with an MLM head
 
 from __future__ import annotations
 
+import json
 import sys
 import warnings
 from collections.abc import Sequence
@@ -89,6 +90,16 @@ def fill_mask(model: nn.Module, tokenizer: Tokenizer, texts: Sequence[str], top_
 def _predictions(tokenizer: Tokenizer, scores: list[float], ids: list[int]) -> list[Prediction]:
     return [{"token": tokenizer.id_to_token(i), "id": i, "score": s}
             for s, i in zip(scores, ids, strict=True)]
+
+
+def fill_mask_file(model: nn.Module, tokenizer: Tokenizer, path: Path, out: TextIO,
+                   top_k: int = 5) -> None:
+    """Each non-empty line of `path` as one JSON line on `out`: {"text", "predictions"}, one
+    list of predictions per mask."""
+    with open(path, encoding="utf-8") as f:
+        lines = [line.strip() for line in f if line.strip()]
+    for line, masks in zip(lines, fill_mask(model, tokenizer, lines, top_k), strict=True):
+        out.write(json.dumps({"text": line, "predictions": masks}, ensure_ascii=False) + "\n")
 
 
 def fill_mask_lines(model: nn.Module, tokenizer: Tokenizer, lines: TextIO, out: TextIO,

@@ -18,6 +18,7 @@ greedy, or sampled with a temperature and top-k (`plmkit generate`).
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,8 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from plmkit.errors import UserError
 from plmkit.nn.decoder import DecoderCache
 from plmkit.nn.masks import padding_mask
+from plmkit.tokenizers import Tokenizer
 
 BEAM = 4
 ALPHA = 0.6
@@ -218,6 +221,28 @@ def generate_causal(model: Any, prompt: list[int], max_new_tokens: int = 50,
             break
     warn_blank(new[:1] == [eos_id], 1)
     return new
+
+
+def check_causal(model: Any, where: object = "the model") -> Any:
+    """`model` if it generates text (`generate_causal`), else a UserError naming `where`."""
+    if getattr(model.config, "attn_type", None) != "uni" or not hasattr(model, "lm_logits"):
+        raise UserError(f"{where}: a {model.config.family} model does not generate text "
+                        "(use a transfo-xl or clm-trained model, or a seq2seq model)")
+    return model
+
+
+def continue_prompts(model: Any, tok: Tokenizer, prompts: Sequence[str], max_new_tokens: int = 50,
+                     temperature: float = 0.0, top_k: int = 0, seed: int = 0) -> Iterator[str]:
+    """Each prompt with its continuation by a causal LM (`generate_causal`, stopping at the
+    separator token), as text, one at a time; a prompt without tokens is a UserError."""
+    generator = torch.Generator().manual_seed(seed)
+    for prompt in prompts:
+        ids = tok.encode(prompt)
+        if not ids:
+            raise UserError(f"the prompt {prompt!r} has no tokens")
+        new = generate_causal(model, ids, max_new_tokens, temperature, top_k,
+                              eos_id=tok.sep_id, generator=generator)
+        yield tok.decode(ids + new).strip()
 
 
 def warn_blank(blank: int, total: int) -> None:

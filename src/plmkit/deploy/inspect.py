@@ -112,6 +112,13 @@ def attention_maps(model: nn.Module, tokenizer: Tokenizer, text: str, pair: str 
     return AttentionMaps([tokenizer.id_to_token(int(t)) for t in ids[0]], weights)
 
 
+def write_attention(maps: AttentionMaps, out: Path) -> list[Path]:
+    """`plot_attention`'s PNGs and `out/attention.npz` (weights, tokens); the PNGs."""
+    written = plot_attention(maps, out)
+    np.savez(out / "attention.npz", weights=maps.weights, tokens=np.array(maps.tokens))
+    return written
+
+
 def plot_attention(maps: AttentionMaps, out: Path) -> list[Path]:
     """Write `out/layer{L}_head{H}.png` heatmaps (queries down, keys across) and
     `out/overview.png` (every head in a grid: layers down, heads across)."""

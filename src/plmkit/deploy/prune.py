@@ -120,6 +120,14 @@ class PruneResult:
     parameters_before: int
     parameters_after: int
 
+    def summary(self) -> str:
+        """"removed N heads (LAYER:HEAD,...): BEFORE -> AFTER parameters"."""
+        removed = sum(map(len, self.heads.values()))
+        listed = ",".join(f"{layer}:{h}" for layer, hs in sorted(self.heads.items())
+                          for h in sorted(hs))
+        return (f"removed {removed} heads ({listed}): {self.parameters_before:,} -> "
+                f"{self.parameters_after:,} parameters")
+
 
 def prune_dir(model_dir: Path, out: Path, heads: Heads | None = None,
               fraction: float | None = None, data: Path | None = None) -> PruneResult:

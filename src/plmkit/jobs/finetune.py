@@ -15,9 +15,11 @@ from plmkit.interop.native import (
     TOKENIZER_DIR,
     load,
     load_finetuned,
+    read_native_config,
     tokenizer_dir,
 )
 from plmkit.tasks.base import Task, resolve_options
+from plmkit.tasks.classify import majority_share
 from plmkit.tasks.options import FinetuneOptions, default_lr
 from plmkit.tokenizers import Tokenizer
 from plmkit.training import TrainConfig, Trainer
@@ -76,4 +78,13 @@ def evaluate_dir(model_dir: Path, eval: Path, batch_size: int | None = None) -> 
     """The task's metrics of the fine-tuned model in `model_dir` on the file `eval`."""
     f = load_finetuned(model_dir, batch_size)
     return f.task.evaluate(f.model, f.tokenizer, eval, f.options)
+
+
+def majority_baseline(model_dir: Path, eval: Path) -> dict[str, float]:
+    """A classifier's `majority_baseline`: the accuracy of always answering the eval file's
+    own most frequent label (its training labels are not kept); {} for other tasks."""
+    task = read_native_config(model_dir)[2] or {}
+    if task.get("name") != "classify" or not task.get("labels"):
+        return {}
+    return {"majority_baseline": majority_share(eval)}
 

@@ -1,0 +1,29 @@
+"""What the CLI writes through the modules it calls (issue 23, item 3): `plmkit embed` gives
+the same vectors as .npy and as .jsonl, each line with its text."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from plmkit.cli import main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_embed_writes_the_same_vectors_as_npy_and_jsonl(minilm_dir: Path, tmp_path: Path) -> None:
+    texts = ["the cat sat on the mat", "¿dónde está la biblioteca?", "a third line"]
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    for out in ("v.npy", "v.jsonl"):
+        assert main(["embed", "--model", str(minilm_dir), "--input", str(tmp_path / "in.txt"),
+                     "--output", str(tmp_path / out)]) == 0
+    vectors = np.load(tmp_path / "v.npy")
+    lines = [json.loads(line) for line in
+             (tmp_path / "v.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert vectors.shape == (3, 384)
+    assert [line["text"] for line in lines] == texts
+    np.testing.assert_allclose([line["embedding"] for line in lines], vectors, atol=1e-6)
+    assert not list(tmp_path.glob(".v*"))  # no staging file left
