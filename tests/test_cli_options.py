@@ -18,6 +18,7 @@ from plmkit.deploy.backend import BACKENDS
 from plmkit.jobs.compare.downstream import TASK_OF_DATASET
 from plmkit.jobs.pretrain import PretrainArgs
 from plmkit.objectives import OBJECTIVES
+from plmkit.tasks.base import TASK_MODULES
 from plmkit.tasks.embed import POOLINGS
 from plmkit.tokenizers import KINDS
 from plmkit.training.optim import OPTIMIZERS
@@ -66,6 +67,7 @@ def test_choices_come_from_the_registries() -> None:
     assert list(options("compare")["tokenizer_kind"].choices) == list(KINDS)
     assert list(options("data", "build")["name"].choices) == list(TASK_DATASETS)
     assert list(options("embed")["pooling"].choices) == list(POOLINGS)
+    assert list(options("finetune")["task"].choices) == list(TASK_MODULES)
     for command in ("serve", "predict", "embed"):
         assert list(options(command)["backend"].choices) == list(BACKENDS)
 

@@ -135,6 +135,12 @@ def _add(sub: argparse._SubParsersAction, name: str, help: str, examples: str,
     return parser
 
 
+def _overwrite(p: argparse.ArgumentParser) -> None:
+    """--overwrite of a command that claims its --out (plmkit.outputs.claim)."""
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --out that plmkit did not write for this command")
+
+
 def _positive(text: str) -> int:
     """An argparse type: an integer >= 1."""
     value = int(text)
@@ -431,8 +437,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab-size", type=int, default=30522)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--cased", action="store_true", help="keep case (default: lowercase)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a non-empty --out that plmkit did not write for this command")
+    _overwrite(p)
     p.add_argument("--min-frequency", type=int, default=2)
 
     data = _add(sub, "data", "prepare corpora", "plmkit data prepare --help", None)
@@ -443,16 +448,14 @@ def parser() -> argparse.ArgumentParser:
     add_options(p, PretrainArgs, ["corpus", "text_field"])
     p.add_argument("--tokenizer", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a non-empty --out that plmkit did not write for this command")
+    _overwrite(p)
     p = _add(dsub, "build", "write a task dataset from installed packages (fixed splits)",
              "\n".join(f"plmkit data build --name {name} --out data/{name}  # {files}: {what}"
                        for name, (files, what) in DATASET_FILES.items()), cmd_data_build)
     p.add_argument("--name", required=True, choices=Registry("plmkit.data.builders:TASK_DATASETS"))
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffle before splitting")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a non-empty --out that plmkit did not write for this command")
+    _overwrite(p)
 
     p = _add(sub, "pretrain", "pretrain a model with its objective on a corpus",
              """
@@ -570,8 +573,7 @@ def parser() -> argparse.ArgumentParser:
                    help="onnx: also model.int8.onnx, dynamically quantised (int8 weights)")
     p.add_argument("--opset", type=_positive, metavar="N",
                    help="onnx: the ONNX opset, 18 to 22 (default: the exporter's, 20)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a non-empty --out that plmkit did not write for this command")
+    _overwrite(p)
     return top
 
 
@@ -586,7 +588,7 @@ def add_task_commands(sub: argparse._SubParsersAction) -> None:
              plmkit finetune --task classify --regression --model runs/bert --train sts.tsv \
                  --out runs/sts
              """, cmd_finetune)
-    p.add_argument("--task", required=True, choices=["classify", "squad", "swag", "tag"])
+    p.add_argument("--task", required=True, choices=Registry("plmkit.tasks.base:TASK_MODULES"))
     p.add_argument("--model", type=Path, required=True,
                    help="a plmkit run or a transformers directory")
     p.add_argument("--train", type=Path, required=True)
@@ -610,8 +612,7 @@ def add_task_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tensorboard", action="store_true",
                    help="also write TensorBoard event files to OUT/tensorboard "
                         "(pip install 'plmkit[tensorboard]')")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a non-empty --out that plmkit did not write for this command")
+    _overwrite(p)
 
     p = _add(sub, "evaluate", "print a fine-tuned model's metrics on a file as one JSON object",
              """
