@@ -28,6 +28,7 @@ Handler = Callable[[argparse.Namespace], None]
 
 
 def _paths(text: str) -> list[Path]:
+    """An argparse type: comma-separated paths."""
     return [Path(p) for p in _names(text)]
 
 
@@ -79,9 +80,9 @@ def _lists(action: argparse.Action, ref: str) -> None:
 
 def add_options(p: argparse.ArgumentParser, cls: type, names: Sequence[str] | None = None
                 ) -> None:
-    """An option for each field of the dataclass `cls` that has help (`jobs.options.option`),
-    or for the fields in `names`: the flag is the field's name (a bool that defaults to True:
-    --no-NAME), the type, default and required-ness are the field's."""
+    """An option for each field of the dataclass `cls` that has help (`jobs.options.cli`
+    metadata), or for the fields in `names`: the flag is the field's name (a bool that defaults
+    to True: --no-NAME), the type, default and required-ness are the field's."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.metadata.get("help")}
     for name in names or list(fields):
@@ -92,7 +93,7 @@ def _add_field(p: argparse.ArgumentParser, f: dataclasses.Field, hint: Any) -> N
     flag = "--" + f.name.replace("_", "-")
     text = f.metadata["help"].replace("%", "%%").replace("%%(names)s", "%(names)s")
     kwargs: dict[str, Any] = {"help": text, "dest": f.name}
-    if f.metadata["choices"]:
+    if f.metadata.get("choices"):
         kwargs["choices"] = Registry(f.metadata["choices"])
     default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
     if default is dataclasses.MISSING:
