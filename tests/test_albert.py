@@ -13,15 +13,15 @@ import transformers
 
 import plmkit
 from conftest import randomize
-from plmkit.jobs.pretrain import PretrainArgs, trainer_for
-from plmkit.models.albert import PRESETS, Albert, AlbertConfig
-from plmkit.objectives.masking import (
+from plmkit.data.masking import (
     MaskingSpec,
     mask_batch,
     mask_tokens,
     ngram_probs,
     ngram_units,
 )
+from plmkit.jobs.pretrain import PretrainArgs, trainer_for
+from plmkit.models.albert import PRESETS, Albert, AlbertConfig
 from plmkit.tokenizers import train_tokenizer
 
 TINY = {"vocab_size": 99, "embedding_size": 16, "hidden_size": 32, "num_layers": 4,

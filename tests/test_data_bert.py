@@ -17,9 +17,9 @@ from plmkit.data.bert import (
     document_pairs,
     truncate_seq_pair,
 )
+from plmkit.data.masking import candidates, num_to_predict, word_starts, word_units
 from plmkit.data.shards import ShardedCorpus, prepare_corpus
 from plmkit.errors import UserError
-from plmkit.objectives.masking import candidates, num_to_predict, word_starts, word_units
 from test_data_common import FakeTokenizer, tweet_documents, tweets, write_documents
 
 S, P = 128, 20

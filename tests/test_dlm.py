@@ -11,10 +11,10 @@ import pytest
 
 from plmkit.data.builders import build_dataset
 from plmkit.data.dialogue import chatterbot_dialogues, read_dialogues
+from plmkit.data.masking import MaskingSpec
 from plmkit.errors import UserError
 from plmkit.jobs.pretrain import PretrainArgs, trainer_for
 from plmkit.objectives.dlm import DialogueStream
-from plmkit.objectives.masking import MaskingSpec
 from plmkit.tokenizers import Tokenizer, train_tokenizer
 
 

@@ -20,10 +20,7 @@ from conftest import randomize
 from plmkit.data.builders import build_dataset
 from plmkit.data.corpus import split_sentences
 from plmkit.data.ernie import Segmenter, peoples_daily_entities, token_flags
-from plmkit.errors import UserError
-from plmkit.jobs.pretrain import PretrainArgs, trainer_for
-from plmkit.models.ernie import PRESETS, Ernie, ErnieConfig
-from plmkit.objectives.masking import (
+from plmkit.data.masking import (
     MaskingSpec,
     candidates,
     mask_units,
@@ -31,6 +28,9 @@ from plmkit.objectives.masking import (
     word_starts,
     word_units,
 )
+from plmkit.errors import UserError
+from plmkit.jobs.pretrain import PretrainArgs, trainer_for
+from plmkit.models.ernie import PRESETS, Ernie, ErnieConfig
 from plmkit.tokenizers import Tokenizer, train_tokenizer
 
 TINY = {"vocab_size": 99, "hidden_size": 32, "num_layers": 2, "num_heads": 4,

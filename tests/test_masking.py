@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from plmkit.objectives.masking import (
+from plmkit.data.masking import (
     MaskingSpec,
     candidates,
     choose_units,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import plmkit.objectives as objectives  # first: plmkit.data.bert alone hits an import cycle
+import plmkit.objectives as objectives
 from plmkit.data.bert import BertInstanceConfig
 from plmkit.data.options import DataOptions
 from plmkit.data.packing import PackedStream, TokenBudgetBatches, pack_sentences

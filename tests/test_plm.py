@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from plmkit.data.masking import span_targets
 from plmkit.data.options import DataOptions
 from plmkit.data.shards import ShardedCorpus
 from plmkit.data.xlnet import XLNetDataConfig
@@ -21,7 +22,6 @@ from plmkit.objectives.plm import (
     PermutationLM,
     PLMStream,
     permutation_masks,
-    span_targets,
     target_mapping,
 )
 from plmkit.tokenizers import Tokenizer, train_tokenizer

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from plmkit.data.bert import BertInstanceConfig, build_instance, document_pairs
-from plmkit.objectives.masking import MaskingSpec, mask_tokens, num_to_predict
+from plmkit.data.masking import MaskingSpec, mask_tokens, num_to_predict
 from plmkit.tokenizers import Tokenizer, train_tokenizer
 
 FAST = settings(max_examples=25, deadline=None,

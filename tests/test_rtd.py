@@ -11,16 +11,15 @@ import pytest
 import torch
 
 import plmkit
+from plmkit.data.masking import MaskingSpec, mask_batch, scatter_predictions
 from plmkit.jobs.pretrain import PretrainArgs, trainer_for
 from plmkit.models.electra import Electra, ElectraConfig
 from plmkit.objectives import get_objective
-from plmkit.objectives.masking import MaskingSpec, mask_batch
 from plmkit.objectives.rtd import (
     ReplacedTokenDetection,
     corrupt,
     discriminator_loss,
     sample_tokens,
-    scatter_predictions,
 )
 
 TINY = {"vocab_size": 99, "hidden_size": 32, "num_layers": 2, "num_heads": 4,

@@ -10,7 +10,7 @@ import torch
 import transformers
 
 import plmkit
-import plmkit.objectives as objectives  # first: plmkit.data.bert alone hits an import cycle
+import plmkit.objectives as objectives
 from plmkit.data.options import DataOptions
 from plmkit.data.shards import ShardedCorpus, prepare_corpus
 from plmkit.jobs.pretrain import PretrainArgs, pretrain

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import plmkit.objectives as objectives  # first: plmkit.data.bert alone hits an import cycle
+import plmkit.objectives as objectives
 from plmkit.data.bert import BertInstanceConfig, document_pairs
 from plmkit.data.options import DataOptions
 from plmkit.data.shards import ShardedCorpus, prepare_corpus

@@ -22,16 +22,18 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from plmkit.data.options import DataOptions, max_predictions
-from plmkit.data.shards import ShardedCorpus
-from plmkit.errors import UserError
-from plmkit.objectives.masking import (
+from plmkit.data.masking import (
+    MASK_PROB,
     MaskedTokens,
     MaskingSpec,
     MaskingVocab,
     mask_batch,
     mask_tokens,
+    max_predictions,
 )
+from plmkit.data.options import DataOptions
+from plmkit.data.shards import ShardedCorpus
+from plmkit.errors import UserError
 
 FIELDS = (
     "input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
@@ -76,7 +78,7 @@ class BertInstanceConfig:
     max_seq_length: int = 128
     max_predictions_per_seq: int = 20  # 20 at 128, 80 at 512 (BERT README)
     short_seq_prob: float = 0.1
-    mask_prob: float = 0.15  # BERT §3.1
+    mask_prob: float = MASK_PROB
     whole_word: bool = False
     dupe_factor: int = 10
     nsp: bool = True

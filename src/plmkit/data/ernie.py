@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from plmkit.data.corpus import read_documents
+from plmkit.data.masking import ENTITY_START, PHRASE_START
 from plmkit.data.shards import ShardedCorpus
 from plmkit.data.sources import ENTITY_TAGS, peoples_daily_words, write_corpus
 from plmkit.errors import UserError
-from plmkit.objectives.masking import ENTITY_START, PHRASE_START
 
 if TYPE_CHECKING:
     from plmkit.tokenizers import Tokenizer

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
+
+from plmkit.data.masking import MASK_PROB
 
 
 @dataclass
 class DataOptions:
-    """Batch size and masking policy. `masking`: "static" decides each sequence's mask once per
+    """Batch size and masking policy (the defaults BERT's; each family's own are in
+    `data/masking.py` `FAMILY_MASKING`). `masking`: "static" decides each sequence's mask once per
     dupe copy (BERT, dupe_factor 10); "dynamic" draws a fresh mask every time a sequence is fed
     (RoBERTa section 4.1). `max_ngram` > 1 masks spans of up to that many words, p(n) ∝ 1/n
     (ALBERT). `unit_level` is ERNIE's knowledge-masking level (basic / phrase / entity; the
@@ -22,15 +24,10 @@ class DataOptions:
     batch_size: int = 32
     masking: Literal["static", "dynamic"] = "static"
     whole_word: bool = False
-    mask_prob: float = 0.15
+    mask_prob: float = MASK_PROB
     dupe_factor: int = 10
     max_ngram: int = 1
     input_format: Literal["segments", "full-sentences", "doc-sentences"] = "segments"
     unit_level: Literal["basic", "phrase", "entity"] = "basic"
     entities: str | None = None
     dialogues: str | None = None
-
-
-def max_predictions(seq_len: int, mask_prob: float = 0.15) -> int:
-    """BERT's max_predictions_per_seq: 20 at 128, 80 at 512 (15% rounded up to tens)."""
-    return max(1, math.ceil(seq_len * mask_prob / 10) * 10)

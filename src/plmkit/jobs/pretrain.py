@@ -14,6 +14,7 @@ import numpy as np
 from torch import nn
 
 from plmkit.data.corpus import CorpusStats, read_documents
+from plmkit.data.masking import masking_defaults
 from plmkit.data.options import DataOptions
 from plmkit.data.shards import ShardedCorpus, prepare_corpus, prepared_directory, source_info
 from plmkit.errors import UserError
@@ -162,17 +163,16 @@ def default_warmup(args: PretrainArgs) -> int:
 
 
 def data_options(args: PretrainArgs, family: Family) -> DataOptions:
-    """The batch options: the user's, else the family's pretraining defaults, else BERT's."""
+    """The batch options: the user's, else the family's pretraining defaults (its masking:
+    `data/masking.py` `masking_defaults`), else BERT's."""
     given = {"masking": args.masking, "whole_word": args.whole_word or None,
              "input_format": args.input_format, "max_ngram": args.max_ngram,
              "dupe_factor": args.dupe_factor,
              "entities": str(args.entities) if args.entities else None,
              "dialogues": str(args.dialogues) if args.dialogues else None}
     given = {k: v for k, v in given.items() if v is not None}
-    preset = base_config(args)
-    from_model = {"mask_prob": preset.mask_prob} if hasattr(preset, "mask_prob") else {}
-    return DataOptions(batch_size=args.batch_size,
-                       **{**family.data_defaults, **from_model, **given})
+    defaults = {**family.data_defaults, **masking_defaults(family.name, base_config(args))}
+    return DataOptions(batch_size=args.batch_size, **{**defaults, **given})
 
 
 def phases(objective: Objective, corpus: ShardedCorpus, tok: Tokenizer, args: PretrainArgs,

@@ -147,7 +147,6 @@ FAMILY = register(Family(
     name="albert", config=AlbertConfig, model=Albert, presets=PRESETS,
     default_objective="mlm+sop",
     tokenizer="unigram",
-    data_defaults={"whole_word": True, "max_ngram": 3},
     hf=encoder_spec(
         "albert", "AlbertForPreTraining", "albert.", HF_KEYS,
         {**ENCODER_HF_CONFIG, "embedding_size": "embedding_size",

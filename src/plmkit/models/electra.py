@@ -173,7 +173,6 @@ GENERATOR_HF = encoder_spec(
 FAMILY = register(Family(
     name="electra", config=ElectraConfig, model=Electra, presets=PRESETS,
     default_objective="electra",
-    data_defaults={"masking": "dynamic"},  # the reference masks on the fly
     hf=encoder_spec(
         "electra", "ElectraForPreTraining", "electra.",
         {

@@ -84,7 +84,7 @@ FAMILY = register(Family(
     name="roberta", config=RobertaConfig, model=Roberta, presets=PRESETS,
     default_objective="mlm",
     tokenizer="bpe",
-    data_defaults={"masking": "dynamic", "input_format": "full-sentences"},
+    data_defaults={"input_format": "full-sentences"},  # section 4.2; masking: data/masking.py
     optim_defaults={"betas": (0.9, 0.98), "eps": 1e-6},  # RoBERTa section 3.1
     hf=encoder_spec(
         "roberta", "RobertaForMaskedLM", "roberta.",

@@ -1,16 +1,21 @@
 """Pretraining objectives by name: `loss, metrics = objective(model, batch)`; each also makes
-its own batches from a prepared corpus (`objective.batches(...)`).
-
-The table names each objective's class as "module:Class" and imports it on demand, so that
-`objectives.masking` can be imported by the data code without importing every objective.
-"""
+its own batches from a prepared corpus (`objective.batches(...)`)."""
 
 from __future__ import annotations
 
-import importlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from plmkit.errors import UserError
+from plmkit.objectives.clm import CausalLM
+from plmkit.objectives.dlm import DialogueLM
+from plmkit.objectives.ernie import KnowledgeMasking, KnowledgeMaskingWithDialogues
+from plmkit.objectives.mlm import MaskedLM
+from plmkit.objectives.nsp import MaskedLMWithNSP
+from plmkit.objectives.plm import PermutationLM
+from plmkit.objectives.rtd import ReplacedTokenDetection
+from plmkit.objectives.seq2seq import Seq2Seq
+from plmkit.objectives.sop import MaskedLMWithSOP
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -35,17 +40,17 @@ class Objective(Protocol):
                  ) -> tuple[Tensor, dict[str, Tensor]]: ...
 
 
-OBJECTIVES: dict[str, str] = {
-    "mlm": "plmkit.objectives.mlm:MaskedLM",
-    "mlm+nsp": "plmkit.objectives.nsp:MaskedLMWithNSP",
-    "mlm+sop": "plmkit.objectives.sop:MaskedLMWithSOP",
-    "electra": "plmkit.objectives.rtd:ReplacedTokenDetection",
-    "seq2seq": "plmkit.objectives.seq2seq:Seq2Seq",
-    "plm": "plmkit.objectives.plm:PermutationLM",
-    "clm": "plmkit.objectives.clm:CausalLM",
-    "ernie": "plmkit.objectives.ernie:KnowledgeMasking",
-    "ernie+dlm": "plmkit.objectives.ernie:KnowledgeMaskingWithDialogues",
-    "dlm": "plmkit.objectives.dlm:DialogueLM",
+OBJECTIVES: dict[str, Callable[[], Objective]] = {
+    "mlm": MaskedLM,
+    "mlm+nsp": MaskedLMWithNSP,
+    "mlm+sop": MaskedLMWithSOP,
+    "electra": ReplacedTokenDetection,
+    "seq2seq": Seq2Seq,
+    "plm": PermutationLM,
+    "clm": CausalLM,
+    "ernie": KnowledgeMasking,
+    "ernie+dlm": KnowledgeMaskingWithDialogues,
+    "dlm": DialogueLM,
 }
 
 
@@ -53,5 +58,4 @@ def get_objective(name: str) -> Objective:
     """A fresh objective called `name` (`mlm`, `mlm+nsp`, ...)."""
     if name not in OBJECTIVES:
         raise UserError(f"unknown objective {name!r}; available: {', '.join(OBJECTIVES)}")
-    module, cls = OBJECTIVES[name].split(":")
-    return getattr(importlib.import_module(module), cls)()
+    return OBJECTIVES[name]()

@@ -6,7 +6,7 @@ dialogue (label 1).
 
 The dialogues come from the corpus's text files (`data/dialogue.py`: one turn a line, a blank
 line between dialogues); masks are drawn afresh every epoch, whole Latin words and single
-characters as units (`masking.mask_units`)."""
+characters as units (`data/masking.py` `mask_units`)."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from torch import Tensor, nn
 from plmkit.data.batches import Batches
 from plmkit.data.bert import BertInstanceConfig, BertVocab, Instance, pad_instance
 from plmkit.data.dialogue import read_dialogues
-from plmkit.data.options import DataOptions, max_predictions
+from plmkit.data.masking import MaskingSpec, mask_units, max_predictions, word_starts
+from plmkit.data.options import DataOptions
 from plmkit.data.shards import ShardedCorpus
-from plmkit.objectives.masking import MaskingSpec, mask_units, word_starts
 from plmkit.objectives.mlm import Batch, encode, mlm_loss
 from plmkit.objectives.nsp import sentence_loss
 

@@ -1,7 +1,7 @@
 """ERNIE 1.0 knowledge masking (Sun et al. 2019, section 3.2): masked-LM whose masked units grow
 in three stages (`stages`): basic (a Chinese character or an English word), phrase (a whole
 segmented word or phrase) and entity (a whole person, place or organization name). Each stage
-keeps BERT's 15% budget; 80/10/10 is drawn once per unit (`masking.mask_units`). As the
+keeps BERT's 15% budget; 80/10/10 is drawn once per unit (`data/masking.py` `mask_units`). As the
 released ERNIE 1.0 pretraining, next-sentence prediction is trained alongside (`sentence_loss`).
 
 The units come from the corpus text (`data/ernie.py`); instances are BERT's segment pairs.
@@ -34,11 +34,11 @@ from plmkit.data.bert import (
 )
 from plmkit.data.dialogue import chatterbot_dialogues, read_dialogues
 from plmkit.data.ernie import AnnotatedCorpus, read_entities, split_flags, unit_flags
+from plmkit.data.masking import LEVELS, Level, mask_units, unit_starts, word_starts
 from plmkit.data.options import DataOptions
 from plmkit.data.shards import ShardedCorpus
 from plmkit.errors import UserError
 from plmkit.objectives.dlm import dialogue_batches
-from plmkit.objectives.masking import LEVELS, Level, mask_units, unit_starts, word_starts
 from plmkit.objectives.mlm import Batch, encode, mlm_loss
 from plmkit.objectives.nsp import sentence_loss
 

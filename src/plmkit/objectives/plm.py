@@ -5,8 +5,9 @@ section 2.3) from the query stream, which sees the position but not the content 
 
 Targets are spans of up to 5 whole words, p(n) proportional to 1/n, each with a context of
 about 6n unpredicted tokens around it, topped up at random to exactly S/K per sequence (the
-reference's `_sample_mask`: mask_alpha 6, mask_beta 1, num_predict 85 of 512), sampled apart in
-the reused part (43 of 85) and in the rest (42), as the reference's `create_tfrecords` does.
+reference's `_sample_mask`: mask_alpha 6, mask_beta 1, num_predict 85 of 512; `data/masking.py`
+`span_targets`), sampled apart in the reused part (43 of 85) and in the rest (42), as the
+reference's `create_tfrecords` does.
 Non-target tokens come first in the order and see each other; the targets and the [SEP] / [CLS]
 tokens follow in a random order (`permutation_masks`, the reference's `_local_perm`).
 
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plmkit.data.batches import Batches
+from plmkit.data.masking import span_targets
 from plmkit.data.options import DataOptions
 from plmkit.data.shards import ShardedCorpus
 from plmkit.data.xlnet import Instance, XLNetDataConfig, XLNetStream
@@ -37,36 +39,7 @@ from plmkit.objectives.mlm import top1
 
 Batch = dict[str, Tensor]
 K = 6  # partial prediction: 1/K of the tokens are predicted (section 2.3)
-MAX_GRAM = 5
-MASK_ALPHA, MASK_BETA = 6, 1  # context of alpha/beta * n tokens per n-word span
 _TARGETS, _ORDER = 1, 2  # random-stream tags
-
-
-def span_targets(word_start: np.ndarray, maskable: np.ndarray, goal: int,
-                 rng: np.random.Generator) -> np.ndarray:
-    """(L,) bool: exactly min(goal, maskable.sum()) target positions, spans of whole words
-    first, then single maskable tokens at random."""
-    length = len(word_start)
-    starts = np.flatnonzero(word_start & maskable)  # positions where a word begins
-    grams = np.arange(1, MAX_GRAM + 1)
-    p = 1.0 / grams
-    chosen = np.zeros(length, dtype=bool)
-    count = cur = 0
-    while cur < length and count < goal:
-        n = min(int(rng.choice(grams, p=p / p.sum())), goal - count)
-        context = n * MASK_ALPHA // MASK_BETA
-        left = int(rng.integers(context)) if context else 0
-        k = int(np.searchsorted(starts, cur + left))  # the first word starting in reach
-        if k + n >= len(starts):  # the span would run to the end: stop (as the reference)
-            break
-        begin, end = int(starts[k]), min(int(starts[k + n]), int(starts[k]) + goal - count)
-        chosen[begin:end] = maskable[begin:end]
-        count = int(chosen.sum())
-        cur = end + context - left
-    rest = np.flatnonzero(maskable & ~chosen)
-    extra = min(goal - count, len(rest))
-    chosen[rng.choice(rest, extra, replace=False)] = True
-    return chosen
 
 
 def permutation_masks(is_target: Tensor, is_functional: Tensor,
@@ -184,10 +157,14 @@ class PermutationLM:
         self._warned = False
         self.state_dict, self.load_state_dict = self.memory.state_dict, self.memory.load_state_dict
 
+    def model_fields(self, seq_len: int) -> dict[str, int]:
+        """The model caches the first half of each segment: the part the next one reuses."""
+        return {"reuse_len": seq_len // 2}
+
     def batches(self, corpus: ShardedCorpus, vocab: Any, options: DataOptions, seq_len: int,
                 seed: int) -> Batches:
         """Segments of `seq_len` whose first half is reused as the next one's memory."""
-        config = XLNetDataConfig(seq_len=seq_len, reuse_len=seq_len // 2)
+        config = XLNetDataConfig(seq_len=seq_len, **self.model_fields(seq_len))
         return Batches(PLMStream(corpus, vocab, options.batch_size, config, seed),
                        options.batch_size)
 

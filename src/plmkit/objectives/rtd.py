@@ -7,12 +7,13 @@ generator learns from its MLM loss alone: loss = L_MLM + 50 * L_Disc (lambda = 5
 Inputs are made as the reference's `build_pretraining_dataset.py` makes them: a document's
 sentences fill a sequence, split 90% of the time into two consecutive segments A and B
 (segment ids 0 and 1, no label), else one segment (`data/bert.py` `consecutive_segments`). 15%
-of the tokens are chosen as BERT's (dynamically by default: the family's `data_defaults`) and
-become [MASK] 85% of the time and stay themselves 15%, never a random token (the reference's
-`pretrain_helpers.py` `mask`; `ElectraStream`). The batches carry the reference fields
-`masked_lm_positions` / `_ids` / `_weights`. Two-stage training (section 3.2) runs
-`stage="generator"` (MLM alone), then `Electra.init_discriminator_from_generator()`, then
-`stage="discriminator"` (the generator frozen: run without gradient, no MLM loss).
+of the tokens are chosen as BERT's (dynamically by default: `data/masking.py` `FAMILY_MASKING`)
+and become [MASK] 85% of the time and stay themselves 15%, never a random token (the
+reference's `pretrain_helpers.py` `mask`; `data/masking.py` `mask_chosen`, drawn by
+`ElectraStream`). The batches carry the reference fields `masked_lm_positions` / `_ids` /
+`_weights`. Two-stage training (section 3.2) runs `stage="generator"` (MLM alone), then
+`Electra.init_discriminator_from_generator()`, then `stage="discriminator"` (the generator
+frozen: run without gradient, no MLM loss).
 """
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ from torch import Tensor, nn
 
 from plmkit.data.batches import Batches
 from plmkit.data.bert import BertInstanceConfig, BertPretrainingStream, BertVocab, Instance, Pair
+from plmkit.data.masking import mask_chosen, scatter_predictions
 from plmkit.data.options import DataOptions
 from plmkit.data.shards import ShardedCorpus
 from plmkit.objectives.mlm import Batch, top1
 
 DISC_WEIGHT = 50.0  # lambda, section 2 / Table 6
 TWO_SEGMENT_PROB = 0.9  # build_pretraining_dataset.py `_create_example`: one segment 10%
-MASK_FRAC = 0.85  # pretrain_helpers.py `mask`: [MASK] 85%, the original token 15%
 _REPLACE = 4  # keeps the replacement draws apart from the stream's other random draws
 Stage = Literal["joint", "generator", "discriminator"]
 
@@ -45,24 +46,6 @@ def sample_tokens(logits: Tensor, generator: torch.Generator | None = None) -> T
     u = torch.rand(*cdf.shape[:-1], 1, device=cdf.device, generator=generator)  # (..., 1)
     picks = torch.searchsorted(cdf, u * cdf[..., -1:], right=True).squeeze(-1)  # (...,)
     return picks.clamp(max=cdf.shape[-1] - 1)
-
-
-def scatter_predictions(ids: Tensor, positions: Tensor, values: Tensor, valid: Tensor) -> Tensor:
-    """ids (B, S) with `values` (B, P) written at `positions` (B, P) where `valid` (B, P)."""
-    seq = ids.shape[1]
-    index = positions.masked_fill(~valid, seq)  # padded predictions go to a dropped column
-    return F.pad(ids, (0, 1)).scatter(1, index, values)[:, :seq]  # (B, S)
-
-
-def mask_chosen(batch: Batch, mask_id: int, generator: torch.Generator) -> Batch:
-    """`batch` with its chosen positions as ELECTRA leaves them: [MASK] with probability
-    `MASK_FRAC`, else the original token (whatever BERT's 80/10/10 had put there)."""
-    positions, valid = batch["masked_lm_positions"], batch["masked_lm_weights"] > 0  # (B, P)
-    u = torch.rand(positions.shape, generator=generator)  # (B, P)
-    original = scatter_predictions(batch["input_ids"], positions, batch["masked_lm_ids"], valid)
-    masks = torch.full_like(positions, mask_id)  # (B, P)
-    return {**batch, "input_ids": scatter_predictions(original, positions, masks,
-                                                      valid & (u < MASK_FRAC))}
 
 
 class ElectraStream(BertPretrainingStream):

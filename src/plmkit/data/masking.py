@@ -1,6 +1,7 @@
-"""Token selection for masked language modelling, shared by every masking objective.
+"""Token selection for every masking objective: the one place that owns each paper's masking
+policy and its defaults (`FAMILY_MASKING`, `masking_defaults`).
 
-The policy is Google BERT's ``create_masked_lm_predictions`` (create_pretraining_data.py),
+BERT (the default): Google BERT's ``create_masked_lm_predictions`` (create_pretraining_data.py),
 written around *units*: a unit is a span ``[start, end)`` of token positions masked together
 (one token; one whole word; an ALBERT n-gram; an ERNIE phrase or entity). A sequence
 predicts ``num_to_predict`` tokens; units are shuffled and taken whole while the budget allows,
@@ -12,13 +13,16 @@ stays itself 10% and becomes a random token 10% (BERT paper §3.1 and Appendix C
 `mask_batch` does the same for a padded batch with torch (dynamic masking in a collator).
 `mask_units` masks by units given from outside (ERNIE's knowledge masking, `unit_starts`) and
 draws 80/10/10 once per unit, so a phrase or an entity is hidden, kept or replaced whole.
+ELECTRA re-draws BERT's choice as [MASK] 85% / kept 15% (`mask_chosen`); XLNet picks its
+prediction targets as spans of whole words with context around them (`span_targets`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -26,12 +30,36 @@ import torch
 MASK_PROB = 0.15  # BERT §3.1: 15% of WordPiece tokens
 MASK_TOKEN_FRAC = 0.8  # of those: 80% [MASK]
 KEEP_FRAC = 0.1  # 10% unchanged; the remaining 10% a random token
+ELECTRA_MASK_FRAC = 0.85  # ELECTRA pretrain_helpers.py `mask`: [MASK] 85%, the original 15%
+XLNET_MAX_GRAM = 5  # XLNet targets: spans of up to 5 words, p(n) proportional to 1/n
+XLNET_ALPHA, XLNET_BETA = 6, 1  # with a context of alpha/beta * n tokens per n-word span
+
+# Each family's masking when the user names none, as `DataOptions` fields; the `DataOptions`
+# defaults are BERT's (static, dupe_factor 10, 15%, 80/10/10, single tokens). ERNIE's levels
+# are the stages of its objective (`LEVELS`); XLNet's spans are its own (`span_targets`).
+FAMILY_MASKING: dict[str, dict[str, Any]] = {
+    "roberta": {"masking": "dynamic"},  # RoBERTa section 4.1
+    "albert": {"whole_word": True, "max_ngram": 3},  # ALBERT section 4.1: n-grams, n <= 3
+    "electra": {"masking": "dynamic"},  # the reference masks on the fly
+}
 
 # ERNIE's knowledge-masking levels (section 3.2) and the bits of a token's unit flags that mark
 # where a phrase-level / entity-level unit begins (`data/ernie.py` computes them).
 Level = Literal["basic", "phrase", "entity"]
 LEVELS: tuple[Level, ...] = ("basic", "phrase", "entity")
 PHRASE_START, ENTITY_START = 1, 2
+
+
+def masking_defaults(family: str, config: Any) -> dict[str, Any]:
+    """The `DataOptions` masking fields of `family` (`FAMILY_MASKING`), with the masking rate
+    of the model `config` when it has one (ELECTRA's: Table 6, 15%, 25% for large)."""
+    rate = getattr(config, "mask_prob", None)
+    return {**FAMILY_MASKING.get(family, {}), **({} if rate is None else {"mask_prob": rate})}
+
+
+def max_predictions(seq_len: int, mask_prob: float = MASK_PROB) -> int:
+    """BERT's max_predictions_per_seq: 20 at 128, 80 at 512 (15% rounded up to tens)."""
+    return max(1, math.ceil(seq_len * mask_prob / 10) * 10)
 
 
 class MaskingVocab(Protocol):
@@ -406,3 +434,51 @@ def _skip_specials(draw: torch.Tensor, specials: torch.Tensor) -> torch.Tensor:
     for s in specials.tolist():
         draw = draw + (draw >= s)
     return draw
+
+
+def scatter_predictions(ids: torch.Tensor, positions: torch.Tensor, values: torch.Tensor,
+                        valid: torch.Tensor) -> torch.Tensor:
+    """ids (B, S) with `values` (B, P) written at `positions` (B, P) where `valid` (B, P)."""
+    seq = ids.shape[1]
+    index = positions.masked_fill(~valid, seq)  # padded predictions go to a dropped column
+    return torch.nn.functional.pad(ids, (0, 1)).scatter(1, index, values)[:, :seq]  # (B, S)
+
+
+def mask_chosen(batch: dict[str, torch.Tensor], mask_id: int, generator: torch.Generator
+                ) -> dict[str, torch.Tensor]:
+    """`batch` with its chosen positions as ELECTRA leaves them: [MASK] with probability
+    `ELECTRA_MASK_FRAC`, else the original token (whatever BERT's 80/10/10 had put there)."""
+    positions, valid = batch["masked_lm_positions"], batch["masked_lm_weights"] > 0  # (B, P)
+    u = torch.rand(positions.shape, generator=generator)  # (B, P)
+    original = scatter_predictions(batch["input_ids"], positions, batch["masked_lm_ids"], valid)
+    masks = torch.full_like(positions, mask_id)  # (B, P)
+    return {**batch, "input_ids": scatter_predictions(original, positions, masks,
+                                                      valid & (u < ELECTRA_MASK_FRAC))}
+
+
+def span_targets(word_start: np.ndarray, maskable: np.ndarray, goal: int,
+                 rng: np.random.Generator) -> np.ndarray:
+    """XLNet's prediction targets (the reference's `_sample_mask`): (L,) bool, exactly
+    min(goal, maskable.sum()) positions, spans of whole words first, then single maskable
+    tokens at random."""
+    length = len(word_start)
+    starts = np.flatnonzero(word_start & maskable)  # positions where a word begins
+    grams = np.arange(1, XLNET_MAX_GRAM + 1)
+    p = 1.0 / grams
+    chosen = np.zeros(length, dtype=bool)
+    count = cur = 0
+    while cur < length and count < goal:
+        n = min(int(rng.choice(grams, p=p / p.sum())), goal - count)
+        context = n * XLNET_ALPHA // XLNET_BETA
+        left = int(rng.integers(context)) if context else 0
+        k = int(np.searchsorted(starts, cur + left))  # the first word starting in reach
+        if k + n >= len(starts):  # the span would run to the end: stop (as the reference)
+            break
+        begin, end = int(starts[k]), min(int(starts[k + n]), int(starts[k]) + goal - count)
+        chosen[begin:end] = maskable[begin:end]
+        count = int(chosen.sum())
+        cur = end + context - left
+    rest = np.flatnonzero(maskable & ~chosen)
+    extra = min(goal - count, len(rest))
+    chosen[rng.choice(rest, extra, replace=False)] = True
+    return chosen
