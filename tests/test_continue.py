@@ -21,7 +21,8 @@ from plmkit.cli import main
 from plmkit.data.bible import build_bible_corpus, chapter_splits, read_bible
 from plmkit.errors import UserError
 from plmkit.interop.start import export_hf
-from plmkit.jobs.pretrain import CONTINUED_LR, PretrainArgs, pretrain, setup, trainer_for
+from plmkit.jobs.options import CONTINUED_LR
+from plmkit.jobs.pretrain import PretrainArgs, pretrain, trainer_for
 from plmkit.tokenizers import Tokenizer, train_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -281,7 +282,7 @@ def test_a_transformer_run_continues_on_new_pairs(bible: tuple[Path, Path],
     pretrain(first)
     start = plmkit.load(tmp_path / "first")
     then = run_args(tmp_path / "first", pairs, tmp_path / "then", steps=3, seq_len=96)
-    trainer = setup(dataclasses.replace(then, lr=CONTINUED_LR))  # seq2seq's trainer
+    trainer = trainer_for(dataclasses.replace(then, lr=CONTINUED_LR))
     assert all(torch.equal(a, b) for a, b in zip(trainer.model.state_dict().values(),
                                                   start.state_dict().values(), strict=True))
     trainer.train()

@@ -13,8 +13,8 @@ from torch import nn
 
 from conftest import randomize
 from plmkit.data.parallel import IGNORE, build_bible_pairs, read_pairs
-from plmkit.jobs.pretrain import PretrainArgs
-from plmkit.jobs.seq2seq import score, seq2seq_trainer, translate
+from plmkit.jobs.pretrain import PretrainArgs, trainer_for
+from plmkit.jobs.seq2seq import score, translate
 from plmkit.models import get_family, preset_config
 from plmkit.models.transformer import Transformer, TransformerConfig
 from plmkit.nn.decoder import DecoderBlock
@@ -215,8 +215,8 @@ def bible_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     small.write_text("".join(f"{s}\t{t}\n" for s, t in short), encoding="utf-8")
     args = PretrainArgs(model="transformer-tiny", corpus=[small], out=root / "run", steps=200,
                         vocab_size=400, batch_size=16, seq_len=32, warmup=40, log_every=20,
-                        save_every=0, progress=False)
-    records = seq2seq_trainer(args, lr_scale=0.4).train()
+                        save_every=0, progress=False, lr=0.4)  # 0.4 x the paper's rate
+    records = trainer_for(args).train()
     return root / "run", splits, [short, records]
 
 

@@ -34,7 +34,14 @@ from plmkit.data.corpus import read_documents
 from plmkit.data.options import DataOptions
 from plmkit.data.shards import ShardedCorpus, prepare_corpus
 from plmkit.errors import UserError
-from plmkit.jobs.pretrain import PretrainArgs, data_options, fingerprint, model_config
+from plmkit.jobs.pretrain import (
+    PretrainArgs,
+    data_options,
+    fingerprint,
+    model_config,
+    model_needs,
+    reads_pairs,
+)
 from plmkit.models import build, get_family, preset_config
 from plmkit.objectives import get_objective
 from plmkit.tokenizers import Tokenizer, train_tokenizer
@@ -337,8 +344,8 @@ def timed_training(preset: str, source: TimedSource, tok: Tokenizer, seq: int,
         config = TrainConfig(steps=steps, out_dir=tmp, log_every=steps, eval_every=0,
                              save_every=0, progress=False, checkpoints=False, prefetch=0,
                              **family.optim_defaults)
-        model = build(model_config(preset, tok, seq))
         objective = get_objective(family.default_objective)
+        model = build(model_config(preset, tok, seq, needs=model_needs(objective, seq)))
         Trainer(model, objective, source, config, save_model=lambda *_: None).train()
 
 
@@ -347,7 +354,7 @@ def loader_share(shards: ShardedCorpus, tok: Tokenizer, preset: str, seq: int, b
     """The batches `plmkit pretrain` would give `preset`: timed in `WARMUP_STEPS + steps`
     trainer steps, and alone over a whole epoch; the share of the loader in a step."""
     family = get_family(preset_config(preset).family)
-    if family.default_objective == "seq2seq":
+    if reads_pairs(get_objective(family.default_objective)):
         raise UserError(f"{preset}: the data bench covers pretraining on text corpora")
     options = data_options(PretrainArgs(preset, [], Path(), batch_size=batch), family)
 

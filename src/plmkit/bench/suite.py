@@ -142,14 +142,13 @@ def pretraining_batch(vocab: int, batch: int, seq: int, seed: int = 0,
     }
 
 
-def plm_batch(vocab: int, batch: int, seq: int, reuse_len: int, seed: int = 0
-              ) -> dict[str, Tensor]:
+def plm_batch(config: Any, batch: int, seq: int, seed: int = 0) -> dict[str, Tensor]:
     """A synthetic batch of XLNet's `plm` objective: segments A, B and a final [CLS] (ids 0, 1,
     2), seq // K targets per row at random positions, a random factorization order over them
     and [CLS] (`permutation_masks`); `perm_mask` as float, as transformers documents it. Its
     `mem_key` never follows a cached step, so no memory is read (transformers trains without)."""
     g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, vocab, (batch, seq), generator=g)  # (B, S)
+    ids = torch.randint(5, config.vocab_size, (batch, seq), generator=g)  # (B, S)
     preds = max(1, seq // K)
     picks = torch.stack([torch.randperm(seq - 1, generator=g)[:preds] for _ in range(batch)])
     is_target = torch.zeros(batch, seq, dtype=torch.bool).scatter_(1, picks, True)  # (B, S)
@@ -168,7 +167,7 @@ def plm_batch(vocab: int, batch: int, seq: int, reuse_len: int, seed: int = 0
         "target_ids": ids.gather(1, positions),
         "target_weights": weights,
         "mem_key": torch.tensor([-1, 0, 0]),
-        "reuse_len": torch.full((batch,), reuse_len),
+        "reuse_len": torch.full((batch,), config.reuse_len or 0),
     }
 
 
@@ -184,15 +183,17 @@ def seq2seq_batch(config: Any, batch: int, seq: int, seed: int = 0) -> dict[str,
             "decoder_input_ids": torch.cat([start, labels[:, :-1]], dim=1)}
 
 
+# The synthetic batches of the objectives whose inputs are not BERT's fields, by name.
+OWN_BATCHES: dict[str, Callable[[Any, int, int], dict[str, Tensor]]] = {
+    "plm": plm_batch, "seq2seq": seq2seq_batch}
+
+
 def bench_batch(config: Any, batch: int, seq: int) -> dict[str, Tensor]:
-    """The synthetic batch of the family's default objective: `plm_batch` for XLNet,
-    `seq2seq_batch` for the Transformer, else `pretraining_batch` (one segment type for
-    RoBERTa)."""
-    objective = get_family(config.family).default_objective
-    if objective == "plm":
-        return plm_batch(config.vocab_size, batch, seq, config.reuse_len or 0)
-    if objective == "seq2seq":
-        return seq2seq_batch(config, batch, seq)
+    """The synthetic batch of the family's default objective: its own (`OWN_BATCHES`), else
+    `pretraining_batch` (one segment type for RoBERTa)."""
+    own = OWN_BATCHES.get(get_family(config.family).default_objective)
+    if own is not None:
+        return own(config, batch, seq)
     return pretraining_batch(config.vocab_size, batch, seq,
                              segments=getattr(config, "type_vocab_size", 2) > 1)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from plmkit.errors import UserError
+from plmkit.interop.start import is_checkpoint
 from plmkit.objectives import OBJECTIVES
 
 # Options that a resumed run may change; every other one must equal the run's (`run.json`).
@@ -20,6 +21,15 @@ RESUMABLE_CHANGES = frozenset({
     "out", "steps", "tokenizer", "save_every", "eval_every", "log_every", "eval_batches",
     "progress", "resume", "overwrite", "max_bad_steps", "spike_rollback", "compile", "fsdp",
     "grad_accum", "tensorboard"})
+
+SCRATCH_LR = 1e-4  # BERT's (Devlin et al. 2019, section A.2)
+SCRATCH_WARMUP = 0.01
+# Continued pretraining (Gururangan et al. 2020, "Don't Stop Pretraining", appendix: 6% warmup
+# and linear decay; peak lr 5e-4 at batch 2048 for DAPT, 1e-4 at batch 256 for TAPT). At
+# plmkit's batch of 32, 5e-5, the learning rate of transformers' run_mlm.py, which continues
+# the same checkpoints; the warmup fraction is theirs (and RoBERTa's fine-tuning recipe's).
+CONTINUED_LR = 5e-5
+CONTINUED_WARMUP = 0.06
 
 CORPUS_HELP = ("comma-separated corpus files: txt (a blank line between documents), jsonl, "
                "parquet, arrow or a datasets save_to_disk directory; txt and jsonl may be "
@@ -63,9 +73,11 @@ class PretrainArgs:
     seq_len: int = field(default=128, metadata=cli("tokens per sequence"))
     seed: int = field(default=0, metadata=cli("seed of weights, data order and masks"))
     lr: float | None = field(default=None, metadata=cli(
-        "peak learning rate (default 1e-4; from a checkpoint 5e-5)"))
+        "peak learning rate (default 1e-4; from a checkpoint 5e-5); the Transformer: a factor "
+        "of its schedule (default 1)"))
     warmup: int | None = field(default=None, metadata=cli(
-        "warmup steps (default 1% of steps; from a checkpoint 6%)"))
+        "warmup steps (default 1% of steps, the Transformer 10% up to 4000; from a "
+        "checkpoint 6%)"))
     grad_accum: int = field(default=1, metadata=cli(
         "micro-batches per optimizer step (a batch of B x N)"))
     save_every: int = field(default=500, metadata=cli("steps between checkpoints"))
@@ -175,3 +187,22 @@ def _value(text: str) -> Any:
         with contextlib.suppress(ValueError):
             return kind(text)
     return text
+
+
+def default_lr(args: PretrainArgs, schedule: str) -> float:
+    """--lr, else the base rate of the family's `schedule`: 1 for "inverse_sqrt" (its factor is
+    the learning rate itself), else BERT's 1e-4 from scratch or `CONTINUED_LR` from a
+    checkpoint."""
+    if args.lr is not None:
+        return args.lr
+    if schedule == "inverse_sqrt":
+        return 1.0
+    return CONTINUED_LR if is_checkpoint(args.model) else SCRATCH_LR
+
+
+def default_warmup(args: PretrainArgs) -> int:
+    """--warmup, else 1% of the steps from scratch or 6% from a checkpoint."""
+    if args.warmup is not None:
+        return args.warmup
+    share = CONTINUED_WARMUP if is_checkpoint(args.model) else SCRATCH_WARMUP
+    return int(args.steps * share)

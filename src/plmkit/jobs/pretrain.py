@@ -1,4 +1,11 @@
-"""`plmkit pretrain`: corpus -> tokenizer -> token shards -> instances -> trainer."""
+"""`plmkit pretrain`: corpus -> tokenizer -> token shards -> instances -> trainer.
+
+One pipeline for every family and objective. What differs is declared, never checked by model
+name: the family's tokenizer kind, data and optimizer defaults and learning-rate schedule
+(`plmkit.models.registry.Family`); the objective's batches, its `stages`, the config fields it
+`model_needs` (and `model_fields` for the run's length), and its `corpus`: documents tokenized
+into shards, or sentence pairs (`seq2seq`, the Transformer) read as they are.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ import hashlib
 import json
 import math
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +24,10 @@ from torch import nn
 from plmkit.data.corpus import CorpusStats, read_documents
 from plmkit.data.masking import masking_defaults
 from plmkit.data.options import DataOptions
+from plmkit.data.parallel import Pair, read_pairs
 from plmkit.data.shards import ShardedCorpus, prepare_corpus, prepared_directory, source_info
 from plmkit.errors import UserError
+from plmkit.interop.native import TOKENIZER_DIR
 from plmkit.interop.start import (
     SOURCE_CONFIG,
     checkpoint_config,
@@ -27,34 +37,36 @@ from plmkit.interop.start import (
     source_configs,
     tokenizer_files,
 )
-from plmkit.jobs.options import RESUMABLE_CHANGES, PretrainArgs, parse_entry
+from plmkit.jobs.options import (
+    RESUMABLE_CHANGES,
+    PretrainArgs,
+    default_lr,
+    default_warmup,
+    parse_entry,
+)
+from plmkit.jobs.seq2seq import bleu_evaluator, seq2seq_warmup
 from plmkit.models import Family, build, get_family, preset_config
 from plmkit.objectives import Objective, get_objective
 from plmkit.outputs import claim, fix_modes, keep_until_done, mark
 from plmkit.tokenizers import Tokenizer, train_tokenizer
 from plmkit.training import Phase, TrainConfig, Trainer, distributed
 from plmkit.training.checkpoint import clean_temporaries, seed_all
+from plmkit.training.optim import Schedule, inverse_sqrt
 
-TOKENIZER_DIR = "tokenizer"
 RUN_RECORD = "run.json"  # the options, tokenizer and model config a run was started with
 LONG_SEQ = 512  # BERT's second phase (section A.2: 90% of steps at 128, the rest at 512)
 MIN_SEQ_LEN = 8  # [CLS] a [SEP] b [SEP] with room for a few tokens
-SCRATCH_LR = 1e-4  # BERT's (Devlin et al. 2019, section A.2)
-SCRATCH_WARMUP = 0.01
-# Continued pretraining (Gururangan et al. 2020, "Don't Stop Pretraining", appendix: 6% warmup
-# and linear decay; peak lr 5e-4 at batch 2048 for DAPT, 1e-4 at batch 256 for TAPT). At
-# plmkit's batch of 32, 5e-5, the learning rate of transformers' run_mlm.py, which continues
-# the same checkpoints; the warmup fraction is theirs (and RoBERTa's fine-tuning recipe's).
-CONTINUED_LR = 5e-5
-CONTINUED_WARMUP = 0.06
+
+
 def fingerprint(tokenizer: Tokenizer) -> str:
     """A string that changes whenever the tokenizer does."""
     return hashlib.sha256(tokenizer.backend.to_str().encode()).hexdigest()[:16]
 
 
-def tokenizer_for(args: PretrainArgs, kind: str) -> Tokenizer:
+def tokenizer_for(args: PretrainArgs, kind: str, pairs: bool = False) -> Tokenizer:
     """The run's tokenizer: the saved one on resume (a --tokenizer must equal it), the given
-    one, or one trained now on the corpus; a new run saves it in `args.out / "tokenizer"`."""
+    one, or one of `kind` trained now on the corpus (of sentence pairs with `pairs`); a new run
+    saves it in `args.out / "tokenizer"`."""
     saved = args.out / TOKENIZER_DIR
     if args.resume and saved.is_dir():
         tok = Tokenizer.load(saved)
@@ -71,14 +83,30 @@ def tokenizer_for(args: PretrainArgs, kind: str) -> Tokenizer:
         raise UserError(f"--corpus {args.corpus[0]}: a prepared corpus; give the --tokenizer "
                         "it was prepared with")
     else:
-        stats = CorpusStats()
-        texts = (s for d in read_documents(args.corpus, text_field=args.text_field,
-                                           bad_utf8=args.bad_utf8, stats=stats) for s in d)
-        tok = train_tokenizer(kind, texts, tokenizer_vocab_size(args))
-        for message in stats.messages():
-            print(message)
-        print(f"trained a {kind} tokenizer of {tok.vocab_size} tokens on the corpus")
+        tok = (pair_tokenizer if pairs else corpus_tokenizer)(args, kind)
     tok.save(saved)
+    return tok
+
+
+def corpus_tokenizer(args: PretrainArgs, kind: str) -> Tokenizer:
+    """A `kind` tokenizer trained on the sentences of the corpus's documents."""
+    stats = CorpusStats()
+    texts = (s for d in read_documents(args.corpus, text_field=args.text_field,
+                                       bad_utf8=args.bad_utf8, stats=stats) for s in d)
+    tok = train_tokenizer(kind, texts, tokenizer_vocab_size(args))
+    for message in stats.messages():
+        print(message)
+    print(f"trained a {kind} tokenizer of {tok.vocab_size} tokens on the corpus")
+    return tok
+
+
+def pair_tokenizer(args: PretrainArgs, kind: str) -> Tokenizer:
+    """A joint, cased `kind` tokenizer trained on both sides of the corpus's sentence pairs:
+    one vocabulary for source and target, as a shared embedding needs (Vaswani et al. 2017,
+    section 3.4)."""
+    texts = (text for pair in read_pairs(args.corpus) for text in pair)
+    tok = train_tokenizer(kind, texts, tokenizer_vocab_size(args), lowercase=False)
+    print(f"trained a joint {kind} tokenizer of {tok.vocab_size} tokens on the pairs")
     return tok
 
 
@@ -120,6 +148,15 @@ def prepare(corpus: list[Path], tokenizer: Path | Tokenizer, out: Path,
     return shards
 
 
+def open_corpus(paths: list[Path], tok: Tokenizer, out: Path, args: PretrainArgs,
+                pairs: bool) -> ShardedCorpus | list[Pair]:
+    """What the objective's batches read: the sentence pairs of `paths` with `pairs`, else
+    their token shards in `out` (`prepare`)."""
+    if pairs:
+        return read_pairs(paths)
+    return prepare(paths, tok, out, args.bad_utf8, args.text_field)
+
+
 def tokenizer_vocab_size(args: PretrainArgs) -> int:
     """--vocab-size, else the family's own: its config's vocabulary size (BERT 30,522 WordPiece,
     RoBERTa 50,265 byte-level BPE, ALBERT 30,000 SentencePiece, ERNIE 18,000 characters)."""
@@ -144,22 +181,18 @@ def resolve(args: PretrainArgs) -> PretrainArgs:
         args = dataclasses.replace(
             args, model=entry.preset, objective=args.objective or entry.objective,
             overrides={**args.overrides, **entry.overrides}, **entry.options)
-    return dataclasses.replace(args, lr=default_lr(args))
+    schedule = get_family(base_config(args).family).schedule
+    return dataclasses.replace(args, lr=default_lr(args, schedule))
 
 
-def default_lr(args: PretrainArgs) -> float:
-    """--lr, else BERT's 1e-4 from scratch or `CONTINUED_LR` from a checkpoint."""
-    if args.lr is not None:
-        return args.lr
-    return CONTINUED_LR if is_checkpoint(args.model) else SCRATCH_LR
-
-
-def default_warmup(args: PretrainArgs) -> int:
-    """--warmup, else 1% of the steps from scratch or 6% from a checkpoint."""
-    if args.warmup is not None:
-        return args.warmup
-    share = CONTINUED_WARMUP if is_checkpoint(args.model) else SCRATCH_WARMUP
-    return int(args.steps * share)
+def lr_schedule(args: PretrainArgs, family: Family, hidden: int) -> tuple[int, Schedule | None]:
+    """The warmup steps and the learning-rate factor of the family's schedule: BERT's linear
+    warmup and decay (the Trainer's default, `None`), or "inverse_sqrt", the Transformer's
+    d^-0.5 * min(n^-0.5, n * warmup^-1.5) (Vaswani et al. 2017, section 5.3)."""
+    if family.schedule == "inverse_sqrt":
+        warmup = seq2seq_warmup(args)
+        return warmup, inverse_sqrt(hidden, warmup)
+    return default_warmup(args), None
 
 
 def data_options(args: PretrainArgs, family: Family) -> DataOptions:
@@ -196,7 +229,8 @@ def phases(objective: Objective, corpus: ShardedCorpus, tok: Tokenizer, args: Pr
 def model_config(preset: str, tok: Tokenizer, longest: int,
                  overrides: dict[str, Any] | None = None,
                  needs: dict[str, Any] | None = None) -> Any:
-    """The preset's config sized for the tokenizer and the longest sequence of the run, with
+    """The preset's config sized for the tokenizer (its special ids: an encoder-decoder's targets
+    start with [CLS] / <s> and end with [SEP] / </s>) and the longest sequence of the run, with
     what the objective `needs` (the fields the config has: a sentence head, two segment types)
     and `overrides` (config fields) applied."""
     base = preset_config(preset)
@@ -204,24 +238,29 @@ def model_config(preset: str, tok: Tokenizer, longest: int,
         raise UserError(f"{preset} has no config field {unknown[0]!r}; its fields: "
                         f"{', '.join(sorted(vars(base)))}")
     sizes = {"vocab_size": tok.vocab_size, "pad_token_id": tok.pad_id,
-             "max_positions": max(getattr(base, "max_positions", 0), longest),
-             "reuse_len": longest // 2,  # XLNet: half of each segment is cached memory
-             **(needs or {})}
+             "bos_token_id": tok.cls_id, "eos_token_id": tok.sep_id,
+             "max_positions": max(getattr(base, "max_positions", 0), longest), **(needs or {})}
     sizes = {k: v for k, v in sizes.items() if hasattr(base, k)}
     return preset_config(preset, **{**sizes, **(overrides or {})})
 
 
-def checkpoint_model_config(args: PretrainArgs, longest: int,
-                            needs: dict[str, Any] | None) -> Any:
-    """The checkpoint's config with what the objective `needs`, the run's segment length
-    (XLNet's reused half) and `args.overrides` applied (a change of shape is refused when the
-    weights are loaded)."""
+def checkpoint_model_config(args: PretrainArgs, needs: dict[str, Any]) -> Any:
+    """The checkpoint's config with what the objective `needs` and `args.overrides` applied (a
+    change of shape is refused when the weights are loaded)."""
     base = base_config(args)
     if unknown := sorted(set(args.overrides) - set(vars(base))):
         raise UserError(f"--model {args.model} has no config field {unknown[0]!r}")
-    run = {"reuse_len": longest // 2, **(needs or {}), **args.overrides}
+    run = {**needs, **args.overrides}
     changes = {k: v for k, v in run.items() if hasattr(base, k)}
     return dataclasses.replace(base, **changes) if changes else base
+
+
+def model_needs(objective: Objective, longest: int) -> dict[str, Any]:
+    """The config fields the objective needs of the model: its `model_needs` (a sentence head,
+    two segment types) and its `model_fields` at the run's longest sequence (XLNet's cached
+    half of each segment)."""
+    fields = getattr(objective, "model_fields", None)
+    return {**getattr(objective, "model_needs", {}), **(fields(longest) if fields else {})}
 
 
 def pretrain(args: PretrainArgs) -> list[dict[str, Any]]:
@@ -242,24 +281,12 @@ def pretrain(args: PretrainArgs) -> list[dict[str, Any]]:
     clean_temporaries(args.out)  # of a run killed while saving
     try:
         with keep_until_done(args.out, replace=existing and not args.resume):
-            trainer = setup(args)
+            trainer = trainer_for(args)
     except BaseException:
         if created:  # a failed start leaves no half-made run directory behind
             shutil.rmtree(args.out, ignore_errors=True)
         raise
     return trainer.train(resume=args.resume)
-
-
-def setup(args: PretrainArgs) -> Trainer:
-    """The run's trainer; sentence-pair corpora (`seq2seq`) through `plmkit.jobs.seq2seq`."""
-    family = get_family(base_config(args).family)
-    if (args.objective or family.default_objective) == "seq2seq":
-        if distributed.init().world > 1 or args.fsdp:
-            raise UserError("--objective seq2seq runs on one process (no torchrun, no --fsdp)")
-        from plmkit.jobs.seq2seq import seq2seq_trainer
-
-        return seq2seq_trainer(args)
-    return trainer_for(args)
 
 
 def check_args(args: PretrainArgs) -> None:
@@ -377,36 +404,69 @@ def initial_model(args: PretrainArgs, config: Any, main: bool) -> nn.Module:
     return model
 
 
+def reads_pairs(objective: Objective) -> bool:
+    """Whether the objective's corpus holds sentence pairs (`seq2seq`) rather than documents."""
+    return getattr(objective, "corpus", "documents") == "pairs"
+
+
+def check_pair_run(args: PretrainArgs, objective: Objective, family: Family) -> None:
+    """A corpus of sentence pairs trains an encoder-decoder (a model that decodes), in one
+    process: its held-out pairs are translated by the whole model."""
+    if not hasattr(family.model, "decode"):
+        raise UserError(f"--objective {objective.name} needs an encoder-decoder model, "
+                        f"not {args.model}")
+    if args.fsdp or distributed.init().world > 1:
+        raise UserError(f"--objective {objective.name} runs on one process (no torchrun, "
+                        "no --fsdp)")
+
+
+def held_out(objective: Objective, held: Any, tok: Tokenizer, options: DataOptions,
+             args: PretrainArgs, pairs: bool) -> tuple[Any, Callable | None, int | None]:
+    """The held-out batches, an evaluator, and how many batches an evaluation scores:
+    `--eval-batches` of the objective's batches; of sentence pairs all of them, in order,
+    and the BLEU and chrF of greedy translations (`plmkit.jobs.seq2seq.bleu_evaluator`)."""
+    if not held:
+        return None, None, args.eval_batches
+    batches = objective.batches(held, tok, options, args.seq_len, args.seed + 7)
+    if not pairs:
+        return batches, None, args.eval_batches
+    batches.shuffle = False
+    return batches, bleu_evaluator(tok, held), None
+
+
 def trainer_for(args: PretrainArgs) -> Trainer:
     """Everything a pretraining run needs, ready to `train()`."""
     family = get_family(base_config(args).family)
     objective = get_objective(args.objective or family.default_objective)
+    pairs = reads_pairs(objective)
+    if pairs:
+        check_pair_run(args, objective, family)
     longest = LONG_SEQ if args.long_fraction > 0 else args.seq_len
     dist = distributed.init(args.fsdp)
     with dist.main_first():  # rank 0 writes the tokenizer and the shards, the others reuse them
-        tok = tokenizer_for(args, family.tokenizer)
-        corpus = prepare(args.corpus, tok, args.out / "data", args.bad_utf8, args.text_field)
-        held = args.heldout and prepare(args.heldout, tok, args.out / "data-heldout",
-                                        args.bad_utf8, args.text_field)
-    needs = getattr(objective, "model_needs", None)
-    config = (checkpoint_model_config(args, longest, needs) if is_checkpoint(args.model)
+        tok = tokenizer_for(args, family.tokenizer, pairs)
+        corpus = open_corpus(args.corpus, tok, args.out / "data", args, pairs)
+        held = args.heldout and open_corpus(args.heldout, tok, args.out / "data-heldout", args,
+                                            pairs)
+    needs = model_needs(objective, longest)
+    config = (checkpoint_model_config(args, needs) if is_checkpoint(args.model)
               else model_config(args.model, tok, longest, args.overrides, needs))
     options = data_options(args, family)
-    heldout = None
-    if held:
-        heldout = objective.batches(held, tok, options, args.seq_len, args.seed + 7)
+    train = phases(objective, corpus, tok, args, options)
+    heldout, evaluator, eval_batches = held_out(objective, held, tok, options, args, pairs)
+    warmup, schedule = lr_schedule(args, family, config.hidden_size)
     train_config = TrainConfig(
-        steps=args.steps, out_dir=args.out, lr=default_lr(args), warmup_steps=default_warmup(args),
-        grad_accum=args.grad_accum, bf16=args.bf16, compile=args.compile, seed=args.seed,
-        log_every=args.log_every, eval_every=args.eval_every, eval_batches=args.eval_batches,
-        save_every=args.save_every, progress=args.progress, tensorboard=args.tensorboard,
-        optimizer=args.optimizer,
+        steps=args.steps, out_dir=args.out, lr=default_lr(args, family.schedule),
+        warmup_steps=warmup, grad_accum=args.grad_accum, bf16=args.bf16, compile=args.compile,
+        seed=args.seed, log_every=args.log_every, eval_every=args.eval_every,
+        eval_batches=eval_batches, save_every=args.save_every, progress=args.progress,
+        tensorboard=args.tensorboard, optimizer=args.optimizer,
         dropout_off_step=args.dropout_off_step, max_bad_steps=args.max_bad_steps,
-        spike_rollback=args.spike_rollback, **family.optim_defaults,
+        spike_rollback=args.spike_rollback, clip_norm=family.clip_norm,
+        **family.optim_defaults,
     )
     seed_all(args.seed)  # the initial weights (of fresh heads) depend on the seed alone
-    trainer = Trainer(initial_model(args, config, dist.is_main), objective,
-                      phases(objective, corpus, tok, args, options), train_config,
-                      eval_data=heldout, dist=dist)
+    trainer = Trainer(initial_model(args, config, dist.is_main), objective, train, train_config,
+                      eval_data=heldout, schedule=schedule, evaluator=evaluator, dist=dist)
     write_record(args, trainer)
     return trainer

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from torch import nn
 
@@ -72,6 +72,10 @@ class Family:
     tokenizer: str = "wordpiece"  # the kind trained for it when none is given
     data_defaults: dict[str, Any] = field(default_factory=dict)  # DataOptions fields
     optim_defaults: dict[str, Any] = field(default_factory=dict)  # TrainConfig betas, eps, ...
+    # the learning rate over the steps: BERT's linear warmup and decay, or the Transformer's
+    # inverse square root of the step (`plmkit.training.optim`)
+    schedule: Literal["linear", "inverse_sqrt"] = "linear"
+    clip_norm: float | None = 1.0  # gradient clipping by global norm (None: none)
     hf: HFSpec | None = None
 
 

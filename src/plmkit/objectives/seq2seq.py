@@ -1,6 +1,8 @@
 """Sequence-to-sequence training ("Attention Is All You Need", Vaswani et al. 2017, section 5.4):
 teacher-forced cross entropy with label smoothing eps_ls = 0.1, over batches of sentence pairs
-grouped by length and sized by token count (`plmkit.data.parallel`).
+grouped by length and sized by token count (`plmkit.data.parallel`). Its corpus is one of
+sentence pairs (`corpus = "pairs"`), read as they are: the tokenizer encodes them as batches
+are made.
 
 Label smoothing as in the reference tensor2tensor code: the target distribution puts 1 - eps on
 the gold token and eps / (V - 1) on each other token; the loss is the cross entropy with it,
@@ -43,6 +45,7 @@ class Seq2Seq:
     """The `seq2seq` objective: label-smoothed cross entropy of the target given the source."""
 
     name = "seq2seq"
+    corpus = "pairs"  # `batches` reads (source, target) pairs (`read_pairs`), not token shards
 
     def batches(self, corpus: Sequence[Pair], vocab: Tokenizer, options: DataOptions,
                 seq_len: int, seed: int) -> TokenBatches:
