@@ -22,14 +22,8 @@ from torch import Tensor, nn
 
 from plmkit.errors import UserError
 from plmkit.models.registry import Family, encoder_spec, register, size
-from plmkit.nn.encoder import (
-    ENCODER_HF_CONFIG,
-    Encoder,
-    EncoderConfig,
-    EncoderWithHeads,
-    Layers,
-    block,
-)
+from plmkit.nn.config import EncoderConfig
+from plmkit.nn.encoder import ENCODER_HF_CONFIG, Encoder, EncoderWithHeads, Layers, block
 from plmkit.nn.masks import Unpadded
 
 Sharing = Literal["all", "attention", "ffn", "none"]
@@ -145,8 +139,7 @@ HF_KEYS = {
 
 FAMILY = register(Family(
     name="albert", config=AlbertConfig, model=Albert, presets=PRESETS,
-    default_objective="mlm+sop",
-    tokenizer="unigram",
+    default_objective="mlm+sop", tokenizer="unigram",
     hf=encoder_spec(
         "albert", "AlbertForPreTraining", "albert.", HF_KEYS,
         {**ENCODER_HF_CONFIG, "embedding_size": "embedding_size",

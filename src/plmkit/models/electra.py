@@ -17,10 +17,10 @@ from torch import Tensor, nn
 from plmkit.errors import UserError
 from plmkit.models.registry import Family, encoder_spec, register, size
 from plmkit.nn.block import activation
+from plmkit.nn.config import EncoderConfig
 from plmkit.nn.encoder import (
     ENCODER_HF_CONFIG,
     Encoder,
-    EncoderConfig,
     EncoderOutput,
     encoder_hf_keys,
     init_weights,

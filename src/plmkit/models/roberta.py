@@ -15,14 +15,9 @@ from torch import Tensor
 
 from plmkit.errors import UserError
 from plmkit.models.registry import Family, encoder_spec, register, size
+from plmkit.nn.config import EncoderConfig
 from plmkit.nn.embeddings import Embeddings
-from plmkit.nn.encoder import (
-    ENCODER_HF_CONFIG,
-    Encoder,
-    EncoderConfig,
-    EncoderWithHeads,
-    encoder_hf_keys,
-)
+from plmkit.nn.encoder import ENCODER_HF_CONFIG, Encoder, EncoderWithHeads, encoder_hf_keys
 
 
 @dataclass
@@ -82,8 +77,7 @@ class Roberta(EncoderWithHeads):
 
 FAMILY = register(Family(
     name="roberta", config=RobertaConfig, model=Roberta, presets=PRESETS,
-    default_objective="mlm",
-    tokenizer="bpe",
+    default_objective="mlm", tokenizer="bpe",
     data_defaults={"input_format": "full-sentences"},  # section 4.2; masking: data/masking.py
     optim_defaults={"betas": (0.9, 0.98), "eps": 1e-6},  # RoBERTa section 3.1
     hf=encoder_spec(

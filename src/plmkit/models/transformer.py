@@ -152,12 +152,8 @@ def init_weights(module: nn.Module, hidden: int) -> None:
 
 
 FAMILY = register(Family(
-    name="transformer",
-    config=TransformerConfig,
-    model=Transformer,
-    presets=PRESETS,
-    default_objective="seq2seq",
-    tokenizer="bpe",
+    name="transformer", config=TransformerConfig, model=Transformer, presets=PRESETS,
+    default_objective="seq2seq", tokenizer="bpe",
     optim_defaults={"betas": (0.9, 0.98), "eps": 1e-9, "weight_decay": 0.0},  # section 5.3
     schedule="inverse_sqrt",  # section 5.3
     clip_norm=None,  # none in the paper (nor in tensor2tensor's transformer_base)
