@@ -13,6 +13,7 @@ from typing import Any, TextIO
 import torch
 from torch import nn
 
+from plmkit.deploy.console import prompted_lines
 from plmkit.errors import UserError
 from plmkit.interop.hf import hf_names
 from plmkit.models import get_family
@@ -106,17 +107,9 @@ def fill_mask_lines(model: nn.Module, tokenizer: Tokenizer, lines: TextIO, out: 
                     top_k: int = 5, prompt: bool = False) -> None:
     """Interactive / streaming: each non-empty line in, one line per mask out
     ("[MASK] 1: token (0.42)  token (0.11) ..."); a line without a mask gets an error line."""
-    while True:
-        if prompt:
-            out.write("> ")
-            out.flush()
-        line = lines.readline()
-        if not line:
-            return
-        if not line.strip():
-            continue
+    for line in prompted_lines(lines, out, prompt):
         try:
-            found = fill_mask(model, tokenizer, [line.strip()], top_k)[0]
+            found = fill_mask(model, tokenizer, [line], top_k)[0]
         except UserError as e:
             print(f"error: {e}", file=sys.stderr if not prompt else out)
             continue

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from plmkit.data.parallel import Pair, read_pairs
+from plmkit.deploy.console import prompted_lines
 from plmkit.deploy.generate import BEAM, beam_search, greedy, warn_blank
 from plmkit.errors import UserError
 from plmkit.interop.native import TOKENIZER_DIR, load_model
@@ -125,11 +126,5 @@ def chat(model_dir: Path, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout
          beam: int = BEAM) -> None:
     """Interactive: read a line, answer with the model's output, until end of input."""
     model, tok = load_translator(model_dir)
-    while True:
-        stdout.write("> ")
-        stdout.flush()
-        line = stdin.readline()
-        if not line:
-            break
-        if line.strip():
-            stdout.write(translate_with(model, tok, [line.strip()], beam)[0] + "\n")
+    for line in prompted_lines(stdin, stdout):
+        stdout.write(translate_with(model, tok, [line], beam)[0] + "\n")
