@@ -18,7 +18,7 @@ from plmkit.objectives.seq2seq import Seq2Seq
 from plmkit.objectives.sop import MaskedLMWithSOP
 
 if TYPE_CHECKING:
-    from torch import Tensor, nn
+    from torch import Tensor
 
     from plmkit.data.batches import Batches
     from plmkit.data.options import DataOptions
@@ -36,8 +36,11 @@ class Objective(Protocol):
     def batches(self, corpus: ShardedCorpus, vocab: Any, options: DataOptions, seq_len: int,
                 seed: int) -> Batches: ...
 
-    def __call__(self, model: nn.Module, batch: dict[str, Tensor]
-                 ) -> tuple[Tensor, dict[str, Tensor]]: ...
+    def __call__(self, model: Any, batch: dict[str, Tensor]
+                 ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss and metrics of `batch`; `objectives/protocols.py` names what each objective
+        calls on its model."""
+        ...
 
 
 OBJECTIVES: dict[str, Callable[[], Objective]] = {

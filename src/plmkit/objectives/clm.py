@@ -21,12 +21,14 @@ from plmkit.data.options import DataOptions
 from plmkit.data.shards import ShardedCorpus
 from plmkit.data.xlnet import LMStream
 from plmkit.errors import UserError
-from plmkit.objectives.plm import Memory, prediction_loss
+from plmkit.objectives.mlm import masked_cross_entropy
+from plmkit.objectives.plm import Memory
+from plmkit.objectives.protocols import RelativeLM
 
 Batch = dict[str, Tensor]
 
 
-def check_causal(model: nn.Module) -> None:
+def check_causal(model: object) -> None:
     """Raise unless `model` is a causal relative model (attn_type "uni") with an LM head."""
     config = getattr(model, "config", None)
     if getattr(config, "attn_type", None) != "uni" or not hasattr(model, "lm_logits"):
@@ -48,12 +50,13 @@ class CausalLM:
         """Each row of the corpus, `seq_len` tokens per batch."""
         return Batches(LMStream(corpus, options.batch_size, seq_len, seed), options.batch_size)
 
-    def __call__(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+    def __call__(self, model: RelativeLM, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         check_causal(model)
         out = model(batch["input_ids"], mems=self.memory.get(batch["mem_key"]), use_mems=True)
         self.memory.put(batch["mem_key"], out.mems)
         logits = model.lm_logits(out.last_hidden_state)  # (B, S, V)
-        return prediction_loss(logits, batch["labels"], torch.ones_like(batch["labels"]), "clm")
+        return masked_cross_entropy(logits, batch["labels"], torch.ones_like(batch["labels"]),
+                                    "clm")
 
 
 @dataclass

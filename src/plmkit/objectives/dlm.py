@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from plmkit.data.batches import Batches
 from plmkit.data.bert import BertInstanceConfig, BertVocab, Instance, pad_instance
@@ -23,8 +23,9 @@ from plmkit.data.dialogue import read_dialogues
 from plmkit.data.masking import MaskingSpec, mask_units, max_predictions, word_starts
 from plmkit.data.options import DataOptions
 from plmkit.data.shards import ShardedCorpus
-from plmkit.objectives.mlm import Batch, encode, mlm_loss
-from plmkit.objectives.nsp import sentence_loss
+from plmkit.objectives.mlm import Batch
+from plmkit.objectives.nsp import mlm_and_sentence_loss
+from plmkit.objectives.protocols import SentencePairModel
 
 FAKE_PROB = 0.5  # half real, half fake dialogues
 FIELDS = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
@@ -126,8 +127,6 @@ class DialogueLM:
         texts = read_dialogues([s["path"] for s in corpus.meta["sources"]])
         return dialogue_batches(texts, vocab, options, seq_len, seed, options.batch_size)
 
-    def __call__(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
-        out = encode(model, batch)
-        mlm, m1 = mlm_loss(model, out.last_hidden_state, batch)
-        dlm, m2 = sentence_loss(model, out.pooler_output, batch["next_sentence_labels"], "dlm")
-        return mlm + dlm, {**m1, **m2}
+    def __call__(self, model: SentencePairModel, batch: Batch
+                 ) -> tuple[Tensor, dict[str, Tensor]]:
+        return mlm_and_sentence_loss(model, batch, "dlm")

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from plmkit.data.batches import Batches
 from plmkit.data.bert import (
@@ -40,7 +40,8 @@ from plmkit.data.shards import ShardedCorpus
 from plmkit.errors import UserError
 from plmkit.objectives.dlm import dialogue_batches
 from plmkit.objectives.mlm import Batch, encode, mlm_loss
-from plmkit.objectives.nsp import sentence_loss
+from plmkit.objectives.nsp import mlm_and_sentence_loss
+from plmkit.objectives.protocols import SentencePairModel
 
 # The dialogues' share of each `ernie+dlm` batch: Baidu Tieba's share of ERNIE's pretraining
 # sentences (section 4.1: 54M of 21M + 51M + 47M + 54M; the paper gives no other ratio).
@@ -86,11 +87,9 @@ class KnowledgeMasking:
                                         options.unit_level, seed)
         return Batches(stream, options.batch_size)
 
-    def __call__(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
-        out = encode(model, batch)
-        mlm, m1 = mlm_loss(model, out.last_hidden_state, batch)
-        nsp, m2 = sentence_loss(model, out.pooler_output, batch["next_sentence_labels"], "nsp")
-        return mlm + nsp, {**m1, **m2}
+    def __call__(self, model: SentencePairModel, batch: Batch
+                 ) -> tuple[Tensor, dict[str, Tensor]]:
+        return mlm_and_sentence_loss(model, batch, "nsp")
 
 
 class MixedBatches:
@@ -133,7 +132,8 @@ class KnowledgeMaskingWithDialogues(KnowledgeMasking):
                                seq_len, seed)
         return MixedBatches(text, dialogue_batches(texts, vocab, options, seq_len, seed, talk))
 
-    def __call__(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+    def __call__(self, model: SentencePairModel, batch: Batch
+                 ) -> tuple[Tensor, dict[str, Tensor]]:
         out = encode(model, batch)
         mlm, metrics = mlm_loss(model, out.last_hidden_state, batch)
         logits = model.sentence_logits(out.pooler_output)  # (B, 2)

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from plmkit.data.batches import Batches
 from plmkit.data.bert import BertInstanceConfig, BertPretrainingStream, BertVocab
 from plmkit.data.options import DataOptions
 from plmkit.data.packing import TokenBudgetBatches, packed_batches
 from plmkit.data.shards import ShardedCorpus
+from plmkit.objectives.protocols import Encoder, EncoderOutputs, MaskedLMModel
 
 Batch = dict[str, Tensor]
 
@@ -26,7 +27,7 @@ def bert_batches(corpus: ShardedCorpus, vocab: BertVocab, options: DataOptions, 
     return Batches(BertPretrainingStream(corpus, vocab, config, seed=seed), options.batch_size)
 
 
-def encode(model: nn.Module, batch: Batch):
+def encode(model: Encoder, batch: Batch) -> EncoderOutputs:
     """Run the encoder on the reference input fields."""
     return model(batch["input_ids"], batch["input_mask"], batch.get("segment_ids"))
 
@@ -37,18 +38,26 @@ def top1(logits: Tensor) -> Tensor:
     return logits.detach().max(-1).indices
 
 
-def mlm_loss(model: nn.Module, hidden: Tensor, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
-    """Weighted cross entropy over the masked positions only, and their accuracy."""
-    logits = model.mlm_logits(hidden, batch["masked_lm_positions"])  # (B, P, V)
-    labels = batch["masked_lm_ids"].flatten()  # (B*P,)
-    weights = batch["masked_lm_weights"].flatten().to(logits.dtype)  # (B*P,)
+def masked_cross_entropy(logits: Tensor, labels: Tensor, weights: Tensor, prefix: str
+                         ) -> tuple[Tensor, dict[str, Tensor]]:
+    """Cross entropy of logits (B, P, V) against labels (B, P), averaged with weights (B, P)
+    (0 on padded predictions), and the weighted accuracy, as `{prefix}_loss` /
+    `{prefix}_accuracy`: the loss of every objective that predicts tokens."""
+    labels, weights = labels.flatten(), weights.flatten().float()  # (B*P,) each
     nll = F.cross_entropy(logits.flatten(0, 1).float(), labels, reduction="none")  # (B*P,)
     count = weights.sum().clamp(min=1.0)
     loss = (nll * weights).sum() / count
     with torch.no_grad():
-        correct = (top1(logits).flatten() == labels).to(weights.dtype)
+        correct = (top1(logits).flatten() == labels).float()  # (B*P,)
         accuracy = (correct * weights).sum() / count
-    return loss, {"mlm_loss": loss.detach(), "mlm_accuracy": accuracy}
+    return loss, {f"{prefix}_loss": loss.detach(), f"{prefix}_accuracy": accuracy}
+
+
+def mlm_loss(model: MaskedLMModel, hidden: Tensor, batch: Batch
+             ) -> tuple[Tensor, dict[str, Tensor]]:
+    """`masked_cross_entropy` of the MLM head at the masked positions of hidden (B, S, H)."""
+    logits = model.mlm_logits(hidden, batch["masked_lm_positions"])  # (B, P, V)
+    return masked_cross_entropy(logits, batch["masked_lm_ids"], batch["masked_lm_weights"], "mlm")
 
 
 class MaskedLM:
@@ -63,5 +72,5 @@ class MaskedLM:
             return packed_batches(corpus, vocab, options, seq_len, seed)
         return bert_batches(corpus, vocab, options, seq_len, seed, nsp=False)
 
-    def __call__(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+    def __call__(self, model: MaskedLMModel, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         return mlm_loss(model, encode(model, batch).last_hidden_state, batch)

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from plmkit.data.batches import Batches
 from plmkit.data.masking import span_targets
@@ -35,7 +35,8 @@ from plmkit.data.options import DataOptions
 from plmkit.data.shards import ShardedCorpus
 from plmkit.data.xlnet import Instance, XLNetDataConfig, XLNetStream
 from plmkit.nn.rel_attention import RelativeOutput
-from plmkit.objectives.mlm import top1
+from plmkit.objectives.mlm import masked_cross_entropy
+from plmkit.objectives.protocols import RelativeLM
 
 Batch = dict[str, Tensor]
 K = 6  # partial prediction: 1/K of the tokens are predicted (section 2.3)
@@ -168,11 +169,11 @@ class PermutationLM:
         return Batches(PLMStream(corpus, vocab, options.batch_size, config, seed),
                        options.batch_size)
 
-    def __call__(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+    def __call__(self, model: RelativeLM, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         logits = model.lm_logits(self.forward(model, batch).query_hidden_state)  # (B, P, V)
-        return prediction_loss(logits, batch["target_ids"], batch["target_weights"], "plm")
+        return masked_cross_entropy(logits, batch["target_ids"], batch["target_weights"], "plm")
 
-    def forward(self, model: nn.Module, batch: Batch) -> RelativeOutput:
+    def forward(self, model: RelativeLM, batch: Batch) -> RelativeOutput:
         """The model's two streams on `batch`, with the memory of the batch before it; caches
         this batch's memory for the next."""
         use_mems = self._memory_fits(model, batch)
@@ -183,7 +184,7 @@ class PermutationLM:
         self.memory.put(batch["mem_key"], out.mems)
         return out
 
-    def _memory_fits(self, model: nn.Module, batch: Batch) -> bool:
+    def _memory_fits(self, model: RelativeLM, batch: Batch) -> bool:
         """Memory is right only when the model caches exactly the reused part."""
         reuse = int(batch["reuse_len"][0])
         config = model.config
@@ -196,15 +197,3 @@ class PermutationLM:
             self._warned = True
         return False
 
-
-def prediction_loss(logits: Tensor, labels: Tensor, weights: Tensor,
-                    prefix: str) -> tuple[Tensor, dict[str, Tensor]]:
-    """Weighted cross entropy and accuracy; logits (B, P, V), labels and weights (B, P)."""
-    weights = weights.flatten().to(torch.float32)
-    nll = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), reduction="none")
-    count = weights.sum().clamp(min=1.0)
-    loss = (nll * weights).sum() / count
-    with torch.no_grad():
-        correct = (top1(logits).flatten() == labels.flatten()).float()
-        accuracy = (correct * weights).sum() / count
-    return loss, {f"{prefix}_loss": loss.detach(), f"{prefix}_accuracy": accuracy}

@@ -23,14 +23,15 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from plmkit.data.batches import Batches
 from plmkit.data.bert import BertInstanceConfig, BertPretrainingStream, BertVocab, Instance, Pair
 from plmkit.data.masking import mask_chosen, scatter_predictions
 from plmkit.data.options import DataOptions
 from plmkit.data.shards import ShardedCorpus
-from plmkit.objectives.mlm import Batch, top1
+from plmkit.objectives.mlm import Batch, masked_cross_entropy
+from plmkit.objectives.protocols import ElectraModel
 
 DISC_WEIGHT = 50.0  # lambda, section 2 / Table 6
 TWO_SEGMENT_PROB = 0.9  # build_pretraining_dataset.py `_create_example`: one segment 10%
@@ -79,13 +80,8 @@ def corrupt(batch: Batch, sampled: Tensor) -> tuple[Tensor, Tensor]:
 
 def generator_loss(logits: Tensor, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
     """Cross entropy over the masked positions (B, P, V) and the generator's accuracy."""
-    labels = batch["masked_lm_ids"].flatten()  # (B*P,)
-    weights = batch["masked_lm_weights"].flatten().float()  # (B*P,)
-    nll = F.cross_entropy(logits.flatten(0, 1).float(), labels, reduction="none")  # (B*P,)
-    count = weights.sum().clamp(min=1.0)
-    loss = (nll * weights).sum() / count
-    correct = (top1(logits).flatten() == labels).float()
-    return loss, {"mlm_loss": loss.detach(), "mlm_accuracy": (correct * weights).sum() / count}
+    return masked_cross_entropy(logits, batch["masked_lm_ids"], batch["masked_lm_weights"],
+                                "mlm")
 
 
 def discriminator_loss(logits: Tensor, replaced: Tensor, real: Tensor
@@ -128,7 +124,7 @@ class ReplacedTokenDetection:
                                                  two_segment_prob=TWO_SEGMENT_PROB)
         return Batches(ElectraStream(corpus, vocab, config, seed=seed), options.batch_size)
 
-    def __call__(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+    def __call__(self, model: ElectraModel, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         inputs = (batch["input_ids"], batch["input_mask"], batch.get("segment_ids"))
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.stage != "discriminator"):
             hidden = model.generator_hidden(*inputs)  # (B, S, H_g)
