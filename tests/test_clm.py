@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
 
 import plmkit
-from plmkit.jobs.pretrain import PretrainArgs, pretrain
+from plmkit.jobs.pretrain import PretrainArgs, model_config, model_needs, pretrain
+from plmkit.objectives import get_objective
 from plmkit.objectives.clm import CausalLM, evaluate_sliding, evaluate_with_memory
 from plmkit.tokenizers import Tokenizer
 
@@ -46,3 +49,16 @@ def test_clm_needs_a_causal_model() -> None:
     batch = {"input_ids": torch.zeros(2, 4, dtype=torch.long), "mem_key": torch.zeros(3)}
     with pytest.raises(plmkit.UserError, match="causal"):
         CausalLM()(model, batch)
+
+
+def test_transfo_xl_caches_whole_segments_and_xlnet_the_reused_half() -> None:
+    """The pipeline sizes XLNet's memory to the half of each segment that the next one reuses
+    (the `plm` objective's `model_fields`); Transformer-XL's `clm` caches whole segments, the
+    states just before the next one (Dai et al. 2019, section 3.2)."""
+    tok = SimpleNamespace(vocab_size=100, pad_id=1, cls_id=2, sep_id=3)
+
+    def config(preset: str, objective: str) -> Any:
+        return model_config(preset, tok, 64, needs=model_needs(get_objective(objective), 64))
+
+    assert config("transfo-xl-tiny", "clm").reuse_len is None
+    assert config("xlnet-tiny", "plm").reuse_len == 32
