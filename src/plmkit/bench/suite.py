@@ -205,11 +205,11 @@ def hf_labels(batch: dict[str, Tensor]) -> Tensor:
 
 
 def hf_architecture(preset: str) -> str:
-    """The transformers class the bench loads `preset` into (its family's `hf.architecture`;
-    the Transformer, which plmkit does not export, is copied into `MarianMTModel`)."""
+    """The transformers class the bench loads `preset` into: its family's `hf.architecture`,
+    or the one a family plmkit does not export is copied into (`COPIES`)."""
     family = get_family(preset_config(preset).family)
-    if family.name == "transformer":
-        return "MarianMTModel"
+    if family.name in COPIES:
+        return COPIES[family.name][0]
     if family.hf is None or family.hf.architecture not in HF_TARGETS:
         raise UserError(f"plmkit bench has no transformers counterpart for {preset!r}; "
                         f"it covers {', '.join(sorted(HF_TARGETS))}")
@@ -223,8 +223,8 @@ def twins(preset: str) -> tuple[nn.Module, nn.Module]:
     architecture = hf_architecture(preset)
     cls = getattr(transformers, architecture)
     ours = build(preset_config(preset))
-    if cls is transformers.MarianMTModel:
-        return ours, marian_twin(ours)
+    if ours.config.family in COPIES:
+        return ours, COPIES[ours.config.family][1](ours)
     transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bar per model
     with tempfile.TemporaryDirectory() as tmp:
         save_hf(ours, tmp)
@@ -307,6 +307,12 @@ class HFMarian(nn.Module):
         """The full teacher-forced forward -> logits (B, T, V) (the `infer` mode)."""
         return self.marian(input_ids=input_ids, attention_mask=attention_mask,
                            decoder_input_ids=decoder_input_ids).logits
+
+
+# Families plmkit does not export, and the transformers model their weights are copied into
+# (`plmkit.interop.marian`): family -> (architecture, the copy with the bench's loss).
+COPIES: dict[str, tuple[str, Callable[[nn.Module], nn.Module]]] = {
+    "transformer": ("MarianMTModel", marian_twin)}
 
 
 def hf_inputs(theirs: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
