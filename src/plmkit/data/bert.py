@@ -340,31 +340,17 @@ def pad_instance(ids: np.ndarray, segment: np.ndarray, masked: MaskedTokens | No
     return instance
 
 
-class BertPretrainingStream(torch.utils.data.IterableDataset):
-    """An endless, seeded, resumable stream of BERT pretraining instances.
+class WindowStream(torch.utils.data.IterableDataset):
+    """An endless, seeded, resumable stream of instances made ``window`` documents at a time:
+    `window_instances` is a pure function of (seed, epoch, window), so `state_dict`, the
+    position of the next instance, is all a resumed run needs; use it with
+    ``DataLoader(num_workers=0)`` so that no worker reads ahead."""
 
-    Each epoch visits the documents in a new seeded order, a window of ``window`` documents at a
-    time; the instances of a window are shuffled together (the reference shuffles all instances
-    of its output file). Epoch ``e`` uses dupe copy ``e % dupe_factor``: its pairs, and with
-    static masking its masks, are those of every epoch with the same copy. `state_dict` is the
-    position of the next instance; use it with ``DataLoader(num_workers=0)`` so that no worker
-    reads ahead.
-    """
-
-    def __init__(
-        self,
-        corpus: ShardedCorpus,
-        vocab: BertVocab,
-        config: BertInstanceConfig | None = None,
-        seed: int = 0,
-        window: int = 256,
-    ) -> None:
-        self.corpus, self.vocab = corpus, vocab
-        self.config = config or BertInstanceConfig()
-        self.spec = self.config.masking(vocab)
+    def __init__(self, corpus: Documents, vocab: BertVocab, config: BertInstanceConfig,
+                 seed: int, window: int) -> None:
+        self.corpus, self.vocab, self.config = corpus, vocab, config
+        self.spec = config.masking(vocab)
         self.seed, self.window = seed, window
-        if self.config.nsp and not self.config.sentence_order:
-            check_nsp_corpus(corpus)
         self._epoch = self._block = self._offset = 0
         self._order: tuple[int, np.ndarray] | None = None
 
@@ -384,7 +370,7 @@ class BertPretrainingStream(torch.utils.data.IterableDataset):
 
     def __iter__(self) -> Iterator[Instance]:
         while True:
-            instances = self._window_instances(self._epoch, self._block)
+            instances = self.window_instances(self._epoch, self._block)
             while self._offset < len(instances):
                 self._offset += 1
                 yield instances[self._offset - 1]
@@ -392,6 +378,44 @@ class BertPretrainingStream(torch.utils.data.IterableDataset):
             self._block += 1
             if self._block * self.window >= self.corpus.num_documents:
                 self._epoch, self._block = self._epoch + 1, 0
+
+    def window_instances(self, epoch: int, block: int) -> list[Instance]:
+        """The instances of window ``block`` of ``epoch``, in the order they are fed."""
+        raise NotImplementedError
+
+    def document_order(self, key: int) -> np.ndarray:
+        """The documents in the seeded order of ``key`` (an epoch, or a dupe copy)."""
+        if self._order is None or self._order[0] != key:
+            rng = np.random.default_rng([self.seed, _ORDER, key])
+            self._order = (key, rng.permutation(self.corpus.num_documents))
+        return self._order[1]
+
+    def collate(self, instances: list[Instance]) -> dict[str, torch.Tensor]:
+        """The seven (B, ...) fields of `instances` (see `collate`)."""
+        return collate(instances, self.spec, self.config.static_masking)
+
+
+class BertPretrainingStream(WindowStream):
+    """BERT pretraining instances (a `WindowStream`).
+
+    Each epoch visits the documents in a new seeded order, a window of ``window`` documents at a
+    time; the instances of a window are shuffled together (the reference shuffles all instances
+    of its output file). Epoch ``e`` uses dupe copy ``e % dupe_factor``: its pairs, and with
+    static masking its masks, are those of every epoch with the same copy.
+    """
+
+    def __init__(
+        self,
+        corpus: ShardedCorpus,
+        vocab: BertVocab,
+        config: BertInstanceConfig | None = None,
+        seed: int = 0,
+        window: int = 256,
+    ) -> None:
+        config = config or BertInstanceConfig()
+        super().__init__(corpus, vocab, config, seed, window)
+        if config.nsp and not config.sentence_order:
+            check_nsp_corpus(corpus)
 
     def document_instances(self, epoch: int, document: int) -> list[Instance]:
         """The instances of one document in one epoch (a pure function of seed, epoch, doc)."""
@@ -413,21 +437,11 @@ class BertPretrainingStream(torch.utils.data.IterableDataset):
         """One instance of ``pair`` (`build_instance`; a subclass may mask otherwise)."""
         return build_instance(pair, self.vocab, self.config, self.spec, mask_rng)
 
-    def _window_instances(self, epoch: int, block: int) -> list[Instance]:
-        docs = self._epoch_order(epoch)[block * self.window : (block + 1) * self.window]
+    def window_instances(self, epoch: int, block: int) -> list[Instance]:
+        docs = self.document_order(epoch)[block * self.window : (block + 1) * self.window]
         instances = [x for d in docs for x in self.document_instances(epoch, int(d))]
         rng = np.random.default_rng([self.seed, _WINDOW, epoch, block])
         return [instances[k] for k in rng.permutation(len(instances))]
-
-    def _epoch_order(self, epoch: int) -> np.ndarray:
-        if self._order is None or self._order[0] != epoch:
-            rng = np.random.default_rng([self.seed, _ORDER, epoch])
-            self._order = (epoch, rng.permutation(self.corpus.num_documents))
-        return self._order[1]
-
-    def collate(self, instances: list[Instance]) -> dict[str, torch.Tensor]:
-        """The seven (B, ...) fields of `instances` (see `collate`)."""
-        return collate(instances, self.spec, self.config.static_masking)
 
 
 def collate(instances: list[Instance], spec: MaskingSpec,

@@ -15,7 +15,6 @@ A sentence longer than an input is cut into input-sized pieces.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
@@ -28,16 +27,16 @@ from plmkit.data.bert import (
     BertVocab,
     Documents,
     Instance,
+    WindowStream,
     build_instance,
-    collate,
 )
 from plmkit.data.options import DataOptions
 
 Format = Literal["full-sentences", "doc-sentences"]
 FORMATS = ("full-sentences", "doc-sentences")
 
-# Tags that keep the random streams derived from one seed apart.
-_ORDER, _MASKS, _WINDOW = 0, 2, 3
+# Tags that keep the random streams derived from one seed apart (as `data/bert.py`'s).
+_MASKS, _WINDOW = 2, 3
 
 
 class _Packer:
@@ -87,14 +86,13 @@ def pack_sentences(documents: Iterable[list[np.ndarray]], room: int, sep_id: int
     return packer.sequences
 
 
-class PackedStream(torch.utils.data.IterableDataset):
-    """An endless, seeded, resumable stream of packed, masked MLM sequences.
+class PackedStream(WindowStream):
+    """Packed, masked MLM sequences (a `WindowStream`).
 
     Epoch ``e`` uses dupe copy ``c = e % dupe_factor``: the documents in the copy's seeded order,
     packed a window of ``window`` documents at a time (a sequence never spans two windows), so
     the sequences and their static masks repeat with the copy; the sequences of a window are
-    shuffled anew each epoch. `state_dict` is the position of the next sequence (use it with
-    ``DataLoader(num_workers=0)``).
+    shuffled anew each epoch.
     """
 
     def __init__(self, corpus: Documents, vocab: BertVocab, config: BertInstanceConfig,
@@ -103,48 +101,23 @@ class PackedStream(torch.utils.data.IterableDataset):
             raise ValueError("packed sentences have one segment: use a config with nsp=False")
         if input_format not in FORMATS:
             raise ValueError(f"input_format must be one of {FORMATS}, not {input_format!r}")
-        self.corpus, self.vocab, self.config = corpus, vocab, config
-        self.input_format, self.seed, self.window = input_format, seed, window
-        self.spec = config.masking(vocab)
-        self._epoch = self._block = self._offset = 0
-        self._order: tuple[int, np.ndarray] | None = None
+        super().__init__(corpus, vocab, config, seed, window)
+        self.input_format = input_format
 
     def state_dict(self) -> dict[str, Any]:
-        """Where the next sequence comes from; everything random is derived from it."""
-        return {"seed": self.seed, "window": self.window, "epoch": self._epoch,
-                "block": self._block, "offset": self._offset, "format": self.input_format,
-                "config": dataclasses.asdict(self.config)}
+        return {**super().state_dict(), "format": self.input_format}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from a `state_dict`; the next sequence is the one that would have followed."""
-        if not self.config.same_as(state["config"]) or state["format"] != self.input_format:
-            raise ValueError("the saved stream used another input format or instance config")
-        self.seed, self.window = state["seed"], state["window"]
-        self._epoch, self._block, self._offset = state["epoch"], state["block"], state["offset"]
-
-    def __iter__(self) -> Iterator[Instance]:
-        while True:
-            instances = self.window_instances(self._epoch, self._block)
-            while self._offset < len(instances):
-                self._offset += 1
-                yield instances[self._offset - 1]
-            self._offset = 0
-            self._block += 1
-            if self._block * self.window >= self.corpus.num_documents:
-                self._epoch, self._block = self._epoch + 1, 0
+        if state["format"] != self.input_format:
+            raise ValueError(f"the saved stream used the input format {state['format']!r}")
+        super().load_state_dict(state)
 
     def window_sequences(self, copy: int, block: int) -> list[np.ndarray]:
         """The unmasked token sequences (no <s> / </s>) of one window of one dupe copy."""
-        docs = self._copy_order(copy)[block * self.window : (block + 1) * self.window]
+        docs = self.document_order(copy)[block * self.window : (block + 1) * self.window]
         return pack_sentences((self.corpus.document(int(d)) for d in docs),
                               self.config.max_num_tokens, self.vocab.sep_id,
                               cross_documents=self.input_format == "full-sentences")
-
-    def _copy_order(self, copy: int) -> np.ndarray:
-        if self._order is None or self._order[0] != copy:
-            rng = np.random.default_rng([self.seed, _ORDER, copy])
-            self._order = (copy, rng.permutation(self.corpus.num_documents))
-        return self._order[1]
 
     def window_instances(self, epoch: int, block: int) -> list[Instance]:
         """The instances of one window in one epoch, shuffled (a pure function of the position)."""
@@ -163,10 +136,6 @@ class PackedStream(torch.utils.data.IterableDataset):
                 instances.append(instance)
         rng = np.random.default_rng([self.seed, _WINDOW, epoch, block])
         return [instances[k] for k in rng.permutation(len(instances))]
-
-    def collate(self, instances: list[Instance]) -> dict[str, torch.Tensor]:
-        """The reference fields, masked here when masking is dynamic."""
-        return collate(instances, self.spec, self.config.static_masking)
 
 
 class TokenBudgetBatches:

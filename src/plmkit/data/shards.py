@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import hashlib
 import itertools
 import json
 import os
@@ -31,6 +32,7 @@ import numpy as np
 from plmkit.data.corpus import BadUtf8, CorpusStats, read_documents
 from plmkit.errors import UserError
 from plmkit.outputs import fix_modes
+from plmkit.tokenizers import Tokenizer
 
 FORMAT = "plmkit-token-shards"
 VERSION = 1
@@ -69,6 +71,8 @@ class ShardedCorpus:
     def __init__(self, directory: Path, meta: dict[str, Any]) -> None:
         self.directory = directory
         self.meta = meta
+        self.num_documents, self.num_sentences, self.num_tokens, self.vocab_size = (
+            int(meta[k]) for k in ("num_documents", "num_sentences", "num_tokens", "vocab_size"))
         self.dtype = np.dtype(meta["dtype"])
         self._shards = [  # plain ndarray views of the maps (here and below): cheaper slicing
             np.asarray(np.memmap(directory / s["file"], dtype=self.dtype, mode="r",
@@ -102,22 +106,6 @@ class ShardedCorpus:
 
     def __len__(self) -> int:
         return self.num_documents
-
-    @property
-    def num_documents(self) -> int:
-        return int(self.meta["num_documents"])
-
-    @property
-    def num_sentences(self) -> int:
-        return int(self.meta["num_sentences"])
-
-    @property
-    def num_tokens(self) -> int:
-        return int(self.meta["num_tokens"])
-
-    @property
-    def vocab_size(self) -> int:
-        return int(self.meta["vocab_size"])
 
     @property
     def name(self) -> str:
@@ -215,6 +203,29 @@ def prepare_corpus(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return ShardedCorpus.open(out)
+
+
+def fingerprint(tokenizer: Tokenizer) -> str:
+    """A string that changes whenever the tokenizer does."""
+    return hashlib.sha256(tokenizer.backend.to_str().encode()).hexdigest()[:16]
+
+
+def prepare(corpus: list[Path], tokenizer: Path | Tokenizer, out: Path,
+            bad_utf8: str = "skip", text_field: str = "text") -> ShardedCorpus:
+    """Tokenize `corpus` into memory-mapped shards in `out` (reused while up to date)."""
+    tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer.load(tokenizer)
+    key = fingerprint(tok) if text_field == "text" else f"{fingerprint(tok)}:{text_field}"
+    if (directory := prepared_directory(corpus)) is not None:  # `plmkit data prepare`'s output
+        shards = ShardedCorpus.open(directory)
+        if shards.meta["fingerprint"] != key:
+            raise UserError(f"--corpus {directory}: prepared with another tokenizer; give the "
+                            "--tokenizer it was prepared with")
+        return shards
+    shards = prepare_corpus(corpus, tok, out, fingerprint=key, text_field=text_field,
+                            bad_utf8=bad_utf8)
+    for message in shards.stats.messages():
+        print(message)
+    return shards
 
 
 def _reusable(out: Path, paths: Sequence[str | Path], fingerprint: str) -> ShardedCorpus | None:
