@@ -32,12 +32,11 @@ from torch import Tensor
 from plmkit.data.bert import FIELDS, BertInstanceConfig, BertVocab
 from plmkit.data.corpus import read_documents
 from plmkit.data.options import DataOptions
-from plmkit.data.shards import ShardedCorpus, prepare_corpus
+from plmkit.data.shards import ShardedCorpus, fingerprint, prepare_corpus
 from plmkit.errors import UserError
 from plmkit.jobs.pretrain import (
     PretrainArgs,
     data_options,
-    fingerprint,
     model_config,
     model_needs,
     reads_pairs,

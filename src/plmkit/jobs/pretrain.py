@@ -10,7 +10,6 @@ into shards, or sentence pairs (`seq2seq`, the Transformer) read as they are.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import shutil
@@ -25,7 +24,13 @@ from plmkit.data.corpus import CorpusStats, read_documents
 from plmkit.data.masking import masking_defaults
 from plmkit.data.options import DataOptions
 from plmkit.data.parallel import Pair, read_pairs
-from plmkit.data.shards import ShardedCorpus, prepare_corpus, prepared_directory, source_info
+from plmkit.data.shards import (
+    ShardedCorpus,
+    fingerprint,
+    prepare,
+    prepared_directory,
+    source_info,
+)
 from plmkit.errors import UserError
 from plmkit.interop.native import TOKENIZER_DIR
 from plmkit.interop.start import (
@@ -56,11 +61,6 @@ from plmkit.training.optim import Schedule, inverse_sqrt
 RUN_RECORD = "run.json"  # the options, tokenizer and model config a run was started with
 LONG_SEQ = 512  # BERT's second phase (section A.2: 90% of steps at 128, the rest at 512)
 MIN_SEQ_LEN = 8  # [CLS] a [SEP] b [SEP] with room for a few tokens
-
-
-def fingerprint(tokenizer: Tokenizer) -> str:
-    """A string that changes whenever the tokenizer does."""
-    return hashlib.sha256(tokenizer.backend.to_str().encode()).hexdigest()[:16]
 
 
 def tokenizer_for(args: PretrainArgs, kind: str, pairs: bool = False) -> Tokenizer:
@@ -128,24 +128,6 @@ def checkpoint_tokenizer(args: PretrainArgs, saved: Path) -> Tokenizer:
                         f"of --model {args.model}")
     copy_tokenizer(source, saved)
     return Tokenizer.load(saved)
-
-
-def prepare(corpus: list[Path], tokenizer: Path | Tokenizer, out: Path,
-            bad_utf8: str = "skip", text_field: str = "text") -> ShardedCorpus:
-    """Tokenize `corpus` into memory-mapped shards in `out` (reused while up to date)."""
-    tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer.load(tokenizer)
-    key = fingerprint(tok) if text_field == "text" else f"{fingerprint(tok)}:{text_field}"
-    if (directory := prepared_directory(corpus)) is not None:  # `plmkit data prepare`'s output
-        shards = ShardedCorpus.open(directory)
-        if shards.meta["fingerprint"] != key:
-            raise UserError(f"--corpus {directory}: prepared with another tokenizer; give the "
-                            "--tokenizer it was prepared with")
-        return shards
-    shards = prepare_corpus(corpus, tok, out, fingerprint=key, text_field=text_field,
-                            bad_utf8=bad_utf8)
-    for message in shards.stats.messages():
-        print(message)
-    return shards
 
 
 def open_corpus(paths: list[Path], tok: Tokenizer, out: Path, args: PretrainArgs,

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from plmkit.data.options import DataOptions
-from plmkit.jobs.pretrain import prepare
+from plmkit.data.shards import prepare
 from plmkit.objectives import get_objective
 from plmkit.objectives.mlm import Batch, bert_batches, encode
 from plmkit.objectives.rtd import corrupt, discriminator_loss, generator_loss, sample_tokens

@@ -22,12 +22,13 @@ from typing import Any
 
 from torch.utils.flop_counter import FlopCounterMode
 
+from plmkit.data.shards import prepare
 from plmkit.errors import UserError
 from plmkit.jobs.compare.downstream import finetune_seeds, majority_baseline, prepare_task, probe
 from plmkit.jobs.compare.heldout import HeldOut
 from plmkit.jobs.compare.report import write_report
 from plmkit.jobs.options import Entry, PretrainArgs, parse_entry
-from plmkit.jobs.pretrain import prepare, trainer_for
+from plmkit.jobs.pretrain import trainer_for
 from plmkit.tasks.options import FinetuneOptions
 
 BUDGETS = ("steps", "tokens", "flops", "minutes")
