@@ -180,7 +180,7 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
 
 
 def cmd_data_prepare(args: argparse.Namespace) -> None:
-    from plmkit.jobs.pretrain import prepare
+    from plmkit.data.shards import prepare
     from plmkit.outputs import staged
 
     _claim(args, "data prepare", *args.corpus, args.tokenizer)
