@@ -3,7 +3,7 @@ its own batches from a prepared corpus (`objective.batches(...)`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from plmkit.errors import UserError
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from plmkit.data.batches import Batches
     from plmkit.data.options import DataOptions
+    from plmkit.data.parallel import Pair
     from plmkit.data.shards import ShardedCorpus
 
 
@@ -29,12 +30,16 @@ class Objective(Protocol):
     """A pretraining task: its batches (masking policy included) and its loss.
 
     An objective may also have `stages`, a tuple of `DataOptions` overrides: the pipeline then
-    splits the steps evenly into one phase per stage (ERNIE's knowledge-masking levels)."""
+    splits the steps evenly into one phase per stage (ERNIE's knowledge-masking levels);
+    `model_needs`, config fields its batches need of the model (a sentence head), and
+    `model_fields(seq_len)`, those that follow the run's longest sequence (XLNet's cached
+    half); `corpus = "pairs"` when its corpus holds sentence pairs (`seq2seq`, read with
+    `plmkit.data.parallel.read_pairs`) rather than documents tokenized into shards."""
 
     name: str
 
-    def batches(self, corpus: ShardedCorpus, vocab: Any, options: DataOptions, seq_len: int,
-                seed: int) -> Batches: ...
+    def batches(self, corpus: ShardedCorpus | Sequence[Pair], vocab: Any, options: DataOptions,
+                seq_len: int, seed: int) -> Batches: ...
 
     def __call__(self, model: Any, batch: dict[str, Tensor]
                  ) -> tuple[Tensor, dict[str, Tensor]]:
