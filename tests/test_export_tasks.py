@@ -20,7 +20,7 @@ from plmkit.cli import main
 from plmkit.data.builders import peoples_daily_sentences, read_tweets
 from plmkit.deploy.fill_mask import fill_mask
 from plmkit.errors import UserError
-from plmkit.interop.hf import save_hf
+from plmkit.interop.export import save_hf
 from plmkit.interop.native import load_finetuned
 from plmkit.models import build, preset_config
 from plmkit.tasks.classify import SequenceClassifier

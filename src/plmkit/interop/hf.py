@@ -23,7 +23,6 @@ from plmkit.interop.preflight import (
     weight_shapes,
 )
 from plmkit.models.registry import FAMILIES, Family, HFSpec
-from plmkit.nn.attention import unpruned_state_dict
 
 V = TypeVar("V")
 SAFETENSORS = "model.safetensors"
@@ -114,39 +113,6 @@ def _build_config(config_cls: type, kwargs: dict[str, Any], where: Path) -> Any:
         raise UserError(f"{where}: {e}") from None
 
 
-def save_hf(model: nn.Module, directory: str | Path,
-            source: Mapping[str, dict[str, Any]] | None = None) -> Path:
-    """Write `model` as a transformers directory that `AutoModel` and the family's
-    `*ForPreTraining` class load with identical outputs; each of `spec.parts` (ELECTRA's
-    generator) goes, as a model of its own, into its subdirectory. `source`: the config.json
-    of the checkpoint the model was continued from, per part ("" the main one); its fields
-    that plmkit does not write are kept (a tokenizer's ids, `_name_or_path`, ...)."""
-    if getattr(model, "task", None) is not None:
-        from plmkit.interop.heads import save_task_hf
-
-        return save_task_hf(model, Path(directory), (source or {}).get("", {}))
-    spec = spec_of(model)
-    directory = Path(directory)
-    targets = [(directory, spec), *((directory / sub, p) for sub, p in spec.parts.items())]
-    state = {k: v for k, v in unpruned_state_dict(model).items()  # transformers >= 5 has no
-             if not k.startswith(spec.unexported)}  # pruned heads: zeros instead
-    for key in state:
-        if not any(_maps(s, key) for _, s in targets):  # e.g. ALBERT's partial sharing
-            raise UserError(f"cannot export to Hugging Face: {key} has no name in the "
-                            f"{spec.model_type} key map")
-    for where, part in targets:
-        kept = (source or {}).get(where.relative_to(directory).as_posix().strip("."), {})
-        _write_hf(part, {k: v for k, v in state.items() if _maps(part, k)}, model, where, kept)
-    return directory
-
-
-def _write_hf(spec: HFSpec, state: dict[str, Tensor], model: nn.Module, directory: Path,
-              kept: Mapping[str, Any]) -> None:
-    config = {**kept, "model_type": spec.model_type, "architectures": [spec.architecture],
-              **config_to_hf(spec, model.config), **spec.fixed}  # type: ignore[attr-defined]
-    write_hf_files(directory, config, hf_tensors(spec, state))
-
-
 def hf_tensors(spec: HFSpec, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """The HF tensors of plmkit tensors `state` (a fused tensor split into its parts)."""
     tensors = {}
@@ -213,7 +179,7 @@ def hf_names(spec: HFSpec, key: str) -> tuple[str, ...]:
     raise KeyError(f"{key} has no Hugging Face name in the {spec.model_type} key map")
 
 
-def _maps(spec: HFSpec, key: str) -> bool:
+def maps_key(spec: HFSpec, key: str) -> bool:
     """Whether `spec` names plmkit parameter `key`."""
     return any(pattern.fullmatch(key) for pattern, _ in _compiled(spec))
 
@@ -252,7 +218,7 @@ def _plan(model: nn.Module, shapes: Shapes, spec: HFSpec,
     tensor shapes, so that a meta-device model is checked before the real one is built."""
     plan, missing = {}, []
     for key, param in model.state_dict().items():
-        if not _maps(spec, key):
+        if not maps_key(spec, key):
             continue
         names = [_lookup(shapes, spec, n) for n in hf_names(spec, key)]
         if None in names:

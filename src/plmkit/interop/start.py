@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from plmkit.errors import UserError
-from plmkit.interop.hf import load_hf_fresh, read_hf_config, save_hf
-from plmkit.interop.native import load_model, read_native_config
+from plmkit.interop.export import save_hf
+from plmkit.interop.hf import load_hf_fresh, read_hf_config
+from plmkit.interop.native import load, load_model, read_native_config
 from plmkit.models import build
 from plmkit.models.registry import all_presets
 from plmkit.training.modeldir import NATIVE_CONFIG, is_native
@@ -123,11 +124,10 @@ def export_hf(model_dir: Path, out: Path, sentence: EmbeddingSetup | None = None
     transformers directory with its tokenizer and model card beside it, keeping the fields of
     the config.json it was continued from; `sentence`: also the sentence-transformers files
     that pool and normalise as it says."""
-    import plmkit
     from plmkit.interop.card import model_card
     from plmkit.tasks.embed import write_sentence_transformers
 
-    model = plmkit.load(model_dir)
+    model = load(model_dir)
     save_hf(model, out, source_configs(model_dir))
     tokenizer = tokenizer_files(model_dir)
     if tokenizer is not None:
