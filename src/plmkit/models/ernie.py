@@ -3,7 +3,7 @@ BERT's encoder over Chinese characters, pretrained with knowledge masking and a 
 language model.
 
 - Knowledge masking in three stages, basic (characters), phrase and entity (section 3.2):
-  units in `objectives/masking.py` (`unit_starts`, `mask_units`), units from the corpus text
+  units in `data/masking.py` (`unit_starts`, `mask_units`), units from the corpus text
   in `data/ernie.py`, the stages in `objectives/ernie.py`.
 - Dialogue language model (section 3.3): query / response roles as the segment embedding,
   real or fake dialogue on the pooled [CLS]: `objectives/dlm.py`.
