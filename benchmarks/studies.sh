@@ -3,7 +3,7 @@
 # priority. Every step resumes: run it again after an interruption and it goes on where it
 # stopped (plmkit compare keeps each run's checkpoints; finished runs are reused).
 #
-#   benchmarks/studies.sh [STUDY...]      # default: s1 s2b3 s2a, in that order
+#   benchmarks/studies.sh [STUDY...]      # default: s1 s2b3 s2a s4, in that order
 #   STUDIES=/data/studies benchmarks/studies.sh s1
 #
 # Run directories and data go to $STUDIES (default /work/studies, outside the checkout); each
@@ -55,7 +55,16 @@ s2a() {  # static (dupe factor 10, masks repeat) vs dynamic masking
     --lr 5e-4 --finetune-lr 3e-4 --claim "$FULL > $STATIC"
 }
 
+# ALBERT at bert-mini's shape (4 layers, H 256, 4 heads), E 128 unless stated.
+ALBERT='albert-small:mlm+sop:hidden_size=256:num_heads=4:intermediate_size=1024'
+
+s4() {  # ALBERT's sharing modes (Table 4) and embedding sizes (Table 3) at equal FLOPs
+  run albert-1e14 --models "$ALBERT,$ALBERT:sharing=none,$ALBERT:sharing=attention,$ALBERT:sharing=ffn,$ALBERT:embedding_size=64" \
+    --corpus "$DATA/en-docs/train.txt" "${COMMON[@]/3e14/1e14}" --lr 5e-4 --finetune-lr 3e-4 \
+    --claim "$ALBERT:sharing=none > $ALBERT" --claim "$ALBERT > $ALBERT:embedding_size=64"
+}
+
 data
-for study in "${@:-s1 s2b3 s2a}"; do
+for study in "${@:-s1 s2b3 s2a s4}"; do
   for s in $study; do "$s"; done
 done
