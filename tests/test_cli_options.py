@@ -1,5 +1,6 @@
 """One source of truth for the command line (issue 23, item 3): `plmkit pretrain`'s options are
-PretrainArgs' fields, one to one with the same defaults; choice lists are the registries'."""
+PretrainArgs' fields and `plmkit finetune`'s FinetuneOptions', one to one with the same
+defaults; choice lists are the registries'."""
 
 from __future__ import annotations
 
@@ -17,9 +18,12 @@ from plmkit.data.options import DataOptions
 from plmkit.deploy.backend import BACKENDS
 from plmkit.jobs.compare.downstream import TASK_OF_DATASET
 from plmkit.jobs.pretrain import PretrainArgs
+from plmkit.models import preset_config
+from plmkit.models.registry import FAMILIES
 from plmkit.objectives import OBJECTIVES
-from plmkit.tasks.base import TASK_MODULES
+from plmkit.tasks.base import HEAD_POOLINGS, TASK_MODULES
 from plmkit.tasks.embed import POOLINGS
+from plmkit.tasks.options import COLUMN_FIELDS, FinetuneOptions
 from plmkit.tokenizers import KINDS
 from plmkit.training.optim import OPTIMIZERS
 
@@ -33,16 +37,46 @@ def options(*command: str) -> dict[str, argparse.Action]:
     return {a.dest: a for a in p._actions if a.dest != "help"}
 
 
-def test_pretrain_options_are_the_fields_of_pretrain_args() -> None:
-    fields = {f.name: f for f in dataclasses.fields(PretrainArgs)}
-    pretrain = options("pretrain")
-    assert set(pretrain) == set(fields) - {"overrides"}  # overrides: --model PRESET::KEY=VALUE
-    for name, action in pretrain.items():
+def agree(actions: dict[str, argparse.Action], cls: type) -> None:
+    """Each option in `actions` has the default and required-ness of its field of `cls`."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name, action in actions.items():
         f = fields[name]
         default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
         assert action.required == (default is dataclasses.MISSING), name
         assert action.required or action.default == default, name
         assert action.help, name
+
+
+def test_pretrain_options_are_the_fields_of_pretrain_args() -> None:
+    pretrain = options("pretrain")
+    fields = {f.name for f in dataclasses.fields(PretrainArgs)}
+    assert set(pretrain) == fields - {"overrides"}  # overrides: --model PRESET::KEY=VALUE
+    agree(pretrain, PretrainArgs)
+
+
+def test_finetune_options_are_the_fields_of_finetune_options() -> None:
+    finetune = options("finetune")
+    own = {"task", "model", "train", "eval", "out", "pooling", "regression", "overwrite"}
+    fields = {f.name for f in dataclasses.fields(FinetuneOptions)}
+    assert set(finetune) - own == fields
+    agree({name: finetune[name] for name in fields}, FinetuneOptions)
+    args = parser().parse_args([
+        "finetune", "--task", "classify", "--model", "m", "--train", "t.csv", "--out", "o",
+        "--lr", "1e-3", "--epochs", "2", "--no-progress", "--bf16", "--text-field", "sentence"])
+    parsed = FinetuneOptions(**{k: v for k, v in vars(args).items() if k in fields})
+    assert parsed == FinetuneOptions(lr=1e-3, epochs=2.0, progress=False, bf16=True,
+                                     text_field="sentence")
+    for command in ("evaluate", "predict"):  # None: the columns the model was fine-tuned with
+        assert all(options(command)[name].default is None for name in COLUMN_FIELDS)
+
+
+def test_sizes_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["finetune", "--task", "tag", "--model", "m", "--train", "t", "--out", "o",
+              "--batch-size", "0"])
+    assert done.value.code == 2
+    assert "--batch-size: must be a positive number, not 0" in capsys.readouterr().err
 
 
 def test_pretrain_parses_each_field_to_its_type() -> None:
@@ -68,6 +102,7 @@ def test_choices_come_from_the_registries() -> None:
     assert list(options("data", "build")["name"].choices) == list(TASK_DATASETS)
     assert list(options("embed")["pooling"].choices) == list(POOLINGS)
     assert list(options("finetune")["task"].choices) == list(TASK_MODULES)
+    assert list(options("finetune")["pooling"].choices) == list(HEAD_POOLINGS)
     for command in ("serve", "predict", "embed"):
         assert list(options(command)["backend"].choices) == list(BACKENDS)
 
@@ -78,6 +113,16 @@ def test_help_names_every_entry_of_a_registry(capsys: pytest.CaptureFixture[str]
             main([command, "--help"])
         text = "".join(capsys.readouterr().out.split())  # wrapped at hyphens too
         assert all(name in text for name in registry), command
+
+
+def test_vocab_size_help_names_each_familys_vocabulary(capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name, family in FAMILIES.items():
+        size = preset_config(next(iter(family.presets))).vocab_size
+        assert f"{name} {size}" in text, name
 
 
 def test_an_unknown_choice_is_refused_by_argparse(capsys: pytest.CaptureFixture[str]) -> None:

@@ -24,6 +24,7 @@ from plmkit.bench.command import BenchArgs
 from plmkit.data.builders import TASK_DATASETS
 from plmkit.errors import Interrupted, UserError
 from plmkit.jobs.options import PretrainArgs
+from plmkit.tasks.options import COLUMN_FIELDS, FinetuneOptions
 
 Handler = Callable[[argparse.Namespace], None]
 
@@ -44,10 +45,10 @@ def _control(text: str) -> str | None:
 
 
 class Registry(Sequence[str]):
-    """The names of a registry, `ref` "module:NAME" (a dict, tuple or Literal) or
-    "module:Class.field" (a Literal field), imported only when argparse first needs them (to
-    check a value or show help): building the parser imports no heavy module. As `choices`,
-    or named in a help text as %(names)s (`_lists`)."""
+    """The names of a registry, `ref` "module:NAME" (a dict, tuple, Literal or a function
+    returning names) or "module:Class.field" (a Literal field), imported only when argparse
+    first needs them (to check a value or show help): building the parser imports no heavy
+    module. As `choices`, or named in a help text as %(names)s (`_lists`)."""
 
     def __init__(self, ref: str) -> None:
         self.ref = ref
@@ -59,6 +60,8 @@ class Registry(Sequence[str]):
         value = getattr(importlib.import_module(module), name)
         if field:
             value = typing.get_type_hints(value)[field]
+        if isinstance(value, types.FunctionType):  # one that lists the names
+            value = value()
         return tuple(typing.get_args(value) or value)
 
     def __getitem__(self, i: Any) -> Any:
@@ -81,7 +84,7 @@ def _lists(action: argparse.Action, ref: str) -> None:
 
 def add_options(p: argparse.ArgumentParser, cls: type, names: Sequence[str] | None = None
                 ) -> None:
-    """An option for each field of the dataclass `cls` that has help (`jobs.options.cli`
+    """An option for each field of the dataclass `cls` that has help (`tasks.options.cli`
     metadata), or for the fields in `names`: the flag is the field's name (a bool that defaults
     to True: --no-NAME), the type, default and required-ness are the field's."""
     hints = typing.get_type_hints(cls)
@@ -107,9 +110,10 @@ def _add_field(p: argparse.ArgumentParser, f: dataclasses.Field, hint: Any) -> N
         flag = "--no-" + flag[2:] if default is True else flag
         action = p.add_argument(flag, action=actions[default], **kwargs)
     else:
-        parse = {list[Path]: _paths, str: None}
-        action = p.add_argument(flag, type=parse.get(kind, kind), metavar=f.metadata["metavar"],
-                                **kwargs)
+        parse = {list[Path]: _paths, str: None}.get(kind, kind)
+        if f.metadata.get("minimum") is not None:
+            parse = _at_least(f.metadata["minimum"])
+        action = p.add_argument(flag, type=parse, metavar=f.metadata.get("metavar"), **kwargs)
     if f.metadata.get("names"):
         _lists(action, f.metadata["names"])
 
@@ -143,12 +147,19 @@ def _overwrite(p: argparse.ArgumentParser) -> None:
                    help="replace a non-empty --out that plmkit did not write for this command")
 
 
-def _positive(text: str) -> int:
-    """An argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {value}")
-    return value
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= `minimum`."""
+    def integer(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}"
+                                              if minimum != 1 else
+                                              f"must be a positive number, not {value}")
+        return value
+    return integer
+
+
+_positive = _at_least(1)
 
 
 def _claim(args: argparse.Namespace, command: str, *inputs: Path | None) -> bool:
@@ -160,17 +171,16 @@ def _claim(args: argparse.Namespace, command: str, *inputs: Path | None) -> bool
 
 
 def cmd_tokenizer_train(args: argparse.Namespace) -> None:
-    from plmkit.data.corpus import CorpusStats, read_documents
+    from plmkit.data.corpus import CorpusStats
+    from plmkit.data.shards import train_on_corpus
     from plmkit.outputs import staged
-    from plmkit.tokenizers import train_tokenizer
 
     if args.vocab_size < 1:
         raise UserError(f"--vocab-size must be a positive number, not {args.vocab_size}")
     _claim(args, "tokenizer train", *args.corpus)
     stats = CorpusStats()
-    texts = (s for doc in read_documents(args.corpus, text_field=args.text_field, stats=stats)
-             for s in doc)
-    tok = train_tokenizer(args.kind, texts, args.vocab_size, lowercase=not args.cased,
+    tok = train_on_corpus(args.kind, args.corpus, args.vocab_size, text_field=args.text_field,
+                          stats=stats, lowercase=not args.cased,
                           min_frequency=args.min_frequency)
     for message in stats.messages():
         print(message, file=sys.stderr)
@@ -180,15 +190,10 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
 
 
 def cmd_data_prepare(args: argparse.Namespace) -> None:
-    from plmkit.data.shards import prepare
-    from plmkit.outputs import staged
+    from plmkit.data.shards import prepare_out
 
     _claim(args, "data prepare", *args.corpus, args.tokenizer)
-    with staged(args.out, "data prepare") as tmp:
-        corpus = prepare(args.corpus, args.tokenizer, tmp / "shards", text_field=args.text_field)
-        for path in (tmp / "shards").iterdir():
-            path.rename(tmp / path.name)
-        (tmp / "shards").rmdir()
+    corpus = prepare_out(args.corpus, args.tokenizer, args.out, args.text_field)
     print(f"{corpus.num_documents} documents, {corpus.num_tokens} tokens -> {args.out}")
 
 
@@ -273,13 +278,16 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     from plmkit.jobs.finetune import finetune
     from plmkit.outputs import written_in_place
     from plmkit.tasks.base import load_task
-    from plmkit.tasks.options import FinetuneOptions
 
-    extra = {k: v for k in ("pooling", "regression") if (v := getattr(args, k))}
-    if extra and args.task != "classify":
-        raise UserError(f"--{next(iter(extra))} is an option of --task classify only")
-    task = load_task(args.task).make_task(train=args.train, **extra)
     options = FinetuneOptions(**_fields(args, FinetuneOptions))
+    default = FinetuneOptions()
+    chosen = [name for name in ("pooling", "regression", *COLUMN_FIELDS)
+              if getattr(args, name) not in (None, False, getattr(default, name, None))]
+    if chosen and args.task != "classify":
+        raise UserError(f"--{chosen[0].replace('_', '-')} is an option of --task classify only")
+    extra = {"pooling": args.pooling or "cls", "regression": args.regression,
+             "columns": options.columns()} if args.task == "classify" else {}
+    task = load_task(args.task).make_task(train=args.train, **extra)
     existing = _claim(args, "finetune", args.model, args.train, args.eval)
     with written_in_place(args.out, "finetune", replace=existing):
         best = finetune(task, args.model, args.train, args.eval, args.out, options)
@@ -298,15 +306,21 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         raise UserError("give --model OUT (or --task squad --predictions PRED.json)")
     from plmkit.jobs.finetune import evaluate_dir, majority_baseline
 
-    scores = evaluate_dir(args.model, args.eval, args.batch_size)
-    print(json.dumps({**scores, **majority_baseline(args.model, args.eval)}))
+    given = _given(args)
+    scores = evaluate_dir(args.model, args.eval, given)
+    print(json.dumps({**scores, **majority_baseline(args.model, args.eval, given)}))
+
+
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    """The fine-tuning options given to evaluate or predict (None: as fine-tuned)."""
+    return {name: getattr(args, name) for name in ("batch_size", *COLUMN_FIELDS)}
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
     from plmkit.deploy.backend import predict_file
 
     with _output_file(args) as tmp:
-        n = predict_file(args.model, args.input, tmp, args.batch_size, args.backend, args.int8)
+        n = predict_file(args.model, args.input, tmp, _given(args), args.backend, args.int8)
     print(f"{n} predictions -> {args.output}", file=sys.stderr)
 
 
@@ -534,6 +548,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-epochs", type=float, default=2.0)
     p.add_argument("--finetune-lr", type=float,
                    help="default: by model size, as plmkit finetune (tasks.options.default_lr)")
+    add_options(p, FinetuneOptions, COLUMN_FIELDS)  # of TASK:TRAIN:DEV files
     p.add_argument("--progress", action="store_true", help="progress bars")
 
     _add(sub, "env", "print versions, threads and the memory allocator in use as JSON",
@@ -561,6 +576,15 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _column_options(p: argparse.ArgumentParser) -> None:
+    """evaluate's and predict's --text-field, --text-pair-field and --label-field: by default
+    the columns the model was fine-tuned with (its finetune.json)."""
+    add_options(p, FinetuneOptions, COLUMN_FIELDS)
+    p.set_defaults(**dict.fromkeys(COLUMN_FIELDS))
+    p.epilog = (f"{p.epilog}\n\n--text-field, --text-pair-field and --label-field default to "
+                "those the model was fine-tuned with.")
+
+
 def add_task_commands(sub: argparse._SubParsersAction) -> None:
     """finetune, evaluate, predict, embed."""
     p = _add(sub, "finetune", "fine-tune a model on a task; OUT keeps the best model",
@@ -571,6 +595,8 @@ def add_task_commands(sub: argparse._SubParsersAction) -> None:
                  --out runs/ner --epochs 2 --lr 5e-5
              plmkit finetune --task classify --regression --model runs/bert --train sts.tsv \
                  --out runs/sts
+             plmkit finetune --task classify --model runs/bert --train reviews.parquet \
+                 --text-field sentence --label-field sentiment --out runs/reviews
              """, cmd_finetune)
     p.add_argument("--task", required=True, choices=Registry("plmkit.tasks.base:TASK_MODULES"))
     p.add_argument("--model", type=Path, required=True,
@@ -578,24 +604,11 @@ def add_task_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train", type=Path, required=True)
     p.add_argument("--eval", type=Path, help="evaluated every epoch; the best model is kept")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--epochs", type=float, default=3.0, help="BERT: 2-4 (default 3)")
-    p.add_argument("--lr", type=float, default=None,
-                   help="default by the model's hidden size: 1e-3 up to 128, 3e-4 up to 256, "
-                        "1e-4 up to 512, else BERT's 3e-5")
-    p.add_argument("--batch-size", type=_positive, default=32)
-    p.add_argument("--max-seq-len", type=_positive, help="default: 128 (squad 384)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-every", type=int, default=0, help="steps (default: every epoch)")
-    p.add_argument("--patience", type=int, default=3,
-                   help="stop after this many evaluations without improvement (0: never)")
-    p.add_argument("--pooling", choices=["cls", "mean"], help="classify: sentence vector")
+    p.formatter_class = _DefaultsHelp
+    add_options(p, FinetuneOptions)
+    p.add_argument("--pooling", choices=Registry("plmkit.tasks.base:HEAD_POOLINGS"),
+                   help="classify: sentence vector (default: cls)")
     p.add_argument("--regression", action="store_true", help="classify: numeric labels")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast")
-    p.add_argument("--no-progress", dest="progress", action="store_false",
-                   help="no progress bar (terminal) or progress lines (a file or pipe)")
-    p.add_argument("--tensorboard", action="store_true",
-                   help="also write TensorBoard event files to OUT/tensorboard "
-                        "(pip install 'plmkit[tensorboard]')")
     _overwrite(p)
 
     p = _add(sub, "evaluate", "print a fine-tuned model's metrics on a file as one JSON object",
@@ -608,6 +621,7 @@ def add_task_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", choices=["squad"], help="with --predictions: score that file")
     p.add_argument("--predictions", type=Path, help="SQuAD predictions {id: answer text}")
     p.add_argument("--batch-size", type=_positive)
+    _column_options(p)
 
     p = _add(sub, "predict", "run a fine-tuned model on a file; one JSON line per record",
              """
@@ -621,6 +635,7 @@ def add_task_commands(sub: argparse._SubParsersAction) -> None:
                    help="classify: text lines, csv, tsv or jsonl; tag: CoNLL")
     p.add_argument("--output", type=Path, required=True)
     p.add_argument("--batch-size", type=_positive)
+    _column_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
 
     p = _add(sub, "embed", "sentence vectors of text lines (or jsonl/csv `text`): .npy or .jsonl",

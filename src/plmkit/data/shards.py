@@ -31,8 +31,8 @@ import numpy as np
 
 from plmkit.data.corpus import BadUtf8, CorpusStats, read_documents
 from plmkit.errors import UserError
-from plmkit.outputs import fix_modes
-from plmkit.tokenizers import Tokenizer
+from plmkit.outputs import fix_modes, staged
+from plmkit.tokenizers import Tokenizer, train_tokenizer
 
 FORMAT = "plmkit-token-shards"
 VERSION = 1
@@ -226,6 +226,30 @@ def prepare(corpus: list[Path], tokenizer: Path | Tokenizer, out: Path,
     for message in shards.stats.messages():
         print(message)
     return shards
+
+
+def prepare_out(corpus: list[Path], tokenizer: Path, out: Path, text_field: str = "text"
+                ) -> ShardedCorpus:
+    """`plmkit data prepare`: the shards of `corpus` written into `out` itself (staged by
+    `plmkit.outputs.staged`, so `out` changes only once they are complete)."""
+    with staged(out, "data prepare") as tmp:
+        prepare(corpus, tokenizer, tmp / "shards", text_field=text_field)
+        for path in (tmp / "shards").iterdir():
+            path.rename(tmp / path.name)
+        (tmp / "shards").rmdir()
+    return ShardedCorpus.open(out)
+
+
+def train_on_corpus(kind: str, corpus: Sequence[Path], vocab_size: int, *,
+                    text_field: str = "text", bad_utf8: BadUtf8 = "skip",
+                    stats: CorpusStats | None = None, **options: Any) -> Tokenizer:
+    """A `kind` tokenizer of at most `vocab_size` tokens trained on the sentences of the
+    documents of `corpus` (`plmkit tokenizer train`, `pretrain` and `compare` without a
+    --tokenizer); `stats` counts what reading skipped; `options`: `train_tokenizer`'s."""
+    texts = (sentence for document in read_documents(corpus, text_field=text_field,
+                                                      bad_utf8=bad_utf8, stats=stats)
+             for sentence in document)
+    return train_tokenizer(kind, texts, vocab_size, **options)
 
 
 def _reusable(out: Path, paths: Sequence[str | Path], fingerprint: str) -> ShardedCorpus | None:

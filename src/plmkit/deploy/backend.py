@@ -6,9 +6,8 @@ same code for both."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,19 +73,21 @@ def load(model_dir: Path, backend: str = "torch", int8: bool = False) -> Loaded:
                   setup.given(max_seq_len=min(setup.max_seq_len, positions)), backend, int8)
 
 
-def finetuned(loaded: Loaded, model_dir: Path, batch_size: int | None = None) -> Finetuned:
-    """A fine-tuned model's task and saved options around `loaded` (`plmkit predict`)."""
+def finetuned(loaded: Loaded, model_dir: Path, given: Mapping[str, Any] | None = None
+              ) -> Finetuned:
+    """A fine-tuned model's task and saved options around `loaded` (`plmkit predict`); `given`:
+    options that replace the saved ones (`FinetuneOptions.given`)."""
     task = task_of_model(loaded.model)
-    options = resolve_options(task, saved_options(model_dir))
-    if batch_size is not None:
-        options = dataclasses.replace(options, batch_size=batch_size)
+    options = resolve_options(task, saved_options(model_dir).given(given))
     return Finetuned(loaded.model, task, loaded.tokenizer, options)
 
 
-def predict_file(model_dir: Path, input: Path, output: Path, batch_size: int | None = None,
-                 backend: str = "torch", int8: bool = False) -> int:
-    """`plmkit predict`: one JSON line of predictions per record of `input`; how many."""
-    f = finetuned(load(model_dir, backend, int8), model_dir, batch_size)
+def predict_file(model_dir: Path, input: Path, output: Path,
+                 given: Mapping[str, Any] | None = None, backend: str = "torch",
+                 int8: bool = False) -> int:
+    """`plmkit predict`: one JSON line of predictions per record of `input`; how many. `given`:
+    options that replace the fine-tuning ones (batch size, the columns of `input`)."""
+    f = finetuned(load(model_dir, backend, int8), model_dir, given)
     records = f.task.predict(f.model, f.tokenizer, input, f.options)
     with open(output, "w", encoding="utf-8") as out:
         for record in records:

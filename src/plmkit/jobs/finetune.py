@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from plmkit.interop.native import (
     load,
     load_finetuned,
     read_native_config,
+    saved_options,
     tokenizer_dir,
 )
 from plmkit.tasks.base import Task, resolve_options
@@ -74,17 +76,20 @@ def _write_json(path: Path, data: Any) -> None:
                     encoding="utf-8")
 
 
-def evaluate_dir(model_dir: Path, eval: Path, batch_size: int | None = None) -> dict[str, float]:
-    """The task's metrics of the fine-tuned model in `model_dir` on the file `eval`."""
-    f = load_finetuned(model_dir, batch_size)
-    return f.task.evaluate(f.model, f.tokenizer, eval, f.options)
+def evaluate_dir(model_dir: Path, eval: Path, given: Mapping[str, Any] | None = None
+                 ) -> dict[str, float]:
+    """The task's metrics of the fine-tuned model in `model_dir` on the file `eval`; `given`:
+    options that replace the saved ones (`FinetuneOptions.given`: batch size, file columns)."""
+    f = load_finetuned(model_dir)
+    return f.task.evaluate(f.model, f.tokenizer, eval, f.options.given(given))
 
 
-def majority_baseline(model_dir: Path, eval: Path) -> dict[str, float]:
+def majority_baseline(model_dir: Path, eval: Path, given: Mapping[str, Any] | None = None
+                      ) -> dict[str, float]:
     """A classifier's `majority_baseline`: the accuracy of always answering the eval file's
     own most frequent label (its training labels are not kept); {} for other tasks."""
     task = read_native_config(model_dir)[2] or {}
     if task.get("name") != "classify" or not task.get("labels"):
         return {}
-    return {"majority_baseline": majority_share(eval)}
-
+    columns = saved_options(model_dir).given(given).columns()
+    return {"majority_baseline": majority_share(eval, columns)}

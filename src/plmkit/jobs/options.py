@@ -1,7 +1,7 @@
 """The options of `plmkit pretrain`: one dataclass that the CLI, `compare`, the demo and the
 run record (`run.json`) share. The CLI builds `plmkit pretrain`'s options from it
 (`plmkit.cli.add_options`): a field's flag, type and default come from the field, its help
-from its metadata (`cli`), so a new field is a new option."""
+from its metadata (`plmkit.tasks.options.cli`), so a new field is a new option."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 from plmkit.errors import UserError
 from plmkit.interop.start import is_checkpoint
 from plmkit.objectives import OBJECTIVES
+from plmkit.tasks.options import cli
 
 # Options that a resumed run may change; every other one must equal the run's (`run.json`).
 # `grad_accum` and `fsdp` change with the number of processes (the global batch stays).
@@ -34,15 +35,6 @@ CONTINUED_WARMUP = 0.06
 CORPUS_HELP = ("comma-separated corpus files: txt (a blank line between documents), jsonl, "
                "parquet, arrow or a datasets save_to_disk directory; txt and jsonl may be "
                ".gz or .zst")
-
-
-def cli(help: str, metavar: str | None = None, choices: str | None = None,
-        names: str | None = None) -> dict[str, Any]:
-    """A field's `metadata`: its command-line help and metavar; `choices`: the registry that
-    lists the values, as "module:NAME" (a dict, tuple or Literal) or "module:Class.field" (a
-    Literal field); `names`: a registry the help names as %(names)s. Registries are read only
-    when the command line needs them."""
-    return {"help": help, "metavar": metavar, "choices": choices, "names": names}
 
 
 @dataclass
@@ -67,8 +59,8 @@ class PretrainArgs:
     tokenizer: Path | None = field(default=None, metadata=cli(
         "tokenizer directory (default: train one)"))
     vocab_size: int | None = field(default=None, metadata=cli(
-        "when training a tokenizer (default: the family's: BERT 30522, RoBERTa 50265, ALBERT "
-        "30000, ERNIE 18000, XLNet 32000)"))
+        "when training a tokenizer (default: the family's: %(names)s)",
+        names="plmkit.jobs.options:family_vocabularies"))
     batch_size: int = field(default=32, metadata=cli("sequences per micro-batch"))
     seq_len: int = field(default=128, metadata=cli("tokens per sequence"))
     seed: int = field(default=0, metadata=cli("seed of weights, data order and masks"))
@@ -187,6 +179,16 @@ def _value(text: str) -> Any:
         with contextlib.suppress(ValueError):
             return kind(text)
     return text
+
+
+def family_vocabularies() -> list[str]:
+    """Each family's vocabulary size, "bert 30522", the tokenizer size `plmkit pretrain`
+    trains for it without --vocab-size (its presets' config)."""
+    from plmkit.models import preset_config
+    from plmkit.models.registry import FAMILIES
+
+    return [f"{name} {preset_config(next(iter(family.presets))).vocab_size}"
+            for name, family in sorted(FAMILIES.items())]
 
 
 def default_lr(args: PretrainArgs, schedule: str) -> float:

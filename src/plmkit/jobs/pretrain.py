@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from plmkit.data.corpus import CorpusStats, read_documents
+from plmkit.data.corpus import CorpusStats
 from plmkit.data.masking import masking_defaults
 from plmkit.data.options import DataOptions
 from plmkit.data.parallel import Pair, read_pairs
@@ -30,6 +30,7 @@ from plmkit.data.shards import (
     prepare,
     prepared_directory,
     source_info,
+    train_on_corpus,
 )
 from plmkit.errors import UserError
 from plmkit.interop.native import TOKENIZER_DIR
@@ -91,9 +92,8 @@ def tokenizer_for(args: PretrainArgs, kind: str, pairs: bool = False) -> Tokeniz
 def corpus_tokenizer(args: PretrainArgs, kind: str) -> Tokenizer:
     """A `kind` tokenizer trained on the sentences of the corpus's documents."""
     stats = CorpusStats()
-    texts = (s for d in read_documents(args.corpus, text_field=args.text_field,
-                                       bad_utf8=args.bad_utf8, stats=stats) for s in d)
-    tok = train_tokenizer(kind, texts, tokenizer_vocab_size(args))
+    tok = train_on_corpus(kind, args.corpus, tokenizer_vocab_size(args),
+                          text_field=args.text_field, bad_utf8=args.bad_utf8, stats=stats)
     for message in stats.messages():
         print(message)
     print(f"trained a {kind} tokenizer of {tok.vocab_size} tokens on the corpus")

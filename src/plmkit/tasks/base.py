@@ -12,7 +12,8 @@ A task module (`tasks/classify.py`, `squad.py`, `swag.py`, `tag.py`) exposes
 - `saved`: the `.task` dict of a fine-tuned model (`plmkit.json` "task"), for `evaluate` and
   `predict` on a model loaded with `plmkit.load(OUT)`; `train` is then None.
 - `options`: task-specific options; only classify has some (`pooling="cls"|"mean"`,
-  `regression=False`). Other tasks take none: the CLI passes none to them.
+  `regression=False`, `columns`: the file columns of `FinetuneOptions.columns`). Other tasks
+  take none: the CLI passes none to them.
 
 and registers its head class with `@plmkit.tasks.register_head(name)`. The CLI finds task modules
 through `TASK_MODULES` (imported lazily by `load_task`).
@@ -129,6 +130,9 @@ class TaskOutput:
     logits: Tensor  # the head's: (B, C) classify, (B, S, C) tag, ...
 
 
+HEAD_POOLINGS = ("cls", "mean")  # the sentence vectors of `pool` (classify's --pooling)
+
+
 def pool(output: Any, attention_mask: Tensor | None, pooling: str) -> Tensor:
     """A sentence vector (B, H): "cls" = the pooler output (BERT's [CLS] vector, section 3) or
     the [CLS] hidden state for models without a pooler; "mean" = mean over real tokens."""
@@ -137,7 +141,7 @@ def pool(output: Any, attention_mask: Tensor | None, pooling: str) -> Tensor:
         pooled = getattr(output, "pooler_output", None)
         return pooled if pooled is not None else hidden[:, 0]
     if pooling != "mean":
-        raise UserError(f"unknown pooling {pooling!r}; use cls or mean")
+        raise UserError(f"unknown pooling {pooling!r}; use {' or '.join(HEAD_POOLINGS)}")
     if attention_mask is None:
         return hidden.mean(1)
     mask = attention_mask[..., None].to(hidden.dtype)  # (B, S, 1)

@@ -1,7 +1,8 @@
 """Sequence classification and regression, single texts and pairs, on the [CLS] vector (BERT
 section 4.1: a softmax layer over the pooled [CLS] representation) or mean pooling.
 
-Files: csv / tsv / jsonl with a `text` column (or `text_a` and `text_b` for pairs) and `label`.
+Files: csv / tsv / jsonl / table with a `text` column (or `text_a` and `text_b` for pairs) and
+`label`, or the columns that `FinetuneOptions.columns` names.
 The label set comes from the training file; regression (`regression=True`) needs numbers.
 Metrics: `accuracy`, `macro_f1` (regression: `mse`, `pearson`).
 """
@@ -22,9 +23,9 @@ from torch import Tensor, nn
 from plmkit.errors import UserError
 from plmkit.nn.dropout import Dropout
 from plmkit.tasks import register_head
-from plmkit.tasks.base import FeatureTask, TaskOutput, pool
+from plmkit.tasks.base import HEAD_POOLINGS, FeatureTask, TaskOutput, pool
 from plmkit.tasks.batching import Batch, in_batches, pad_collate, run_model
-from plmkit.tasks.files import Record, field, read_records
+from plmkit.tasks.files import DEFAULT_COLUMNS, Columns, Record, field, read_records
 from plmkit.tasks.options import FinetuneOptions
 from plmkit.tokenizers import Tokenizer
 
@@ -70,13 +71,15 @@ class ClassifyTask(FeatureTask):
     default_max_seq_len = 128
 
     def __init__(self, labels: list[str] | None, pooling: str = "cls",
-                 train: list[Example] | None = None, train_path: Path | None = None):
-        if pooling not in ("cls", "mean"):
-            raise UserError(f"unknown pooling {pooling!r}; use cls or mean")
+                 train: list[Example] | None = None, train_path: Path | None = None,
+                 columns: Columns = DEFAULT_COLUMNS):
+        if pooling not in HEAD_POOLINGS:
+            raise UserError(f"unknown pooling {pooling!r}; use {' or '.join(HEAD_POOLINGS)}")
         self.labels = labels
         self.pooling = pooling
         self.train = train or []
         self.train_path = train_path
+        self.columns = columns  # of the training and eval files
         self.main_metric = "accuracy" if labels is not None else "pearson"
 
     @property
@@ -105,7 +108,7 @@ class ClassifyTask(FeatureTask):
 
     def evaluate(self, model: nn.Module, tokenizer: Tokenizer, path: Path,
                  options: FinetuneOptions) -> dict[str, float]:
-        examples = self.read_eval(path)
+        examples = self.read(path, need_label=True, columns=options.columns())
         scores = self.scores(model, tokenizer, examples, options)  # (N, C)
         if self.regression:
             gold = [float(e.label) for e in examples]  # type: ignore[arg-type]
@@ -117,7 +120,7 @@ class ClassifyTask(FeatureTask):
 
     def predict(self, model: nn.Module, tokenizer: Tokenizer, path: Path,
                 options: FinetuneOptions) -> list[dict[str, Any]]:
-        examples = self.read(path, need_label=False, text_lines=True)
+        examples = self.read(path, need_label=False, text_lines=True, columns=options.columns())
         scores = self.scores(model, tokenizer, examples, options)
         records = []
         for example, row in zip(examples, scores.tolist(), strict=True):
@@ -156,9 +159,11 @@ class ClassifyTask(FeatureTask):
                                      else self.labels.index(example.label))  # type: ignore[union-attr]
         return features
 
-    def read(self, path: Path, need_label: bool, text_lines: bool = False) -> list[Example]:
-        """The examples of `path`, their labels checked against the label set."""
-        examples = read_examples(path, need_label, text_lines)
+    def read(self, path: Path, need_label: bool, text_lines: bool = False,
+             columns: Columns | None = None) -> list[Example]:
+        """The examples of `path` (its `columns`, default the task's), their labels checked
+        against the label set."""
+        examples = read_examples(path, need_label, text_lines, columns or self.columns)
         for e in examples:
             if e.label is None:
                 continue
@@ -171,34 +176,36 @@ class ClassifyTask(FeatureTask):
 
 
 def make_task(train: Path | None = None, saved: Mapping[str, Any] | None = None,
-              pooling: str = "cls", regression: bool = False) -> ClassifyTask:
-    """The task for a training file (labels read from it; `regression` for numeric targets),
-    or for a saved model's task dict."""
+              pooling: str = "cls", regression: bool = False, columns: Columns = DEFAULT_COLUMNS
+              ) -> ClassifyTask:
+    """The task for a training file (labels read from it; `regression` for numeric targets;
+    `columns`: those of the training and eval files), or for a saved model's task dict."""
     if saved is not None:
         return ClassifyTask(saved["labels"], saved.get("pooling", "cls"))
     if train is None:
         raise ValueError("make_task needs a training file or a saved task")
-    examples = read_examples(train, need_label=True)
+    examples = read_examples(train, need_label=True, columns=columns)
     if regression:
         for e in examples:
             e.label = _number(train, e.line, e.label)  # type: ignore[arg-type]
-        return ClassifyTask(None, pooling, examples, train)
+        return ClassifyTask(None, pooling, examples, train, columns)
     labels = sorted_labels({e.label for e in examples})  # type: ignore[misc]
     if len(labels) < 2:
         raise UserError(f"{train}: only one label {labels}; classification needs two or more "
                         "(use --regression for numeric targets)")
-    return ClassifyTask(labels, pooling, examples, train)
+    return ClassifyTask(labels, pooling, examples, train, columns)
 
 
-def majority_share(path: Path) -> float:
+def majority_share(path: Path, columns: Columns = DEFAULT_COLUMNS) -> float:
     """The accuracy of always answering the most frequent label of `path`."""
-    labels = Counter(str(e.label) for e in read_examples(path, need_label=True))
+    labels = Counter(str(e.label) for e in read_examples(path, True, columns=columns))
     return labels.most_common(1)[0][1] / labels.total()
 
 
-def read_examples(path: Path, need_label: bool, text_lines: bool = False) -> list[Example]:
+def read_examples(path: Path, need_label: bool, text_lines: bool = False,
+                  columns: Columns = DEFAULT_COLUMNS) -> list[Example]:
     """The records of `path` as examples (labels as strings, not yet checked)."""
-    records = read_records(path, text_lines)
+    records = read_records(path, text_lines, columns=columns)
     examples = [_example(path, r, need_label) for r in records]
     if len({e.pair is None for e in examples}) > 1:
         first = next(e for e in examples if (e.pair is None) != (examples[0].pair is None))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +20,49 @@ from plmkit.errors import UserError
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
 
 
-def read_records(path: Path, text_lines: bool = False, text_field: str = "text") -> list[Record]:
+@dataclass(frozen=True)
+class Columns:
+    """Which columns of a task file hold the text (the first text of a pair when `pair` is
+    given), the second text of a pair and the label (`--text-field`, `--text-pair-field`,
+    `--label-field`). Reading renames them to the names the tasks read: text (or text_a and
+    text_b) and label; the defaults rename nothing."""
+
+    text: str = "text"
+    pair: str | None = None
+    label: str = "label"
+
+    def rename(self, path: Path, record: Record) -> Record:
+        """`record` with the named columns under the tasks' names; a UserError naming the file,
+        line and the columns the record has when a text column is missing. A missing label
+        column is left to the task (an input to predict has none)."""
+        line, fields = record
+        if self.pair is not None:
+            first = "text_a" if self.text == "text" else self.text
+            texts = {"text_a": field(path, record, first), "text_b": field(path, record, self.pair)}
+            fields = {**{k: v for k, v in fields.items() if k != "text"}, **texts}
+        elif self.text != "text":
+            fields = {**fields, "text": field(path, record, self.text)}
+        if self.label != "label" and self.label in record[1]:
+            fields = {**fields, "label": record[1][self.label]}
+        return line, fields
+
+
+DEFAULT_COLUMNS = Columns()  # text (or text_a, text_b) and label: renames nothing
+
+
+def read_records(path: Path, text_lines: bool = False, text_field: str = "text",
+                 columns: Columns = DEFAULT_COLUMNS) -> list[Record]:
     """The records of a csv / tsv (header line first), jsonl (one JSON object a line), Parquet
-    or Arrow file or `datasets` directory (a row each); with `text_lines`, any other file is
-    read as one {"text": line} record per non-empty line. A `text_field` other than "text" is
-    the column of a table read as each record's "text"."""
+    or Arrow file or `datasets` directory (a row each), their `columns` renamed to the tasks'
+    names (`text_field`: the text column alone, as `Columns(text_field)`); with `text_lines`,
+    any other file is read as one {"text": line} record per non-empty line."""
     path = Path(path)
+    columns = Columns(text_field) if text_field != "text" else columns
     records = _records(path, text_lines)
     lines = formats.kind(path) == "text" and formats.inner_suffix(path) not in TABLE_SUFFIXES
-    if text_field == "text" or lines:
+    if columns == DEFAULT_COLUMNS or lines:
         return records
-    return [(line, {**fields, "text": field(path, (line, fields), text_field)})
-            for line, fields in records]
+    return [columns.rename(path, record) for record in records]
 
 
 def _records(path: Path, text_lines: bool) -> list[Record]:

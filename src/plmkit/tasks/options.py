@@ -1,13 +1,28 @@
-"""Options shared by every fine-tuning task (`plmkit finetune`)."""
+"""Options shared by every fine-tuning task (`plmkit finetune`), and `cli`, the field metadata
+from which the command line builds an options dataclass's flags (`plmkit.cli.add_options`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
+
+from plmkit.tasks.files import Columns
 
 # (largest hidden size, fine-tuning learning rate): smaller models take larger rates
 LR_BY_SIZE = ((128, 1e-3), (256, 3e-4), (512, 1e-4))
 BERT_LR = 3e-5  # BERT-base / large (Devlin et al. 2019, A.3: 5e-5, 3e-5 or 2e-5)
+
+
+def cli(help: str, metavar: str | None = None, choices: str | None = None,
+        names: str | None = None, minimum: int | None = None) -> dict[str, Any]:
+    """A field's `metadata`: its command-line help and metavar; `choices`: the registry that
+    lists the values, as "module:NAME" (a dict, tuple or Literal) or "module:Class.field" (a
+    Literal field); `names`: a registry the help names as %(names)s; `minimum`: the smallest
+    value the option takes. Registries are read only when the command line needs them."""
+    return {"help": help, "metavar": metavar, "choices": choices, "names": names,
+            "minimum": minimum}
 
 
 def default_lr(config: Any) -> float:
@@ -21,20 +36,51 @@ def default_lr(config: Any) -> float:
     return next((lr for size, lr in LR_BY_SIZE if hidden <= size), BERT_LR)
 
 
+COLUMN_FIELDS = ("text_field", "text_pair_field", "label_field")  # classify's file columns
+
+
 @dataclass
 class FinetuneOptions:
     """Defaults from BERT's fine-tuning recipe (Devlin et al. 2019, section A.3): batch 32,
-    2-4 epochs, 10% warmup, weight decay 0.01; lr None: `default_lr` of the model's size."""
+    2-4 epochs, 10% warmup, weight decay 0.01; lr None: `default_lr` of the model's size. The
+    options of `plmkit finetune` beside --task, --model, --train, --eval and --out (and
+    classify's --pooling and --regression); written to OUT/finetune.json."""
 
-    lr: float | None = None
-    batch_size: int = 32
-    epochs: float = 3.0
-    max_seq_len: int | None = None  # None: the task's default_max_seq_len (128; SQuAD 384)
-    warmup_fraction: float = 0.1
-    weight_decay: float = 0.01
-    seed: int = 0
-    eval_every: int = 0  # steps between evaluations; 0 = once per epoch
-    patience: int = 3  # evaluations without improvement before stopping early; 0 = never
-    bf16: bool = False
-    progress: bool = True
-    tensorboard: bool = False  # event files in OUT/tensorboard
+    epochs: float = field(default=3.0, metadata=cli("BERT: 2-4 (default 3)"))
+    lr: float | None = field(default=None, metadata=cli(
+        "default by the model's hidden size: 1e-3 up to 128, 3e-4 up to 256, 1e-4 up to 512, "
+        "else BERT's 3e-5"))
+    batch_size: int = field(default=32, metadata=cli("examples per batch", minimum=1))
+    max_seq_len: int | None = field(default=None, metadata=cli(  # None: the task's default
+        "tokens per example (default: 128, squad 384)", minimum=1))
+    warmup_fraction: float = field(default=0.1, metadata=cli(
+        "share of the steps spent warming up (default: BERT's 0.1)"))
+    weight_decay: float = field(default=0.01, metadata=cli("AdamW weight decay (default 0.01)"))
+    seed: int = field(default=0, metadata=cli("seed of the head's weights and the data order"))
+    eval_every: int = field(default=0, metadata=cli("steps (default: every epoch)"))
+    patience: int = field(default=3, metadata=cli(
+        "stop after this many evaluations without improvement (0: never)"))
+    bf16: bool = field(default=False, metadata=cli("bf16 autocast"))
+    progress: bool = field(default=True, metadata=cli(  # the option is --no-progress
+        "no progress bar (terminal) or progress lines (a file or pipe)"))
+    tensorboard: bool = field(default=False, metadata=cli(
+        "also write TensorBoard event files to OUT/tensorboard (pip install "
+        "'plmkit[tensorboard]')"))
+    text_field: str = field(default="text", metadata=cli(
+        "classify: the column of csv, tsv, jsonl and table files holding the text (with "
+        "--text-pair-field the first text; text_a when this is text)", metavar="NAME"))
+    text_pair_field: str | None = field(default=None, metadata=cli(
+        "classify: the column holding the second text of sentence pairs (without it: text_b "
+        "when the file has text_a and text_b)", metavar="NAME"))
+    label_field: str = field(default="label", metadata=cli(
+        "classify: the column holding the label", metavar="NAME"))
+
+    def columns(self) -> Columns:
+        """The task file columns these options name."""
+        return Columns(self.text_field, self.text_pair_field, self.label_field)
+
+    def given(self, values: Mapping[str, Any] | None) -> FinetuneOptions:
+        """These options with `values` (those given for one command, e.g. `plmkit evaluate
+        --batch-size`) in place of theirs; a None value keeps the option as it is."""
+        return dataclasses.replace(self, **{k: v for k, v in (values or {}).items()
+                                            if v is not None})

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plmkit.errors import UserError
-from plmkit.tasks.options import FinetuneOptions
+from plmkit.tasks.options import COLUMN_FIELDS, FinetuneOptions
 
 if TYPE_CHECKING:
     from plmkit.tasks.classify import ClassifyTask
@@ -58,14 +58,34 @@ def prepare_task(spec: str, out: Path, examples: int) -> tuple[str, dict[str, Pa
     return f"{task}/{name}", paths
 
 
-def majority_baseline(task_key: str, files: dict[str, Path]) -> float | None:
+def task_options(task_key: str, options: FinetuneOptions) -> FinetuneOptions:
+    """`options` for a task: the file columns they name apply to the user's own files
+    (TASK:TRAIN:DEV), a built dataset's files have the default ones."""
+    if task_key.split("/")[1] not in TASK_OF_DATASET:
+        return options
+    return dataclasses.replace(options, **{name: getattr(FinetuneOptions(), name)
+                                           for name in COLUMN_FIELDS})
+
+
+def make_task(task_key: str, train: Path, options: FinetuneOptions) -> Any:
+    """The task of `task_key` for its training file (classify: its file columns)."""
+    from plmkit.tasks.base import load_task
+
+    name = task_key.split("/")[0]
+    extra = {"columns": options.columns()} if name == "classify" else {}
+    return load_task(name).make_task(train=train, **extra)
+
+
+def majority_baseline(task_key: str, files: dict[str, Path], options: FinetuneOptions
+                      ) -> float | None:
     """A classification task's majority-class accuracy on the file its scores come from (the
     test file, else dev); None for other tasks."""
     from plmkit.tasks.classify import majority_share
 
     if not task_key.startswith("classify/"):
         return None
-    return majority_share(files.get("test", files["dev"]))
+    columns = task_options(task_key, options).columns()
+    return majority_share(files.get("test", files["dev"]), columns)
 
 
 def cut(path: Path, n: int, out_dir: Path) -> Path:
@@ -97,15 +117,15 @@ def finetune_seeds(model_dir: Path, task_key: str, files: dict[str, Path], seeds
     """Fine-tune the model in `model_dir` once per seed (finished runs reused); the main
     metric of each on the test file (dev when there is none)."""
     from plmkit.jobs.finetune import evaluate_dir, finetune
-    from plmkit.tasks.base import load_task
 
     task_name = task_key.split("/")[0]
+    options = task_options(task_key, options)
     scores = []
     for seed in range(seeds):
         out = model_dir / "finetune" / task_key.replace("/", "-") / f"seed-{seed}"
         result = out / "test_results.json"
         if not result.is_file():
-            task = load_task(task_name).make_task(train=files["train"])
+            task = make_task(task_key, files["train"], options)
             finetune(task, model_dir, files["train"], files["dev"], out,
                      dataclasses.replace(options, seed=seed))
             result.write_text(json.dumps(evaluate_dir(out, files.get("test", files["dev"])))
@@ -114,19 +134,20 @@ def finetune_seeds(model_dir: Path, task_key: str, files: dict[str, Path], seeds
     return scores
 
 
-def probe(model_dir: Path, task_key: str, files: dict[str, Path]) -> float | None:
+def probe(model_dir: Path, task_key: str, files: dict[str, Path], options: FinetuneOptions
+          ) -> float | None:
     """Test accuracy of a linear probe on the frozen model (classification only; cached in
-    `model_dir`/probe/)."""
+    `model_dir`/probe/; `options`: the file columns)."""
     import plmkit
     from plmkit.interop.native import tokenizer_dir
-    from plmkit.tasks.classify import make_task
     from plmkit.tokenizers import Tokenizer
 
     if not task_key.startswith("classify/"):
         return None
     result = model_dir / "probe" / f"{task_key.replace('/', '-')}.json"
     if not result.is_file():
-        model, task = plmkit.load(model_dir), make_task(train=files["train"])
+        task = make_task(task_key, files["train"], task_options(task_key, options))
+        model = plmkit.load(model_dir)
         tok = Tokenizer.load(tokenizer_dir(model_dir))
         x, y = {}, {}
         for split in ("train", "dev", "test"):

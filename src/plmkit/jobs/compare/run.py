@@ -22,7 +22,7 @@ from typing import Any
 
 from torch.utils.flop_counter import FlopCounterMode
 
-from plmkit.data.shards import prepare
+from plmkit.data.shards import prepare, train_on_corpus
 from plmkit.errors import UserError
 from plmkit.jobs.compare.downstream import finetune_seeds, majority_baseline, prepare_task, probe
 from plmkit.jobs.compare.heldout import HeldOut
@@ -63,6 +63,10 @@ class CompareArgs:
     finetune_examples: int = 2000
     finetune_epochs: float = 2.0
     finetune_lr: float | None = None  # None: by model size (tasks.options.default_lr)
+    # the columns of the user's classify files (TASK:TRAIN:DEV), as finetune's options
+    text_field: str = "text"
+    text_pair_field: str | None = None
+    label_field: str = "label"
     overwrite: bool = False
     progress: bool = False
 
@@ -79,7 +83,7 @@ def compare(args: CompareArgs) -> dict[str, Any]:
                       args.seq_len, args.heldout_batches) if args.heldout else None
     arms = [run_arm(entry, args, tokenizer, tasks, heldout) for entry in entries]
     baselines = {key: b for key, files in tasks
-                 if (b := majority_baseline(key, files)) is not None}
+                 if (b := majority_baseline(key, files, finetune_options(args))) is not None}
     return write_report(arms, claims, {**setup(args), "majority_baseline": baselines}, args.out)
 
 
@@ -156,13 +160,9 @@ def shared_tokenizer(args: CompareArgs) -> Path:
     `char` for Chinese) trained on the corpus."""
     if args.tokenizer is not None:
         return args.tokenizer
-    from plmkit.data.corpus import read_documents
-    from plmkit.tokenizers import train_tokenizer
-
     path = args.out / "tokenizer"
     if not (path / "tokenizer.json").is_file():
-        texts = (s for doc in read_documents(args.corpus) for s in doc)
-        train_tokenizer(args.tokenizer_kind, texts, args.vocab_size).save(path)
+        train_on_corpus(args.tokenizer_kind, args.corpus, args.vocab_size).save(path)
     return path
 
 
@@ -293,11 +293,10 @@ def seed_record(out: Path, seed: int, flops_per_step: float,
              for r in (evals or records)]
     scores = {f"heldout/{k}": v for k, v in curve[-1].items()
               if evals and k not in ("step", "flops", "loss")}
-    options = FinetuneOptions(lr=args.finetune_lr, epochs=args.finetune_epochs,
-                              progress=args.progress)
+    options = finetune_options(args)
     finetuned = {}
     for task, files in tasks:
-        if (probed := probe(out, task, files)) is not None:
+        if (probed := probe(out, task, files, options)) is not None:
             scores[f"probe/{task}"] = probed
         finetuned[task] = finetune_seeds(out, task, files, args.seeds, options)
         scores[f"finetune/{task}"] = statistics.mean(finetuned[task])
@@ -310,3 +309,10 @@ def model_objective(preset: str) -> str:
     from plmkit.models import get_family, preset_config
 
     return get_family(preset_config(preset).family).default_objective
+
+
+def finetune_options(args: CompareArgs) -> FinetuneOptions:
+    """The fine-tuning options of every arm (the seed aside)."""
+    return FinetuneOptions(lr=args.finetune_lr, epochs=args.finetune_epochs,
+                           progress=args.progress, text_field=args.text_field,
+                           text_pair_field=args.text_pair_field, label_field=args.label_field)
