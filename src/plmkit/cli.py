@@ -280,13 +280,13 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     from plmkit.tasks.base import load_task
 
     options = FinetuneOptions(**_fields(args, FinetuneOptions))
-    default = FinetuneOptions()
-    chosen = [name for name in ("pooling", "regression", *COLUMN_FIELDS)
-              if getattr(args, name) not in (None, False, getattr(default, name, None))]
-    if chosen and args.task != "classify":
-        raise UserError(f"--{chosen[0].replace('_', '-')} is an option of --task classify only")
-    extra = {"pooling": args.pooling or "cls", "regression": args.regression,
-             "columns": options.columns()} if args.task == "classify" else {}
+    given = [name for name in ("pooling", "regression", *COLUMN_FIELDS)  # classify's own
+             if getattr(args, name) not in (None, False, getattr(FinetuneOptions, name, None))]
+    if given and args.task != "classify":
+        raise UserError(f"--{given[0].replace('_', '-')} is an option of --task classify only")
+    extra: dict[str, Any] = {k: v for k in ("pooling", "regression") if (v := getattr(args, k))}
+    if args.task == "classify":
+        extra["columns"] = options.columns()
     task = load_task(args.task).make_task(train=args.train, **extra)
     existing = _claim(args, "finetune", args.model, args.train, args.eval)
     with written_in_place(args.out, "finetune", replace=existing):
