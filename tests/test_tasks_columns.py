@@ -6,6 +6,7 @@ missing column is one line naming the file and the columns it has."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import json
 import random
@@ -19,6 +20,7 @@ import pytest
 from plmkit.cli import main
 from plmkit.data.sources import read_tweets
 from plmkit.jobs.compare.downstream import task_options
+from plmkit.jobs.compare.run import CompareArgs, setup
 from plmkit.models import build, preset_config
 from plmkit.tasks.classify import read_examples
 from plmkit.tasks.files import Columns
@@ -134,3 +136,8 @@ def test_compare_applies_the_columns_to_the_users_files_only() -> None:
     assert task_options("classify/classify", options).columns() == Columns(
         "sentence", None, "sentiment")
     assert task_options("classify/sentiment-en", options).columns() == Columns()
+    # named columns are part of the setup an OUT is kept for; default ones leave it as it was
+    args = CompareArgs(["bert-tiny"], [Path("c.txt")], Path("out"), ("steps", 1))
+    assert "columns" not in setup(args)
+    named = dataclasses.replace(args, text_field="sentence")
+    assert setup(named)["columns"] == {"text": "sentence", "pair": None, "label": "label"}

@@ -29,6 +29,7 @@ from plmkit.jobs.compare.heldout import HeldOut
 from plmkit.jobs.compare.report import write_report
 from plmkit.jobs.options import Entry, PretrainArgs, parse_entry
 from plmkit.jobs.pretrain import trainer_for
+from plmkit.tasks.files import DEFAULT_COLUMNS
 from plmkit.tasks.options import FinetuneOptions
 
 BUDGETS = ("steps", "tokens", "flops", "minutes")
@@ -126,13 +127,16 @@ def parse_claim(claim: str, args: CompareArgs, entries: list[Entry]) -> tuple[st
 
 
 def setup(args: CompareArgs) -> dict[str, Any]:
-    """What must stay the same for two calls to share an OUT."""
+    """What must stay the same for two calls to share an OUT (the task file columns only when
+    named, so that runs from before they could be keep their OUT)."""
     tokenizer = args.tokenizer or f"{args.tokenizer_kind}, at most {args.vocab_size} tokens"
+    columns = finetune_options(args).columns()
+    named = {"columns": dataclasses.asdict(columns)} if columns != DEFAULT_COLUMNS else {}
     return {"corpus": [str(p) for p in args.corpus], "heldout": [str(p) for p in args.heldout],
             "heldout_batches": args.heldout_batches, "tokenizer": str(tokenizer),
             "budget": list(args.budget), "batch_size": args.batch_size, "seq_len": args.seq_len,
             "lr": args.lr, "finetune_examples": args.finetune_examples,
-            "finetune_epochs": args.finetune_epochs, "finetune_lr": args.finetune_lr}
+            "finetune_epochs": args.finetune_epochs, "finetune_lr": args.finetune_lr, **named}
 
 
 def claim_setup(args: CompareArgs) -> None:
