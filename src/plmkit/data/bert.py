@@ -14,6 +14,7 @@ are a pure function of where they are in the stream: resuming needs only the pos
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -340,7 +341,7 @@ def pad_instance(ids: np.ndarray, segment: np.ndarray, masked: MaskedTokens | No
     return instance
 
 
-class WindowStream(torch.utils.data.IterableDataset):
+class WindowStream(torch.utils.data.IterableDataset, abc.ABC):
     """An endless, seeded, resumable stream of instances made ``window`` documents at a time:
     `window_instances` is a pure function of (seed, epoch, window), so `state_dict`, the
     position of the next instance, is all a resumed run needs; use it with
@@ -379,9 +380,9 @@ class WindowStream(torch.utils.data.IterableDataset):
             if self._block * self.window >= self.corpus.num_documents:
                 self._epoch, self._block = self._epoch + 1, 0
 
+    @abc.abstractmethod
     def window_instances(self, epoch: int, block: int) -> list[Instance]:
         """The instances of window ``block`` of ``epoch``, in the order they are fed."""
-        raise NotImplementedError
 
     def document_order(self, key: int) -> np.ndarray:
         """The documents in the seeded order of ``key`` (an epoch, or a dupe copy)."""
