@@ -19,6 +19,7 @@ import pytest
 
 from plmkit.cli import main
 from plmkit.data.sources import read_tweets
+from plmkit.errors import UserError
 from plmkit.jobs.compare.downstream import task_options
 from plmkit.jobs.compare.run import CompareArgs, setup
 from plmkit.models import build, preset_config
@@ -141,3 +142,10 @@ def test_compare_applies_the_columns_to_the_users_files_only() -> None:
     assert "columns" not in setup(args)
     named = dataclasses.replace(args, text_field="sentence")
     assert setup(named)["columns"] == {"text": "sentence", "pair": None, "label": "label"}
+
+
+def test_a_missing_label_column_is_named_as_the_option_gave_it(tmp_path: Path) -> None:
+    file = write_csv(tmp_path / "t.csv", ["text", "lab"], [("good", "pos")])
+    with pytest.raises(UserError, match=r"t.csv:2: no 'sentiment' column \(the record has "
+                                        r"'text', 'lab'\)"):
+        read_examples(file, True, columns=Columns(label="sentiment"))

@@ -206,20 +206,22 @@ def read_examples(path: Path, need_label: bool, text_lines: bool = False,
                   columns: Columns = DEFAULT_COLUMNS) -> list[Example]:
     """The records of `path` as examples (labels as strings, not yet checked)."""
     records = read_records(path, text_lines, columns=columns)
-    examples = [_example(path, r, need_label) for r in records]
+    examples = [_example(path, r, need_label, columns.label) for r in records]
     if len({e.pair is None for e in examples}) > 1:
         first = next(e for e in examples if (e.pair is None) != (examples[0].pair is None))
         raise UserError(f"{path}:{first.line}: mixes single texts and text_a/text_b pairs")
     return examples
 
 
-def _example(path: Path, record: Record, need_label: bool) -> Example:
+def _example(path: Path, record: Record, need_label: bool, label_column: str) -> Example:
+    """`record` as an example (a missing label is named as the file names its column)."""
     line, fields = record
     if "text" in fields or "text_a" not in fields:
         text, pair = str(field(path, record, "text")), None
     else:
         text, pair = str(field(path, record, "text_a")), str(field(path, record, "text_b"))
-    label = field(path, record, "label") if need_label else fields.get("label")
+    key = "label" if "label" in fields else label_column  # a missing one under the file's name
+    label = field(path, record, key) if need_label else fields.get("label")
     return Example(line, text, pair, None if label is None else str(label).strip())
 
 
