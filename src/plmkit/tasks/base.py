@@ -41,6 +41,7 @@ TASK_MODULES = {
     "squad": "plmkit.tasks.squad",
     "swag": "plmkit.tasks.swag",
     "tag": "plmkit.tasks.tag",
+    "similarity": "plmkit.tasks.similarity",
 }
 
 
