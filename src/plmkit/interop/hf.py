@@ -296,7 +296,11 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def spec_of(model: nn.Module) -> HFSpec:
-    family = FAMILIES.get(getattr(getattr(model, "config", None), "family", ""))
+    config = getattr(model, "config", None)
+    family = FAMILIES.get(getattr(config, "family", ""))
     if family is None or family.hf is None:
         raise UserError(f"{type(model).__name__} has no Hugging Face equivalent to export to")
+    if getattr(config, "attention", "full") != "full":
+        raise UserError(f"cannot export to Hugging Face: transformers has no "
+                        f"{config.attention} attention (config attention={config.attention!r})")
     return family.hf

@@ -45,24 +45,33 @@ class FeedForward(nn.Module):
 
 
 class EncoderBlock(nn.Module):
-    """Self-attention then feed-forward, each with dropout on its output and a residual."""
+    """Attention then feed-forward, each with dropout on its output and a residual.
+
+    `attn` is the attention sublayer, called as `attn(x, mask, memory)`: multi-head self-
+    attention by default; a cross-attention over a `memory` makes the block the Set
+    Transformer's MAB(x, memory) (Lee et al. 2019, eq. 6-7, post-LN), and
+    `nn.induced.InducedAttention` makes it an ISAB."""
 
     def __init__(self, hidden: int, num_heads: int, inner: int, *, act: str = "gelu",
                  dropout: float = 0.1, attention_dropout: float = 0.1, eps: float = 1e-12,
-                 norm: Norm = "post"):
+                 norm: Norm = "post", attn: nn.Module | None = None):
         super().__init__()
         self.norm = norm
-        self.attn = MultiHeadAttention(hidden, num_heads, attention_dropout)
+        if attn is None:
+            attn = MultiHeadAttention(hidden, num_heads, attention_dropout)
+        self.attn = attn
         self.attn_norm = nn.LayerNorm(hidden, eps=eps)
         self.ffn = FeedForward(hidden, inner, act)
         self.ffn_norm = nn.LayerNorm(hidden, eps=eps)
         self.drop = Dropout(dropout)
 
-    def forward(self, x: Tensor, mask: Tensor | Unpadded | None = None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | Unpadded | None = None,
+                memory: Tensor | None = None) -> Tensor:
         """x: (B, S, H), mask: (B, 1, 1, S) bool or None -> (B, S, H); or the real tokens
-        x: (N, H) with `Unpadded` -> (N, H)."""
+        x: (N, H) with `Unpadded` -> (N, H). With `memory` (B, T, H) (a cross-attention
+        `attn`) the mask is over the memory: (B, 1, 1, T)."""
         if self.norm == "post":
-            x = self.attn_norm(x + self.drop(self.attn(x, mask)))
+            x = self.attn_norm(x + self.drop(self.attn(x, mask, memory)))
             return self.ffn_norm(x + self.drop(self.ffn(x)))
-        x = x + self.drop(self.attn(self.attn_norm(x), mask))
+        x = x + self.drop(self.attn(self.attn_norm(x), mask, memory))
         return x + self.drop(self.ffn(self.ffn_norm(x)))

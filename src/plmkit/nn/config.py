@@ -5,10 +5,12 @@ its paper's defaults."""
 from __future__ import annotations
 
 from dataclasses import InitVar, dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from plmkit.errors import UserError
 from plmkit.nn.block import Norm
+
+Attention = Literal["full", "induced"]
 
 
 @dataclass
@@ -49,7 +51,8 @@ class StackConfig:
 class EncoderConfig(StackConfig):
     """The BERT-style encoder's shape and regularisation (BERT-base by default): learned
     positions and segments, an optional embedding size E below H (factorized embeddings),
-    post- or pre-LN blocks."""
+    post- or pre-LN blocks, and the blocks' attention: "full" self-attention, or "induced"
+    (`nn/induced.py`: `num_inducing` learned points in between, O(n m) instead of O(n^2))."""
 
     family: str = "encoder"
     max_positions: int = 512
@@ -58,11 +61,14 @@ class EncoderConfig(StackConfig):
     attention_dropout: float = 0.1
     norm: Norm = "post"
     initializer_range: float = 0.02
+    attention: Attention = "full"
+    num_inducing: int = 32  # m, the inducing points of "induced" attention
     # plmkit once wrote ERNIE's task-type table size into every encoder config (0 outside
     # ERNIE, whose config has the field): read, so that those checkpoints load, and dropped
     task_type_vocab_size: InitVar[int] = 0
 
-    positive: ClassVar[tuple[str, ...]] = (*StackConfig.positive, "max_positions")
+    positive: ClassVar[tuple[str, ...]] = (*StackConfig.positive, "max_positions",
+                                           "num_inducing")
 
     # (no argument for ErnieConfig, where it is a field)
     def __post_init__(self, task_type_vocab_size: int = 0) -> None:  # noqa: RUF033
@@ -75,3 +81,5 @@ class EncoderConfig(StackConfig):
         super().check()
         if self.norm not in ("post", "pre"):
             raise UserError(f"norm must be 'post' or 'pre', not {self.norm!r}")
+        if self.attention not in ("full", "induced"):
+            raise UserError(f"attention must be 'full' or 'induced', not {self.attention!r}")

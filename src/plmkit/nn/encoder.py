@@ -13,6 +13,7 @@ from plmkit.nn.block import EncoderBlock
 from plmkit.nn.config import EncoderConfig
 from plmkit.nn.embeddings import Embeddings
 from plmkit.nn.heads import MaskedLMHead, SentenceHead
+from plmkit.nn.induced import InducedAttention
 from plmkit.nn.masks import Unpadded, over_real_tokens
 
 
@@ -63,11 +64,13 @@ class Encoder(nn.Module):
 
 
 def block(cfg: EncoderConfig) -> EncoderBlock:
-    """One encoder block shaped by `cfg`."""
+    """One encoder block shaped by `cfg`: full self-attention, or an ISAB for
+    `attention="induced"` (`nn/induced.py`)."""
     return EncoderBlock(
         cfg.hidden_size, cfg.num_heads, cfg.intermediate_size, act=cfg.activation,
         dropout=cfg.dropout, attention_dropout=cfg.attention_dropout,
         eps=cfg.layer_norm_eps, norm=cfg.norm,
+        attn=InducedAttention(cfg) if cfg.attention == "induced" else None,
     )
 
 
