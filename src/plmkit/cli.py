@@ -23,6 +23,7 @@ from typing import Any
 from plmkit.bench.command import BenchArgs
 from plmkit.data.builders import TASK_DATASETS
 from plmkit.errors import Interrupted, UserError
+from plmkit.jobs.distill_options import DistillArgs
 from plmkit.jobs.options import PretrainArgs
 from plmkit.tasks.options import COLUMN_FIELDS, FinetuneOptions
 
@@ -294,6 +295,12 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     print(json.dumps(best) if best else f"fine-tuned model (no --eval) -> {args.out}")
 
 
+def cmd_distill(args: argparse.Namespace) -> None:
+    from plmkit.jobs.distill import distill
+
+    print(json.dumps(distill(DistillArgs(**_fields(args, DistillArgs)), args.overwrite)))
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.predictions is not None:
         if args.task != "squad":
@@ -471,6 +478,19 @@ def parser() -> argparse.ArgumentParser:
 
     add_task_commands(sub)
     add_use_commands(sub)
+
+    p = _add(sub, "distill", "train a small student to imitate a teacher (soft targets, "
+             "hidden states, attention)", """
+             plmkit distill --teacher runs/sentiment --student-layers 3 --train train.csv \\
+                 --eval dev.csv --unlabeled tweets.txt --out runs/sentiment-3l
+             plmkit distill --teacher runs/bert --student bert-mini --corpus corpus.txt \\
+                 --steps 2000 --out runs/distilled-mini
+             plmkit distill --teacher runs/bert --student-layers 2 --corpus corpus.txt \\
+                 --alpha-hidden 1 --alpha-attn 1 --out runs/tiny  # TinyBERT's terms too
+             """, cmd_distill)
+    p.formatter_class = _DefaultsHelp
+    add_options(p, DistillArgs)
+    _overwrite(p)
 
     p = _add(sub, "translate", "translate source lines (a file or stdin), one output per line",
              "plmkit translate --model runs/en-es --input verses.txt\n"

@@ -194,8 +194,8 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *,
                                               scale=scale, is_causal=is_causal)
     y, weights = attention_with_weights(q, k, v, mask, dropout_p=dropout_p, scale=scale,
                                         is_causal=is_causal)
-    if recorder is not None:
-        recorder.append(weights.detach())
+    if recorder is not None:  # with their graph when grad is on (distillation's attention loss)
+        recorder.append(weights)
     return y
 
 
