@@ -1,5 +1,5 @@
 """What every fine-tuning task shares: the `Task` protocol that `plmkit.jobs.finetune` drives
-and `plmkit evaluate` / `predict` use, the head output, [CLS] / mean pooling, the training
+and `plmkit evaluate` / `predict` use, the head output, [CLS] / mean / PMA pooling, the training
 batches of a task (`FeatureTask`), and finding a task by name.
 
 A task module (`tasks/classify.py`, `squad.py`, `swag.py`, `tag.py`) exposes
@@ -11,7 +11,7 @@ A task module (`tasks/classify.py`, `squad.py`, `swag.py`, `tag.py`) exposes
   not, ...). Given when fine-tuning; `saved` is then None.
 - `saved`: the `.task` dict of a fine-tuned model (`plmkit.json` "task"), for `evaluate` and
   `predict` on a model loaded with `plmkit.load(OUT)`; `train` is then None.
-- `options`: task-specific options; only classify has some (`pooling="cls"|"mean"`,
+- `options`: task-specific options; only classify has some (`pooling="cls"|"mean"|"pma"`,
   `regression=False`, `columns`: the file columns of `FinetuneOptions.columns`). Other tasks
   take none: the CLI passes none to them.
 
@@ -32,6 +32,9 @@ from typing import Any, Protocol
 from torch import Tensor, nn
 
 from plmkit.errors import UserError
+from plmkit.nn.encoder import init_weights
+from plmkit.nn.induced import PoolingByAttention
+from plmkit.nn.masks import padding_mask
 from plmkit.tasks.batching import Batch, Collate, ShuffledBatches, pad_collate
 from plmkit.tasks.options import FinetuneOptions
 from plmkit.tokenizers import Tokenizer
@@ -131,16 +134,33 @@ class TaskOutput:
     logits: Tensor  # the head's: (B, C) classify, (B, S, C) tag, ...
 
 
-HEAD_POOLINGS = ("cls", "mean")  # the sentence vectors of `pool` (classify's --pooling)
+HEAD_POOLINGS = ("cls", "mean", "pma")  # the sentence vectors of `pool` (classify's --pooling)
+PMA_SEEDS = 1  # k of "pma": one seed, one sentence vector (Lee et al. 2019, section 3.2)
 
 
-def pool(output: Any, attention_mask: Tensor | None, pooling: str) -> Tensor:
+def pooling_module(pooling: str, config: Any) -> nn.Module | None:
+    """The parameters a head's `pooling` brings: PMA's seeds and attention block
+    (`nn.induced.PoolingByAttention`, initialised as the encoder's layers) for "pma"."""
+    if pooling != "pma":
+        return None
+    pma = PoolingByAttention(config, PMA_SEEDS)
+    init_weights(pma.mab, config.initializer_range)
+    return pma
+
+
+def pool(output: Any, attention_mask: Tensor | None, pooling: str,
+         pma: nn.Module | None = None) -> Tensor:
     """A sentence vector (B, H): "cls" = the pooler output (BERT's [CLS] vector, section 3) or
-    the [CLS] hidden state for models without a pooler; "mean" = mean over real tokens."""
+    the [CLS] hidden state for models without a pooler; "mean" = mean over real tokens;
+    "pma" = the mean of `pma`'s k seed outputs over the real tokens (`pooling_module`)."""
     hidden = output.last_hidden_state  # (B, S, H)
     if pooling == "cls":
         pooled = getattr(output, "pooler_output", None)
         return pooled if pooled is not None else hidden[:, 0]
+    if pooling == "pma":
+        if pma is None:
+            raise ValueError("pma pooling needs the head's pooling_module")
+        return pma(hidden, padding_mask(attention_mask)).mean(1)  # (B, k, H) -> (B, H)
     if pooling != "mean":
         raise UserError(f"unknown pooling {pooling!r}; use {' or '.join(HEAD_POOLINGS)}")
     if attention_mask is None:

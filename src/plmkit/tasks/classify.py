@@ -1,5 +1,6 @@
 """Sequence classification and regression, single texts and pairs, on the [CLS] vector (BERT
-section 4.1: a softmax layer over the pooled [CLS] representation) or mean pooling.
+section 4.1: a softmax layer over the pooled [CLS] representation), mean pooling or pooling
+by multi-head attention (PMA, Lee et al. 2019: `tasks.base.pool`).
 
 Files: csv / tsv / jsonl / table with a `text` column (or `text_a` and `text_b` for pairs) and
 `label`, or the columns that `FinetuneOptions.columns` names.
@@ -23,7 +24,7 @@ from torch import Tensor, nn
 from plmkit.errors import UserError
 from plmkit.nn.dropout import Dropout
 from plmkit.tasks import register_head
-from plmkit.tasks.base import HEAD_POOLINGS, FeatureTask, TaskOutput, pool
+from plmkit.tasks.base import HEAD_POOLINGS, FeatureTask, TaskOutput, pool, pooling_module
 from plmkit.tasks.batching import Batch, in_batches, pad_collate, run_model
 from plmkit.tasks.files import DEFAULT_COLUMNS, Columns, Record, field, read_records
 from plmkit.tasks.options import FinetuneOptions
@@ -52,6 +53,7 @@ class SequenceClassifier(nn.Module):
         self.config = config
         self.task = {"name": "classify", "labels": labels, "pooling": pooling}
         self.dropout = Dropout(config.dropout)
+        self.pma = pooling_module(pooling, config)  # None unless pooling "pma"
         self.classifier = nn.Linear(config.hidden_size, len(labels) if labels else 1)
         nn.init.normal_(self.classifier.weight, std=config.initializer_range)
         nn.init.zeros_(self.classifier.bias)
@@ -60,7 +62,7 @@ class SequenceClassifier(nn.Module):
                 token_type_ids: Tensor | None = None) -> TaskOutput:
         """input_ids: (B, S) -> logits (B, C)."""
         out = self.backbone(input_ids, attention_mask, token_type_ids)
-        pooled = pool(out, attention_mask, self.task["pooling"])  # (B, H)
+        pooled = pool(out, attention_mask, self.task["pooling"], self.pma)  # (B, H)
         return TaskOutput(out.last_hidden_state, self.classifier(self.dropout(pooled)))
 
 
