@@ -94,6 +94,10 @@ class PretrainArgs:
         "ernie+dlm: dialogues, one turn a line, a blank line between dialogues (default: "
         "chatterbot-corpus's Chinese conversations)", metavar="FILE"))
     whole_word: bool = field(default=False, metadata=cli("whole-word masking"))
+    generator_training: str | None = field(default=None, metadata=cli(
+        "electra: how the generator learns: mle (its masked-LM loss, the paper's choice) or "
+        "adversarial (REINFORCE on the discriminator's loss, Clark et al. 2020 appendix F); "
+        "default mle", metavar="mle|adversarial"))
     long_fraction: float = field(default=0.0, metadata=cli(
         "fraction of steps at sequence length 512 (BERT: 0.1)"))
     bf16: bool | None = field(default=None, metadata=cli(
@@ -138,8 +142,9 @@ class PretrainArgs:
 class Entry:
     """A model spec, `preset[:objective][:key=value...]` (`plmkit pretrain --model`, an arm of
     `plmkit compare`). A key is a `plmkit pretrain` option (masking, input_format, max_ngram,
-    whole_word) or, failing that, a field of the model's config (sharing, embedding_size,
-    generator_size, ...). A control arm of a comparison is pretrained for one step."""
+    whole_word, generator_training) or, failing that, a field of the model's config (sharing,
+    embedding_size, generator_size, ...). A control arm of a comparison is pretrained for one
+    step."""
 
     preset: str
     objective: str | None = None

@@ -53,6 +53,7 @@ from plmkit.jobs.options import (
 from plmkit.jobs.seq2seq import bleu_evaluator, seq2seq_warmup
 from plmkit.models import Family, build, get_family, preset_config
 from plmkit.objectives import Objective, get_objective
+from plmkit.objectives.rtd import GENERATOR_TRAININGS, ReplacedTokenDetection
 from plmkit.outputs import claim, fix_modes, keep_until_done, mark
 from plmkit.tokenizers import Tokenizer, train_tokenizer
 from plmkit.training import Phase, TrainConfig, Trainer, distributed
@@ -416,10 +417,24 @@ def held_out(objective: Objective, held: Any, tok: Tokenizer, options: DataOptio
     return batches, bleu_evaluator(tok, held), None
 
 
+def objective_for(args: PretrainArgs, family: Family) -> Objective:
+    """The run's objective; ELECTRA's with its --generator-training."""
+    name = args.objective or family.default_objective
+    if args.generator_training is None:
+        return get_objective(name)
+    if args.generator_training not in GENERATOR_TRAININGS:
+        raise UserError(f"--generator-training {args.generator_training}: expected "
+                        f"{' or '.join(GENERATOR_TRAININGS)}")
+    if name != ReplacedTokenDetection.name:
+        raise UserError(f"--generator-training {args.generator_training}: only for the "
+                        f"electra objective, not {name}")
+    return ReplacedTokenDetection(generator_training=args.generator_training)  # type: ignore[arg-type]
+
+
 def trainer_for(args: PretrainArgs) -> Trainer:
     """Everything a pretraining run needs, ready to `train()`."""
     family = get_family(base_config(args).family)
-    objective = get_objective(args.objective or family.default_objective)
+    objective = objective_for(args, family)
     pairs = reads_pairs(objective)
     if pairs:
         check_pair_run(args, objective, family)

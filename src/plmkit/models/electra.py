@@ -25,7 +25,7 @@ from plmkit.nn.encoder import (
     encoder_hf_keys,
     init_weights,
 )
-from plmkit.nn.heads import MaskedLMHead
+from plmkit.nn.heads import MaskedLMHead, gather_positions
 
 SHARED_EMBEDDINGS = ("tokens", "positions", "segments", "norm")  # not the E -> H projection
 
@@ -36,7 +36,9 @@ class ElectraConfig(EncoderConfig):
     generator's, as a multiplier of the discriminator's hidden size, heads and FFN size (Clark
     et al. 2020, Table 6: 1/4 small, 1/3 base, 1/4 large; same number of layers). The
     `generator_*` sizes, when given, override the multiplier (a checkpoint's exact shape).
-    `mask_prob` is the pretraining masking rate (Table 6: 15%, 25% for large)."""
+    `mask_prob` is the pretraining masking rate (Table 6: 15%, 25% for large).
+    `generator_baseline` adds the adversarial generator's learned baseline (appendix F; the
+    `electra` objective turns it on with `generator_training="adversarial"`)."""
 
     family: str = "electra"
     hidden_size: int = 256
@@ -48,6 +50,7 @@ class ElectraConfig(EncoderConfig):
     generator_num_heads: int | None = None
     generator_intermediate_size: int | None = None
     mask_prob: float = 0.15
+    generator_baseline: bool = False
 
     def check(self) -> None:
         super().check()
@@ -119,6 +122,9 @@ class Electra(nn.Module):
         # ElectraGeneratorPredictions: dense H_g -> E, gelu, LayerNorm, tied decoder + bias
         self.mlm = MaskedLMHead(gen.hidden_size, config.embedding_size, config.vocab_size,
                                 "gelu", config.layer_norm_eps)
+        # b = -log sigmoid(w^T h_G) (Clark et al. 2020, appendix F): no bias
+        self.baseline = (nn.Linear(gen.hidden_size, 1, bias=False) if config.generator_baseline
+                         else None)
         init_weights(self, config.initializer_range)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
@@ -134,6 +140,13 @@ class Electra(nn.Module):
     def mlm_logits(self, hidden: Tensor, positions: Tensor | None = None) -> Tensor:
         """Generator hidden (B, S, H_g), positions (B, P) -> (B, P, V); all when None."""
         return self.mlm(hidden, self.discriminator.embeddings.tokens.weight, positions)
+
+    def baseline_logits(self, hidden: Tensor, positions: Tensor) -> Tensor:
+        """Generator hidden (B, S, H_g), positions (B, P) -> (B, P) logits u of the adversarial
+        generator's learned baseline b = -log sigmoid(u) (appendix F)."""
+        if self.baseline is None:
+            raise UserError("this ELECTRA model has no generator baseline (generator_baseline)")
+        return self.baseline(gather_positions(hidden, positions)).squeeze(-1)
 
     def rtd_logits(self, hidden: Tensor) -> Tensor:
         """Discriminator hidden (B, S, H) -> (B, S) logits of "this token was replaced"."""
@@ -182,5 +195,5 @@ FAMILY = register(Family(
         },
         {**_SHARED_CONFIG, "hidden_size": "hidden_size",
          "num_heads": "num_attention_heads", "intermediate_size": "intermediate_size"},
-        parts={"generator": GENERATOR_HF}),
+        parts={"generator": GENERATOR_HF}, unexported=("baseline.",)),
 ))

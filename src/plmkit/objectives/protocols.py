@@ -58,6 +58,11 @@ class ElectraModel(MaskedLMModel, Protocol):
         """hidden (B, S, H) -> (B, S)."""
         ...
 
+    def baseline_logits(self, hidden: Tensor, positions: Tensor) -> Tensor:
+        """The adversarial generator's baseline: generator hidden (B, S, H_g), positions
+        (B, P) -> (B, P)."""
+        ...
+
 
 class RelativeLM(Protocol):
     """`plm`, `clm`: a relative-attention model with memory (XLNet, Transformer-XL) and an LM
