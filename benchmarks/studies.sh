@@ -64,6 +64,13 @@ s4() {  # ALBERT's sharing modes (Table 4) and embedding sizes (Table 3) at equa
     --claim "$ALBERT:sharing=none > $ALBERT" --claim "$ALBERT > $ALBERT:embedding_size=64"
 }
 
+ADV='electra-small:electra:generator_training=adversarial'
+
+s8() {  # ELECTRA's generator by maximum likelihood vs adversarially (Clark et al. 2020, appendix F)
+  run electra-adversarial-3e14 --models "electra-small,$ADV" --corpus "$DATA/en-docs/train.txt" \
+    "${COMMON[@]}" --lr 5e-4 --finetune-lr 3e-4 --claim "electra-small > $ADV"
+}
+
 data
 for study in "${@:-s1 s2b3 s2a s4}"; do
   for s in $study; do "$s"; done
