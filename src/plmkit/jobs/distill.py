@@ -330,6 +330,11 @@ def check_vocabulary(teacher: nn.Module, teacher_tok: Tokenizer, student: nn.Mod
                         f"teacher's ({sizes[0]}); teacher and student must share one")
 
 
+def student_is_dir(args: DistillArgs) -> bool:
+    """Whether --student names a model directory (which keeps its own weights)."""
+    return args.student is not None and is_checkpoint(args.student)
+
+
 def student_backbone(args: DistillArgs, teacher: nn.Module, tok: Tokenizer) -> nn.Module:
     """The student's pretraining model: a directory's (its vocabulary checked), the teacher's
     shape with --student-layers, or a preset sized for the teacher's tokenizer."""
@@ -338,7 +343,7 @@ def student_backbone(args: DistillArgs, teacher: nn.Module, tok: Tokenizer) -> n
         every_other_layer(base.config.num_layers, args.student_layers)  # type: ignore[union-attr]
         return build(dataclasses.replace(base.config, num_layers=args.student_layers))
     assert args.student is not None
-    if is_checkpoint(args.student):
+    if student_is_dir(args):
         model = backbone_of(load(args.student))
         check_vocabulary(base, tok, model, Tokenizer.load(tokenizer_dir(Path(args.student))),
                          f"--student {args.student}")
@@ -441,7 +446,7 @@ def task_distill(args: DistillArgs, w: Weights) -> dict[str, Any]:
                         "(plmkit finetune --task classify, not regression)")
     backbone = student_backbone(args, f.model, f.tokenizer)
     student = f.task.build_model(backbone)
-    picks = None if is_checkpoint(args.student or "") else init_from_teacher(student, f.model)
+    picks = None if student_is_dir(args) else init_from_teacher(student, f.model)
     check_pair(f.model, student, w, f"--teacher {args.teacher}")
     options = dataclasses.replace(
         f.options, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
@@ -502,7 +507,7 @@ def pretrain_distill(args: DistillArgs, w: Weights) -> dict[str, Any]:
                         "pretraining distillation takes a BERT-layout encoder with an MLM head")
     tok = Tokenizer.load(tokenizer_dir(teacher_dir))
     student = student_backbone(args, teacher, tok)
-    picks = None if is_checkpoint(args.student or "") else init_from_teacher(student, teacher)
+    picks = None if student_is_dir(args) else init_from_teacher(student, teacher)
     check_pair(teacher, student, w, f"--teacher {teacher_dir}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
