@@ -3,7 +3,7 @@
 # priority. Every step resumes: run it again after an interruption and it goes on where it
 # stopped (plmkit compare keeps each run's checkpoints; finished runs are reused).
 #
-#   benchmarks/studies.sh [STUDY...]      # default: s1 s2b3 s2a s4, in that order
+#   benchmarks/studies.sh [STUDY...]      # default: s1 s2b3 s2a s4 s5, in that order
 #   STUDIES=/data/studies benchmarks/studies.sh s1
 #
 # Run directories and data go to $STUDIES (default /work/studies, outside the checkout); each
@@ -11,6 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PLMKIT=${PLMKIT:-.venv/bin/plmkit}
+PYTHON=${PYTHON:-.venv/bin/python}
 STUDIES=${STUDIES:-/work/studies}
 DATA=$STUDIES/data
 mkdir -p "$STUDIES"
@@ -71,7 +72,13 @@ s8() {  # ELECTRA's generator by maximum likelihood vs adversarially (Clark et a
     "${COMMON[@]}" --lr 5e-4 --finetune-lr 3e-4 --claim "electra-small > $ADV"
 }
 
+s5() {  # Transformer-XL: memory vs sliding window up to the paper's attention length 3,800
+  nice -n 19 "$PYTHON" benchmarks/transfo_xl_memory.py --flops 1e14 --out "$STUDIES/transfo-xl-memory"
+  mkdir -p docs/studies/transfo-xl-memory
+  cp "$STUDIES"/transfo-xl-memory/* docs/studies/transfo-xl-memory/
+}
+
 data
-for study in "${@:-s1 s2b3 s2a s4}"; do
+for study in "${@:-s1 s2b3 s2a s4 s5}"; do
   for s in $study; do "$s"; done
 done

@@ -3,20 +3,24 @@ sliding window (Dai et al. 2019, section 3.2 and Table 9), perplexity and speed.
 
     .venv/bin/python benchmarks/transfo_xl_memory.py --out docs/studies/transfo-xl-memory
 
-Pretrains a `transfo-xl-tiny` (segments of `--seq-len` tokens, the preset's 32 memory states)
-on the train chapters of the World English Bible (Debian `sword-text-web`), then evaluates
-`--tokens` tokens of its test chapters at each attention length C of `--contexts`, both ways,
+Pretrains a `transfo-xl-tiny` (segments of `--seq-len` tokens, `--mem-len` memory states) for
+`--flops` model FLOPs on the train chapters of the World English Bible (Debian
+`sword-text-web`), then evaluates `--tokens` tokens of its test chapters at each attention
+length C of `--contexts` (default: 128 and the paper's Table 9 lengths 800, 1,800, 3,800), both
+ways,
 interleaved `--reps` times after a warm-up (memory, sliding, memory, ...): with memory,
 segment by segment, each attending to C - segment cached states; and sliding a window of C
 tokens one token at a time, recomputing the whole window for each prediction. Writes
 results.json, results.md and memory_vs_sliding.png into OUT; tokens/s are medians over the
-reps.
+reps. The unigram perplexity of the same tokens (train-chapter frequencies, add-one) is the
+floor a model that ignores its context reaches.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import tempfile
@@ -58,11 +62,18 @@ def bible_corpus(out_dir: Path) -> tuple[Path, list[str]]:
 def evaluate(method: str, model: nn.Module, text: torch.Tensor, segment: int,
              context: int) -> LMEvaluation:
     """One evaluation of `text` (N,) with memory (`context - segment` cached states) or with a
-    sliding window of `context` tokens."""
+    sliding window of `context` tokens (fewer windows a batch as they grow, to bound memory)."""
     if method == "memory":
         model.config.mem_len = context - segment
         return evaluate_with_memory(model, text, seq_len=segment)
-    return evaluate_sliding(model, text, context=context)
+    return evaluate_sliding(model, text, context=context, batch_size=max(1, 2**15 // context))
+
+
+def unigram_perplexity(train: list[int], heldout: torch.Tensor, vocab: int) -> float:
+    """Perplexity of `heldout` under the add-one unigram distribution of `train`."""
+    counts = torch.bincount(torch.tensor(train), minlength=vocab).double() + 1  # (V,)
+    logp = (counts / counts.sum()).log()
+    return math.exp(-logp[heldout[1:]].mean().item())
 
 
 def eval_flops(method: str, model: nn.Module, text: torch.Tensor, segment: int,
@@ -141,11 +152,13 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("docs/studies/transfo-xl-memory"))
-    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--flops", type=float, default=1e14, help="pretraining model FLOPs")
     p.add_argument("--seq-len", type=int, default=64, help="training and memory segment length")
-    p.add_argument("--contexts", default="96,128,256,512",
+    p.add_argument("--mem-len", type=int, default=64, help="memory states while training")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--contexts", default="128,800,1800,3800",
                    help="attention lengths (segment + memory, or the sliding window)")
-    p.add_argument("--tokens", type=int, default=4000, help="held-out tokens evaluated")
+    p.add_argument("--tokens", type=int, default=6000, help="held-out tokens evaluated")
     p.add_argument("--reps", type=int, default=3)
     a = p.parse_args()
     contexts = [int(c) for c in a.contexts.split(",")]
@@ -153,27 +166,34 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         train, heldout = bible_corpus(Path(tmp) / "corpus")
         run = PretrainArgs(model="transfo-xl-tiny", corpus=[train], out=Path(tmp) / "run",
-                           vocab_size=8000, batch_size=16, seq_len=a.seq_len, lr=2e-3,
-                           steps=a.steps, warmup=a.steps // 10, log_every=50,
-                           eval_every=10**9, save_every=a.steps, progress=False)
+                           vocab_size=8000, batch_size=16, seq_len=a.seq_len, lr=a.lr,
+                           steps=1, log_every=50, eval_every=10**9, progress=False,
+                           overrides={"mem_len": a.mem_len})
+        pretrain(run)  # one step: the tokenizer, and a run to count a step's FLOPs on
+        flops_per_step = compare.training_step_flops(PretrainArgs(
+            **{**vars(run), "out": Path(tmp) / "probe", "tokenizer": run.out / "tokenizer"}))
+        steps = round(a.flops / flops_per_step)
+        run = PretrainArgs(**{**vars(run), "out": Path(tmp) / "model", "steps": steps,
+                              "warmup": steps // 10, "save_every": steps,
+                              "tokenizer": run.out / "tokenizer"})
         began = time.perf_counter()
         pretrain(run)
         minutes = (time.perf_counter() - began) / 60
-        flops_per_step = compare.training_step_flops(PretrainArgs(
-            **{**vars(run), "out": Path(tmp) / "probe", "tokenizer": run.out / "tokenizer"}))
         model = plmkit.load(run.out)
         tok = Tokenizer.load(run.out / "tokenizer")
         ids = [i for line in heldout for i in tok.encode(line)]
-        train_tokens = sum(len(tok.encode(line)) for line in train.read_text().splitlines())
+        train_ids = [i for line in train.read_text().splitlines() for i in tok.encode(line)]
     text = torch.tensor(ids[: a.tokens])
+    floor = unigram_perplexity(train_ids, text, tok.vocab_size)
     rows = [r for c in contexts for r in measure(model, text, a.seq_len, c, a.reps)]
     setup = {"corpus": "World English Bible (sword-text-web), train chapters (80%, seed 0)",
              "heldout": f"first {len(text):,} tokens of the test chapters (10%)",
              "model": f"transfo-xl-tiny, {sum(q.numel() for q in model.parameters()):,} "
                       f"parameters, BPE {tok.vocab_size} tokens",
-             "pretraining": f"{a.steps} steps x 16 x {a.seq_len} tokens (corpus: "
-                            f"{train_tokens:,} tokens), lr 2e-3, seed 0, memory 32, "
-                            f"{a.steps * flops_per_step:.2e} FLOPs, {minutes:.1f} min",
+             "pretraining": f"{steps} steps x 16 x {a.seq_len} tokens (corpus: "
+                            f"{len(train_ids):,} tokens), lr {a.lr:g}, seed 0, memory "
+                            f"{a.mem_len}, {steps * flops_per_step:.2e} FLOPs, {minutes:.1f} min",
+             "unigram perplexity": f"{floor:.2f}",
              "reps": a.reps, "torch": torch.__version__, "machine": started}
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "results.json").write_text(json.dumps({"setup": setup, "results": rows},
