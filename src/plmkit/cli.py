@@ -25,7 +25,7 @@ from plmkit.data.builders import TASK_DATASETS
 from plmkit.errors import Interrupted, UserError
 from plmkit.jobs.distill_options import DistillArgs
 from plmkit.jobs.options import PretrainArgs
-from plmkit.tasks.options import COLUMN_FIELDS, FinetuneOptions
+from plmkit.tasks.options import COLUMN_FIELDS, TASK_ONLY, FinetuneOptions
 
 Handler = Callable[[argparse.Namespace], None]
 
@@ -281,12 +281,14 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     from plmkit.tasks.base import load_task
 
     options = FinetuneOptions(**_fields(args, FinetuneOptions))
-    given = [name for name in ("pooling", "regression", *COLUMN_FIELDS)  # classify's own
-             if getattr(args, name) not in (None, False, getattr(FinetuneOptions, name, None))]
-    if given and args.task != "classify":
-        raise UserError(f"--{given[0].replace('_', '-')} is an option of --task classify only")
-    extra: dict[str, Any] = {k: v for k in ("pooling", "regression") if (v := getattr(args, k))}
-    if args.task == "classify":
+    given = [name for name in TASK_ONLY if args.task not in TASK_ONLY[name]
+             and getattr(args, name) not in (None, False, getattr(FinetuneOptions, name, None))]
+    if given:
+        tasks = " or ".join(TASK_ONLY[given[0]])
+        raise UserError(f"--{given[0].replace('_', '-')} is an option of --task {tasks} only")
+    extra: dict[str, Any] = {k: v for k in ("pooling", "regression", "head")
+                             if (v := getattr(args, k))}
+    if args.task in TASK_ONLY["label_field"]:
         extra["columns"] = options.columns()
     task = load_task(args.task).make_task(train=args.train, **extra)
     existing = _claim(args, "finetune", args.model, args.train, args.eval)

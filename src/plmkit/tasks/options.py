@@ -37,6 +37,9 @@ def default_lr(config: Any) -> float:
 
 
 COLUMN_FIELDS = ("text_field", "text_pair_field", "label_field")  # classify's file columns
+# options of some tasks only: the tasks that take each (`plmkit finetune` refuses the others)
+TASK_ONLY = {"pooling": ("classify",), "regression": ("classify",), "head": ("similarity",),
+             **dict.fromkeys(COLUMN_FIELDS, ("classify", "similarity"))}
 
 
 @dataclass
@@ -44,7 +47,8 @@ class FinetuneOptions:
     """Defaults from BERT's fine-tuning recipe (Devlin et al. 2019, section A.3): batch 32,
     2-4 epochs, 10% warmup, weight decay 0.01; lr None: `default_lr` of the model's size. The
     options of `plmkit finetune` beside --task, --model, --train, --eval and --out (and
-    classify's --pooling and --regression); written to OUT/finetune.json."""
+    classify's --pooling and --regression); written to OUT/finetune.json. The column fields
+    are those of classify and similarity, `head` similarity's (`TASK_ONLY`)."""
 
     epochs: float = field(default=3.0, metadata=cli("BERT: 2-4 (default 3)"))
     lr: float | None = field(default=None, metadata=cli(
@@ -67,13 +71,17 @@ class FinetuneOptions:
         "also write TensorBoard event files to OUT/tensorboard (pip install "
         "'plmkit[tensorboard]')"))
     text_field: str = field(default="text", metadata=cli(
-        "classify: the column of csv, tsv, jsonl and table files holding the text (with "
-        "--text-pair-field the first text; text_a when this is text)", metavar="NAME"))
+        "classify, similarity: the column of csv, tsv, jsonl and table files holding the text "
+        "(with --text-pair-field the first text; text_a when this is text)", metavar="NAME"))
     text_pair_field: str | None = field(default=None, metadata=cli(
-        "classify: the column holding the second text of sentence pairs (without it: text_b "
-        "when the file has text_a and text_b)", metavar="NAME"))
+        "classify, similarity: the column holding the second text of sentence pairs (without "
+        "it: text_b when the file has text_a and text_b)", metavar="NAME"))
     label_field: str = field(default="label", metadata=cli(
-        "classify: the column holding the label", metavar="NAME"))
+        "classify, similarity: the column holding the label", metavar="NAME"))
+    head: str | None = field(default=None, metadata=cli(  # None: the task's default
+        "similarity: ntn (a neural tensor layer on the two sentence vectors), cosine (of the "
+        "two vectors) or cross (both sentences in one input) (default: ntn)",
+        choices="plmkit.tasks.similarity:HEADS"))
 
     def columns(self) -> Columns:
         """The task file columns these options name."""
