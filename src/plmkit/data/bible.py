@@ -5,7 +5,9 @@ are in two splits, and writes standard files:
 
 - `build_bible_swag`: "which verse comes next", four endings, SWAG csv (`plmkit.tasks.swag`);
 - `build_bible_paraphrase`: the same verse in WEB and KJV (label 1) against the KJV of another
-  verse of the same chapter (label 0), csv `text_a,text_b,label` for sentence-pair classification.
+  verse of the same chapter (label 0), csv `text_a,text_b,label` for sentence-pair classification;
+- `build_bible_relatedness`: graded pairs (0-3: another book, same chapter, next verse, same
+  verse) with the same columns, for `plmkit finetune --task similarity`.
 """
 
 from __future__ import annotations
@@ -207,6 +209,43 @@ def build_bible_paraphrase(out_dir: Path, seed: int = 0, limit: int | None = Non
             rows.append({"text_a": v.text, "text_b": same, "label": 1})
             if others:
                 rows.append({"text_a": v.text, "text_b": rng.choice(others).text, "label": 0})
+        rng.shuffle(rows)
+        out[split] = _write_csv(out_dir / f"{split}.csv", ["text_a", "text_b", "label"], rows)
+    return out
+
+
+def build_bible_relatedness(out_dir: Path, seed: int = 0, limit: int | None = None,
+                            key: str = WHOLE_BIBLE) -> dict[str, Path]:
+    """Graded relatedness pairs: text_a = a WEB verse, text_b = a KJV verse that is (label) 3 the
+    same verse, 2 the next or previous verse, 1 another verse of the same chapter, 0 a verse of
+    another book of the same split; one of each per verse (a level is skipped when the chapter
+    has no such verse), shuffled. Writes {train,dev,test}.csv; `limit` caps the verses per split
+    (four rows each)."""
+    web = read_bible("web", key)
+    kjv = {v.ref: v for v in read_bible("kjv", key)}
+    shared = [v for v in web if v.ref in kjv]
+    by_chapter: dict[tuple[str, int], list[Verse]] = {}
+    for v in shared:
+        by_chapter.setdefault((v.book, v.chapter), []).append(kjv[v.ref])
+    rng = random.Random(seed)
+    out = {}
+    for split, chapters in chapter_splits(shared, seed).items():
+        part = [v for v in shared if (v.book, v.chapter) in chapters]
+        pool = [kjv[v.ref] for v in part]
+        rng.shuffle(part)
+        rows = []
+        for v in part[:limit]:
+            same = kjv[v.ref]
+            chapter = [k for k in by_chapter[(v.book, v.chapter)] if k.text != same.text]
+            near = [k for k in chapter if abs(k.verse - same.verse) == 1]
+            far = [k for k in chapter if abs(k.verse - same.verse) > 1]
+            draws = (rng.choice(pool) for _ in range(100))
+            other = next((k for k in draws if k.book != v.book), None)
+            for label, k in ((3, same), (2, near), (1, far), (0, other)):
+                if isinstance(k, list):
+                    k = rng.choice(k) if k else None
+                if k is not None:
+                    rows.append({"text_a": v.text, "text_b": k.text, "label": label})
         rng.shuffle(rows)
         out[split] = _write_csv(out_dir / f"{split}.csv", ["text_a", "text_b", "label"], rows)
     return out

@@ -160,6 +160,14 @@ def bible_paraphrase(out_dir: Path, seed: int) -> list[Path]:
     return list(build_bible_paraphrase(out_dir, seed).values())
 
 
+@dataset("bible-relatedness", "train.csv dev.csv test.csv", "graded WEB vs KJV verse relatedness")
+def bible_relatedness(out_dir: Path, seed: int) -> list[Path]:
+    """WEB vs KJV verse pairs graded 0-3 by how near the verses are (similarity csv)."""
+    from plmkit.data.bible import build_bible_relatedness
+
+    return list(build_bible_relatedness(out_dir, seed).values())
+
+
 @dataset("bible-en-es", "train.tsv dev.tsv test.tsv", "English-Spanish verse pairs")
 def bible_en_es(out_dir: Path, seed: int) -> list[Path]:
     """English-Spanish verse pairs (tsv) for translation; the split seed is fixed."""
