@@ -3,7 +3,7 @@
 # priority. Every step resumes: run it again after an interruption and it goes on where it
 # stopped (plmkit compare keeps each run's checkpoints; finished runs are reused).
 #
-#   benchmarks/studies.sh [STUDY...]      # default: s1 s2b3 s2a s4 s5, in that order
+#   benchmarks/studies.sh [STUDY...]      # default: s1 s2b3 s2a s4 s5 s7, in that order
 #   STUDIES=/data/studies benchmarks/studies.sh s1
 #
 # Run directories and data go to $STUDIES (default /work/studies, outside the checkout); each
@@ -78,7 +78,13 @@ s5() {  # Transformer-XL: memory vs sliding window up to the paper's attention l
   cp "$STUDIES"/transfo-xl-memory/* docs/studies/transfo-xl-memory/
 }
 
+s7() {  # the original Transformer on Bible EN->ES against copying the source, 3 seeds
+  nice -n 19 "$PYTHON" benchmarks/translation_study.py --flops 3e14 --out "$STUDIES/translation-en-es"
+  mkdir -p docs/studies/translation-en-es
+  cp "$STUDIES"/translation-en-es/results.{json,md} docs/studies/translation-en-es/
+}
+
 data
-for study in "${@:-s1 s2b3 s2a s4 s5}"; do
+for study in "${@:-s1 s2b3 s2a s4 s5 s7}"; do
   for s in $study; do "$s"; done
 done
