@@ -226,15 +226,21 @@ class LabelRows:
         return batch["labels"]  # (B,)
 
 
+def encoder_blocks(model: nn.Module) -> list[EncoderBlock]:
+    """The encoder blocks of `model` (or its backbone); a UserError for other layouts."""
+    blocks = [m for m in backbone_of(model).modules() if isinstance(m, EncoderBlock)]
+    if not blocks:
+        raise UserError(f"a {type(model).__name__} has no BERT-layout encoder blocks to distill")
+    return blocks
+
+
 @contextlib.contextmanager
 def tapped(model: nn.Module, attention: bool) -> Iterator[tuple[list[Tensor], list[Tensor]]]:
     """Inside the block, every forward of `model` fills the lists yielded: the hidden states
     (the first encoder block's input, then each block's output, real tokens as the encoder
     runs them) and, with `attention`, each layer's attention weights."""
     hidden: list[Tensor] = []
-    blocks = [m for m in backbone_of(model).modules() if isinstance(m, EncoderBlock)]
-    if not blocks:
-        raise UserError(f"{type(model).__name__} has no BERT-layout encoder blocks to distill")
+    blocks = encoder_blocks(model)
 
     def first_input(_: nn.Module, args: tuple[Any, ...]) -> None:
         if not hidden:
@@ -406,7 +412,10 @@ def check_mode(args: DistillArgs, task: bool) -> None:
 
 
 def check_pair(teacher: nn.Module, student: nn.Module, w: Weights, where: str) -> None:
-    """The attention term needs one head count; soft MLM targets need the teacher's head."""
+    """Both are BERT-layout encoders; the attention term needs one head count; soft MLM
+    targets need the teacher's head."""
+    for model in (teacher, student):
+        encoder_blocks(model)
     heads = (backbone_of(teacher).config.num_heads,  # type: ignore[union-attr]
              backbone_of(student).config.num_heads)  # type: ignore[union-attr]
     if w.attn and heads[0] != heads[1]:
