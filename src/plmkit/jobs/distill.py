@@ -69,6 +69,7 @@ from plmkit.tasks.classify import ClassifyTask
 from plmkit.tasks.options import default_lr
 from plmkit.tokenizers import Tokenizer
 from plmkit.training import TrainConfig, Trainer
+from plmkit.training.checkpoint import seed_all
 from plmkit.training.modeldir import is_native, read_description, save_model
 
 Batch = dict[str, Tensor]
@@ -442,6 +443,7 @@ def distill(args: DistillArgs, overwrite: bool = False) -> dict[str, Any]:
     existing = claim(args.out, "distill", overwrite=overwrite)
     with written_in_place(args.out, "distill", replace=existing):
         run = task_distill if task else pretrain_distill
+        seed_all(args.seed)  # the student's fresh weights (heads, W_h) depend on the seed alone
         result = run(args, weights)
         _write_json(args.out / DISTILL_RECORD, {**dataclasses.asdict(args), **result})
     return result
