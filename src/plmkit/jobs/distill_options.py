@@ -38,8 +38,8 @@ class DistillArgs:
         "instead of --student: the teacher's shape with N layers, initialised from every other "
         "teacher layer (DistilBERT, section 3)", metavar="N", minimum=1))
     train: Path | None = field(default=None, metadata=cli(
-        "task: the labelled training file (csv, tsv, jsonl; records without a label count as "
-        "unlabeled)", metavar="FILE"))
+        "task: the labelled training file (csv, tsv, jsonl; jsonl records without a label "
+        "count as unlabeled)", metavar="FILE"))
     eval: Path | None = field(default=None, metadata=cli(
         "task: evaluated every epoch; the best student is kept", metavar="FILE"))
     unlabeled: Path | None = field(default=None, metadata=cli(
