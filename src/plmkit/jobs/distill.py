@@ -134,8 +134,9 @@ def hidden_state_loss(student: list[Tensor], teacher: list[Tensor],
                       project: nn.Module) -> Tensor:
     """Sum over m of MSE(project(h_s[m]), h_t[g(m)]), (T, H) states (TinyBERT eq. 7, 9)."""
     g = layer_map(len(student) - 1, len(teacher) - 1)
+    zero = student[0].new_zeros((), dtype=torch.float)
     return sum((F.mse_loss(project(s).float(), teacher[t].float())
-                for s, t in zip(student, g, strict=True)), torch.zeros(()))
+                for s, t in zip(student, g, strict=True)), zero)
 
 
 def attention_loss(student: list[Tensor], teacher: list[Tensor],
@@ -143,7 +144,7 @@ def attention_loss(student: list[Tensor], teacher: list[Tensor],
     """Sum over student layers m of the MSE between its attention weights and teacher layer
     g(m)'s, (B, h, S, S) each, over the real query positions (TinyBERT eq. 8)."""
     g = layer_map(len(student), len(teacher))[1:]
-    total = torch.zeros(())
+    total = student[0].new_zeros((), dtype=torch.float)
     for s, t in zip(student, g, strict=True):
         error = (s.float() - teacher[t - 1].float()) ** 2  # (B, h, S, S)
         if attention_mask is None:
@@ -173,7 +174,7 @@ def distill_loss(student: Forward, teacher: Forward, targets: Tensor, project: n
                                             attention_mask)
     weight = {"kd_loss": w.ce, "hard_loss": w.hard, "cos_loss": w.cos,
               "hidden_loss": w.hidden, "attn_loss": w.attn}
-    loss = sum((weight[k] * v.to(student.logits.device) for k, v in terms.items()),
+    loss = sum((weight[k] * v for k, v in terms.items()),
                student.logits.new_zeros((), dtype=torch.float))
     with torch.no_grad():
         agree = (student.logits.argmax(-1) == teacher.logits.argmax(-1)).float().mean()
