@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from scipy import stats
+from torch import Tensor
 
 import plmkit
 from plmkit.cli import main
@@ -127,6 +129,34 @@ def test_neural_tensor_layer_is_socher_et_al_formula() -> None:
         torch.testing.assert_close(layer(e1, e2)[i], expected)
 
 
+def test_ntn_learns_a_relation_the_cosine_cannot_see() -> None:
+    """Pairs (x, Rx) for a fixed rotation R against (x, y) for random y: their cosines are
+    alike, yet the tensor's bilinear forms can learn xᵀ R y."""
+    torch.manual_seed(0)
+    rotation = torch.linalg.qr(torch.randn(16, 16))[0]  # (H, H) orthogonal
+
+    def pairs(n: int) -> tuple[Tensor, Tensor, Tensor]:
+        x, y = torch.randn(n, 16), torch.randn(n, 16)
+        label = (torch.rand(n) < 0.5).float()  # (n,)
+        return x, torch.where(label[:, None] == 1, x @ rotation.T, y), label
+
+    layer = NeuralTensorLayer(hidden=16, slices=4, std=0.02)
+    optimizer = torch.optim.Adam(layer.parameters(), lr=1e-2)
+    for _ in range(200):
+        x, y, label = pairs(64)
+        loss = F.binary_cross_entropy_with_logits(layer(x, y), label)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    x, y, label = pairs(1000)
+    cosine = torch.cosine_similarity(x, y, dim=-1)
+    best_threshold = max(((cosine > t).float() == label).float().mean().item()
+                         for t in cosine.tolist())
+    with torch.no_grad():
+        assert ((layer(x, y) > 0).float() == label).float().mean() > 0.9
+    assert best_threshold < 0.6  # no cosine threshold separates them
+
+
 def test_rank_correlation_matches_scipy_with_ties() -> None:
     rng = random.Random(0)
     for _ in range(20):
@@ -180,8 +210,8 @@ def test_bad_options_and_labels_are_refused_in_one_line(data, tiny, capsys) -> N
         assert err.count("\n") == 1 and message in err
     task = make_task(data["para-train"], head="cosine")  # binary labels
     with pytest.raises(UserError, match=r"graded\.csv:2: label 0\.5 is not 0 or 1"):
-        task.evaluate(task.build_model(plmkit.load(tiny)), Tokenizer.load(tiny / "tokenizer"), graded,
-                      FinetuneOptions(max_seq_len=32))
+        task.evaluate(task.build_model(plmkit.load(tiny)), Tokenizer.load(tiny / "tokenizer"),
+                      graded, FinetuneOptions(max_seq_len=32))
     with pytest.raises(SystemExit) as done:
         main(["finetune", "--task", "similarity", "--head", "dot", "--train", str(words), *args])
     assert done.value.code == 2
