@@ -84,6 +84,12 @@ s7() {  # the original Transformer on Bible EN->ES against copying the source, 3
   cp "$STUDIES"/translation-en-es/results.{json,md} docs/studies/translation-en-es/
 }
 
+dapt() {  # issue 24: all-MiniLM-L6-v2 before and after continued pretraining on the Bible
+  nice -n 19 "$PYTHON" benchmarks/dapt_study.py --out "$STUDIES/dapt-bible"
+  mkdir -p docs/studies/dapt-bible
+  cp "$STUDIES"/dapt-bible/results.{json,md} docs/studies/dapt-bible/
+}
+
 data
 for study in "${@:-s1 s2b3 s2a s4 s5 s7}"; do
   for s in $study; do "$s"; done
