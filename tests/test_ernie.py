@@ -19,7 +19,13 @@ import plmkit
 from conftest import randomize
 from plmkit.data.builders import build_dataset
 from plmkit.data.corpus import split_sentences
-from plmkit.data.ernie import Segmenter, peoples_daily_entities, token_flags
+from plmkit.data.ernie import (
+    Segmenter,
+    jieba_entities,
+    peoples_daily_entities,
+    read_entities,
+    token_flags,
+)
 from plmkit.data.masking import (
     MaskingSpec,
     candidates,
@@ -265,6 +271,18 @@ def test_pretrain_steps_through_three_stages_with_falling_loss(small_corpus: Pat
     ids = np.concatenate([corpus.sentence(j) for j in range(corpus.num_sentences)])
     at = spans_of(tok, ids, pair)
     assert (np.asarray(flags[at]) & 2 > 0).tolist() == [True, False, False, False]
+
+
+def test_entity_lists_replace_peoples_dailys(tmp_path: Path) -> None:
+    assert read_entities(None) == peoples_daily_entities()
+    own = tmp_path / "entities.txt"
+    own.write_text("甲乙公司\n\n丙丁\n", encoding="utf-8")
+    assert read_entities(own) == {"甲乙公司", "丙丁"}
+    # jieba's dictionary: names made without People's Daily's annotations (ner-zh's source)
+    names = read_entities("jieba")
+    assert names == jieba_entities() and len(names) > 50_000
+    assert {"北京", "邓小平", "上海"} <= names and names != peoples_daily_entities()
+    assert all(len(n) > 1 for n in names)
 
 
 def test_user_mistakes_are_one_line_errors(small_corpus: Path, tmp_path: Path) -> None:

@@ -6,8 +6,10 @@ cached beside the shards: one uint8 per token whose bits mark where a phrase-lev
 (`PHRASE_START`) and an entity-level unit (`ENTITY_START`) begin. Words come from the text:
 whitespace between two non-ASCII characters means the text is already segmented (the People's
 Daily corpus that `peoples_daily_corpus` writes), else `jieba` segments it. Entities are runs
-of up to `MAX_ENTITY_WORDS` whole words that spell a name of the entity list: the person, place
-and organization names of People's Daily (nr, ns, nt) plus the user's own.
+of up to `MAX_ENTITY_WORDS` whole words that spell a name of the entity list: by default the
+person, place and organization names of People's Daily (nr, ns, nt); else the user's own list, or
+`jieba` for those of jieba's dictionary (tagged nr, ns, nt there too), a list made without People's
+Daily's annotations, which the ner-zh task is built from.
 """
 
 from __future__ import annotations
@@ -76,15 +78,31 @@ def peoples_daily_corpus(out_dir: Path, *, heldout: float = 0.05, seed: int = 0)
     return paths
 
 
+JIEBA_ENTITIES = "jieba"  # the --entities value that names jieba's dictionary
+
+
 def read_entities(path: str | Path | None) -> frozenset[str]:
-    """People's Daily's entity names plus those of the file `path` (one a line), if given."""
+    """The entity names to mask whole: People's Daily's (`path` None), jieba's dictionary's
+    (`JIEBA_ENTITIES`) or those of the file `path` (one a line)."""
     if path is None:
         return peoples_daily_entities()
+    if str(path) == JIEBA_ENTITIES:
+        return jieba_entities()
     file = Path(path)
     if not file.is_file():
-        raise UserError(f"{file}: no such entity list (one name a line)")
+        raise UserError(f"{file}: no such entity list (one name a line, or 'jieba')")
     names = {line.strip() for line in file.read_text(encoding="utf-8").splitlines()}
-    return peoples_daily_entities() | {n for n in names if n}
+    return frozenset(n for n in names if n)
+
+
+@cache
+def jieba_entities() -> frozenset[str]:
+    """The person, place and organization names of jieba's dictionary (about 95k)."""
+    import jieba
+
+    lines = (Path(jieba.__file__).parent / "dict.txt").read_text(encoding="utf-8").splitlines()
+    return frozenset(word for word, _, tag in (line.split() for line in lines)
+                     if tag in ENTITY_TAGS and len(word) > 1)
 
 
 class Segmenter:

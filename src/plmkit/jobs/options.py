@@ -88,7 +88,8 @@ class PretrainArgs:
         "static masking: N masked copies of the data, epoch e using copy e % N (default 10, as "
         "BERT)", metavar="N"))
     entities: Path | None = field(default=None, metadata=cli(
-        "ernie: entity names (one a line) masked whole, besides People's Daily's",
+        "ernie: entity names masked whole, one a line, instead of People's Daily's; 'jieba': "
+        "those of jieba's dictionary",
         metavar="FILE"))
     dialogues: Path | None = field(default=None, metadata=cli(
         "ernie+dlm: dialogues, one turn a line, a blank line between dialogues (default: "
