@@ -3,7 +3,7 @@
 # priority. Every step resumes: run it again after an interruption and it goes on where it
 # stopped (plmkit compare keeps each run's checkpoints; finished runs are reused).
 #
-#   benchmarks/studies.sh [STUDY...]      # default: s1 s2b3 s2a s4 s5 s7, in that order
+#   benchmarks/studies.sh [STUDY...]      # default: s1 s5 dapt s4 s6 s2b3 s2a s7 s8, in that order
 #   STUDIES=/data/studies benchmarks/studies.sh s1
 #
 # Run directories and data go to $STUDIES (default /work/studies, outside the checkout); each
@@ -78,6 +78,20 @@ s5() {  # Transformer-XL: memory vs sliding window up to the paper's attention l
   cp "$STUDIES"/transfo-xl-memory/* docs/studies/transfo-xl-memory/
 }
 
+# ERNIE at bert-mini's shape (4 layers, H 256, 4 heads) on People's Daily, one character vocabulary.
+ERNIE='ernie-small::hidden_size=256:num_heads=4:intermediate_size=1024'
+
+s6() {  # ERNIE knowledge masking with jieba's entity list (not ner-zh's annotations) vs characters
+  [ -f "$DATA/pd/train.txt" ] || nice -n 19 "$PLMKIT" data build --name peoples-daily --out "$DATA/pd"
+  [ -f "$DATA/pd-char/tokenizer.json" ] || nice -n 19 "$PLMKIT" tokenizer train --kind char \
+    --corpus "$DATA/pd/train.txt" --vocab-size 18000 --out "$DATA/pd-char"
+  local knowledge="${ERNIE/::/:ernie:entities=jieba:}" chars="${ERNIE/::/:mlm+nsp:}"
+  run ernie-1e14 --models "$knowledge,$chars" --corpus "$DATA/pd/train.txt" \
+    --heldout "$DATA/pd/heldout.txt" --tokenizer "$DATA/pd-char" --budget flops 1e14 \
+    --pretrain-seeds 3 --seeds 1 --tasks sentiment-zh,ner-zh --lr 5e-4 --finetune-lr 3e-4 \
+    --claim "$knowledge > $chars"
+}
+
 s7() {  # the original Transformer on Bible EN->ES against copying the source, 3 seeds
   nice -n 19 "$PYTHON" benchmarks/translation_study.py --flops 3e14 --out "$STUDIES/translation-en-es"
   mkdir -p docs/studies/translation-en-es
@@ -91,6 +105,6 @@ dapt() {  # issue 24: all-MiniLM-L6-v2 before and after continued pretraining on
 }
 
 data
-for study in "${@:-s1 s2b3 s2a s4 s5 s7}"; do
+for study in "${@:-s1 s5 dapt s4 s6 s2b3 s2a s7 s8}"; do
   for s in $study; do "$s"; done
 done
