@@ -6,6 +6,10 @@ with `split_sentences`. A ``.jsonl`` file holds one JSON object per line, each a
 Either may be gzip or zstd compressed (``.gz``, ``.zst``). In a Parquet or Arrow file, or a
 directory saved by `datasets` (`plmkit.data.formats`), each row's text column is a document.
 Files are read line by line or a batch of rows at a time, never whole.
+
+`read_part` reads one of several parts of a corpus (a process's share of `prepare_corpus`): the
+bytes cut into equal runs, each cut moved on to the next document boundary, so the parts read in
+order give exactly the documents of `read_documents`.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from plmkit.data import formats
 from plmkit.data.jsonl import jsonl_records
@@ -105,6 +109,103 @@ def read_documents(
     `stats` (``bad_utf8="skip"``) or raise (``"error"``). A corpus with no text at all raises
     once the files are exhausted.
     """
+    files = _checked(paths, text_field, bad_utf8)
+    return _documents(files, text_field, bad_utf8, stats if stats is not None else CorpusStats())
+
+
+def read_part(
+    paths: Iterable[str | Path],
+    part: int,
+    parts: int,
+    *,
+    text_field: str = "text",
+    bad_utf8: BadUtf8 = "skip",
+    stats: CorpusStats | None = None,
+) -> Iterator[list[str]]:
+    """The documents of part `part` of `parts` of the corpus `paths` (see `part_spans`), as
+    `read_documents` yields them; a part may be empty, so an empty corpus is not refused here."""
+    files = _checked(paths, text_field, bad_utf8)
+    stats = stats if stats is not None else CorpusStats()
+    spans = part_spans(files, part, parts)
+    return (doc for span in spans for doc in _counted(span, text_field, bad_utf8, stats))
+
+
+@dataclass(frozen=True)
+class Span:
+    """Bytes ``[start, end)`` of a corpus file, from a document boundary to another (``end``
+    None: to the end of the file)."""
+
+    path: Path
+    start: int = 0
+    end: int | None = None
+
+
+def part_spans(files: list[Path], part: int, parts: int) -> list[Span]:
+    """What part `part` of `parts` reads: the corpus's bytes cut into `parts` equal runs, each cut
+    moved on to the next document boundary (past a blank line in text, to a line start in jsonl);
+    a compressed file or a table goes whole to the part its first byte falls in."""
+    if not 0 <= part < parts:
+        raise ValueError(f"part {part} out of range for {parts} parts")
+    sizes = [_size(path) for path in files]
+    total = sum(sizes)
+    low, high = total * part // parts, total * (part + 1) // parts
+    spans, offset = [], 0
+    for path, size in zip(files, sizes, strict=True):
+        start = _boundary(path, min(max(low - offset, 0), size), size)
+        end = _boundary(path, min(max(high - offset, 0), size), size)
+        if start < end:
+            spans.append(Span(path, start, None if end == size else end))
+        offset += size
+    return spans
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():  # a `datasets` directory
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def _splittable(path: Path) -> Literal["text", "jsonl", None]:
+    """How a file can be cut between documents: plain text at blank lines, jsonl at lines."""
+    if formats.kind(path) != "text" or path.suffix.lower() in formats.COMPRESSIONS:
+        return None
+    return "jsonl" if formats.inner_suffix(path) == ".jsonl" else "text"
+
+
+def _boundary(path: Path, offset: int, size: int) -> int:
+    """The first document boundary at or after byte `offset` of `path` (of `size` bytes)."""
+    kind = _splittable(path)
+    if offset in (0, size) or kind is None:
+        return 0 if offset == 0 else size
+    with open(path, "rb") as f:
+        f.seek(offset - 1)
+        if f.read(1) != b"\n":
+            _skip_line(f)  # the rest of the line that holds byte `offset`
+        if kind == "jsonl":
+            return f.tell()
+        continued = False  # inside a line longer than one read
+        for raw in iter(lambda: f.readline(MAX_LINE_BYTES + 2), b""):
+            if not continued and raw.endswith(b"\n") and _blank(raw):
+                return f.tell()
+            continued = not raw.endswith(b"\n")
+    return size
+
+
+def _skip_line(f: BinaryIO) -> None:
+    while (raw := f.readline(MAX_LINE_BYTES)) and not raw.endswith(b"\n"):
+        pass
+
+
+def _blank(raw: bytes) -> bool:
+    """Whether a line ends a document as `_text_documents` reads it (invalid UTF-8 is skipped)."""
+    try:
+        return not raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return False
+
+
+def _checked(paths: Iterable[str | Path], text_field: str, bad_utf8: BadUtf8) -> list[Path]:
+    """The corpus files, each checked up front (missing, a directory, binary)."""
     if bad_utf8 not in ("skip", "error"):
         raise ValueError(f"bad_utf8 must be 'skip' or 'error', not {bad_utf8!r}")
     files = [Path(p) for p in paths]
@@ -112,7 +213,7 @@ def read_documents(
         raise UserError("no corpus files given")
     for path in files:
         _check_file(path, text_field)
-    return _documents(files, text_field, bad_utf8, stats if stats is not None else CorpusStats())
+    return files
 
 
 def _check_file(path: Path, text_field: str) -> None:
@@ -141,39 +242,55 @@ def _documents(
     files: list[Path], text_field: str, bad_utf8: BadUtf8, stats: CorpusStats
 ) -> Iterator[list[str]]:
     for path in files:
-        for doc in _file_documents(path, text_field, bad_utf8, stats):
-            stats.documents += 1
-            stats.sentences += len(doc)
-            yield doc
+        yield from _counted(Span(path), text_field, bad_utf8, stats)
     if stats.documents == 0:
-        names = ", ".join(str(p) for p in files)
-        raise UserError(f"{names}: empty corpus (no text found)")
+        raise empty_corpus(files)
+
+
+def empty_corpus(files: Iterable[str | Path]) -> UserError:
+    """The error for a corpus of no documents."""
+    return UserError(f"{', '.join(map(str, files))}: empty corpus (no text found)")
+
+
+def _counted(
+    span: Span, text_field: str, bad_utf8: BadUtf8, stats: CorpusStats
+) -> Iterator[list[str]]:
+    for doc in _file_documents(span, text_field, bad_utf8, stats):
+        stats.documents += 1
+        stats.sentences += len(doc)
+        yield doc
 
 
 def _file_documents(
-    path: Path, text_field: str, bad_utf8: BadUtf8, stats: CorpusStats
+    span: Span, text_field: str, bad_utf8: BadUtf8, stats: CorpusStats
 ) -> Iterator[list[str]]:
+    path = span.path
     if formats.kind(path) != "text":
         return _table_documents(path, text_field)
-    lines = _lines(path, bad_utf8, stats)
+    lines = _lines(span, bad_utf8, stats)
     if formats.inner_suffix(path) == ".jsonl":
         return _jsonl_documents(lines, path, text_field)
     return _text_documents(lines)
 
 
-def _lines(path: Path, bad_utf8: BadUtf8, stats: CorpusStats) -> Iterator[tuple[int, str]]:
+def _lines(span: Span, bad_utf8: BadUtf8, stats: CorpusStats) -> Iterator[tuple[int, str]]:
     """(line number, decoded line without its end) for each line; invalid UTF-8 per policy."""
     try:
-        yield from _decoded_lines(path, bad_utf8, stats)
+        yield from _decoded_lines(span, bad_utf8, stats)
     except formats.decompress_errors() as e:
-        raise formats.corrupt(path, e) from None
+        raise formats.corrupt(span.path, e) from None
 
 
 def _decoded_lines(
-    path: Path, bad_utf8: BadUtf8, stats: CorpusStats
+    span: Span, bad_utf8: BadUtf8, stats: CorpusStats
 ) -> Iterator[tuple[int, str]]:
+    path, position = span.path, span.start
     with formats.open_binary(path) as f:
-        for lineno, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 2), b""), start=1):
+        first = 1 + _newlines(f, span.start)  # leaves f at span.start
+        for lineno, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 2), b""), first):
+            if span.end is not None and position >= span.end:
+                return
+            position += len(raw)
             if len(raw.rstrip(b"\r\n")) > MAX_LINE_BYTES:
                 raise UserError(f"{where(path, lineno)}: a line over {MAX_LINE_BYTES >> 20} MiB; "
                                 "put one sentence or paragraph per line")
@@ -187,6 +304,15 @@ def _decoded_lines(
             if lineno == 1:
                 line = line.removeprefix("\ufeff")
             yield lineno, line.rstrip("\r\n")
+
+
+def _newlines(f: BinaryIO, size: int) -> int:
+    """Line ends in the next `size` bytes of `f`, read in chunks."""
+    count = 0
+    while size > 0 and (chunk := f.read(min(size, 1 << 22))):
+        count += chunk.count(b"\n")
+        size -= len(chunk)
+    return count
 
 
 def _text_documents(lines: Iterator[tuple[int, str]]) -> Iterator[list[str]]:

@@ -10,6 +10,12 @@ A prepared directory, built once by `prepare_corpus` and reused while it is up t
 
 Building streams documents through fixed-size batches, so memory does not grow with the corpus;
 the directory is written under a temporary name and renamed into place.
+
+Several processes (`torchrun` ranks, on one node or many) prepare one corpus together when
+given as `ranks`: each tokenizes its part of the corpus's bytes (`plmkit.data.corpus.read_part`)
+into the staging directory, which must be on a filesystem that all of them see; rank 0 then
+appends the other parts to its own in order, so the directory is byte for byte the one a
+single process writes.
 """
 
 from __future__ import annotations
@@ -22,14 +28,14 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 import numpy as np
 
-from plmkit.data.corpus import BadUtf8, CorpusStats, read_documents
+from plmkit.data.corpus import BadUtf8, CorpusStats, empty_corpus, read_documents, read_part
 from plmkit.errors import UserError
 from plmkit.outputs import fix_modes, staged
 from plmkit.tokenizers import Tokenizer, train_tokenizer
@@ -40,6 +46,9 @@ META = "meta.json"
 SENTENCES = "sentences.npy"
 DOCUMENTS = "documents.npy"
 COPY_CHUNK = 1 << 20  # index entries copied at a time when finishing
+MERGE_SENTENCES = 1 << 16  # sentences of another rank's part appended at a time
+UNSHARDED = 2**62  # a part's tokens go into one file
+T = TypeVar("T")
 
 
 class BatchEncoder(Protocol):
@@ -48,6 +57,17 @@ class BatchEncoder(Protocol):
     vocab_size: int
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]: ...
+
+
+class Ranks(Protocol):
+    """The processes that prepare a corpus together (`plmkit.training.distributed.Dist`)."""
+
+    rank: int
+    world: int
+
+    def gather(self, obj: Any) -> list[Any]:
+        """`obj` of every process, in rank order (on every process)."""
+        ...
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -173,13 +193,18 @@ def prepare_corpus(
     text_field: str = "text",
     bad_utf8: BadUtf8 = "skip",
     force: bool = False,
+    ranks: Ranks | None = None,
 ) -> ShardedCorpus:
     """Tokenize the documents of ``paths`` into ``out_dir``, or reuse it if up to date.
 
     ``fingerprint`` identifies the tokenizer (any string that changes when it does); it and the
     sources' sizes and mtimes decide whether an existing directory is reused (unless ``force``).
+    With ``ranks`` of more than one process, every process calls this and tokenizes a part.
     """
     out = Path(out_dir)
+    if ranks is not None and ranks.world > 1:
+        return _prepare_together(paths, tokenizer, out, ranks, fingerprint, shard_tokens,
+                                 batch_docs, text_field, bad_utf8, force)
     existing = _reusable(out, paths, fingerprint)
     if existing is not None and not force:
         return existing
@@ -189,20 +214,116 @@ def prepare_corpus(
         stats = CorpusStats()
         docs = read_documents(paths, text_field=text_field, bad_utf8=bad_utf8, stats=stats)
         sources = source_info(paths)  # before reading: a file changed meanwhile reads as stale
-        writer = _ShardWriter(tmp, token_dtype(tokenizer.vocab_size), tokenizer.vocab_size,
-                              shard_tokens)
-        for batch in _batched(docs, batch_docs):
-            writer.add(batch, tokenizer.encode_batch([s for doc in batch for s in doc]))
-        meta = writer.finish() | {"fingerprint": fingerprint, "sources": sources,
-                                  "stats": dataclasses.asdict(stats)}
-        if meta["num_tokens"] == 0:
-            names = ", ".join(map(str, paths))
-            raise UserError(f"{names}: the tokenizer made no tokens of the text")
-        _write_meta(tmp, meta)
-        _swap_into_place(tmp, out)
+        writer = _ShardWriter.of(tmp, tokenizer, shard_tokens)
+        _tokenize(docs, tokenizer, writer, batch_docs)
+        _finish(writer, paths, tmp, out, fingerprint, sources, stats)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return ShardedCorpus.open(out)
+
+
+def _tokenize(docs: Iterator[list[str]], tokenizer: BatchEncoder, writer: _ShardWriter,
+              batch_docs: int) -> None:
+    for batch in _batched(docs, batch_docs):
+        writer.add(batch, tokenizer.encode_batch([s for doc in batch for s in doc]))
+
+
+def _finish(writer: _ShardWriter, paths: Sequence[str | Path], tmp: Path, out: Path,
+            fingerprint: str, sources: list[dict[str, Any]], stats: CorpusStats) -> None:
+    """meta.json written into `tmp`, and `tmp` swapped in as `out`."""
+    meta = writer.finish() | {"fingerprint": fingerprint, "sources": sources,
+                              "stats": dataclasses.asdict(stats)}
+    if meta["num_tokens"] == 0:
+        names = ", ".join(map(str, paths))
+        raise UserError(f"{names}: the tokenizer made no tokens of the text")
+    _write_meta(tmp, meta)
+    _swap_into_place(tmp, out)
+
+
+def _prepare_together(paths: Sequence[str | Path], tokenizer: BatchEncoder, out: Path,
+                      ranks: Ranks, fingerprint: str, shard_tokens: int, batch_docs: int,
+                      text_field: str, bad_utf8: BadUtf8, force: bool) -> ShardedCorpus:
+    """`prepare_corpus` by every rank: rank 0 decides whether `out` is reused and makes the
+    staging directory; each rank tokenizes its part (rank 0's into the staging directory itself,
+    the others' into `part-RANK` inside it); rank 0 appends the other parts in rank order and
+    swaps the directory in. An error on any rank is raised on every rank, `out` untouched."""
+    main = ranks.rank == 0
+    tmp = Path()
+    writer: _ShardWriter | None = None
+    sources: list[dict[str, Any]] = []
+
+    def plan() -> str | None:  # on rank 0
+        nonlocal tmp, sources
+        if _reusable(out, paths, fingerprint) is not None and not force:
+            return None
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        sources = source_info(paths)  # before reading, as in one process
+        return str(tmp)
+
+    def tokenize_part() -> tuple[dict[str, Any], dict[str, Any]]:
+        nonlocal writer
+        stats = CorpusStats()
+        directory = tmp if main else tmp / f"part-{ranks.rank:05d}"
+        directory.mkdir(exist_ok=True)
+        writer = _ShardWriter.of(directory, tokenizer, shard_tokens if main else UNSHARDED)
+        docs = read_part(paths, ranks.rank, ranks.world, text_field=text_field,
+                         bad_utf8=bad_utf8, stats=stats)
+        _tokenize(docs, tokenizer, writer, batch_docs)
+        if not main:
+            writer.close()
+        return dataclasses.asdict(stats), writer.counts()
+
+    def merge(parts: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:  # on rank 0
+        assert writer is not None
+        stats = _merged_stats([s for s, _ in parts])
+        if stats.documents == 0:
+            raise empty_corpus(paths)
+        for rank, (_, counts) in enumerate(parts[1:], start=1):
+            writer.append_part(tmp / f"part-{rank:05d}", **counts)
+        _finish(writer, paths, tmp, out, fingerprint, sources, stats)
+
+    try:
+        staging = _together(ranks, plan if main else lambda: None)[0]
+        if staging is None:
+            return ShardedCorpus.open(out)
+        tmp = Path(staging)
+        parts = _together(ranks, tokenize_part)
+        _together(ranks, (lambda: merge(parts)) if main else lambda: None)
+    finally:
+        if main and tmp != Path():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return ShardedCorpus.open(out)
+
+
+def _together(ranks: Ranks, step: Callable[[], T]) -> list[T]:
+    """`step()` on every rank, its results gathered in rank order; if it failed on some rank,
+    every rank raises: its own error, else the first rank's (a `UserError` as one)."""
+    try:
+        result, error = step(), None
+    except Exception as e:  # raised below, once every rank has heard of it
+        result, error = None, e
+    failure = None if error is None else (isinstance(error, UserError), str(error))
+    outcomes = ranks.gather((result, failure))
+    if error is not None:
+        raise error
+    for rank, (_, failed) in enumerate(outcomes):
+        if failed is not None:
+            user, message = failed
+            raise UserError(message) if user else RuntimeError(
+                f"preparing the corpus failed on rank {rank}: {message}")
+    return [r for r, _ in outcomes]
+
+
+def _merged_stats(parts: list[dict[str, Any]]) -> CorpusStats:
+    """The counts of reading the whole corpus, from those of its parts (in order)."""
+    stats = CorpusStats()
+    for part in parts:
+        stats.documents += part["documents"]
+        stats.sentences += part["sentences"]
+        for path, n in part["bad_utf8"].items():
+            stats.bad_utf8[path] = stats.bad_utf8.get(path, 0) + n
+    return stats
 
 
 def fingerprint(tokenizer: Tokenizer) -> str:
@@ -279,6 +400,12 @@ class _ShardWriter:
         self.sentence_index = open(directory / "sentences.raw", "wb")  # noqa: SIM115
         self.document_index = open(directory / "documents.raw", "wb")  # noqa: SIM115
 
+    @classmethod
+    def of(cls, directory: Path, tokenizer: BatchEncoder, shard_tokens: int) -> _ShardWriter:
+        """A writer of `tokenizer`'s ids, in the narrowest dtype that holds them."""
+        vocab = tokenizer.vocab_size
+        return cls(directory, token_dtype(vocab), vocab, shard_tokens)
+
     def add(self, docs: list[list[str]], encoded: list[list[int]]) -> None:
         """Append a batch: ``encoded`` holds the ids of every sentence of ``docs`` in order."""
         lengths = np.array([len(ids) for ids in encoded], dtype=np.int64)
@@ -289,11 +416,36 @@ class _ShardWriter:
         keep = lengths > 0  # a sentence of only whitespace has no tokens
         lengths, doc_of = lengths[keep], doc_of[keep]
         first = np.flatnonzero(np.diff(doc_of, prepend=-1))  # each non-empty doc's first sentence
+        self._append(flat.astype(self.dtype), lengths, first)
+
+    def _append(self, tokens: np.ndarray, lengths: np.ndarray, first: np.ndarray) -> None:
+        """Append sentences: (T,) `tokens`, (S,) `lengths` summing to T, and (D,) `first`: the
+        sentence (of these S) each of D documents starts at."""
         (self.num_sentences + first).astype(np.int64).tofile(self.document_index)
         (self.num_tokens + np.cumsum(lengths) - lengths).tofile(self.sentence_index)
-        self._write_tokens(flat.astype(self.dtype), lengths)
+        self._write_tokens(tokens, lengths)
         self.num_documents += len(first)
         self.num_sentences += len(lengths)
+
+    def counts(self) -> dict[str, int]:
+        """What `append_part` needs to know of this writer's (closed) part."""
+        return {"sentences": self.num_sentences, "documents": self.num_documents,
+                "tokens": self.num_tokens}
+
+    def append_part(self, part: Path, sentences: int, documents: int, tokens: int) -> None:
+        """Append the part another writer wrote into `part` (one token file, its raw indexes,
+        closed) a slice at a time, as if its batches had been added here; then delete it."""
+        if sentences:
+            ids = np.memmap(part / "tokens-00000.bin", dtype=self.dtype, mode="r", shape=(tokens,))
+            starts = np.memmap(part / "sentences.raw", dtype=np.int64, mode="r", shape=(sentences,))
+            firsts = np.memmap(part / "documents.raw", dtype=np.int64, mode="r", shape=(documents,))
+            for a in range(0, sentences, MERGE_SENTENCES):
+                b = min(a + MERGE_SENTENCES, sentences)
+                bounds = np.append(starts[a:b], starts[b] if b < sentences else tokens)  # (n + 1,)
+                lo, hi = np.searchsorted(firsts, [a, b])
+                self._append(ids[bounds[0] : bounds[-1]], np.diff(bounds), firsts[lo:hi] - a)
+            del ids, starts, firsts
+        shutil.rmtree(part)
 
     def _write_tokens(self, flat: np.ndarray, lengths: np.ndarray) -> None:
         i = offset = 0
@@ -324,6 +476,12 @@ class _ShardWriter:
         if self.file is not None:
             _close_synced(self.file)
             self.file = None
+
+    def close(self) -> None:
+        """Close the files, synced: a part, for rank 0 to append (`append_part`)."""
+        self._close_shard()
+        _close_synced(self.sentence_index)
+        _close_synced(self.document_index)
 
     def finish(self) -> dict[str, Any]:
         """Close the files, turn the indexes into .npy files; return the counts for meta.json."""
