@@ -332,8 +332,10 @@ def fingerprint(tokenizer: Tokenizer) -> str:
 
 
 def prepare(corpus: list[Path], tokenizer: Path | Tokenizer, out: Path,
-            bad_utf8: str = "skip", text_field: str = "text") -> ShardedCorpus:
-    """Tokenize `corpus` into memory-mapped shards in `out` (reused while up to date)."""
+            bad_utf8: str = "skip", text_field: str = "text", ranks: Ranks | None = None
+            ) -> ShardedCorpus:
+    """Tokenize `corpus` into memory-mapped shards in `out` (reused while up to date); with
+    `ranks`, every one of them calls this and tokenizes a part (`prepare_corpus`)."""
     tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer.load(tokenizer)
     key = fingerprint(tok) if text_field == "text" else f"{fingerprint(tok)}:{text_field}"
     if (directory := prepared_directory(corpus)) is not None:  # `plmkit data prepare`'s output
@@ -343,7 +345,7 @@ def prepare(corpus: list[Path], tokenizer: Path | Tokenizer, out: Path,
                             "--tokenizer it was prepared with")
         return shards
     shards = prepare_corpus(corpus, tok, out, fingerprint=key, text_field=text_field,
-                            bad_utf8=bad_utf8)
+                            bad_utf8=bad_utf8, ranks=ranks)
     for message in shards.stats.messages():
         print(message)
     return shards

@@ -132,12 +132,12 @@ def checkpoint_tokenizer(args: PretrainArgs, saved: Path) -> Tokenizer:
 
 
 def open_corpus(paths: list[Path], tok: Tokenizer, out: Path, args: PretrainArgs,
-                pairs: bool) -> ShardedCorpus | list[Pair]:
+                pairs: bool, dist: distributed.Dist) -> ShardedCorpus | list[Pair]:
     """What the objective's batches read: the sentence pairs of `paths` with `pairs`, else
-    their token shards in `out` (`prepare`)."""
+    their token shards in `out` (`prepare`: each process of `dist` tokenizes a part)."""
     if pairs:
         return read_pairs(paths)
-    return prepare(paths, tok, out, args.bad_utf8, args.text_field)
+    return prepare(paths, tok, out, args.bad_utf8, args.text_field, ranks=dist)
 
 
 def tokenizer_vocab_size(args: PretrainArgs) -> int:
@@ -440,11 +440,12 @@ def trainer_for(args: PretrainArgs) -> Trainer:
         check_pair_run(args, objective, family)
     longest = LONG_SEQ if args.long_fraction > 0 else args.seq_len
     dist = distributed.init(args.fsdp)
-    with dist.main_first():  # rank 0 writes the tokenizer and the shards, the others reuse them
-        tok = tokenizer_for(args, family.tokenizer, pairs)
-        corpus = open_corpus(args.corpus, tok, args.out / "data", args, pairs)
-        held = args.heldout and open_corpus(args.heldout, tok, args.out / "data-heldout", args,
-                                            pairs)
+    with dist.main_first():  # rank 0 makes and saves the tokenizer, the others load it
+        tok = (tokenizer_for(args, family.tokenizer, pairs) if dist.is_main
+               else Tokenizer.load(args.out / TOKENIZER_DIR))
+    corpus = open_corpus(args.corpus, tok, args.out / "data", args, pairs, dist)
+    held = args.heldout and open_corpus(args.heldout, tok, args.out / "data-heldout", args,
+                                        pairs, dist)
     needs = model_needs(objective, longest)
     config = (checkpoint_model_config(args, needs) if is_checkpoint(args.model)
               else model_config(args.model, tok, longest, args.overrides, needs))
