@@ -98,21 +98,26 @@ def params(model: torch.nn.Module) -> dict[str, int]:
 def speedup(teacher: Path, student: Path, dev: Path, reps: int, batch: int, seq: int
             ) -> dict[str, float]:
     """Milliseconds per batch of dev tweets, teacher and student interleaved (A B A B ...),
-    medians, one thread."""
+    medians, one thread: of the wall clock, and of the thread's CPU time (on a shared,
+    niced machine the wall clock also counts the time other processes hold the core)."""
     models = {"teacher": plmkit.load(teacher).eval(), "student": plmkit.load(student).eval()}
     tok = Tokenizer.load(tokenizer_dir(teacher))
     texts = [r["text"] for r in csv.DictReader(dev.open(encoding="utf-8"))][:batch]
     enc = tok(texts, max_length=seq)
-    times: dict[str, list[float]] = {k: [] for k in models}
+    wall: dict[str, list[float]] = {k: [] for k in models}
+    cpu: dict[str, list[float]] = {k: [] for k in models}
     for rep in range(reps + 1):
         for name, model in models.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.thread_time()
             model(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
             if rep:  # the first rep warms up
-                times[name].append((time.perf_counter() - start) * 1000)
-    ms = {k: statistics.median(v) for k, v in times.items()}
-    return {"teacher_ms": ms["teacher"], "student_ms": ms["student"],
-            "speedup": ms["teacher"] / ms["student"], "batch": len(texts),
+                wall[name].append((time.perf_counter() - start) * 1000)
+                cpu[name].append((time.thread_time() - start_cpu) * 1000)
+    ms = {f"{k}_{clock}_ms": statistics.median(v[k]) for clock, v in (("wall", wall),
+                                                                      ("cpu", cpu))
+          for k in models}
+    return {**ms, "speedup_wall": ms["teacher_wall_ms"] / ms["student_wall_ms"],
+            "speedup_cpu": ms["teacher_cpu_ms"] / ms["student_cpu_ms"], "batch": len(texts),
             "tokens": int(enc["attention_mask"].sum()), "reps": reps}
 
 
@@ -148,18 +153,19 @@ def markdown(r: dict[str, Any]) -> str:
         "|---|---|---|---|---|",
         f"| teacher: all-MiniLM-L6-v2 fine-tuned (6 layers) | {t['accuracy']:.3f} | seed 0 | "
         f"{t['params']:,} | {t['params_without_token_embeddings']:,} |",
-        f"| student ({s['layers']} layers), fine-tuned on the labels | {cell('finetuned')} | "
-        f"{seeds('finetuned')} | {st['params']:,} | {st['params_without_token_embeddings']:,} |",
-        f"| student ({s['layers']} layers), distilled (labels + unlabeled, T = "
-        f"{s['temperature']}) | {cell('distilled')} | {seeds('distilled')} | {st['params']:,} "
-        f"| {st['params_without_token_embeddings']:,} |",
+        *(f"| student ({s['layers']} layers), {label} | {cell(name)} | {seeds(name)} | "
+          f"{st['params']:,} | {st['params_without_token_embeddings']:,} |"
+          for name, label in ARMS.items() if arms.get(name, {}).get("runs")),
         "",
-        f"Majority class of the dev tweets: {r['majority']:.3f}. Both students start from the "
-        f"same weights: every other layer (0, 2, 4) of the pretrained MiniLM.",
+        f"Majority class of the dev tweets: {r['majority']:.3f}. Every student starts from the "
+        f"same weights: every other layer (0, 2, 4) of the pretrained MiniLM. Distillation: "
+        f"T = {s['temperature']}, soft and hard targets weighted 1 and 1.",
         "",
-        f"Inference, a batch of {sp['batch']} dev tweets ({sp['tokens']} tokens), median of "
-        f"{sp['reps']} interleaved reps: teacher {sp['teacher_ms']:.1f} ms, student "
-        f"{sp['student_ms']:.1f} ms, speed-up {sp['speedup']:.2f}x.",
+        f"Inference, a batch of {sp['batch']} dev tweets ({sp['tokens']} tokens), one thread, "
+        f"median of {sp['reps']} interleaved reps: CPU time teacher {sp['teacher_cpu_ms']:.0f} "
+        f"ms, student {sp['student_cpu_ms']:.0f} ms, speed-up {sp['speedup_cpu']:.2f}x; wall "
+        f"clock (a shared, niced machine) teacher {sp['teacher_wall_ms']:.0f} ms, student "
+        f"{sp['student_wall_ms']:.0f} ms, speed-up {sp['speedup_wall']:.2f}x.",
         "",
         f"CPU time of the whole study: {r['cpu_s'] / 60:.1f} minutes.",
     ]
@@ -189,25 +195,60 @@ def main_study() -> None:
     common = ["--max-seq-len", str(a.max_seq_len), "--batch-size", str(a.batch_size),
               "--epochs", str(a.epochs), "--eval", str(files["dev"]), "--no-progress",
               "--overwrite"]
+    prev = previous(a)
     teacher = a.work / "teacher"
-    t = run(["finetune", "--task", "classify", "--model", str(minilm_dir()), "--train",
-             str(files["train"]), "--out", str(teacher), *common])
-    student0 = truncated_student(minilm_dir(), a.layers, a.work / f"student-{a.layers}l")
-    arms: dict[str, dict[str, Any]] = {"finetuned": {"runs": []}, "distilled": {"runs": []}}
+    t = prev.get("teacher") if (teacher / "eval_results.json").is_file() else None
+    if t is None:
+        t = run(["finetune", "--task", "classify", "--model", str(minilm_dir()), "--train",
+                 str(files["train"]), "--out", str(teacher), *common])
+    student0 = a.work / f"student-{a.layers}l"
+    if not (student0 / "model.safetensors").is_file():
+        truncated_student(minilm_dir(), a.layers, student0)
+    arms: dict[str, dict[str, Any]] = {name: {"runs": []} for name in ARMS}
+    speed = None  # measured by every invocation
     for seed in range(a.seeds):
-        seeded = [*common, "--seed", str(seed)]
-        arms["finetuned"]["runs"].append(run([
-            "finetune", "--task", "classify", "--model", str(student0), "--train",
-            str(files["train"]), "--out", str(a.work / f"finetuned-{seed}"), *seeded]))
-        arms["distilled"]["runs"].append(run([
-            "distill", "--teacher", str(teacher), "--student", str(student0), "--train",
-            str(files["train"]), "--unlabeled", str(files["unlabeled"]), "--temperature",
-            str(a.temperature), "--out", str(a.work / f"distilled-{seed}"), *seeded]))
+        for name, arm in arms.items():
+            done = prev.get("arms", {}).get(name, {}).get("runs", [])
+            kept = len(done) > seed and (a.work / f"{name}-{seed}" / "eval_results.json").is_file()
+            arm["runs"].append(done[seed] if kept else run(
+                command(name, seed, a, files, teacher, student0, common)))
         print(json.dumps({k: v["runs"][-1] for k, v in arms.items()}), flush=True)
-        if seed == 0:  # measured once, on the first student
+        if speed is None:  # measured once, on the first distilled student
             speed = speedup(teacher, a.work / "distilled-0", files["dev"], a.reps, 64,
                             a.max_seq_len)
-        write(a, files, teacher, t, arms, speed, time.process_time() - start)  # seeds so far
+        cpu_s = prev.get("cpu_s", 0.0) + time.process_time() - start
+        write(a, files, teacher, t, arms, speed, cpu_s)  # the seeds so far
+
+
+# the arms: the same 3-layer student fine-tuned, distilled on the labelled tweets alone,
+# distilled on them and the unlabeled ones
+ARMS = {"finetuned": "fine-tuned on the labels",
+        "distilled_labels": "distilled, labelled tweets only",
+        "distilled": "distilled, labelled + unlabeled tweets"}
+SIZES = ("train", "unlabeled", "dev", "layers", "epochs", "max_seq_len", "batch_size",
+         "temperature")  # a previous results.json of other sizes is not reused
+
+
+def command(name: str, seed: int, a: argparse.Namespace, files: dict[str, Path],
+            teacher: Path, student0: Path, common: list[str]) -> list[str]:
+    """The plmkit command line of one arm and seed."""
+    seeded = [*common, "--seed", str(seed), "--out", str(a.work / f"{name}-{seed}")]
+    if name == "finetuned":
+        return ["finetune", "--task", "classify", "--model", str(student0), "--train",
+                str(files["train"]), *seeded]
+    extra = ["--unlabeled", str(files["unlabeled"])] if name == "distilled" else []
+    return ["distill", "--teacher", str(teacher), "--student", str(student0), "--train",
+            str(files["train"]), *extra, "--temperature", str(a.temperature), *seeded]
+
+
+def previous(a: argparse.Namespace) -> dict[str, Any]:
+    """The results.json of an earlier run of these sizes (its runs are kept), else {}."""
+    path = a.out / "results.json"
+    if not path.is_file():
+        return {}
+    prev = json.loads(path.read_text())
+    same = all(prev["setup"].get(k) == getattr(a, k) for k in SIZES)
+    return prev if same else {}
 
 
 def write(a: argparse.Namespace, files: dict[str, Path], teacher: Path, t: dict[str, Any],
