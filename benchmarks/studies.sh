@@ -73,7 +73,8 @@ s8() {  # ELECTRA's generator by maximum likelihood vs adversarially (Clark et a
 }
 
 s5() {  # Transformer-XL: memory vs sliding window up to the paper's attention length 3,800
-  nice -n 19 "$PYTHON" benchmarks/transfo_xl_memory.py --flops 1e14 --out "$STUDIES/transfo-xl-memory"
+  nice -n 19 "$PYTHON" benchmarks/transfo_xl_memory.py --flops 1e14 --out "$STUDIES/transfo-xl-memory" \
+    --work "$STUDIES/transfo-xl-memory-runs"
   mkdir -p docs/studies/transfo-xl-memory
   cp "$STUDIES"/transfo-xl-memory/* docs/studies/transfo-xl-memory/
 }

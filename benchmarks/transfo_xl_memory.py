@@ -12,8 +12,9 @@ interleaved `--reps` times after a warm-up (memory, sliding, memory, ...): with 
 segment by segment, each attending to C - segment cached states; and sliding a window of C
 tokens one token at a time, recomputing the whole window for each prediction. Writes
 results.json, results.md and memory_vs_sliding.png into OUT; tokens/s are medians over the
-reps. The unigram perplexity of the same tokens (train-chapter frequencies, add-one) is the
-floor a model that ignores its context reaches.
+reps. The runs are kept in `--work`, so a second call resumes or reuses them. The unigram
+perplexity of the same tokens (train-chapter frequencies, add-one) is the floor a model that
+ignores its context reaches.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ import argparse
 import json
 import math
 import os
+import shutil
 import statistics
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +54,34 @@ def bible_corpus(out_dir: Path) -> tuple[Path, list[str]]:
             chapters.setdefault((v.book, v.chapter), []).append(v.text)
     out_dir.mkdir(parents=True, exist_ok=True)
     train = out_dir / "train.txt"
-    train.write_text("\n\n".join("\n".join(c) for c in chapters.values()) + "\n",
-                     encoding="utf-8")
+    text = "\n\n".join("\n".join(c) for c in chapters.values()) + "\n"
+    if not train.is_file() or train.read_text(encoding="utf-8") != text:  # kept for --resume
+        train.write_text(text, encoding="utf-8")
     return train, [v.text for v in verses if (v.book, v.chapter) in splits["test"]]
+
+
+def train_model(vocab: PretrainArgs, flops: float) -> PretrainArgs:
+    """The model's run for `flops` model FLOPs (trained, resumed or reused), after a 1-step run
+    of `vocab` that trains the tokenizer and gives a step to count FLOPs on (kept beside it)."""
+    work = vocab.out.parent
+    if not (vocab.out / "model.safetensors").is_file():
+        pretrain(PretrainArgs(**{**vars(vocab), "overwrite": True}))
+    state = work / "steps.json"
+    if not state.is_file():
+        per_step = compare.training_step_flops(PretrainArgs(
+            **{**vars(vocab), "out": work / "probe", "tokenizer": vocab.out / "tokenizer"}))
+        state.write_text(json.dumps({"flops_per_step": per_step,
+                                     "steps": round(flops / per_step)}) + "\n")
+        shutil.rmtree(work / "probe")
+    steps = json.loads(state.read_text())["steps"]
+    out = work / "model"
+    run = PretrainArgs(**{**vars(vocab), "out": out, "steps": steps, "warmup": steps // 10,
+                          "save_every": max(1, steps // 20), "tokenizer": vocab.out / "tokenizer",
+                          "resume": (out / "checkpoints").is_dir()})
+    if not (out / "done.json").is_file():
+        pretrain(run)
+        (out / "done.json").write_text(json.dumps({"steps": steps}) + "\n")
+    return run
 
 
 def evaluate(method: str, model: nn.Module, text: torch.Tensor, segment: int,
@@ -152,6 +177,8 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("docs/studies/transfo-xl-memory"))
+    p.add_argument("--work", type=Path, default=Path("runs/transfo-xl-memory"),
+                   help="the corpus and the training runs (kept: a second call resumes)")
     p.add_argument("--flops", type=float, default=1e14, help="pretraining model FLOPs")
     p.add_argument("--seq-len", type=int, default=64, help="training and memory segment length")
     p.add_argument("--mem-len", type=int, default=64, help="memory states while training")
@@ -163,26 +190,17 @@ def main() -> None:
     a = p.parse_args()
     contexts = [int(c) for c in a.contexts.split(",")]
     started = machine()
-    with tempfile.TemporaryDirectory() as tmp:
-        train, heldout = bible_corpus(Path(tmp) / "corpus")
-        run = PretrainArgs(model="transfo-xl-tiny", corpus=[train], out=Path(tmp) / "run",
-                           vocab_size=8000, batch_size=16, seq_len=a.seq_len, lr=a.lr,
-                           steps=1, log_every=50, eval_every=10**9, progress=False,
-                           overrides={"mem_len": a.mem_len})
-        pretrain(run)  # one step: the tokenizer, and a run to count a step's FLOPs on
-        flops_per_step = compare.training_step_flops(PretrainArgs(
-            **{**vars(run), "out": Path(tmp) / "probe", "tokenizer": run.out / "tokenizer"}))
-        steps = round(a.flops / flops_per_step)
-        run = PretrainArgs(**{**vars(run), "out": Path(tmp) / "model", "steps": steps,
-                              "warmup": steps // 10, "save_every": steps,
-                              "tokenizer": run.out / "tokenizer"})
-        began = time.perf_counter()
-        pretrain(run)
-        minutes = (time.perf_counter() - began) / 60
-        model = plmkit.load(run.out)
-        tok = Tokenizer.load(run.out / "tokenizer")
-        ids = [i for line in heldout for i in tok.encode(line)]
-        train_ids = [i for line in train.read_text().splitlines() for i in tok.encode(line)]
+    train, heldout = bible_corpus(a.work / "corpus")
+    vocab = PretrainArgs(model="transfo-xl-tiny", corpus=[train], out=a.work / "vocab",
+                         vocab_size=8000, batch_size=16, seq_len=a.seq_len, lr=a.lr, steps=1,
+                         log_every=50, eval_every=10**9, progress=False,
+                         overrides={"mem_len": a.mem_len})
+    run = train_model(vocab, a.flops)
+    model = plmkit.load(run.out)
+    tok = Tokenizer.load(run.out / "tokenizer")
+    ids = [i for line in heldout for i in tok.encode(line)]
+    train_ids = [i for line in train.read_text().splitlines() for i in tok.encode(line)]
+    flops_per_step = json.loads((a.work / "steps.json").read_text())["flops_per_step"]
     text = torch.tensor(ids[: a.tokens])
     floor = unigram_perplexity(train_ids, text, tok.vocab_size)
     rows = [r for c in contexts for r in measure(model, text, a.seq_len, c, a.reps)]
@@ -190,9 +208,9 @@ def main() -> None:
              "heldout": f"first {len(text):,} tokens of the test chapters (10%)",
              "model": f"transfo-xl-tiny, {sum(q.numel() for q in model.parameters()):,} "
                       f"parameters, BPE {tok.vocab_size} tokens",
-             "pretraining": f"{steps} steps x 16 x {a.seq_len} tokens (corpus: "
+             "pretraining": f"{run.steps} steps x 16 x {a.seq_len} tokens (corpus: "
                             f"{len(train_ids):,} tokens), lr {a.lr:g}, seed 0, memory "
-                            f"{a.mem_len}, {steps * flops_per_step:.2e} FLOPs, {minutes:.1f} min",
+                            f"{a.mem_len}, {run.steps * flops_per_step:.2e} FLOPs",
              "unigram perplexity": f"{floor:.2f}",
              "reps": a.reps, "torch": torch.__version__, "machine": started}
     a.out.mkdir(parents=True, exist_ok=True)
