@@ -116,6 +116,9 @@ def test_measure_data_gives_positive_throughputs(corpus: Path, tok: Tokenizer) -
     assert all(math.isfinite(v) and v > 0 for v in
                (r.plmkit_mb_s, r.port_mb_s, r.ratio, r.ratio_lo, r.ratio_hi))
     assert r.ratio_lo <= r.ratio <= r.ratio_hi
+    assert 0 < r.plmkit_first_s < corpus.stat().st_size / 1e6 / r.plmkit_mb_s  # before the end
+    assert 0 < r.port_first_s < corpus.stat().st_size / 1e6 / r.port_mb_s
+    assert r.plmkit_batches_s > 0 and r.port_batches_s > 0
     # plmkit splits lines into sentences, the reference does not: similar counts, not equal
     assert 0.5 < r.plmkit_instances / r.port_instances < 2
 
@@ -137,4 +140,33 @@ def test_run_data_trains_a_tokenizer_when_none_is_given(corpus: Path,
     assert len(data) == 1 and data[0].plmkit_mb_s > 0 and data[0].dupe_factor == 10
     assert [r.preset for r in loader] == ["bert-tiny"] and loader[0].steps == 2
     text = bench_data.table(data, loader)
-    assert "port MB/s" in text and "bert-tiny" in text and "%" in text
+    assert "time to the first step" in text and "batches/s in training" in text
+    assert "bert-tiny" in text and "%" in text
+
+
+def test_repeated_corpus_shuffles_whole_documents_to_the_size(corpus: Path,
+                                                             tmp_path: Path) -> None:
+    out = bench_data.repeated_corpus(corpus, 0.1, tmp_path / "big.txt")
+    size = out.stat().st_size
+    assert 100_000 <= size < 100_000 + 1000  # stops after the document that reaches the size
+    docs = [d for d in out.read_text().split("\n\n") if d]
+    source = corpus.read_text().strip().split("\n\n")
+    n = len(source)
+    assert set(docs) <= set(source) and len(docs) > 2 * n  # whole documents, passes over them
+    first, second = docs[:n], docs[n : 2 * n]
+    assert sorted(first) == sorted(second) == sorted(source)  # each pass: every document once
+    assert first != second != source  # in a fresh order
+
+
+@pytest.mark.slow
+def test_prepare_curve_times_one_and_two_ranks(corpus: Path, tok: Tokenizer,
+                                               tmp_path: Path) -> None:
+    tok.save(tmp_path / "tok")
+    records = bench_data.prepare_curve(corpus, tmp_path / "tok", [0.05, 0.1], [1, 2], tmp_path)
+    assert [r.ranks for r in records] == [1, 2, 1, 2]
+    assert [r.corpus_mb for r in records] == pytest.approx([0.05, 0.05, 0.1, 0.1], rel=0.02)
+    assert records[0].tokens == records[1].tokens < records[2].tokens == records[3].tokens
+    for r in records:
+        assert r.seconds > 0 and r.mb_s == pytest.approx(r.corpus_mb / r.seconds)
+        assert 0 < r.base_rss_mb <= r.peak_rss_mb
+    assert "peak RSS MB" in bench_data.curve_table(records)

@@ -44,6 +44,12 @@ class BenchArgs:
         "bert-mini,bert-base)", metavar="CORPUS"))
     tokenizer: Path | None = field(default=None, metadata=cli(
         "with --data: a WordPiece tokenizer (default: trained on CORPUS)"))
+    data_sizes: str = field(default="", metadata=cli(
+        "with --data, instead: CORPUS's documents repeated and shuffled to each size, "
+        "comma-separated MB (e.g. 10,100,1000), each prepared in fresh processes: seconds "
+        "and peak RSS"))
+    data_ranks: str = field(default="1", metadata=cli(
+        "with --data-sizes: comma-separated numbers of processes preparing together (gloo)"))
     command_line: str = "plmkit bench"
 
 
@@ -93,9 +99,24 @@ def bench_data(args: BenchArgs) -> str:
     """--data: the data pipeline's table (`bench.data`)."""
     from plmkit.bench import data
 
+    if args.data_sizes:
+        sizes = _numbers(args.data_sizes, "--data-sizes", float)
+        ranks = _numbers(args.data_ranks, "--data-ranks", int)
+        return data.curve_table(data.run_curve(args.data, args.tokenizer, sizes, ranks))
     records, loader = data.run_data(args.data, args.tokenizer, _models(args, DATA_PRESETS),
                                     args.seq_len, args.batch_size, args.reps)
     return data.table(records, loader)
+
+
+def _numbers(text: str, option: str, kind: type[float] | type[int]) -> list:
+    """Comma-separated positive numbers, or a one-line UserError."""
+    try:
+        values = [kind(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) <= 0:
+        raise UserError(f"{option} {text}: expected comma-separated positive numbers")
+    return values
 
 
 def bench_serve(args: BenchArgs) -> str:

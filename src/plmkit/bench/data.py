@@ -1,32 +1,41 @@
 """`plmkit bench --data`: how fast plmkit turns raw text into BERT pretraining batches, and
 whether its loader keeps the training step fed (issue 10, "Performance").
 
-Two measurements:
+Three measurements:
 
-- `measure_data`: MB/s of raw text -> ready batches (the seven reference fields as tensors),
-  plmkit's pipeline (token shards, then `BertPretrainingStream` for `dupe_factor` epochs)
-  against `reference_batches`, a plain port of Google BERT's ``create_pretraining_data.py``,
-  on the same files, tokenizer and `BertInstanceConfig`, interleaved (A B A B ...), medians.
+- `measure_data`: raw text -> ready batches (the seven reference fields as tensors), plmkit's
+  pipeline (token shards, then `BertPretrainingStream` for `dupe_factor` epochs) against
+  `reference_batches`, a plain port of Google BERT's ``create_pretraining_data.py``, on the
+  same files, tokenizer and `BertInstanceConfig`, interleaved (A B A B ...), medians: the time
+  until the first training step can start (preparation and the first batch: plmkit makes
+  instances as training asks for them, the reference makes all of them first), the batches
+  per second after it (what training sees), and MB/s of the whole.
 - `loader_share`: the real `Trainer` trains a preset on plmkit's real loader (as `plmkit
   pretrain` builds it: no worker processes, each batch made inline when the loop asks for it),
   timing each wait in ``next()`` and each step between two batches; the loader alone is then
   timed over a whole epoch, since it makes a window of documents at a time and a short run
   may miss those costly batches. The share is loader ms per batch / (that + the step's).
+- `prepare_curve`: seconds and peak RSS of `prepare_corpus` on a corpus of real text repeated
+  and shuffled to each size, by one process or several on gloo (each in a fresh process).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import random
+import resource
 import statistics
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+import torch.distributed as tdist
+import torch.multiprocessing as mp
 from torch import Tensor
 
 from plmkit.data.bert import FIELDS, BertInstanceConfig, BertVocab
@@ -45,6 +54,7 @@ from plmkit.models import build, get_family, preset_config
 from plmkit.objectives import get_objective
 from plmkit.tokenizers import Tokenizer, train_tokenizer
 from plmkit.training import TrainConfig, Trainer
+from plmkit.training.distributed import Dist
 
 Document = list[list[int]]  # sentences of token ids
 WARMUP_STEPS = 3  # trainer steps left out of `loader_share` (first window, allocator warm-up)
@@ -216,7 +226,7 @@ def reference_batches(paths: list[Path], tok: Tokenizer, config: BertInstanceCon
 
 @dataclass
 class DataRecord:
-    """Raw text -> ready batches, plmkit against the reference port."""
+    """Raw text -> ready batches, plmkit against the reference port (medians of `reps`)."""
 
     corpus_mb: float  # bytes of the raw input text / 1e6
     seq: int
@@ -230,29 +240,61 @@ class DataRecord:
     ratio_hi: float
     plmkit_instances: int
     port_instances: int
+    plmkit_first_s: float  # raw text -> the first batch: when the first step can start
+    port_first_s: float
+    plmkit_batches_s: float  # batches per second after the first: what training sees
+    port_batches_s: float
+
+
+@dataclass
+class Pass:
+    """One pass of raw text -> batches, timed from the start."""
+
+    instances: int
+    batches: int
+    first_s: float  # until the first batch
+    total_s: float  # until the last
+
+    @property
+    def batches_per_s(self) -> float:
+        """Batches after the first, per second."""
+        return (self.batches - 1) / (self.total_s - self.first_s)
+
+
+def timed_batches(start: float, batches: Iterable[dict[str, Tensor]],
+                  done: Callable[[], bool] = lambda: False) -> Pass:
+    """Iterate `batches` (until `done()` after a batch), timing them from `start`."""
+    first = None
+    count = instances = 0
+    for b in batches:
+        count += 1
+        instances += len(b["next_sentence_labels"])
+        if first is None:
+            first = time.perf_counter() - start
+        if done():
+            break
+    if first is None:
+        raise UserError("the corpus made no batches")
+    return Pass(instances, count, first, time.perf_counter() - start)
 
 
 def plmkit_pass(paths: list[Path], tok: Tokenizer, options: DataOptions, seq: int,
-                work: Path) -> int:
+                work: Path) -> Pass:
     """Raw text -> batches through plmkit: token shards in `work`, then the `mlm+nsp` batches
-    over `dupe_factor` epochs (the last batch may run a few instances into the next); returns
-    the instances made."""
+    over `dupe_factor` epochs (the last batch may run a few instances into the next)."""
+    start = time.perf_counter()
     shards = prepare_corpus(paths, tok, work, fingerprint=fingerprint(tok), force=True)
     batches = get_objective("mlm+nsp").batches(shards, tok, options, seq, seed=0)
-    count = 0
-    for b in batches:
-        count += len(b["next_sentence_labels"])
-        if batches.state_dict()["epoch"] >= options.dupe_factor:
-            break
-    return count
+    return timed_batches(start, batches,
+                         lambda: batches.state_dict()["epoch"] >= options.dupe_factor)
 
 
-def port_pass(paths: list[Path], tok: Tokenizer, options: DataOptions, seq: int) -> int:
+def port_pass(paths: list[Path], tok: Tokenizer, options: DataOptions, seq: int) -> Pass:
     """Raw text -> batches through the reference port, with the instance settings plmkit
-    derives from `options`; returns the instances made."""
+    derives from `options` (every instance is made before the first batch)."""
+    start = time.perf_counter()
     config = BertInstanceConfig.from_options(options, seq, nsp=True)
-    batches = reference_batches(paths, tok, config, options.batch_size)
-    return sum(len(b["next_sentence_labels"]) for b in batches)
+    return timed_batches(start, reference_batches(paths, tok, config, options.batch_size))
 
 
 def measure_data(paths: list[Path], tok: Tokenizer, seq: int, batch: int, reps: int,
@@ -260,22 +302,25 @@ def measure_data(paths: list[Path], tok: Tokenizer, seq: int, batch: int, reps: 
     """Both pipelines `reps` times, interleaved, at BERT's settings (15% masked, at most
     `max_predictions(seq)`, short_seq_prob 0.1, NSP, static masks)."""
     options = DataOptions(batch_size=batch, dupe_factor=dupe_factor)
-    ours: list[float] = []
-    port: list[float] = []
-    counts = (0, 0)
+    ours: list[Pass] = []
+    port: list[Pass] = []
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(reps):
-            start = time.perf_counter()
-            made = plmkit_pass(paths, tok, options, seq, Path(tmp) / f"shards-{rep}")
-            ours.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            counts = (made, port_pass(paths, tok, options, seq))
-            port.append(time.perf_counter() - start)
+            ours.append(plmkit_pass(paths, tok, options, seq, Path(tmp) / f"shards-{rep}"))
+            port.append(port_pass(paths, tok, options, seq))
     mb = sum(p.stat().st_size for p in paths) / 1e6
-    pairs = [b / a for a, b in zip(ours, port, strict=True)]
-    mo, mp = statistics.median(ours), statistics.median(port)
-    return DataRecord(mb, seq, batch, dupe_factor, reps, mb / mo, mb / mp, mp / mo,
-                      min(pairs), max(pairs), *counts)
+    pairs = [b.total_s / a.total_s for a, b in zip(ours, port, strict=True)]
+
+    def median(passes: list[Pass], value: Callable[[Pass], float]) -> float:
+        return statistics.median(value(x) for x in passes)
+
+    ours_s, port_s = median(ours, lambda x: x.total_s), median(port, lambda x: x.total_s)
+    return DataRecord(
+        mb, seq, batch, dupe_factor, reps, mb / ours_s, mb / port_s, port_s / ours_s,
+        min(pairs), max(pairs),
+        ours[-1].instances, port[-1].instances,
+        median(ours, lambda x: x.first_s), median(port, lambda x: x.first_s),
+        median(ours, lambda x: x.batches_per_s), median(port, lambda x: x.batches_per_s))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,17 +416,127 @@ def loader_share(shards: ShardedCorpus, tok: Tokenizer, preset: str, seq: int, b
 
 
 # ---------------------------------------------------------------------------------------------
+# Preparing a large corpus: time and memory against size
+
+
+@dataclass
+class CurveRecord:
+    """`prepare_corpus` on `corpus_mb` of text by `ranks` processes, each a fresh one."""
+
+    corpus_mb: float
+    ranks: int
+    seconds: float  # from every rank ready to every rank holding the prepared corpus
+    mb_s: float
+    peak_rss_mb: float  # the highest peak RSS of the preparing processes
+    base_rss_mb: float  # that process's RSS before preparing (imports, the tokenizer)
+    tokens: int
+
+
+def repeated_corpus(source: Path, mb: float, out: Path, seed: int = 0) -> Path:
+    """`out`: the documents of the text corpus `source` (blocks between blank lines), in a fresh
+    shuffled order on each pass, written until it holds `mb` MB; streamed to disk."""
+    docs = [d.strip(b"\n") + b"\n\n" for d in source.read_bytes().split(b"\n\n") if d.strip()]
+    if not docs:
+        raise UserError(f"{source}: no documents to repeat")
+    rng, size, goal = random.Random(seed), 0, int(mb * 1e6)
+    with open(out, "wb") as f:
+        while size < goal:
+            rng.shuffle(docs)
+            for doc in docs:
+                size += f.write(doc)
+                if size >= goal:
+                    break
+    return out
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def _curve_rank(rank: int, world: int, store: str, corpus: Path, tokenizer: Path, out: Path,
+                report: Path) -> None:
+    """One preparing process: joins the gloo group (when `world` > 1), prepares, reports."""
+    ranks = Dist()
+    if world > 1:
+        tdist.init_process_group("gloo", init_method=f"file://{store}", rank=rank,
+                                 world_size=world)
+        ranks = Dist(rank=rank, world=world)
+    try:
+        tok = Tokenizer.load(tokenizer)
+        base = _peak_rss_mb()
+        ranks.barrier()
+        start = time.perf_counter()
+        shards = prepare_corpus([corpus], tok, out, fingerprint=fingerprint(tok), force=True,
+                                ranks=ranks)
+        seconds = time.perf_counter() - start
+        (report / f"rank-{rank}.json").write_text(json.dumps(
+            {"seconds": seconds, "peak": _peak_rss_mb(), "base": base,
+             "tokens": shards.num_tokens}))
+    finally:
+        if world > 1:
+            tdist.destroy_process_group()
+
+
+def prepare_curve(source: Path, tokenizer: Path, sizes_mb: list[float], ranks: list[int],
+                  work: Path) -> list[CurveRecord]:
+    """For each size, `source` repeated and shuffled to it (`repeated_corpus`) and prepared by
+    each number of `ranks` processes (spawned fresh, so each peak RSS is the preparation's)."""
+    records = []
+    for mb in sizes_mb:
+        corpus = repeated_corpus(source, mb, work / "corpus.txt")
+        size = corpus.stat().st_size / 1e6
+        for world in ranks:
+            report = Path(tempfile.mkdtemp(dir=work))
+            mp.spawn(_curve_rank, args=(world, str(report / "store"), corpus, tokenizer,
+                                        work / "shards", report), nprocs=world)
+            runs = [json.loads((report / f"rank-{r}.json").read_text()) for r in range(world)]
+            top = max(runs, key=lambda x: x["peak"])
+            seconds = max(x["seconds"] for x in runs)
+            records.append(CurveRecord(size, world, seconds, size / seconds, top["peak"],
+                                       top["base"], runs[0]["tokens"]))
+        corpus.unlink()
+    return records
+
+
+def curve_table(records: list[CurveRecord]) -> str:
+    """The curve as a fixed-width table."""
+    head = (f"{'corpus MB':>10}{'ranks':>7}{'seconds':>10}{'MB/s':>8}{'peak RSS MB':>13}"
+            f"{'before MB':>11}{'tokens':>14}")
+    rows = [f"{r.corpus_mb:>10.1f}{r.ranks:>7}{r.seconds:>10.1f}{r.mb_s:>8.2f}"
+            f"{r.peak_rss_mb:>13.0f}{r.base_rss_mb:>11.0f}{r.tokens:>14}" for r in records]
+    return "\n".join([head, *rows])
+
+
+# ---------------------------------------------------------------------------------------------
 # Entry point and table
+
+
+def corpus_tokenizer(corpus: Path, tokenizer: Path | None) -> Tokenizer:
+    """`tokenizer`, or a WordPiece vocabulary trained on `corpus` (`plmkit pretrain`'s)."""
+    if tokenizer:
+        return Tokenizer.load(tokenizer)
+    return train_tokenizer("wordpiece", (s for d in read_documents([corpus]) for s in d),
+                           VOCAB_SIZE)
+
+
+def run_curve(corpus: Path, tokenizer: Path | None, sizes_mb: list[float], ranks: list[int]
+              ) -> list[CurveRecord]:
+    """`prepare_curve` of the text corpus `corpus` (its tokenizer trained first when none is
+    given, not timed), in a temporary directory."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if tokenizer is None:
+            tokenizer = Path(tmp) / "tokenizer"
+            corpus_tokenizer(corpus, None).save(tokenizer)
+        return prepare_curve(corpus, tokenizer, sizes_mb, ranks, Path(tmp))
 
 
 def run_data(corpus: Path, tokenizer: Path | None, presets: list[str], seq: int, batch: int,
              reps: int) -> tuple[list[DataRecord], list[LoaderRecord]]:
     """The data bench on a text corpus (one sentence a line, blank lines between documents):
-    throughput against the reference port, then the loader share for each preset. Without
+    plmkit against the reference port, then the loader share for each preset. Without
     `tokenizer` a WordPiece vocabulary is trained on the corpus first (not timed)."""
     paths = [corpus]
-    tok = Tokenizer.load(tokenizer) if tokenizer else train_tokenizer(
-        "wordpiece", (s for d in read_documents(paths) for s in d), VOCAB_SIZE)
+    tok = corpus_tokenizer(corpus, tokenizer)
     data = [measure_data(paths, tok, seq, batch, reps)]
     with tempfile.TemporaryDirectory() as tmp:
         shards = prepare_corpus(paths, tok, Path(tmp), fingerprint=fingerprint(tok), force=True)
@@ -389,16 +544,28 @@ def run_data(corpus: Path, tokenizer: Path | None, presets: list[str], seq: int,
     return data, loader
 
 
+def data_rows(r: DataRecord) -> list[str]:
+    """One record against the port: time to the first step, batches/s, MB/s, instances."""
+    lines = [f"corpus {r.corpus_mb:.2f} MB, batch {r.batch} x {r.seq}, dupe_factor "
+             f"{r.dupe_factor}, medians of {r.reps} interleaved runs",
+             f"{'':<28}{'plmkit':>12}{'port':>12}{'plmkit gain':>13}"]
+    for name, ours, port, gain, fmt in (
+            ("time to the first step, s", r.plmkit_first_s, r.port_first_s,
+             r.port_first_s / r.plmkit_first_s, ".2f"),
+            ("batches/s in training", r.plmkit_batches_s, r.port_batches_s,
+             r.plmkit_batches_s / r.port_batches_s, ".1f"),
+            ("raw text -> batches, MB/s", r.plmkit_mb_s, r.port_mb_s, r.ratio, ".3f")):
+        lines.append(f"{name:<28}{ours:>12{fmt}}{port:>12{fmt}}{gain:>12.2f}x")
+    lines.append(f"{'instances':<28}{r.plmkit_instances:>12}{r.port_instances:>12}"
+                 f"   (MB/s ratio of pairs {r.ratio_lo:.2f}-{r.ratio_hi:.2f})")
+    return lines
+
+
 def table(data: list[DataRecord], loader: list[LoaderRecord]) -> str:
-    """Two fixed-width tables: throughput, then loader share."""
-    head = (f"{'corpus MB':>10}{'batch x seq':>12}{'dupe':>5}{'plmkit MB/s':>13}"
-            f"{'port MB/s':>11}{'ratio':>8}{'pairs':>13}{'instances (plmkit / port)':>28}")
-    rows = [f"{r.corpus_mb:>10.2f}{f'{r.batch}x{r.seq}':>12}{r.dupe_factor:>5}"
-            f"{r.plmkit_mb_s:>13.3f}{r.port_mb_s:>11.3f}{r.ratio:>7.2f}x"
-            f"{f'{r.ratio_lo:.2f}-{r.ratio_hi:.2f}':>13}"
-            f"{f'{r.plmkit_instances} / {r.port_instances}':>28}" for r in data]
+    """Fixed-width tables: each record against the port, then the loader share."""
+    rows = [line for r in data for line in data_rows(r)]
     head2 = (f"{'model':<14}{'batch x seq':>12}{'steps':>7}{'step ms':>10}{'wait ms':>9}"
              f"{'loader ms':>11}{'loader share':>14}")
     rows2 = [f"{r.preset:<14}{f'{r.batch}x{r.seq}':>12}{r.steps:>7}{r.step_ms:>10.1f}"
              f"{r.wait_ms:>9.2f}{r.loader_ms:>11.2f}{100 * r.fraction:>13.2f}%" for r in loader]
-    return "\n".join([head, *rows, "", head2, *rows2])
+    return "\n".join([*rows, "", head2, *rows2])
