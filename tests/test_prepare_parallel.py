@@ -17,6 +17,7 @@ import pytest
 import torch.distributed as tdist
 import torch.multiprocessing as mp
 
+from plmkit.data import shards
 from plmkit.data.corpus import CorpusStats, read_documents, read_part
 from plmkit.data.shards import ShardedCorpus, prepare_corpus
 from plmkit.errors import UserError
@@ -151,8 +152,9 @@ def test_parts_are_balanced_and_cut_between_documents(corpus: list[Path]) -> Non
 
 @pytest.mark.parametrize("world", [2, 3, 7])
 def test_ranks_write_the_directory_one_process_writes(
-        corpus: list[Path], tokenizer_dir: Path, single: Path, tmp_path: Path,
-        world: int) -> None:
+        corpus: list[Path], tokenizer_dir: Path, single: Path, tmp_path: Path, world: int,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shards, "MERGE_SENTENCES", 7)  # parts appended in many slices
     out = tmp_path / "shards"
     results = ThreadRanks(world).run(lambda ranks: prepare(corpus, tokenizer_dir, out, ranks))
     assert all(isinstance(r, ShardedCorpus) for r in results), results

@@ -436,17 +436,19 @@ class _ShardWriter:
 
     def append_part(self, part: Path, sentences: int, documents: int, tokens: int) -> None:
         """Append the part another writer wrote into `part` (one token file, its raw indexes,
-        closed) a slice at a time, as if its batches had been added here; then delete it."""
-        if sentences:
-            ids = np.memmap(part / "tokens-00000.bin", dtype=self.dtype, mode="r", shape=(tokens,))
-            starts = np.memmap(part / "sentences.raw", dtype=np.int64, mode="r", shape=(sentences,))
-            firsts = np.memmap(part / "documents.raw", dtype=np.int64, mode="r", shape=(documents,))
-            for a in range(0, sentences, MERGE_SENTENCES):
-                b = min(a + MERGE_SENTENCES, sentences)
-                bounds = np.append(starts[a:b], starts[b] if b < sentences else tokens)  # (n + 1,)
-                lo, hi = np.searchsorted(firsts, [a, b])
-                self._append(ids[bounds[0] : bounds[-1]], np.diff(bounds), firsts[lo:hi] - a)
-            del ids, starts, firsts
+        closed) as if its batches had been added here, then delete it. Read a slice at a time
+        with plain reads, not maps, so that memory stays flat whatever the part's size."""
+        doc = 0  # the part's next document
+        for a in range(0, sentences, MERGE_SENTENCES):
+            b = min(a + MERGE_SENTENCES, sentences)
+            bounds = _read(part / "sentences.raw", np.int64, a, b + 1 - (b == sentences))
+            if b == sentences:
+                bounds = np.append(bounds, tokens)  # (b - a + 1,) starts, then the end
+            firsts = _read(part / "documents.raw", np.int64, doc, min(doc + b - a, documents))
+            firsts = firsts[: np.searchsorted(firsts, b)]  # the documents that start in [a, b)
+            ids = _read(part / "tokens-00000.bin", self.dtype, int(bounds[0]), int(bounds[-1]))
+            self._append(ids, np.diff(bounds), firsts - a)
+            doc += len(firsts)
         shutil.rmtree(part)
 
     def _write_tokens(self, flat: np.ndarray, lengths: np.ndarray) -> None:
@@ -500,6 +502,12 @@ class _ShardWriter:
             "num_sentences": self.num_sentences, "num_tokens": self.num_tokens,
             "shards": self.shards,
         }
+
+
+def _read(path: Path, dtype: type | np.dtype, start: int, end: int) -> np.ndarray:
+    """Items ``[start, end)`` of the raw array of `dtype` in `path`."""
+    size = np.dtype(dtype).itemsize
+    return np.fromfile(path, dtype=dtype, count=end - start, offset=start * size)
 
 
 def _raw_to_npy(raw: Path, npy: Path, count: int) -> None:
