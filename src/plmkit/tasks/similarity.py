@@ -192,15 +192,18 @@ class SimilarityTask(FeatureTask):
     def evaluate(self, model: nn.Module, tokenizer: Tokenizer, path: Path,
                  options: FinetuneOptions) -> dict[str, float]:
         pairs = read_pairs(path, need_label=True, columns=options.columns())
-        p = self.predictions(model, tokenizer, pairs, options).tolist()
-        gold = [pair.label for pair in pairs]
-        if not self.binary:
-            return correlations(gold, p)  # type: ignore[arg-type]
-        for pair in pairs:
+        for pair in pairs if self.binary else ():
             if pair.label not in (0.0, 1.0):
                 raise UserError(f"{path}:{pair.line}: label {pair.label:g} is not 0 or 1 (the "
                                 "model was fine-tuned on binary labels)")
-        binary, predicted = [int(g) for g in gold], [int(x > 0.5) for x in p]  # type: ignore[arg-type]
+        p = self.predictions(model, tokenizer, pairs, options).tolist()
+        return self.metrics([pair.label for pair in pairs], p)  # type: ignore[misc]
+
+    def metrics(self, gold: Sequence[float], p: Sequence[float]) -> dict[str, float]:
+        """Graded: the correlations of p with the labels; binary: accuracy and F1 of p > 0.5."""
+        if not self.binary:
+            return correlations(gold, p)
+        binary, predicted = [int(g) for g in gold], [int(x > 0.5) for x in p]
         return {"accuracy": classification_metrics(binary, predicted)["accuracy"],
                 "f1": positive_f1(binary, predicted)}
 
