@@ -18,7 +18,8 @@ longest length, one with `attention="induced"` and `--inducing` points. Per leng
 
 Lengths run in increasing order while the time left (`--budget` seconds in all) covers the
 projected cost of the next one (the last step's time scaled by the length ratio, squared for
-full attention); the lengths left out are kept with FLOPs only. Writes OUT.json and OUT.md.
+full attention); the lengths left out are kept with FLOPs only. Writes OUT.json and OUT.md,
+again after each length.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import json
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,15 +88,15 @@ def projected(seconds: float, arm: str, ratio: float) -> float:
 
 
 def measure(preset: str, inducing: int, lengths: list[int], reps: int, budget: float
-            ) -> list[dict[str, Any]]:
-    """Per length and arm: seconds per step (median), peak MB; None where not timed."""
+            ) -> Iterator[dict[str, Any]]:
+    """Per length, as it is measured: each arm's seconds per step (median), peak MB and
+    GFLOP (FLOPs only where not timed)."""
     flops = count_flops(preset, inducing, lengths)
     models = {arm: model_for(preset, arm, inducing, max(lengths)) for arm in ARMS}
     opts = {arm: torch.optim.AdamW(m.parameters(), lr=1e-4, fused=True)
             for arm, m in models.items()}
     deadline = time.monotonic() + budget
     last: dict[str, float] = {}
-    records = []
     for i, seq in enumerate(lengths):
         ratio = seq / lengths[i - 1] if i else 1.0
         cost = sum(projected(last[a], a, ratio) * (reps + 1) for a in last)
@@ -114,9 +115,7 @@ def measure(preset: str, inducing: int, lengths: list[int], reps: int, budget: f
                 row[f"{arm}_s"] = last[arm]
         for arm, counts in flops.items():
             row[f"{arm}_gflop"] = counts[i] / 1e9
-        records.append(row)
-        print(json.dumps(row), flush=True)
-    return records
+        yield row
 
 
 def crossover(records: list[dict[str, Any]], key: str) -> int | None:
@@ -153,11 +152,20 @@ def main() -> None:
     parser.add_argument("--inducing", type=int, default=32)
     parser.add_argument("--lengths", default="128,256,512,1024,2048,4096")
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--budget", type=float, default=480.0,
+    parser.add_argument("--budget", type=float, default=400.0,
                         help="seconds for the timed steps in all")
     args = parser.parse_args()
     lengths = [int(n) for n in args.lengths.split(",")]
-    records = measure(args.preset, args.inducing, lengths, args.reps, args.budget)
+    records: list[dict[str, Any]] = []
+    for row in measure(args.preset, args.inducing, lengths, args.reps, args.budget):
+        records.append(row)
+        print(json.dumps(row), flush=True)
+        summary = write(args, records)  # after each length: a cut-off run keeps what it measured
+    print(summary)
+
+
+def write(args: argparse.Namespace, records: list[dict[str, Any]]) -> str:
+    """OUT.json and OUT.md of `records`; returns the summary line."""
     setup = {"preset": args.preset, "inducing": args.inducing, "reps": args.reps,
              "batch": 1, "dtype": "float32", "threads": torch.get_num_threads(),
              "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
@@ -171,8 +179,7 @@ def main() -> None:
                f"interleaved steps; induced faster from {setup['crossover_time']} tokens on, "
                f"smaller peak memory from {setup['crossover_memory']} on.")
     args.out.with_suffix(".md").write_text(summary + "\n\n" + table(records) + "\n")
-    print(summary)
-
+    return summary
 
 if __name__ == "__main__":
     main()
