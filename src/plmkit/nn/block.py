@@ -49,7 +49,7 @@ class EncoderBlock(nn.Module):
 
     `attn` is the attention sublayer, called as `attn(x, mask, memory)`: multi-head self-
     attention by default; a cross-attention over a `memory` makes the block the Set
-    Transformer's MAB(x, memory) (Lee et al. 2019, eq. 6-7, post-LN), and
+    Transformer's MAB(x, memory) (Lee et al. 2019, section 3.1, post-LN), and
     `nn.induced.InducedAttention` makes it an ISAB."""
 
     def __init__(self, hidden: int, num_heads: int, inner: int, *, act: str = "gelu",

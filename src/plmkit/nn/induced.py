@@ -3,13 +3,13 @@ al. 2019, "Set Transformer: A Framework for Attention-based Permutation-Invarian
 Networks", section 3.1-3.2), for the BERT-style encoder.
 
 - `mab`: the multihead attention block MAB(X, Y) = LayerNorm(H + rFF(H)),
-  H = LayerNorm(X + Multihead(X, Y, Y)) (eq. 6-7): a post-LN `EncoderBlock` whose attention
+  H = LayerNorm(X + Multihead(X, Y, Y)): a post-LN `EncoderBlock` whose attention
   is a cross-attention from X to Y (the feed-forward is the encoder's, FF wide).
 - `PoolingByAttention`: PMA_k(Z) = MAB(S, Z), k learned seed vectors S (k, H) attending over
-  the padded set Z. The paper writes MAB(S, rFF(Z)) (eq. 11); over an encoder's output, which
+  the padded set Z. The paper writes MAB(S, rFF(Z)); over an encoder's output, which
   has just come out of a feed-forward sublayer, that rFF is left out (as the authors' released
   code does).
-- `InducedAttention`: the attention sublayer of an ISAB (eq. 9-10): m learned inducing points
+- `InducedAttention`: the attention sublayer of an ISAB (section 3.1): m learned inducing points
   I (m, H) attend to the n tokens, H = MAB(I, X) = PMA_m(X) with the padding masked out; then
   the tokens attend to those m vectors (all real: no mask). Inside an `EncoderBlock`, whose
   residuals, LayerNorms and feed-forward complete the second MAB(X, H), the block computes
@@ -35,7 +35,7 @@ from plmkit.nn.masks import Unpadded
 
 
 def mab(cfg: StackConfig) -> EncoderBlock:
-    """MAB(X, Y) (eq. 6-7) shaped by `cfg`: call it as `mab(x, mask, memory=y)` with x
+    """MAB(X, Y) (section 3.1) shaped by `cfg`: call it as `mab(x, mask, memory=y)` with x
     (B, S, H), y (B, T, H), mask (B, 1, 1, T) over y -> (B, S, H)."""
     attention_dropout = getattr(cfg, "attention_dropout", cfg.dropout)
     return EncoderBlock(
