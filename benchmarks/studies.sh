@@ -3,7 +3,7 @@
 # priority. Every step resumes: run it again after an interruption and it goes on where it
 # stopped (plmkit compare keeps each run's checkpoints; finished runs are reused).
 #
-#   benchmarks/studies.sh [STUDY...]      # default: s1 s5 dapt s4 s6 s2b3 s2a s7 s8, in that order
+#   benchmarks/studies.sh [STUDY...]      # default: s1 s5 dapt s4 s6 s2b3 s2a s7 s8 s9, in that order
 #   STUDIES=/data/studies benchmarks/studies.sh s1
 #
 # Run directories and data go to $STUDIES (default /work/studies, outside the checkout); each
@@ -105,7 +105,18 @@ dapt() {  # issue 24: all-MiniLM-L6-v2 before and after continued pretraining on
   cp "$STUDIES"/dapt-bible/results.{json,md} docs/studies/dapt-bible/
 }
 
+s9() {  # induced-set attention (Set Transformer ISAB) vs full attention at equal FLOPs
+  local len full induced
+  for len in 128 1024; do
+    full="bert-mini:mlm:max_positions=$len"
+    induced="$full:attention=induced:num_inducing=32"
+    run "induced-$len-1e14" --models "$full,$induced" --corpus "$DATA/en-docs/train.txt" \
+      --seq-len "$len" --batch-size $((4096 / len)) "${COMMON[@]/3e14/1e14}" --lr 5e-4 \
+      --finetune-lr 3e-4 --claim "$induced > $full"
+  done
+}
+
 data
-for study in "${@:-s1 s5 dapt s4 s6 s2b3 s2a s7 s8}"; do
+for study in "${@:-s1 s5 dapt s4 s6 s2b3 s2a s7 s8 s9}"; do
   for s in $study; do "$s"; done
 done
