@@ -199,6 +199,8 @@ def test_bad_attention_options_are_one_line_exit_2(value: str, message: str, twe
                  "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert f"--model bert-tiny::{value}" in err  # named, and refused before any work
+    assert not (tmp_path / "run").exists() and "tokenizer" not in err
 
 
 def test_unknown_pooling_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

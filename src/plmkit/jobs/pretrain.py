@@ -156,6 +156,7 @@ def base_config(args: PretrainArgs) -> Any:
 def resolve(args: PretrainArgs) -> PretrainArgs:
     """`args` with `--model PRESET[:OBJECTIVE][:KEY=VALUE...]` (`plmkit compare`'s syntax)
     spread into the options it names, and the default learning rate filled in."""
+    spec = args.model
     if not is_checkpoint(args.model) and ":" in args.model:
         entry = parse_entry(args.model, option="--model")
         if args.objective and entry.objective and args.objective != entry.objective:
@@ -164,6 +165,11 @@ def resolve(args: PretrainArgs) -> PretrainArgs:
         args = dataclasses.replace(
             args, model=entry.preset, objective=args.objective or entry.objective,
             overrides={**args.overrides, **entry.overrides}, **entry.options)
+    if not is_checkpoint(args.model):
+        try:  # a bad field or value: refused before any work
+            preset_with(args.model, args.overrides)
+        except (UserError, ValueError) as e:
+            raise UserError(f"--model {spec}: {e}") from None
     schedule = get_family(base_config(args).family).schedule
     return dataclasses.replace(args, lr=default_lr(args, schedule))
 
@@ -217,14 +223,21 @@ def model_config(preset: str, tok: Tokenizer, longest: int,
     what the objective `needs` (the fields the config has: a sentence head, two segment types)
     and `overrides` (config fields) applied."""
     base = preset_config(preset)
-    if unknown := sorted(set(overrides or {}) - set(vars(base))):
-        raise UserError(f"{preset} has no config field {unknown[0]!r}; its fields: "
-                        f"{', '.join(sorted(vars(base)))}")
     sizes = {"vocab_size": tok.vocab_size, "pad_token_id": tok.pad_id,
              "bos_token_id": tok.cls_id, "eos_token_id": tok.sep_id,
              "max_positions": max(getattr(base, "max_positions", 0), longest), **(needs or {})}
     sizes = {k: v for k, v in sizes.items() if hasattr(base, k)}
-    return preset_config(preset, **{**sizes, **(overrides or {})})
+    return preset_with(preset, overrides or {}, **sizes)
+
+
+def preset_with(preset: str, overrides: dict[str, Any], **sizes: Any) -> Any:
+    """The preset's config with `sizes` and then `overrides` (config fields) applied; a
+    UserError for a field the config does not have or a value it refuses."""
+    base = preset_config(preset)
+    if unknown := sorted(set(overrides) - set(vars(base))):
+        raise UserError(f"{preset} has no config field {unknown[0]!r}; its fields: "
+                        f"{', '.join(sorted(vars(base)))}")
+    return preset_config(preset, **{**sizes, **overrides})
 
 
 def checkpoint_model_config(args: PretrainArgs, needs: dict[str, Any]) -> Any:
