@@ -5,6 +5,7 @@ reference (`bench.data`, --data) or the HTTP server against ONNX Runtime (`bench
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,19 @@ class BenchArgs:
         "and peak RSS"))
     data_ranks: str = field(default="1", metadata=cli(
         "with --data-sizes: comma-separated numbers of processes preparing together (gloo)"))
+    seq_lens: str = field(default="", metadata=cli(
+        "instead of --seq-len: comma-separated lengths (e.g. 128,256,512,1024,2048), every "
+        "model measured at each, position tables widened where shorter: scaling curves"))
+    plot: Path | None = field(default=None, metadata=cli(
+        "with --seq-lens: a PNG of tokens/s and peak MB against sequence length (with "
+        "--markdown, embedded in its curves section)"))
+    finetune_train: int = field(default=2000, metadata=cli(
+        "--modes finetune: the first N records of sentiment-en's train.csv (0: all 29,749)",
+        minimum=0))
+    finetune_eval: int = field(default=500, metadata=cli(
+        "--modes finetune: the first N records of sentiment-en's dev.csv (0: all 3,718)",
+        minimum=0))
+    finetune_epochs: float = field(default=1.0, metadata=cli("--modes finetune: epochs"))
     command_line: str = "plmkit bench"
 
 
@@ -62,6 +76,10 @@ def bench(args: BenchArgs) -> str:
         return bench_data(args)
     if "serve" in args.modes.split(","):
         return bench_serve(args)
+    if "finetune" in args.modes.split(","):
+        return bench_finetune(args)
+    if args.plot is not None and not args.seq_lens:
+        raise UserError("--plot needs --seq-lens")
     return bench_suite(args)
 
 
@@ -79,18 +97,69 @@ def bench_suite(args: BenchArgs) -> str:
     else:
         dtypes, modes = tuple(args.dtypes.split(",")), args.modes.split(",")
         device = suite.parse_device(args.device)
+        seqs = _numbers(args.seq_lens, "--seq-lens", int) if args.seq_lens else [args.seq_len]
         peaks = None if args.no_mfu else {
             d: suite.matmul_peak(d, device=device) for d in suite.peak_dtypes(modes, dtypes)}
-        records = suite.run(_models(args, suite.SUITE), modes, args.batch_size, args.seq_len,
-                            args.reps, dtypes=dtypes, peaks=peaks, remeasure=True,
-                            device=device)
+        records = [r for seq in seqs for r in suite.run(
+            _models(args, suite.SUITE), modes, args.batch_size, seq, args.reps, dtypes=dtypes,
+            peaks=peaks, remeasure=True, device=device)]
         if args.json:
             suite.write_json(records, args.json, peaks, args.command_line)
         report = {"command": args.command_line, "machine": suite.machine(),
                   "matmul_peak_flops": peaks or {}, "records": records}
     text = suite.table(report["records"])
+    curves = len({r.seq for r in report["records"]}) > 1
+    if args.plot:
+        from plmkit.bench.curves import plot
+
+        plot(report["records"], args.plot)
+        text += f"\nwrote {args.plot}"
     if args.markdown:
-        suite.update_markdown(args.markdown, suite.markdown(report))
+        image = _relative(args.plot, args.markdown) if args.plot else None
+        markers = curve_markers() if curves else (suite.BEGIN, suite.END)
+        suite.update_markdown(args.markdown, suite.markdown(report, markers, image), markers)
+        text += f"\nupdated {args.markdown}"
+    return text
+
+
+def curve_markers() -> tuple[str, str]:
+    """The markers of the generated curves section (`bench.curves`)."""
+    from plmkit.bench.curves import MARKERS
+
+    return MARKERS
+
+
+def _relative(path: Path, markdown: Path) -> str:
+    """`path` as a link from the Markdown file `markdown`."""
+    import os
+
+    return Path(os.path.relpath(path.resolve(), markdown.resolve().parent)).as_posix()
+
+
+def bench_finetune(args: BenchArgs) -> str:
+    """--modes finetune: `plmkit finetune` against transformers' Trainer (`bench.finetune`);
+    with --json and --markdown, the report written there too."""
+    from plmkit.bench import finetune
+    from plmkit.tasks.options import FinetuneOptions
+
+    if args.modes != "finetune" or args.from_json:
+        raise UserError("--modes finetune runs alone, without --from-json")
+    for option, value in (("--reps", args.reps), ("--batch-size", args.batch_size),
+                          ("--seq-len", args.seq_len), ("--finetune-epochs", args.finetune_epochs)):
+        if value <= 0:
+            raise UserError(f"{option} {value}: must be positive")
+    options = FinetuneOptions(epochs=args.finetune_epochs, batch_size=args.batch_size,
+                              max_seq_len=args.seq_len, progress=False)
+    records = finetune.run(finetune.parse_runs(args.models), args.reps, options,
+                           args.finetune_train, args.finetune_eval, tuple(args.dtypes.split(",")))
+    rows = finetune.report(records, args.command_line)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    text = finetune.table(records)
+    if args.markdown:
+        from plmkit.bench import suite
+
+        suite.update_markdown(args.markdown, finetune.markdown(rows), finetune.MARKERS)
         text += f"\nupdated {args.markdown}"
     return text
 
