@@ -248,20 +248,23 @@ def _prepare_together(paths: Sequence[str | Path], tokenizer: BatchEncoder, out:
     the others' into `part-RANK` inside it); rank 0 appends the other parts in rank order and
     swaps the directory in. An error on any rank is raised on every rank, `out` untouched."""
     main = ranks.rank == 0
-    tmp = Path()
-    writer: _ShardWriter | None = None
     sources: list[dict[str, Any]] = []
+    writer: _ShardWriter | None = None
 
-    def plan() -> str | None:  # on rank 0
-        nonlocal tmp, sources
-        if _reusable(out, paths, fingerprint) is not None and not force:
+    def plan() -> str | None:  # on rank 0: None to reuse `out`, else the staging directory
+        nonlocal sources
+        if not force and _reusable(out, paths, fingerprint) is not None:
             return None
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
         sources = source_info(paths)  # before reading, as in one process
-        return str(tmp)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent)
 
-    def tokenize_part() -> tuple[dict[str, Any], dict[str, Any]]:
+    staging = _together(ranks, plan if main else lambda: None)[0]
+    if staging is None:
+        return ShardedCorpus.open(out)
+    tmp = Path(staging)
+
+    def tokenize_part() -> tuple[dict[str, Any], dict[str, int]]:
         nonlocal writer
         stats = CorpusStats()
         directory = tmp if main else tmp / f"part-{ranks.rank:05d}"
@@ -274,7 +277,7 @@ def _prepare_together(paths: Sequence[str | Path], tokenizer: BatchEncoder, out:
             writer.close()
         return dataclasses.asdict(stats), writer.counts()
 
-    def merge(parts: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:  # on rank 0
+    def merge(parts: list[tuple[dict[str, Any], dict[str, int]]]) -> None:  # on rank 0
         assert writer is not None
         stats = _merged_stats([s for s, _ in parts])
         if stats.documents == 0:
@@ -284,14 +287,10 @@ def _prepare_together(paths: Sequence[str | Path], tokenizer: BatchEncoder, out:
         _finish(writer, paths, tmp, out, fingerprint, sources, stats)
 
     try:
-        staging = _together(ranks, plan if main else lambda: None)[0]
-        if staging is None:
-            return ShardedCorpus.open(out)
-        tmp = Path(staging)
         parts = _together(ranks, tokenize_part)
         _together(ranks, (lambda: merge(parts)) if main else lambda: None)
     finally:
-        if main and tmp != Path():
+        if main:
             shutil.rmtree(tmp, ignore_errors=True)
     return ShardedCorpus.open(out)
 
