@@ -510,13 +510,15 @@ def _read(path: Path, dtype: type | np.dtype, start: int, end: int) -> np.ndarra
 
 
 def _raw_to_npy(raw: Path, npy: Path, count: int) -> None:
-    """Copy a raw int64 file into a .npy file in chunks (the header needs the final count)."""
-    src = np.memmap(raw, dtype=np.int64, mode="r", shape=(count,))
-    dst = np.lib.format.open_memmap(npy, mode="w+", dtype=np.int64, shape=(count,))
-    for s in range(0, count, COPY_CHUNK):
-        dst[s : s + COPY_CHUNK] = src[s : s + COPY_CHUNK]
-    dst.flush()
-    del src, dst
+    """Copy a raw file of `count` int64 into a .npy file (its header needs the final count)
+    with plain reads and writes, a chunk at a time: no maps, so memory stays flat."""
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.int64)),
+              "fortran_order": False, "shape": (count,)}
+    with open(raw, "rb") as src, open(npy, "wb") as dst:
+        np.lib.format.write_array_header_1_0(dst, header)
+        shutil.copyfileobj(src, dst, COPY_CHUNK * 8)
+        dst.flush()
+        os.fsync(dst.fileno())
     raw.unlink()
 
 
