@@ -147,7 +147,7 @@ def bench_finetune(args: BenchArgs) -> str:
     for option, value in (("--reps", args.reps), ("--batch-size", args.batch_size),
                           ("--seq-len", args.seq_len), ("--finetune-epochs", args.finetune_epochs)):
         if value <= 0:
-            raise UserError(f"{option} {value}: must be positive")
+            raise UserError(f"{option} {value:g}: must be positive")
     options = FinetuneOptions(epochs=args.finetune_epochs, batch_size=args.batch_size,
                               max_seq_len=args.seq_len, progress=False)
     records = finetune.run(finetune.parse_runs(args.models), args.reps, options,
