@@ -194,11 +194,11 @@ def plmkit_steps(out: Path) -> int:
     return max(json.loads(line)["step"] for line in lines if line.strip())
 
 
-def hf_args(s: Setup, out: Path, steps: int) -> Any:
+def hf_args(s: Setup, out: Path, steps: int, per_epoch: int) -> Any:
     """transformers' TrainingArguments with plmkit's settings (`finetune` and `TrainConfig`):
     the same lr, batch, steps, linear warmup and decay, AdamW betas / eps / weight decay
-    (bias and LayerNorm excluded on both sides), clipping at norm 1, fused AdamW, seed; no
-    evaluation, no checkpoints."""
+    (bias and LayerNorm excluded on both sides), clipping at norm 1, fused AdamW, seed, loss
+    logged every min(50, steps per epoch) steps; no evaluation, no checkpoints."""
     from transformers import TrainingArguments
 
     o = s.options
@@ -208,7 +208,7 @@ def hf_args(s: Setup, out: Path, steps: int) -> Any:
         warmup_steps=round(steps * o.warmup_fraction), adam_beta1=0.9, adam_beta2=0.999,
         adam_epsilon=1e-6, max_grad_norm=1.0, optim="adamw_torch_fused", seed=o.seed,
         bf16=o.bf16, use_cpu=not torch.cuda.is_available(), dataloader_pin_memory=False,
-        logging_steps=max(1, min(50, steps)), save_strategy="no", eval_strategy="no",
+        logging_steps=max(1, min(50, per_epoch)), save_strategy="no", eval_strategy="no",
         report_to="none", disable_tqdm=True)
 
 
@@ -242,7 +242,8 @@ def run_hf(s: Setup, out: Path, steps: int) -> int:
     model = getattr(transformers, TASKS[s.task.name]).from_pretrained(
         s.start, attn_implementation="sdpa")
     features, collate = hf_features(s, tokenizer)
-    trainer = transformers.Trainer(model=model, args=hf_args(s, out, steps),
+    per_epoch = -(-len(features) // s.options.batch_size)  # logging as often as plmkit's
+    trainer = transformers.Trainer(model=model, args=hf_args(s, out, steps, per_epoch),
                                    train_dataset=features, data_collator=collate,
                                    processing_class=tokenizer)
     trainer.remove_callback(PrinterCallback)  # plmkit's run prints nothing either
