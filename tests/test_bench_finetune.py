@@ -109,24 +109,34 @@ def test_squad_record_same_steps_and_close_f1(setups: dict[str, ft.Setup],
 def test_report_goes_into_its_own_markdown_section(tmp_path: Path) -> None:
     record = ft.FinetuneRecord("classify", "bert-tiny", "float32", 40, 16, 64, 1.0, 3, 3, 900,
                                1, 2.0, 3.0, 450.0, 300.0, 1.5, 1.4, 1.6, "accuracy", 0.5, 0.52)
-    doc = tmp_path / "B.md"
+    doc, saved = tmp_path / "B.md", tmp_path / "ft.json"
     doc.write_text(f"# B\n\n{suite.BEGIN}\nsuite\n{suite.END}\n\n{ft.MARKERS[0]}\nold\n"
                    f"{ft.MARKERS[1]}\n")
-    suite.update_markdown(doc, ft.markdown(ft.report([record], "plmkit bench --modes x")),
-                          ft.MARKERS)
+    saved.write_text(json.dumps(ft.report([record], "plmkit bench --modes x")))
+    assert ft.records(ft.read_report(saved)) == [record]
+    assert main(["bench", "--modes", "finetune", "--from-json", str(saved),
+                 "--markdown", str(doc)]) in (None, 0)
     text = doc.read_text()
     assert "\nsuite\n" in text and "old" not in text and "plmkit bench --modes x" in text
     assert "classify:bert-tiny" in text and "1.50x" in text
+    saved.write_text("[]")
+    with pytest.raises(UserError, match=r"ft\.json: not a plmkit bench finetune report"):
+        ft.read_report(saved)
 
 
 def test_sequence_length_curves_widen_positions_and_plot(tmp_path: Path) -> None:
-    doc, png = tmp_path / "B.md", tmp_path / "curves.png"
+    doc, png, saved = tmp_path / "B.md", tmp_path / "curves.png", tmp_path / "curves.json"
     main(["bench", "--models", "bert-tiny", "--modes", "train", "--seq-lens", "16,520",
           "--batch-size", "1", "--reps", "1", "--no-mfu", "--plot", str(png),
-          "--markdown", str(doc)])
+          "--markdown", str(doc), "--json", str(saved)])
     text = doc.read_text()
     assert MARKERS[0] in text and "![plmkit bench](curves.png)" in text
+    assert suite.BEGIN not in text  # the suite's own section stays as it is
     assert "1x16" in text and "1x520" in text  # beyond bert-tiny's 512 positions
+    assert [(r.seq, r.plmkit_peak_mb is not None) for r in suite.read_json(saved)["records"]] == [
+        (16, True), (520, True)]
+    png.unlink()
+    main(["bench", "--from-json", str(saved), "--plot", str(png)])  # plotted again from JSON
     assert png.read_bytes().startswith(b"\x89PNG")
     assert suite.positions("bert-tiny", 520) == {"max_positions": 520}
     assert suite.positions("bert-tiny", 512) == {}
@@ -140,6 +150,7 @@ def test_sequence_length_curves_widen_positions_and_plot(tmp_path: Path) -> None
     (["--modes", "finetune", "--finetune-train", "-1"], "--finetune-train"),
     (["--modes", "train", "--seq-lens", "128,x"], "--seq-lens 128,x: expected comma-separated"),
     (["--modes", "train", "--plot", "c.png"], "--plot needs --seq-lens"),
+    (["--modes", "finetune", "--from-json", "nowhere.json"], "not a plmkit bench finetune"),
 ])
 def test_bad_options_exit_2_in_one_line(argv: list[str], message: str,
                                         capsys: pytest.CaptureFixture[str]) -> None:

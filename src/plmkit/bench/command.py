@@ -78,8 +78,8 @@ def bench(args: BenchArgs) -> str:
         return bench_serve(args)
     if "finetune" in args.modes.split(","):
         return bench_finetune(args)
-    if args.plot is not None and not args.seq_lens:
-        raise UserError("--plot needs --seq-lens")
+    if args.plot is not None and not (args.seq_lens or args.from_json):
+        raise UserError("--plot needs --seq-lens (or a saved report: --from-json)")
     return bench_suite(args)
 
 
@@ -137,31 +137,40 @@ def _relative(path: Path, markdown: Path) -> str:
 
 
 def bench_finetune(args: BenchArgs) -> str:
-    """--modes finetune: `plmkit finetune` against transformers' Trainer (`bench.finetune`);
-    with --json and --markdown, the report written there too."""
+    """--modes finetune: `plmkit finetune` against transformers' Trainer (`bench.finetune`),
+    run now or read from --from-json; with --json and --markdown, the report written there too."""
     from plmkit.bench import finetune
-    from plmkit.tasks.options import FinetuneOptions
 
-    if args.modes != "finetune" or args.from_json:
-        raise UserError("--modes finetune runs alone, without --from-json")
-    for option, value in (("--reps", args.reps), ("--batch-size", args.batch_size),
-                          ("--seq-len", args.seq_len), ("--finetune-epochs", args.finetune_epochs)):
-        if value <= 0:
-            raise UserError(f"{option} {value:g}: must be positive")
-    options = FinetuneOptions(epochs=args.finetune_epochs, batch_size=args.batch_size,
-                              max_seq_len=args.seq_len, progress=False)
-    records = finetune.run(finetune.parse_runs(args.models), args.reps, options,
-                           args.finetune_train, args.finetune_eval, tuple(args.dtypes.split(",")))
-    rows = finetune.report(records, args.command_line)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
-    text = finetune.table(records)
+    if args.modes != "finetune":
+        raise UserError("--modes finetune runs alone")
+    if args.from_json:
+        rows = finetune.read_report(args.from_json)
+    else:
+        rows = finetune.report(run_finetune(args), args.command_line)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    text = finetune.table(finetune.records(rows))
     if args.markdown:
         from plmkit.bench import suite
 
         suite.update_markdown(args.markdown, finetune.markdown(rows), finetune.MARKERS)
         text += f"\nupdated {args.markdown}"
     return text
+
+
+def run_finetune(args: BenchArgs) -> list:
+    """The `bench.finetune` records of the finetune mode's options."""
+    from plmkit.bench import finetune
+    from plmkit.tasks.options import FinetuneOptions
+
+    for option, value in (("--reps", args.reps), ("--batch-size", args.batch_size),
+                          ("--seq-len", args.seq_len), ("--finetune-epochs", args.finetune_epochs)):
+        if value <= 0:
+            raise UserError(f"{option} {value:g}: must be positive")
+    options = FinetuneOptions(epochs=args.finetune_epochs, batch_size=args.batch_size,
+                              max_seq_len=args.seq_len, progress=False)
+    return finetune.run(finetune.parse_runs(args.models), args.reps, options,
+                        args.finetune_train, args.finetune_eval, tuple(args.dtypes.split(",")))
 
 
 def bench_data(args: BenchArgs) -> str:
