@@ -176,7 +176,7 @@ def setups(runs: list[tuple[str, str]], root: Path, options: FinetuneOptions, tr
         seed_all(options.seed)  # as `run_plmkit` before `finetune`: the same head weights
         head = task.build_model(load(base))
         save_hf(head, start)
-        opts = replace(options, lr=options.lr or default_lr(head.config))
+        opts = replace(options, lr=default_lr(head.config) if options.lr is None else options.lr)
         copy_tokenizer(base, start)
         out.append(Setup(f"{task_name}:{model}", task, base, start, train_file, eval_file, opts))
     return out
