@@ -5,6 +5,7 @@ PNG and in BENCHMARKS.md's generated curves section."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from plmkit.bench.suite import Record
 
@@ -15,13 +16,14 @@ SIDES = (("plmkit", "plmkit_tok_s", "plmkit_peak_mb", "-"),
 
 def plot(records: list[Record], path: Path) -> None:
     """Two panels against sequence length (log 2 axis): tokens/s and peak MB of a step, a
-    colour per (model, mode, dtype), solid plmkit, dashed transformers."""
+    colour per (model, mode, dtype); a third of tokens/s against the model, a colour per
+    length (`_by_model`). Solid plmkit, dashed transformers."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (speed, memory) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (speed, memory, models) = plt.subplots(1, 3, figsize=(18, 4.5))
     keys = list(dict.fromkeys((r.family, r.size, r.mode, r.dtype) for r in records))
     for i, key in enumerate(keys):
         rows = sorted((r for r in records if (r.family, r.size, r.mode, r.dtype) == key),
@@ -47,6 +49,26 @@ def plot(records: list[Record], path: Path) -> None:
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
     speed.legend(fontsize=7, ncol=2)
+    _by_model(models, records)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _by_model(ax: Any, records: list[Record]) -> None:
+    """Tokens/s against the model (in the records' order, e.g. tiny to large), a colour per
+    sequence length; the first (mode, dtype) measured."""
+    first = (records[0].mode, records[0].dtype)
+    rows = [r for r in records if (r.mode, r.dtype) == first]
+    names = list(dict.fromkeys(f"{r.family}-{r.size}" for r in rows))
+    for i, seq in enumerate(sorted({r.seq for r in rows})):
+        at = {f"{r.family}-{r.size}": r for r in rows if r.seq == seq}
+        xs = [x for x, name in enumerate(names) if name in at]
+        for side, tok_s, _, style in SIDES:
+            ax.plot(xs, [getattr(at[names[x]], tok_s) for x in xs], style, color=f"C{i}",
+                    marker="o", label=f"{seq} {side}")
+    ax.set_xticks(range(len(names)), names, rotation=20)
+    ax.set_yscale("log")
+    ax.set_title(f"tokens/s by model ({first[0]}, {first[1]})")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, title="sequence length")
