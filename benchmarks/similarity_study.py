@@ -198,7 +198,7 @@ def main() -> None:
                    help="training pairs of the NTN on frozen vectors")
     p.add_argument("--test", type=int, default=200, help="test pairs per dataset")
     p.add_argument("--epochs", type=float, default=1.0)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seeds", type=int, default=3)
     a = p.parse_args()
     torch.set_num_threads(1)  # a shared 2-core machine

@@ -80,7 +80,7 @@ class FinetuneOptions:
         "classify, similarity: the column holding the label", metavar="NAME"))
     head: str | None = field(default=None, metadata=cli(  # None: the task's default
         "similarity: ntn (a neural tensor layer on the two sentence vectors), cosine (of the "
-        "two vectors) or cross (both sentences in one input) (default: ntn)",
+        "two vectors) or cross (both sentences in one input) (default: cosine)",
         choices="plmkit.tasks.similarity:HEADS"))
 
     def columns(self) -> Columns:
