@@ -8,6 +8,8 @@ runs the same code with `Dist()` (world size 1), where every collective is a no-
 - Data: `RankSlice` hands process r batches r, r+W, r+2W, ... of the one global batch stream, so
   W processes with batch b and gradient accumulation A see exactly the batches that one process
   with batch b and accumulation W*A sees, and the stream's position is the same on every rank.
+- Preparation: every process tokenizes its part of the corpus, rank 0 joins the parts
+  (`plmkit.data.shards.prepare_corpus` with `ranks=` a `Dist`, through its `gather`).
 - Checkpoints: rank 0 writes the full (unsharded) model and optimizer state; they load onto any
   number of processes, so a run resumes on a different world size.
 
@@ -150,7 +152,7 @@ class Dist:
 
     @contextlib.contextmanager
     def main_first(self) -> Iterator[None]:
-        """Rank 0 runs the block first (writing a tokenizer, preparing shards), the other
+        """Rank 0 runs the block first (making and saving the tokenizer), the other
         ranks after it (reusing what it wrote)."""
         if not self.is_main:
             self.barrier()
