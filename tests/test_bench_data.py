@@ -12,9 +12,11 @@ import pytest
 import torch
 
 from plmkit.bench import data as bench_data
+from plmkit.bench.command import BenchArgs, bench
 from plmkit.data.bert import FIELDS, BertInstanceConfig
 from plmkit.data.options import DataOptions
 from plmkit.data.shards import prepare_corpus
+from plmkit.errors import UserError
 from plmkit.jobs.pretrain import fingerprint
 from plmkit.tokenizers import Tokenizer, train_tokenizer
 
@@ -170,3 +172,14 @@ def test_prepare_curve_times_one_and_two_ranks(corpus: Path, tok: Tokenizer,
         assert r.seconds > 0 and r.mb_s == pytest.approx(r.corpus_mb / r.seconds)
         assert 0 < r.base_rss_mb <= r.peak_rss_mb
     assert "peak RSS MB" in bench_data.curve_table(records)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"data_sizes": "5"}, "--data-sizes needs --data CORPUS"),
+    ({"data_sizes": "5,x"}, "--data-sizes 5,x: expected comma-separated positive numbers"),
+    ({"data_sizes": "5", "data_ranks": "0"}, "--data-ranks 0: expected comma-separated"),
+])
+def test_curve_options_are_checked(corpus: Path, options: dict[str, str], message: str) -> None:
+    data = None if options == {"data_sizes": "5"} else corpus
+    with pytest.raises(UserError, match=message):
+        bench(BenchArgs(data=data, **options))

@@ -74,6 +74,8 @@ def bench(args: BenchArgs) -> str:
             raise UserError(f"{out}: no such directory {out.parent}")
     if args.data:
         return bench_data(args)
+    if args.data_sizes:
+        raise UserError("--data-sizes needs --data CORPUS: the text to repeat")
     if "serve" in args.modes.split(","):
         return bench_serve(args)
     if "finetune" in args.modes.split(","):
