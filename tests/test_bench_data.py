@@ -174,12 +174,12 @@ def test_prepare_curve_times_one_and_two_ranks(corpus: Path, tok: Tokenizer,
     assert "peak RSS MB" in bench_data.curve_table(records)
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"data_sizes": "5"}, "--data-sizes needs --data CORPUS"),
-    ({"data_sizes": "5,x"}, "--data-sizes 5,x: expected comma-separated positive numbers"),
-    ({"data_sizes": "5", "data_ranks": "0"}, "--data-ranks 0: expected comma-separated"),
+@pytest.mark.parametrize(("given", "options", "message"), [
+    (False, {"data_sizes": "5"}, "--data-sizes needs --data CORPUS"),
+    (True, {"data_sizes": "5,x"}, "--data-sizes 5,x: expected comma-separated positive numbers"),
+    (True, {"data_sizes": "5", "data_ranks": "0"}, "--data-ranks 0: expected comma-separated"),
 ])
-def test_curve_options_are_checked(corpus: Path, options: dict[str, str], message: str) -> None:
-    data = None if options == {"data_sizes": "5"} else corpus
+def test_curve_options_are_checked(corpus: Path, given: bool, options: dict[str, str],
+                                   message: str) -> None:
     with pytest.raises(UserError, match=message):
-        bench(BenchArgs(data=data, **options))
+        bench(BenchArgs(data=corpus if given else None, **options))
