@@ -15,7 +15,9 @@ import plmkit
 from conftest import randomize
 from finetuned_tiny import TRAIN, finetuned_classifier_dir, labelled_tweets
 from plmkit.cli import main
+from plmkit.interop.native import Finetuned
 from plmkit.jobs.distill import (
+    IGNORE,
     Distillation,
     Forward,
     MaskedRows,
@@ -26,9 +28,13 @@ from plmkit.jobs.distill import (
     init_from_teacher,
     layer_map,
     soft_target_loss,
+    task_batches,
 )
+from plmkit.jobs.distill_options import DistillArgs
 from plmkit.models import build, preset_config
 from plmkit.tasks.batching import pad_collate
+from plmkit.tasks.classify import ClassifyTask
+from plmkit.tasks.options import FinetuneOptions
 from plmkit.tokenizers import Tokenizer, train_tokenizer
 from plmkit.training.modeldir import save_model
 from pretrained_tiny import pretrained_bert_dir
@@ -235,3 +241,26 @@ def test_refusals_are_one_line(tmp_path: Path, tweets: list[str], capsys) -> Non
         ["--teacher", str(teacher), "--student-layers", "1", "--train", str(corpus),
          "--out", str(tmp_path / "out")], capsys)
     assert not (tmp_path / "out").exists()
+
+
+def test_records_without_a_label_and_unlabeled_text_get_no_hard_target(
+        tmp_path: Path, tweets: list[str]) -> None:
+    tok = train_tokenizer("wordpiece", iter(tweets[:300]), 300)
+    train, unlabeled = tmp_path / "train.jsonl", tmp_path / "more.txt"
+    train.write_text("".join(json.dumps({"text": t, **({"label": "pos"} if i % 2 else {})})
+                             + "\n" for i, t in enumerate(tweets[:10])))
+    unlabeled.write_text("\n".join(t.replace("\n", " ") for t in tweets[10:16]) + "\n")
+    f = Finetuned(torch.nn.Identity(), ClassifyTask(["neg", "pos"]), tok,
+                  FinetuneOptions(max_seq_len=32, batch_size=4))
+    args = DistillArgs(teacher=tmp_path, out=tmp_path / "out", train=train, unlabeled=unlabeled)
+    data = task_batches(f, args, f.options)
+    labels = [e["labels"] for e in data.examples]
+    assert len(labels) == 16 and labels.count(1) == 5 and labels.count(IGNORE) == 11
+
+
+def test_help_lists_every_option_with_examples(capsys) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["distill", "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert "examples:" in text and "--student-layers" in text and "--alpha-attn" in text
