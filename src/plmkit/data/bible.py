@@ -185,18 +185,26 @@ def _swag_rows(verses: list[Verse], pool: Sequence[Verse], rng: random.Random,
     return rows
 
 
-def build_bible_paraphrase(out_dir: Path, seed: int = 0, limit: int | None = None,
-                           key: str = WHOLE_BIBLE) -> dict[str, Path]:
-    """Paraphrase pairs: text_a = a WEB verse, text_b = the same verse in the KJV (label 1) or the
-    KJV of another verse of the same chapter (label 0), one of each per verse, shuffled. Verses
-    missing from either translation are skipped. Writes {train,dev,test}.csv; `limit` caps the
-    verses per split (two rows each)."""
+def web_and_kjv(key: str) -> tuple[list[Verse], dict[str, Verse], dict[tuple[str, int],
+                                                                      list[Verse]]]:
+    """The WEB verses that the KJV also has, the KJV by reference, and each chapter's KJV
+    verses."""
     web = read_bible("web", key)
     kjv = {v.ref: v for v in read_bible("kjv", key)}
     shared = [v for v in web if v.ref in kjv]
     by_chapter: dict[tuple[str, int], list[Verse]] = {}
     for v in shared:
         by_chapter.setdefault((v.book, v.chapter), []).append(kjv[v.ref])
+    return shared, kjv, by_chapter
+
+
+def build_bible_paraphrase(out_dir: Path, seed: int = 0, limit: int | None = None,
+                           key: str = WHOLE_BIBLE) -> dict[str, Path]:
+    """Paraphrase pairs: text_a = a WEB verse, text_b = the same verse in the KJV (label 1) or the
+    KJV of another verse of the same chapter (label 0), one of each per verse, shuffled. Verses
+    missing from either translation are skipped. Writes {train,dev,test}.csv; `limit` caps the
+    verses per split (two rows each)."""
+    shared, kjv, by_chapter = web_and_kjv(key)
     rng = random.Random(seed)
     out = {}
     for split, chapters in chapter_splits(shared, seed).items():
@@ -221,12 +229,7 @@ def build_bible_relatedness(out_dir: Path, seed: int = 0, limit: int | None = No
     another book of the same split; one of each per verse (a level is skipped when the chapter
     has no such verse), shuffled. Writes {train,dev,test}.csv; `limit` caps the verses per split
     (four rows each)."""
-    web = read_bible("web", key)
-    kjv = {v.ref: v for v in read_bible("kjv", key)}
-    shared = [v for v in web if v.ref in kjv]
-    by_chapter: dict[tuple[str, int], list[Verse]] = {}
-    for v in shared:
-        by_chapter.setdefault((v.book, v.chapter), []).append(kjv[v.ref])
+    shared, kjv, by_chapter = web_and_kjv(key)
     rng = random.Random(seed)
     out = {}
     for split, chapters in chapter_splits(shared, seed).items():
