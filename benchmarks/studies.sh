@@ -6,6 +6,10 @@
 #   benchmarks/studies.sh [STUDY...]      # default: s1 s5 dapt s4 s6 s2b3 s2a s7 s8 s9, in that order
 #   STUDIES=/data/studies benchmarks/studies.sh s1
 #
+# On a CPU shared with other jobs, give each study one thread (OMP_NUM_THREADS=1): torch's
+# threads spin waiting for each other when the cores are oversubscribed, and a step can take
+# 10x longer; on a quiet machine leave it unset.
+#
 # Run directories and data go to $STUDIES (default /work/studies, outside the checkout); each
 # finished study's results.json, results.md and plots are copied to docs/studies/<name>/.
 set -euo pipefail
