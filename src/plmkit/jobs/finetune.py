@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import nn
 
+from plmkit.errors import UserError
 from plmkit.interop.native import (
     FINETUNE_CONFIG,
     TOKENIZER_DIR,
@@ -42,6 +43,10 @@ def finetune(task: Task, model_dir: Path, train: Path, eval: Path | None, out: P
     model = task.build_model(load(model_dir))
     if options.lr is None:
         options = dataclasses.replace(options, lr=default_lr(model.config))
+    if options.head_lr is None:
+        options = dataclasses.replace(options, head_lr=options.lr * task.head_lr_scale)
+    if options.head_lr < 0:
+        raise UserError(f"--head-lr must not be negative, got {options.head_lr:g}")
     data = task.train_batches(tokenizer, options)
     per_epoch = task.steps_per_epoch(options)
     steps = max(1, round(per_epoch * options.epochs))
@@ -60,6 +65,7 @@ def finetune(task: Task, model_dir: Path, train: Path, eval: Path | None, out: P
         eval_every=options.eval_every or per_epoch, save_every=0, checkpoints=False,
         best_metric=task.main_metric if eval is not None else None,
         patience=options.patience, progress=options.progress, tensorboard=options.tensorboard,
+        lr_of=head_lrs(model, options),
     )
     trainer = Trainer(model, task.objective, data, config, evaluator=evaluator)
     trainer.train()
@@ -69,6 +75,17 @@ def finetune(task: Task, model_dir: Path, train: Path, eval: Path | None, out: P
         _write_json(out / EVAL_RESULTS, {**best, "step": trainer.best["step"],  # type: ignore[index]
                                          "eval_file": str(eval)})
     return best
+
+
+def head_lrs(model: nn.Module, options: FinetuneOptions) -> dict[str, float]:
+    """`options.head_lr` for each parameter of the freshly initialised head (the task model's
+    parameters outside `model.backbone`); {} when it equals `options.lr`. A new layer learns
+    faster than the pretrained ones it sits on, as in Caffe's fine-tuning example (lr_mult 10
+    on the new layer) and sentence-transformers' `learning_rate_mapping`."""
+    if options.head_lr == options.lr:
+        return {}
+    return {name: options.head_lr for name, _ in model.named_parameters()  # type: ignore[misc]
+            if not name.startswith("backbone.")}
 
 
 def _write_json(path: Path, data: Any) -> None:

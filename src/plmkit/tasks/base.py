@@ -54,12 +54,15 @@ class Task(Protocol):
     `main_metric` is a key of `evaluate`'s result, higher is better ("accuracy", "f1", ...);
     the best model by it is kept. `default_max_seq_len` applies when
     `FinetuneOptions.max_seq_len` is None (BERT: 128; SQuAD 384); the task methods always
-    receive options with max_seq_len set (see `resolve_options`).
+    receive options with max_seq_len set (see `resolve_options`). `head_lr_scale`: the
+    learning rate of the head's fresh weights (those outside `model.backbone`) over the
+    backbone's, when `FinetuneOptions.head_lr` is None (1 but for similarity).
     """
 
     name: str  # "classify" | "squad" | "swag" | "tag"
     main_metric: str
     default_max_seq_len: int
+    head_lr_scale: float  # the head's learning rate over the backbone's when --head-lr is not given
 
     def build_model(self, backbone: nn.Module) -> nn.Module:
         """The head-wrapped model, its class registered with `register_head(self.name)`. It has
@@ -104,6 +107,7 @@ class FeatureTask(ABC):
     dicts: the task gives `train_features` (and `collate` when `pad_collate` does not fit)."""
 
     _batches: ShuffledBatches | None = None
+    head_lr_scale = 1.0
 
     @abstractmethod
     def train_features(self, tokenizer: Tokenizer, options: FinetuneOptions

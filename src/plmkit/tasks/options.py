@@ -45,7 +45,8 @@ TASK_ONLY = {"pooling": ("classify",), "regression": ("classify",), "head": ("si
 @dataclass
 class FinetuneOptions:
     """Defaults from BERT's fine-tuning recipe (Devlin et al. 2019, section A.3): batch 32,
-    2-4 epochs, 10% warmup, weight decay 0.01; lr None: `default_lr` of the model's size. The
+    2-4 epochs, 10% warmup, weight decay 0.01; lr None: `default_lr` of the model's size;
+    head_lr None: lr times the task's `head_lr_scale` (`plmkit.jobs.finetune.head_lrs`). The
     options of `plmkit finetune` beside --task, --model, --train, --eval and --out (and
     classify's --pooling and --regression); written to OUT/finetune.json. The column fields
     are those of classify and similarity, `head` similarity's (`TASK_ONLY`)."""
@@ -54,6 +55,9 @@ class FinetuneOptions:
     lr: float | None = field(default=None, metadata=cli(
         "default by the model's hidden size: 1e-3 up to 128, 3e-4 up to 256, 1e-4 up to 512, "
         "else BERT's 3e-5"))
+    head_lr: float | None = field(default=None, metadata=cli(
+        "learning rate of the task head's freshly initialised weights (default: --lr; "
+        "similarity 10 x --lr)"))
     batch_size: int = field(default=32, metadata=cli("examples per batch", minimum=1))
     max_seq_len: int | None = field(default=None, metadata=cli(  # None: the task's default
         "tokens per example (default: 128, squad 384)", minimum=1))

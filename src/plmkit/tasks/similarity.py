@@ -15,6 +15,8 @@ CosineSimilarityLoss, which takes STS scores divided by 5); `ntn` and `cross` ta
 cross-entropy of the logit against t (sentence-transformers' CrossEncoder with one label, which
 takes soft targets for STS). The prediction p is cos(u, v) or sigmoid(logit); a binary pair is
 similar when p > 0.5.
+The fresh layers (the NTN, the cross-encoder's classifier) train at `FinetuneOptions.head_lr`,
+by default `HEAD_LR_SCALE` x the backbone's lr: at the backbone's rate the NTN stayed at chance.
 Metrics: graded: `spearman` (main) and `pearson`; binary: `accuracy` (main) and `f1` (of
 label 1).
 """
@@ -44,6 +46,7 @@ from plmkit.tokenizers import Tokenizer
 HEADS = ("ntn", "cosine", "cross")
 DEFAULT_HEAD = "cosine"  # the best of the three in docs/studies/similarity.md
 SLICES = 4  # k, the tensor's slices (our default)
+HEAD_LR_SCALE = 10.0  # the fresh NTN / classifier's lr over the backbone's (jobs.finetune.head_lrs)
 PAIR = "pair_"  # the prefix of the second sentence's inputs of a bi-encoder batch
 
 
@@ -61,9 +64,10 @@ class NeuralTensorLayer(nn.Module):
         self.bilinear = nn.Bilinear(hidden, hidden, slices)  # e1^T W^[i] e2 + b_i
         self.linear = nn.Linear(2 * hidden, slices, bias=False)  # V [e1; e2]
         self.u = nn.Linear(slices, 1, bias=False)
-        for weight in (self.bilinear.weight, self.linear.weight, self.u.weight):
+        for weight in (self.bilinear.weight, self.linear.weight):
             nn.init.normal_(weight, std=std)
         nn.init.zeros_(self.bilinear.bias)
+        nn.init.ones_(self.u.weight)  # as Socher et al.'s code: the slices' sum to start with
 
     def forward(self, e1: Tensor, e2: Tensor) -> Tensor:
         """e1, e2: (B, H) -> scores (B,)."""
@@ -138,6 +142,7 @@ class SimilarityTask(FeatureTask):
 
     name = "similarity"
     default_max_seq_len = 128
+    head_lr_scale = HEAD_LR_SCALE
 
     def __init__(self, head: str, low: float | None, high: float | None,
                  train: list[Pair] | None = None, columns: Columns = DEFAULT_COLUMNS,

@@ -7,7 +7,7 @@ A schedule is a factor of the base learning rate as a function of LambdaLR's ste
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -20,26 +20,29 @@ Schedule = Callable[[int], float]
 NORM_TYPES = (nn.LayerNorm, nn.RMSNorm, nn.GroupNorm)
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float,
+                 lr_of: Mapping[str, float] | None = None) -> list[dict]:
     """Split trainable parameters into a decayed group and a group without decay.
 
     No decay, as in BERT's `exclude_from_weight_decay` ("LayerNorm", "bias"): parameters of
     normalization layers, any 1-d parameter, and any parameter whose name ends in "bias"
     (XLNet's `r_w_bias` too). Tied parameters appear once. Each group keeps `param_names`.
+    `lr_of`: learning rates of some parameters by name (e.g. a fine-tuning task's fresh head):
+    they form groups of their own, after the others, each with its "lr".
     """
+    lr_of = lr_of or {}
     norm_params = {
         id(p) for m in model.modules() if isinstance(m, NORM_TYPES) for p in m.parameters(False)
     }
-    decay: list[tuple[str, nn.Parameter]] = []
-    no_decay: list[tuple[str, nn.Parameter]] = []
+    groups: dict[tuple[float | None, bool], list[tuple[str, nn.Parameter]]] = {}
     for name, p in model.named_parameters():  # named_parameters() skips tied duplicates
         if not p.requires_grad:
             continue
         skip = p.ndim < 2 or id(p) in norm_params or name.rsplit(".", 1)[-1].endswith("bias")
-        (no_decay if skip else decay).append((name, p))
-    groups = [{"params": decay, "weight_decay": weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]]
+        groups.setdefault((lr_of.get(name), skip), []).append((name, p))
+    order = [(None, False), (None, True), *sorted({(lr, s) for lr, s in groups if lr is not None})]
+    return [{"params": groups[key], "weight_decay": 0.0 if key[1] else weight_decay,
+             **({} if key[0] is None else {"lr": key[0]})} for key in order if key in groups]
 
 
 OPTIMIZERS = ("adamw", "lamb")
@@ -106,15 +109,16 @@ def build_optimizer(
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-6,
     name: str = "adamw",
+    lr_of: Mapping[str, float] | None = None,
 ) -> torch.optim.Optimizer:
-    """`name` ("adamw" or "lamb") over `param_groups(model, weight_decay)`.
+    """`name` ("adamw" or "lamb") over `param_groups(model, weight_decay, lr_of)`.
 
     AdamW uses the fused kernel on CPU and CUDA; with `weight_decay=0` it is Adam (the
     Transformer's Adam(0.9, 0.98, 1e-9)). LAMB: see `Lamb`.
     """
     if name not in OPTIMIZERS:
         raise UserError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
-    groups = param_groups(model, weight_decay)
+    groups = param_groups(model, weight_decay, lr_of)
     if name == "lamb":
         return Lamb(groups, lr=lr, betas=betas, eps=eps)
     device_types = {p.device.type for g in groups for _, p in g["params"]}

@@ -107,9 +107,10 @@ class TrainConfig:
     `eval_batches=None` evaluates the whole held-out source (which must then be finite).
     `device=None` picks CUDA when available. `progress` shows a tqdm bar on a terminal, plain
     lines elsewhere; `tensorboard` writes event files beside metrics.jsonl.
-    `optimizer`: "adamw" or "lamb" (`plmkit.training.optim`). `dropout_off_step`: from that
-    step on, every dropout in the model is 0 (ALBERT section 4.9); it follows from the step
-    number alone, so a resumed run does the same.
+    `optimizer`: "adamw" or "lamb" (`plmkit.training.optim`); `lr_of`: the learning rates of
+    some parameters by name (the others take `lr`; all follow the schedule).
+    `dropout_off_step`: from that step on, every dropout in the model is 0 (ALBERT section
+    4.9); it follows from the step number alone, so a resumed run does the same.
     """
 
     steps: int
@@ -137,6 +138,7 @@ class TrainConfig:
     best_metric: str | None = None
     patience: int = 0
     optimizer: str = "adamw"
+    lr_of: Mapping[str, float] = dataclasses.field(default_factory=dict)
     dropout_off_step: int | None = None
     max_bad_steps: int = 50  # non-finite steps in a row that stop the run (0: never)
     spike_rollback: float | None = None  # roll back when loss > this x the recent mean
@@ -205,7 +207,8 @@ class Trainer:
         if config.compile:
             self.wrapped.compile()  # in place: the DDP / FSDP type and state-dict keys stay
         self.optimizer = build_optimizer(
-            model, config.lr, config.weight_decay, config.betas, config.eps, config.optimizer
+            model, config.lr, config.weight_decay, config.betas, config.eps, config.optimizer,
+            config.lr_of,
         )
         factor = schedule or linear_warmup_decay(config.warmup_steps, config.steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
