@@ -26,6 +26,7 @@ from plmkit.data.bible import (
     read_bible,
 )
 from plmkit.errors import UserError
+from plmkit.jobs.compare.downstream import TASK_OF_DATASET, finetune_seeds
 from plmkit.jobs.finetune import finetune as run_finetune
 from plmkit.jobs.finetune import head_lrs
 from plmkit.models import build, preset_config
@@ -134,6 +135,20 @@ def test_graded_labels_are_scored_by_rank_correlation(data, tiny, capsys) -> Non
                  str(data["related-test"]), "--output", str(predictions)]) == 0
     record = json.loads(predictions.read_text().splitlines()[0])
     assert set(record) == {"text_a", "text_b", "score"}  # a score on the labels' 0-3 scale
+
+
+def test_compare_scores_bible_relatedness_by_spearman(data, tiny) -> None:
+    """`plmkit compare --tasks bible-relatedness` fine-tunes the similarity task and weighs
+    its Spearman correlation; `similarity:TRAIN:DEV` with 0/1 labels its accuracy."""
+    assert TASK_OF_DATASET["bible-relatedness"] == "similarity"
+    options = FinetuneOptions(epochs=1, batch_size=16, max_seq_len=64, progress=False)
+    for key, name, metric in [("similarity/bible-relatedness", "related", "spearman"),
+                              ("similarity/task-3", "para", "accuracy")]:
+        files = {"train": data[f"{name}-train"], "dev": data[f"{name}-dev"]}
+        scores = finetune_seeds(tiny, key, files, 1, options)
+        saved = json.loads((tiny / "finetune" / key.replace("/", "-") / "seed-0" /
+                            "test_results.json").read_text())
+        assert scores == [saved[metric]] and -1 <= scores[0] <= 1
 
 
 def test_minilm_cosine_head_scores_as_sentence_transformers(data, minilm_dir) -> None:

@@ -28,8 +28,10 @@ if TYPE_CHECKING:
 # dataset builder (plmkit data build) -> the fine-tuning task its files are for
 TASK_OF_DATASET = {"sentiment-en": "classify", "nsp-en": "classify", "sop-en": "classify",
                    "sentiment-zh": "classify",
-                   "bible-paraphrase": "classify", "bible-swag": "swag", "ner-zh": "tag"}
-MAIN_METRIC = {"classify": "accuracy", "swag": "accuracy", "tag": "f1", "squad": "f1"}
+                   "bible-paraphrase": "classify", "bible-swag": "swag", "ner-zh": "tag",
+                   "bible-relatedness": "similarity"}
+# the TASKs of --tasks TASK:TRAIN:DEV[:TEST]; each is scored by its task's main_metric
+TASKS = ("classify", "swag", "tag", "squad", "similarity")
 PROBE_L2 = (1e-4, 1e-3, 1e-2, 1e-1)  # penalties tried, per feature (features standardised)
 
 
@@ -45,7 +47,7 @@ def prepare_task(spec: str, out: Path, examples: int) -> tuple[str, dict[str, Pa
         files = build_dataset(spec, folder / "full")
         paths = dict(zip(("train", "dev", "test"), files, strict=True))
         name, task = spec, TASK_OF_DATASET[spec]
-    elif parts[0] in MAIN_METRIC and len(parts) in (3, 4):
+    elif parts[0] in TASKS and len(parts) in (3, 4):
         paths = dict(zip(("train", "dev", "test"), map(Path, parts[1:]), strict=False))
         folder, name, task = out / "tasks" / f"task-{len(parts)}", parts[0], parts[0]
         for path in paths.values():
@@ -53,7 +55,7 @@ def prepare_task(spec: str, out: Path, examples: int) -> tuple[str, dict[str, Pa
                 raise UserError(f"--tasks {spec}: {path}: no such file")
     else:
         raise UserError(f"--tasks {spec!r}: name a dataset ({', '.join(TASK_OF_DATASET)}) or "
-                        f"give TASK:TRAIN:DEV[:TEST] with TASK in {', '.join(MAIN_METRIC)}")
+                        f"give TASK:TRAIN:DEV[:TEST] with TASK in {', '.join(TASKS)}")
     paths["train"] = cut(paths["train"], examples, folder / "train-cut")
     return f"{task}/{name}", paths
 
@@ -68,11 +70,12 @@ def task_options(task_key: str, options: FinetuneOptions) -> FinetuneOptions:
 
 
 def make_task(task_key: str, train: Path, options: FinetuneOptions) -> Any:
-    """The task of `task_key` for its training file (classify: its file columns)."""
+    """The task of `task_key` for its training file (classify, similarity: its file
+    columns)."""
     from plmkit.tasks.base import load_task
 
     name = task_key.split("/")[0]
-    extra = {"columns": options.columns()} if name == "classify" else {}
+    extra = {"columns": options.columns()} if name in ("classify", "similarity") else {}
     return load_task(name).make_task(train=train, **extra)
 
 
@@ -118,8 +121,8 @@ def finetune_seeds(model_dir: Path, task_key: str, files: dict[str, Path], seeds
     metric of each on the test file (dev when there is none)."""
     from plmkit.jobs.finetune import evaluate_dir, finetune
 
-    task_name = task_key.split("/")[0]
     options = task_options(task_key, options)
+    metric = make_task(task_key, files["train"], options).main_metric
     scores = []
     for seed in range(seeds):
         out = model_dir / "finetune" / task_key.replace("/", "-") / f"seed-{seed}"
@@ -130,7 +133,7 @@ def finetune_seeds(model_dir: Path, task_key: str, files: dict[str, Path], seeds
                      dataclasses.replace(options, seed=seed))
             result.write_text(json.dumps(evaluate_dir(out, files.get("test", files["dev"])))
                               + "\n")
-        scores.append(json.loads(result.read_text())[MAIN_METRIC[task_name]])
+        scores.append(json.loads(result.read_text())[metric])
     return scores
 
 
