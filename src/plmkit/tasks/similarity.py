@@ -67,7 +67,7 @@ class NeuralTensorLayer(nn.Module):
         for weight in (self.bilinear.weight, self.linear.weight):
             nn.init.normal_(weight, std=std)
         nn.init.zeros_(self.bilinear.bias)
-        nn.init.ones_(self.u.weight)  # as Socher et al.'s code: the slices' sum to start with
+        nn.init.ones_(self.u.weight)  # U = 1 in a port of Socher et al.'s code: the slices' sum
 
     def forward(self, e1: Tensor, e2: Tensor) -> Tensor:
         """e1, e2: (B, H) -> scores (B,)."""
