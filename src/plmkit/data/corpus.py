@@ -192,8 +192,10 @@ def _boundary(path: Path, offset: int, size: int) -> int:
 
 
 def _skip_line(f: BinaryIO) -> None:
-    while (raw := f.readline(MAX_LINE_BYTES)) and not raw.endswith(b"\n"):
-        pass
+    """Read `f` past the end of its current line (a long line in several reads)."""
+    raw = f.readline(MAX_LINE_BYTES)
+    while raw and not raw.endswith(b"\n"):
+        raw = f.readline(MAX_LINE_BYTES)
 
 
 def _blank(raw: bytes) -> bool:
