@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import re
 from collections.abc import Iterator
@@ -57,7 +56,7 @@ from plmkit.jobs.distill_options import (
     TASK_WEIGHTS,
     DistillArgs,
 )
-from plmkit.jobs.finetune import EVAL_RESULTS
+from plmkit.jobs.finetune import best_scores, task_train_config, write_json
 from plmkit.jobs.options import parse_entry
 from plmkit.jobs.pretrain import model_config
 from plmkit.models import build
@@ -446,7 +445,7 @@ def distill(args: DistillArgs, overwrite: bool = False) -> dict[str, Any]:
         run = task_distill if task else pretrain_distill
         seed_all(args.seed)  # the student's fresh weights (heads, W_h) depend on the seed alone
         result = run(args, weights)
-        _write_json(args.out / DISTILL_RECORD, {**dataclasses.asdict(args), **result})
+        write_json(args.out / DISTILL_RECORD, {**dataclasses.asdict(args), **result})
     return result
 
 
@@ -463,31 +462,24 @@ def task_distill(args: DistillArgs, w: Weights) -> dict[str, Any]:
     options = dataclasses.replace(
         f.options, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
         max_seq_len=args.max_seq_len or f.options.max_seq_len, bf16=args.bf16,
-        progress=args.progress, lr=args.lr or default_lr(backbone.config))
+        progress=args.progress, lr=args.lr or default_lr(backbone.config), eval_every=0,
+        tensorboard=False)
     data = task_batches(f, args, options)
     if args.eval is not None:
         f.task.read_eval(args.eval)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     f.tokenizer.save(out / TOKENIZER_DIR)
-    _write_json(out / FINETUNE_CONFIG, dataclasses.asdict(options))
+    write_json(out / FINETUNE_CONFIG, dataclasses.asdict(options))
     evaluator = None
     if args.eval is not None:
         def evaluator(pupil: nn.Module) -> dict[str, float]:
             return f.task.evaluate(pupil.student, f.tokenizer, args.eval, options)  # type: ignore
     steps = max(1, round(len(data) * options.epochs))
-    config = TrainConfig(
-        steps=steps, out_dir=out, lr=options.lr, weight_decay=options.weight_decay,
-        warmup_steps=round(steps * options.warmup_fraction), bf16=options.bf16,
-        seed=options.seed, log_every=max(1, min(50, len(data))), eval_every=len(data),
-        save_every=0, checkpoints=False, patience=options.patience, progress=options.progress,
-        best_metric=f.task.main_metric if args.eval is not None else None)
+    config = task_train_config(options, steps, len(data), out,
+                               f.task.main_metric if args.eval is not None else None)
     trainer, _ = _train(student, f.model, LabelRows(), w, data, config, evaluator)
-    best = {k.removeprefix("eval_"): v for k, v in (trainer.best or {}).items()
-            if k.startswith("eval_")}
-    if args.eval is not None:
-        _write_json(out / EVAL_RESULTS, {**best, "step": trainer.best["step"],  # type: ignore
-                                         "eval_file": str(args.eval)})
+    best = best_scores(trainer, out, args.eval)
     return {"mode": "task", "teacher_layers": picks, "examples": len(data.examples),
             "steps": steps, **best}
 
@@ -547,8 +539,3 @@ def _train(student: nn.Module, teacher: nn.Module, rows: Rows, w: Weights, data:
                       evaluator=evaluator,
                       save_model=lambda pupil, out: save_model(pupil.student, out))
     return trainer, trainer.train()
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n",
-                    encoding="utf-8")

@@ -52,28 +52,43 @@ def finetune(task: Task, model_dir: Path, train: Path, eval: Path | None, out: P
     steps = max(1, round(per_epoch * options.epochs))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / FINETUNE_CONFIG, dataclasses.asdict(options))
+    write_json(out / FINETUNE_CONFIG, dataclasses.asdict(options))
     tokenizer.save(out / TOKENIZER_DIR)
     evaluator = None
     if eval is not None:
         def evaluator(m: nn.Module) -> dict[str, float]:
             return task.evaluate(m, tokenizer, eval, options)
-    config = TrainConfig(
+    config = task_train_config(options, steps, per_epoch, out,
+                               task.main_metric if eval is not None else None,
+                               head_lrs(model, options))
+    trainer = Trainer(model, task.objective, data, config, evaluator=evaluator)
+    trainer.train()
+    return best_scores(trainer, out, eval)
+
+
+def task_train_config(options: FinetuneOptions, steps: int, per_epoch: int, out: Path,
+                      best_metric: str | None, lr_of: Mapping[str, float] | None = None
+                      ) -> TrainConfig:
+    """The trainer's settings of a fine-tuning run (and of task distillation): warmup over
+    `options.warmup_fraction` of the steps, a log line at most every 50 steps, an evaluation
+    each epoch (or every `options.eval_every` steps), no checkpoints, the best evaluation by
+    `best_metric` kept."""
+    return TrainConfig(
         steps=steps, out_dir=out, lr=options.lr, weight_decay=options.weight_decay,
         warmup_steps=round(steps * options.warmup_fraction), bf16=options.bf16,
         seed=options.seed, log_every=max(1, min(50, per_epoch)),
         eval_every=options.eval_every or per_epoch, save_every=0, checkpoints=False,
-        best_metric=task.main_metric if eval is not None else None,
-        patience=options.patience, progress=options.progress, tensorboard=options.tensorboard,
-        lr_of=head_lrs(model, options),
-    )
-    trainer = Trainer(model, task.objective, data, config, evaluator=evaluator)
-    trainer.train()
+        best_metric=best_metric, patience=options.patience, progress=options.progress,
+        tensorboard=options.tensorboard, lr_of=lr_of or {})
+
+
+def best_scores(trainer: Trainer, out: Path, eval: Path | None) -> dict[str, Any]:
+    """The best evaluation's scores, also written to OUT/eval_results.json with its step."""
     best = {k.removeprefix("eval_"): v for k, v in (trainer.best or {}).items()
             if k.startswith("eval_")}
     if eval is not None:
-        _write_json(out / EVAL_RESULTS, {**best, "step": trainer.best["step"],  # type: ignore[index]
-                                         "eval_file": str(eval)})
+        write_json(out / EVAL_RESULTS, {**best, "step": trainer.best["step"],  # type: ignore[index]
+                                        "eval_file": str(eval)})
     return best
 
 
@@ -88,7 +103,8 @@ def head_lrs(model: nn.Module, options: FinetuneOptions) -> dict[str, float]:
             if not name.startswith("backbone.")}
 
 
-def _write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any) -> None:
+    """`data` as indented UTF-8 JSON in `path`."""
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n",
                     encoding="utf-8")
 
