@@ -375,3 +375,16 @@ def test_serve_refuses_a_bad_or_busy_port(classifier: Path,
             err = capsys.readouterr().err.splitlines()
             assert len(err) == 1 and err[0].startswith(f"plmkit: error: --port {port}: ")
             assert needle in err[0]
+
+
+def test_accepted_connections_send_without_nagle_delay() -> None:
+    """Headers and body leave as two writes; with Nagle's algorithm on, the body of every
+    keep-alive response would wait for the client's delayed ACK."""
+    server = Server(("127.0.0.1", 0))
+    try:
+        with socket.create_connection(server.server_address[:2], timeout=10):
+            connection, _ = server.get_request()
+            with connection:
+                assert connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        server.server_close()
