@@ -4,6 +4,7 @@ assertions: the machine is shared)."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from pathlib import Path
@@ -178,8 +179,22 @@ def test_prepare_curve_times_one_and_two_ranks(corpus: Path, tok: Tokenizer,
     (False, {"data_sizes": "5"}, "--data-sizes needs --data CORPUS"),
     (True, {"data_sizes": "5,x"}, "--data-sizes 5,x: expected comma-separated positive numbers"),
     (True, {"data_sizes": "5", "data_ranks": "0"}, "--data-ranks 0: expected comma-separated"),
+    (True, {"markdown": Path("BENCHMARKS.md")}, "--data writes no Markdown"),
 ])
 def test_curve_options_are_checked(corpus: Path, given: bool, options: dict[str, str],
                                    message: str) -> None:
     with pytest.raises(UserError, match=message):
         bench(BenchArgs(data=corpus if given else None, **options))
+
+
+def test_curve_json_holds_each_record_and_the_command(corpus: Path, tok: Tokenizer,
+                                                     tmp_path: Path) -> None:
+    tok.save(tmp_path / "tok")
+    out = tmp_path / "curve.json"
+    table = bench(BenchArgs(data=corpus, tokenizer=tmp_path / "tok", data_sizes="0.05",
+                            json=out, command_line="plmkit bench --data-sizes 0.05"))
+    (row,) = json.loads(out.read_text())
+    assert row["kind"] == "curve" and row["ranks"] == 1
+    assert row["corpus_mb"] == pytest.approx(0.05, rel=0.02) and row["tokens"] > 0
+    assert row["command"] == "plmkit bench --data-sizes 0.05" and row["cpus"] >= 1
+    assert f"{row['tokens']}" in table

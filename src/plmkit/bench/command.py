@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from plmkit.errors import UserError
@@ -176,16 +176,33 @@ def run_finetune(args: BenchArgs) -> list:
 
 
 def bench_data(args: BenchArgs) -> str:
-    """--data: the data pipeline's table (`bench.data`)."""
+    """--data: the data pipeline's table (`bench.data`); with --json, its records there too."""
     from plmkit.bench import data
 
+    if args.markdown or args.from_json:
+        raise UserError("--data writes no Markdown and reads no saved report: use --json")
     if args.data_sizes:
         sizes = _numbers(args.data_sizes, "--data-sizes", float)
         ranks = _numbers(args.data_ranks, "--data-ranks", int)
-        return data.curve_table(data.run_curve(args.data, args.tokenizer, sizes, ranks))
+        curve = data.run_curve(args.data, args.tokenizer, sizes, ranks)
+        _write_records(args, {"curve": curve})
+        return data.curve_table(curve)
     records, loader = data.run_data(args.data, args.tokenizer, _models(args, DATA_PRESETS),
                                     args.seq_len, args.batch_size, args.reps)
+    _write_records(args, {"data": records, "loader": loader})
     return data.table(records, loader)
+
+
+def _write_records(args: BenchArgs, kinds: dict[str, list]) -> None:
+    """With --json: each dataclass record as one JSON object, with its `kind`, the machine
+    and the command."""
+    from plmkit.bench import suite
+
+    if args.json:
+        extra = {**suite.machine(), "command": args.command_line}
+        rows = [{"kind": kind, **asdict(r), **extra}
+                for kind, records in kinds.items() for r in records]
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
 
 
 def _numbers(text: str, option: str, kind: type[float] | type[int]) -> list:
