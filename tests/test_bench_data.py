@@ -194,7 +194,7 @@ def test_curve_json_holds_each_record_and_the_command(corpus: Path, tok: Tokeniz
     table = bench(BenchArgs(data=corpus, tokenizer=tmp_path / "tok", data_sizes="0.05",
                             json=out, command_line="plmkit bench --data-sizes 0.05"))
     (row,) = json.loads(out.read_text())
-    assert row["kind"] == "curve" and row["ranks"] == 1
+    assert row["mode"] == "data-curve" and row["ranks"] == 1
     assert row["corpus_mb"] == pytest.approx(0.05, rel=0.02) and row["tokens"] > 0
     assert row["command"] == "plmkit bench --data-sizes 0.05" and row["cpus"] >= 1
     assert f"{row['tokens']}" in table

@@ -34,7 +34,7 @@ def test_serve_bench_on_a_tiny_config(tmp_path: Path) -> None:
     text = serve_bench.table(forwards, loads)
     assert "ort int8" in text and "classify" in text
     out = tmp_path / "serve.json"
-    serve_bench.write_json(forwards, loads, out, {"processor": "x"}, "plmkit bench")
+    bench.write_records(out, {"serve-forward": forwards, "serve-load": loads}, "plmkit bench")
     rows = json.loads(out.read_text())
     assert {r["mode"] for r in rows} == {"serve-forward", "serve-load"}
     assert len(rows) == len(forwards) + len(loads) and rows[0]["command"] == "plmkit bench"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from plmkit.errors import UserError
@@ -185,24 +185,20 @@ def bench_data(args: BenchArgs) -> str:
         sizes = _numbers(args.data_sizes, "--data-sizes", float)
         ranks = _numbers(args.data_ranks, "--data-ranks", int)
         curve = data.run_curve(args.data, args.tokenizer, sizes, ranks)
-        _write_records(args, {"curve": curve})
+        _write_records(args, {"data-curve": curve})
         return data.curve_table(curve)
     records, loader = data.run_data(args.data, args.tokenizer, _models(args, DATA_PRESETS),
                                     args.seq_len, args.batch_size, args.reps)
-    _write_records(args, {"data": records, "loader": loader})
+    _write_records(args, {"data": records, "data-loader": loader})
     return data.table(records, loader)
 
 
-def _write_records(args: BenchArgs, kinds: dict[str, list]) -> None:
-    """With --json: each dataclass record as one JSON object, with its `kind`, the machine
-    and the command."""
+def _write_records(args: BenchArgs, modes: dict[str, list]) -> None:
+    """With --json: the records there (`suite.write_records`)."""
     from plmkit.bench import suite
 
     if args.json:
-        extra = {**suite.machine(), "command": args.command_line}
-        rows = [{"kind": kind, **asdict(r), **extra}
-                for kind, records in kinds.items() for r in records]
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        suite.write_records(args.json, modes, args.command_line)
 
 
 def _numbers(text: str, option: str, kind: type[float] | type[int]) -> list:
@@ -226,5 +222,6 @@ def bench_serve(args: BenchArgs) -> str:
         forwards, loads = serve.run(_models(args, serve.MODELS), Path(root), seq=args.seq_len,
                                     reps=args.reps)
     if args.json:
-        serve.write_json(forwards, loads, args.json, suite.machine(), args.command_line)
+        suite.write_records(args.json, {"serve-forward": forwards, "serve-load": loads},
+                            args.command_line)
     return serve.table(forwards, loads)

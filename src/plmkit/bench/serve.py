@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -263,13 +263,3 @@ def table(forwards: Sequence[ForwardRecord], loads: Sequence[LoadRecord]) -> str
     lines += [f"{r.model:<12}{r.backend:<9}{r.endpoint:<10}{r.clients:>8}{r.requests:>10}"
               f"{r.errors:>8}{r.req_s:>9.1f}{r.p50_ms:>9.1f}{r.p99_ms:>9.1f}" for r in loads]
     return "\n".join(lines)
-
-
-def write_json(forwards: Sequence[ForwardRecord], loads: Sequence[LoadRecord], path: Path,
-               machine: dict[str, Any], command: str) -> None:
-    """The records as one JSON list, each with `mode` ("serve-forward" / "serve-load"), the
-    machine and the command."""
-    extra = {**machine, "command": command}
-    rows = [{"mode": "serve-forward", **asdict(r), **extra} for r in forwards]
-    rows += [{"mode": "serve-load", **asdict(r), **extra} for r in loads]
-    path.write_text(json.dumps(rows, indent=2) + "\n")

@@ -13,7 +13,7 @@ import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -732,6 +732,15 @@ def write_json(records: list[Record], path: Path, peaks: dict[str, float] | None
     the matmul peaks (FLOP/s by dtype) and the command that produced them."""
     extra = {**machine(), "matmul_peak_flops": peaks or {}, "command": command}
     path.write_text(json.dumps([{**asdict(r), **extra} for r in records], indent=2) + "\n")
+
+
+def write_records(path: Path, modes: dict[str, Sequence[Any]], command: str) -> None:
+    """Dataclass records of other benchmarks (serve, data) as one JSON list: each record with
+    its `mode` (the key it came under), the machine details and the command."""
+    extra = {**machine(), "command": command}
+    rows = [{"mode": mode, **asdict(r), **extra} for mode, records in modes.items()
+            for r in records]
+    path.write_text(json.dumps(rows, indent=2) + "\n")
 
 
 def read_json(path: Path) -> dict[str, Any]:
