@@ -1,10 +1,14 @@
-"""Task distillation study (issue 27, item 4): the real all-MiniLM-L6-v2 fine-tuned on
-sentiment-en as the teacher, a student of its shape with fewer layers (initialised from every
-other pretrained MiniLM layer, DistilBERT section 3) distilled from it with `plmkit distill`,
-against the same student fine-tuned on the labels alone with `plmkit finetune`; seeds 0..N-1,
-mean ± std, parameter counts and the measured inference speed-up (median of interleaved reps).
+"""Task distillation study (issue 27, item 4): a pretrained model fine-tuned on sentiment-en
+as the teacher (by default the real all-MiniLM-L6-v2; `--teacher DIR` takes any plmkit or
+transformers encoder, such as an ALBERT that `plmkit pretrain` made), a student of its shape
+with fewer layers (initialised from every other pretrained layer, DistilBERT section 3)
+distilled from it with `plmkit distill`, against the same student fine-tuned on the labels
+alone with `plmkit finetune`; seeds 0..N-1, mean ± std, parameter counts and the measured
+inference speed-up (median of interleaved reps).
 
     nice -n 19 python benchmarks/distill_study.py --out docs/studies/distill
+    nice -n 19 python benchmarks/distill_study.py --teacher runs/albert --teacher-name ALBERT \
+        --layers 2 --out docs/studies/distill-albert --work /tmp/distill-albert
 
 The data are subsampled to fit a shared 2-core CPU (sizes in the JSON and the Markdown): the
 first --train labelled tweets of sentiment-en's train split, the next --unlabeled tweets of it
@@ -29,7 +33,7 @@ import plmkit
 from plmkit.cli import main
 from plmkit.data.builders import build_dataset
 from plmkit.interop.native import TOKENIZER_DIR, tokenizer_dir
-from plmkit.jobs.distill import init_from_teacher
+from plmkit.jobs.distill import every_other_layer, init_from_teacher
 from plmkit.models import build
 from plmkit.tokenizers import Tokenizer
 from plmkit.training.modeldir import save_model
@@ -138,8 +142,9 @@ def markdown(r: dict[str, Any]) -> str:
         return ", ".join(f"{x['accuracy']:.3f}" for x in arms[arm]["runs"])
 
     t, st, sp = r["teacher"], r["student_params"], r["speed"]
+    name = s["teacher"]
     lines = [
-        "# Task distillation: all-MiniLM-L6-v2 -> a 3-layer student on sentiment-en",
+        f"# Task distillation: {name} -> a {s['layers']}-layer student on sentiment-en",
         "",
         f"Written by `benchmarks/distill_study.py` on {s['machine']} ({s['threads']} torch "
         f"thread, niced, a shared machine), {s['date']}.",
@@ -151,14 +156,15 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         "| model | dev accuracy (mean ± std) | per seed | parameters | without token embeddings |",
         "|---|---|---|---|---|",
-        f"| teacher: all-MiniLM-L6-v2 fine-tuned (6 layers) | {t['accuracy']:.3f} | seed 0 | "
+        f"| teacher: {name} fine-tuned ({t['layers']} layers) | {t['accuracy']:.3f} | seed 0 | "
         f"{t['params']:,} | {t['params_without_token_embeddings']:,} |",
         *(f"| student ({s['layers']} layers), {label} | {cell(name)} | {seeds(name)} | "
           f"{st['params']:,} | {st['params_without_token_embeddings']:,} |"
           for name, label in ARMS.items() if arms.get(name, {}).get("runs")),
         "",
         f"Majority class of the dev tweets: {r['majority']:.3f}. Every student starts from the "
-        f"same weights: every other layer (0, 2, 4) of the pretrained MiniLM. Distillation: "
+        f"same weights: layers {', '.join(map(str, t['student_from']))} of the pretrained "
+        f"{name}. Distillation: "
         f"T = {s['temperature']}, soft and hard targets weighted 1 and 1.",
         "",
         f"Inference, a batch of {sp['batch']} dev tweets ({sp['tokens']} tokens), one thread, "
@@ -176,6 +182,9 @@ def main_study() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("docs/studies/distill"))
     p.add_argument("--work", type=Path, default=Path("/tmp/distill-study"))
+    p.add_argument("--teacher", type=Path, default=None,
+                   help="the pretrained teacher (default: the real all-MiniLM-L6-v2)")
+    p.add_argument("--teacher-name", default="all-MiniLM-L6-v2")
     p.add_argument("--train", type=int, default=800)
     p.add_argument("--unlabeled", type=int, default=800)
     p.add_argument("--dev", type=int, default=400)
@@ -188,6 +197,7 @@ def main_study() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--reps", type=int, default=15)
     a = p.parse_args()
+    a.teacher = a.teacher or minilm_dir()
     torch.set_num_threads(a.threads)
     start = time.process_time()
     a.work.mkdir(parents=True, exist_ok=True)
@@ -199,11 +209,11 @@ def main_study() -> None:
     teacher = a.work / "teacher"
     t = prev.get("teacher") if (teacher / "eval_results.json").is_file() else None
     if t is None:
-        t = run(["finetune", "--task", "classify", "--model", str(minilm_dir()), "--train",
+        t = run(["finetune", "--task", "classify", "--model", str(a.teacher), "--train",
                  str(files["train"]), "--out", str(teacher), *common])
     student0 = a.work / f"student-{a.layers}l"
     if not (student0 / "model.safetensors").is_file():
-        truncated_student(minilm_dir(), a.layers, student0)
+        truncated_student(a.teacher, a.layers, student0)
     arms: dict[str, dict[str, Any]] = {name: {"runs": []} for name in ARMS}
     speed = None  # measured by every invocation
     for seed in range(a.seeds):
@@ -247,7 +257,8 @@ def previous(a: argparse.Namespace) -> dict[str, Any]:
     if not path.is_file():
         return {}
     prev = json.loads(path.read_text())
-    same = all(prev["setup"].get(k) == getattr(a, k) for k in SIZES)
+    same = (all(prev["setup"].get(k) == getattr(a, k) for k in SIZES)
+            and prev["setup"]["teacher"] == a.teacher_name)
     return prev if same else {}
 
 
@@ -258,12 +269,16 @@ def write(a: argparse.Namespace, files: dict[str, Path], teacher: Path, t: dict[
         for key in ("accuracy", "macro_f1"):
             arm[key] = mean_std([x[key] for x in arm["runs"]])
     labels = [r["label"] for r in csv.DictReader(files["dev"].open(encoding="utf-8"))]
+    model = plmkit.load(teacher)
+    layers = model.config.num_layers
     result = {
         "setup": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
                   "seeds_run": len(arms["distilled"]["runs"]),
                   "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-                  "date": time.strftime("%Y-%m-%d"), "teacher": "all-MiniLM-L6-v2"},
-        "teacher": {**t, **params(plmkit.load(teacher))},
+                  "date": time.strftime("%Y-%m-%d"), "teacher": a.teacher_name,
+                  "teacher_dir": str(a.teacher)},
+        "teacher": {**t, **params(model), "layers": layers,
+                    "student_from": every_other_layer(layers, a.layers)},
         "student_params": params(plmkit.load(a.work / "distilled-0")),
         "arms": arms,
         "majority": max(labels.count(y) for y in set(labels)) / len(labels),
