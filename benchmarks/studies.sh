@@ -46,6 +46,12 @@ run() {  # name, then compare's arguments
   nice -n 19 "$PLMKIT" compare "$@" --out "$STUDIES/$name"
   mkdir -p "docs/studies/$name"
   cp "$STUDIES/$name"/results.{json,md} "$STUDIES/$name"/*.png "docs/studies/$name/"
+  claims
+}
+
+claims() {  # docs/compare.md's first figure: every claim of the studies finished so far
+  local folders=(docs/studies/*-"$BIG" docs/studies/*-"$SMALL" docs/studies/dapt-bible)
+  nice -n 19 "$PYTHON" benchmarks/claims_plot.py "${folders[@]}" --out docs/studies/claims.png
 }
 
 s1() {  # ELECTRA vs BERT MLM at equal FLOPs (ELECTRA-Small's learning rates, Clark et al. 2020)
@@ -114,6 +120,7 @@ dapt() {  # issue 24: all-MiniLM-L6-v2 before and after continued pretraining on
   nice -n 19 "$PYTHON" benchmarks/dapt_study.py --out "$STUDIES/dapt-bible"
   mkdir -p docs/studies/dapt-bible
   cp "$STUDIES"/dapt-bible/results.{json,md} docs/studies/dapt-bible/
+  claims
 }
 
 s9() {  # induced-set attention (Set Transformer ISAB) vs full attention at equal FLOPs
