@@ -3,7 +3,7 @@
 # priority. Every step resumes: run it again after an interruption and it goes on where it
 # stopped (plmkit compare keeps each run's checkpoints; finished runs are reused).
 #
-#   benchmarks/studies.sh [STUDY...]      # default: s1 s5 dapt s4 s6 s2b3 s2a s7 s8 s9, in that order
+#   benchmarks/studies.sh [STUDY...]      # default: s1 s5 dapt s2b3 s2a s8 distill_albert s4 s6 s7 s9
 #   STUDIES=/data/studies benchmarks/studies.sh s1
 #
 # On a CPU shared with other jobs, give each study one thread (OMP_NUM_THREADS=1): torch's
@@ -116,6 +116,16 @@ s7() {  # the original Transformer on Bible EN->ES against copying the source, 3
   cp "$STUDIES"/translation-en-es/results.{json,md} docs/studies/translation-en-es/
 }
 
+distill_albert() {  # issue 27: task distillation from an ALBERT teacher (no pretrained ALBERT
+  # installs offline, so the teacher is study 4's first arm, pretrained here alone at SMALL FLOPs)
+  nice -n 19 "$PLMKIT" compare --models "$ALBERT" --corpus "$DATA/en-docs/train.txt" \
+    --heldout "$DATA/en-docs/heldout.txt" --budget flops "$SMALL" --pretrain-seeds 1 \
+    --control none --tasks "" --vocab-size 16000 --lr 5e-4 --out "$STUDIES/albert-teacher-$SMALL"
+  nice -n 19 "$PYTHON" benchmarks/distill_study.py --teacher "$STUDIES/albert-teacher-$SMALL"/runs/*/seed-0 \
+    --teacher-name "ALBERT (4 shared layers, H 256; plmkit, $SMALL FLOPs on en-docs)" --layers 2 \
+    --work "$STUDIES/distill-albert" --out docs/studies/distill-albert
+}
+
 dapt() {  # issue 24: all-MiniLM-L6-v2 before and after continued pretraining on the Bible
   nice -n 19 "$PYTHON" benchmarks/dapt_study.py --out "$STUDIES/dapt-bible"
   mkdir -p docs/studies/dapt-bible
@@ -135,6 +145,6 @@ s9() {  # induced-set attention (Set Transformer ISAB) vs full attention at equa
 }
 
 data
-for study in "${@:-s1 s5 dapt s4 s6 s2b3 s2a s7 s8 s9}"; do
+for study in "${@:-s1 s5 dapt s2b3 s2a s8 distill_albert s4 s6 s7 s9}"; do
   for s in $study; do "$s"; done
 done
