@@ -5,16 +5,18 @@ sliding window (Dai et al. 2019, section 3.2 and Table 9), perplexity and speed.
 
 Pretrains a `transfo-xl-tiny` (segments of `--seq-len` tokens, `--mem-len` memory states) for
 `--flops` model FLOPs on the train chapters of the World English Bible (Debian
-`sword-text-web`), then evaluates `--tokens` tokens of its test chapters at each attention
-length C of `--contexts` (default: 128 and the paper's Table 9 lengths 800, 1,800, 3,800), both
-ways,
-interleaved `--reps` times after a warm-up (memory, sliding, memory, ...): with memory,
-segment by segment, each attending to C - segment cached states; and sliding a window of C
-tokens one token at a time, recomputing the whole window for each prediction. Writes
-results.json, results.md and memory_vs_sliding.png into OUT; tokens/s are medians over the
-reps. The runs are kept in `--work`, so a second call resumes or reuses them. The unigram
-perplexity of the same tokens (train-chapter frequencies, add-one) is the floor a model that
-ignores its context reaches.
+`sword-text-web`), then evaluates the start of its test chapters at each attention length C of
+`--contexts` (default: 128 and the paper's Table 9 lengths 800, 1,800, 3,800), both ways, on
+the same C + 1 + `--windows` tokens: with memory, segment by segment, each attending to
+C - segment cached states; and sliding a window of C tokens one token at a time, recomputing
+the whole window for each prediction (one pass for the first C predictions, then `--windows`
+windows: the sliding cost grows as windows x C, so a fixed number of windows keeps 3,800
+affordable on a CPU). Each method runs once under a FLOP counter (the warm-up, untimed), then
+`--reps` times interleaved (memory, sliding, memory, ...); tokens/s are medians over the reps.
+Writes results.json, results.md and memory_vs_sliding.png into OUT. The runs and every
+finished evaluation are kept in `--work`, so a second call resumes where the first stopped.
+The unigram perplexity of the same tokens (train-chapter frequencies, add-one) is the floor a
+model that ignores its context reaches.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import math
 import os
 import shutil
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,33 +104,43 @@ def unigram_perplexity(train: list[int], heldout: torch.Tensor, vocab: int) -> f
     return math.exp(-logp[heldout[1:]].mean().item())
 
 
-def eval_flops(method: str, model: nn.Module, text: torch.Tensor, segment: int,
-               context: int) -> float:
-    """Model FLOPs of one evaluation (an extra, untimed run)."""
+def kept(path: Path, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The JSON in `path`, or `make()`'s result written there first (a rerun resumes)."""
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(make()) + "\n")
+    return json.loads(path.read_text())
+
+
+def counted(method: str, model: nn.Module, text: torch.Tensor, segment: int,
+            context: int) -> dict[str, Any]:
+    """One evaluation under the FLOP counter (slower: untimed): its perplexity, tokens,
+    positions and model FLOPs."""
     with FlopCounterMode(display=False) as counter:
-        evaluate(method, model, text, segment, context)
-    return float(counter.get_total_flops())
+        r = evaluate(method, model, text, segment, context)
+    return {"perplexity": r.perplexity, "tokens": r.tokens, "positions": r.positions,
+            "flops": float(counter.get_total_flops())}
 
 
-def measure(model: nn.Module, text: torch.Tensor, segment: int, context: int,
-            reps: int) -> list[dict[str, Any]]:
-    """Both methods at attention length `context`, interleaved `reps` times: one row each."""
-    runs: dict[str, list[LMEvaluation]] = {m: [] for m in METHODS}
-    for method in METHODS:  # warm-up, not counted
-        evaluate(method, model, text[: 4 * context], segment, context)
-    for _ in range(reps):
-        for method in METHODS:
-            runs[method].append(evaluate(method, model, text, segment, context))
-    rows = []
-    for method, results in runs.items():
-        speeds = [r.tokens_per_s for r in results]
-        rows.append({"context": context, "method": method,
-                     "segment": segment if method == "memory" else None,
-                     "mem_len": context - segment if method == "memory" else None,
-                     "perplexity": results[0].perplexity, "tokens": results[0].tokens,
-                     "positions": results[0].positions,
-                     "flops": eval_flops(method, model, text, segment, context),
-                     "tokens_per_s": statistics.median(speeds), "tokens_per_s_reps": speeds})
+def measure(model: nn.Module, text: torch.Tensor, segment: int, context: int, reps: int,
+            kept_in: Path) -> list[dict[str, Any]]:
+    """Both methods at attention length `context` on `text`: counted once, warmed up, then
+    timed `reps` times interleaved; one row each. Every evaluation is kept in `kept_in`."""
+    counts = {m: kept(kept_in / f"{m}-count.json",
+                      lambda m=m: counted(m, model, text, segment, context)) for m in METHODS}
+    for m in METHODS:  # warm-up (the counts may come from an earlier call): 8 windows
+        evaluate(m, model, text[: context + 9], segment, context)
+    speeds: dict[str, list[float]] = {m: [] for m in METHODS}
+    for rep in range(reps):
+        for m in METHODS:
+            timed = kept(kept_in / f"{m}-{rep}.json", lambda m=m: {
+                "tokens_per_s": evaluate(m, model, text, segment, context).tokens_per_s})
+            speeds[m].append(timed["tokens_per_s"])
+    rows = [{"context": context, "method": m,
+             "segment": segment if m == "memory" else None,
+             "mem_len": context - segment if m == "memory" else None,
+             **counts[m], "tokens_per_s": statistics.median(speeds[m]),
+             "tokens_per_s_reps": speeds[m]} for m in METHODS]
     rows[0]["speedup"] = rows[0]["tokens_per_s"] / rows[1]["tokens_per_s"]
     return rows
 
@@ -141,13 +154,14 @@ def machine() -> str:
 def markdown(rows: list[dict[str, Any]], setup: dict[str, Any]) -> str:
     """The results table with what was run."""
     about = ", ".join(f"{k}: {v}" for k, v in setup.items())
-    head = ["attention length", "evaluation", "segment + memory", "perplexity", "tokens/s",
-            "positions computed", "GFLOPs", "speedup"]
+    head = ["attention length", "evaluation", "segment + memory", "tokens scored", "perplexity",
+            "unigram perplexity", "tokens/s", "positions computed", "GFLOPs", "speedup"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         shape = f"{r['segment']} + {r['mem_len']}" if r["method"] == "memory" else "window"
         speedup = f"{r['speedup']:.1f}x" if "speedup" in r else ""
-        cells = [str(r["context"]), r["method"], shape, f"{r['perplexity']:.2f}",
+        cells = [str(r["context"]), r["method"], shape, f"{r['tokens']:,}",
+                 f"{r['perplexity']:.2f}", f"{r['unigram_perplexity']:.2f}",
                  f"{r['tokens_per_s']:,.0f}", f"{r['positions']:,}", f"{r['flops'] / 1e9:.1f}",
                  speedup]
         lines.append("| " + " | ".join(cells) + " |")
@@ -185,7 +199,9 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--contexts", default="128,800,1800,3800",
                    help="attention lengths (segment + memory, or the sliding window)")
-    p.add_argument("--tokens", type=int, default=6000, help="held-out tokens evaluated")
+    p.add_argument("--windows", type=int, default=512,
+                   help="sliding windows after the first at each attention length C (both "
+                        "methods score the first C + 1 + windows held-out tokens)")
     p.add_argument("--reps", type=int, default=3)
     a = p.parse_args()
     contexts = [int(c) for c in a.contexts.split(",")]
@@ -201,17 +217,20 @@ def main() -> None:
     ids = [i for line in heldout for i in tok.encode(line)]
     train_ids = [i for line in train.read_text().splitlines() for i in tok.encode(line)]
     flops_per_step = json.loads((a.work / "steps.json").read_text())["flops_per_step"]
-    text = torch.tensor(ids[: a.tokens])
-    floor = unigram_perplexity(train_ids, text, tok.vocab_size)
-    rows = [r for c in contexts for r in measure(model, text, a.seq_len, c, a.reps)]
+    rows = []
+    for c in contexts:
+        text = torch.tensor(ids[: c + 1 + a.windows])
+        kept_in = a.work / "evaluations" / f"{c}-{len(text)}-{a.reps}"
+        rows += [{**r, "unigram_perplexity": unigram_perplexity(train_ids, text, tok.vocab_size)}
+                 for r in measure(model, text, a.seq_len, c, a.reps, kept_in)]
     setup = {"corpus": "World English Bible (sword-text-web), train chapters (80%, seed 0)",
-             "heldout": f"first {len(text):,} tokens of the test chapters (10%)",
+             "heldout": f"at attention length C, the first C + 1 + {a.windows} tokens of the "
+                        f"test chapters (10%), both methods",
              "model": f"transfo-xl-tiny, {sum(q.numel() for q in model.parameters()):,} "
                       f"parameters, BPE {tok.vocab_size} tokens",
              "pretraining": f"{run.steps} steps x 16 x {a.seq_len} tokens (corpus: "
                             f"{len(train_ids):,} tokens), lr {a.lr:g}, seed 0, memory "
                             f"{a.mem_len}, {run.steps * flops_per_step:.2e} FLOPs",
-             "unigram perplexity": f"{floor:.2f}",
              "reps": a.reps, "torch": torch.__version__, "machine": started}
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "results.json").write_text(json.dumps({"setup": setup, "results": rows},
