@@ -41,6 +41,12 @@ def test_transfo_xl_memory_evaluation_computes_far_less_at_no_worse_perplexity(
     # memory computes each position once; sliding recomputes a 32-token window per prediction
     assert memory.positions == len(text) - 1
     assert sliding.positions == 32 + (len(text) - 1 - 32) * 32
+    # the steady state: every prediction from a full window, or with 32 cached states (the
+    # segments from position 32 on)
+    assert sliding.steady_tokens == len(text) - 1 - 32
+    assert memory.steady_tokens == len(text) - 1 - 32
+    assert 0 < sliding.steady_seconds < sliding.seconds
+    assert 0 < memory.steady_seconds < memory.seconds
     # the speed itself is measured in benchmarks/transfo_xl_memory.py (docs/compare.md, study 5)
 
 

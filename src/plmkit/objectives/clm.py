@@ -62,17 +62,26 @@ class CausalLM:
 @dataclass
 class LMEvaluation:
     """Perplexity of `tokens` predictions, how fast they were made and how many token
-    positions the model computed for them (`positions`: the work, independent of the clock)."""
+    positions the model computed for them (`positions`: the work, independent of the clock).
+    `steady_tokens` and `steady_seconds`: the predictions made, and their time, once each one
+    sees the whole attention length (the memory full, or a full window), as on a long text;
+    the predictions before are cheaper both ways."""
 
     perplexity: float
     tokens: int
     seconds: float
     context: int  # attention length: segment + memory, or the sliding window
     positions: int
+    steady_tokens: int
+    steady_seconds: float
 
     @property
     def tokens_per_s(self) -> float:
         return self.tokens / self.seconds
+
+    @property
+    def steady_tokens_per_s(self) -> float:
+        return self.steady_tokens / self.steady_seconds
 
 
 @torch.no_grad()
@@ -81,16 +90,21 @@ def evaluate_with_memory(model: nn.Module, text: Tensor, seq_len: int) -> LMEval
     the model's `mem_len` cached states of the ones before."""
     check_causal(model)
     model.eval()
+    mem_len = model.config.mem_len or 0
     start, nll, mems, positions = time.perf_counter(), torch.zeros(()), None, 0
+    steady = None  # when the segments begin to see mem_len cached states
     for begin in range(0, len(text) - 1, seq_len):
+        if begin >= mem_len and steady is None:
+            steady = (time.perf_counter(), begin)
         window = text[begin: begin + seq_len + 1][None]  # (1, s + 1)
         out = model(window[:, :-1], mems=mems, use_mems=True)
         mems, positions = out.mems, positions + window.shape[1] - 1
         logits = model.lm_logits(out.last_hidden_state)  # (1, s, V)
         nll += F.cross_entropy(logits[0].float(), window[0, 1:], reduction="sum")
-    n = len(text) - 1
-    return LMEvaluation(math.exp(nll.item() / n), n, time.perf_counter() - start,
-                        seq_len + (model.config.mem_len or 0), positions)
+    n, end = len(text) - 1, time.perf_counter()
+    at, first = steady or (end, n)
+    return LMEvaluation(math.exp(nll.item() / n), n, end - start, seq_len + mem_len, positions,
+                        n - first, end - at)
 
 
 @torch.no_grad()
@@ -107,11 +121,12 @@ def evaluate_sliding(model: nn.Module, text: Tensor, context: int,
     nll = F.cross_entropy(logits[0].float(), first[0, 1:], reduction="sum")
     windows = text[:-1].unfold(0, context, 1)[1:]  # (N-1-c, c): the window before token t
     targets = text[context + 1:]  # (N-1-c,)
+    steady = time.perf_counter()  # from here each prediction has a full window
     for i in range(0, len(windows), batch_size):
         hidden = model(windows[i: i + batch_size]).last_hidden_state[:, -1]  # (b, H)
         logits = model.lm_logits(hidden)  # (b, V)
         nll += F.cross_entropy(logits.float(), targets[i: i + batch_size], reduction="sum")
-    n = len(text) - 1
+    n, end = len(text) - 1, time.perf_counter()
     positions = first.shape[1] - 1 + windows.numel()
-    return LMEvaluation(math.exp(nll.item() / n), n, time.perf_counter() - start, context,
-                        positions)
+    return LMEvaluation(math.exp(nll.item() / n), n, end - start, context, positions,
+                        len(windows), end - steady)
