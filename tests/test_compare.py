@@ -158,14 +158,15 @@ def test_a_second_call_reuses_everything(study: CompareArgs) -> None:
 
 def test_an_interrupted_seed_resumes(tmp_path: Path, tweets: list[str],
                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """A run stopped after its first checkpoint continues from it on the next call and ends
-    where an uninterrupted run ends."""
+    """A run checkpoints at every held-out evaluation (each eighth of the run); one stopped
+    between two checkpoints continues from the newest on the next call and ends where an
+    uninterrupted run ends."""
     from plmkit.training import Trainer
 
     corpus = tmp_path / "c.txt"
     corpus.write_text("\n\n".join("\n".join(tweets[i:i + 4]) for i in range(0, 400, 4)) + "\n")
     base = {"models": ["bert-tiny:mlm"], "corpus": [corpus], "heldout": [corpus],
-            "heldout_batches": 1, "budget": ("steps", 8), "tasks": [], "vocab_size": 500,
+            "heldout_batches": 1, "budget": ("steps", 16), "tasks": [], "vocab_size": 500,
             "batch_size": 4, "seq_len": 32, "pretrain_seeds": 1, "control": None}
     straight = compare(CompareArgs(out=tmp_path / "a", **base))
     base["tokenizer"] = tmp_path / "a" / "tokenizer"  # WordPiece training is not deterministic
@@ -181,10 +182,11 @@ def test_an_interrupted_seed_resumes(tmp_path: Path, tweets: list[str],
         compare(CompareArgs(out=tmp_path / "b", **base))
     monkeypatch.setattr(Trainer, "_train_step", step)
     run = tmp_path / "b" / "runs" / "bert-tiny_mlm" / "seed-0"
-    assert [p.name for p in sorted((run / "checkpoints").iterdir())][-1].endswith("4")
+    assert [p.name for p in sorted((run / "checkpoints").iterdir())] == ["step-000002",
+                                                                          "step-000004"]
     resumed = compare(CompareArgs(out=tmp_path / "b", **base))
     a, b = (r["results"][0]["pretrain_seeds"][0] for r in (straight, resumed))
-    assert [p["step"] for p in b["curve"]] == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert [p["step"] for p in b["curve"]] == [2, 4, 6, 8, 10, 12, 14, 16]
     assert b["scores"]["heldout/mlm_loss"] == pytest.approx(a["scores"]["heldout/mlm_loss"])
 
 

@@ -179,7 +179,8 @@ def pretrain_args(entry: Entry, args: CompareArgs, tokenizer: Path, steps: int, 
         return PretrainArgs(
             model=entry.preset, objective=entry.objective, corpus=args.corpus, out=out,
             steps=steps, tokenizer=tokenizer, batch_size=args.batch_size, seq_len=args.seq_len,
-            seed=seed, lr=args.lr, warmup=max(1, steps // 10), save_every=max(1, steps // 4),
+            seed=seed, lr=args.lr, warmup=max(1, steps // 10),
+            save_every=max(1, steps // CURVE_POINTS),  # an interruption loses at most 1/8
             eval_every=max(1, steps // CURVE_POINTS), log_every=max(1, steps // 50),
             progress=args.progress, overrides=entry.overrides, **options)
     except TypeError as e:
