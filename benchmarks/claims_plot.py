@@ -84,8 +84,8 @@ def main() -> None:
     p.add_argument("folders", nargs="+", type=Path)
     p.add_argument("--out", type=Path, default=Path("docs/studies/claims.png"))
     a = p.parse_args()
-    found = [r for root in a.folders if root.is_dir() for f in sorted(root.rglob("results.json"))
-             for r in rows(f, root)]
+    roots = dict.fromkeys(f for f in a.folders if f.is_dir())  # a folder given twice: once
+    found = [r for root in roots for f in sorted(root.rglob("results.json")) for r in rows(f, root)]
     if not found:
         raise SystemExit(f"no claims in {', '.join(map(str, a.folders))}")
     plot(found, a.out)

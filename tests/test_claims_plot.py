@@ -50,7 +50,8 @@ def test_rows_of_a_compare_study_and_of_the_adaptation_study(tmp_path: Path) -> 
         ("dapt-bible", "after > before (sentiment-en)", "finetune", "inconclusive")]
     assert (rows[1].low, rows[1].high) == pytest.approx((-0.03, -0.01))
     out = tmp_path / "claims.png"
-    folders = [str(study), str(adapt), str(tmp_path / "no")]  # a missing folder is skipped
+    # a missing folder is skipped, one given twice (BIG = SMALL in studies.sh) read once
+    folders = [str(study), str(adapt), str(tmp_path / "no"), str(study)]
     done = subprocess.run([sys.executable, str(SCRIPT), *folders, "--out", str(out)],
                           capture_output=True, text=True, check=True)
     assert done.stdout.startswith("3 claims") and out.read_bytes()[:4] == b"\x89PNG"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -47,6 +48,8 @@ def test_transfo_xl_memory_evaluation_computes_far_less_at_no_worse_perplexity(
     assert memory.steady_tokens == len(text) - 1 - 32
     assert 0 < sliding.steady_seconds < sliding.seconds
     assert 0 < memory.steady_seconds < memory.seconds
+    short = evaluate_with_memory(model, text[:20], seq_len=32)  # never sees 32 cached states
+    assert short.steady_tokens == 0 and math.isnan(short.steady_tokens_per_s)
     # the speed itself is measured in benchmarks/transfo_xl_memory.py (docs/compare.md, study 5)
 
 

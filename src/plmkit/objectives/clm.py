@@ -81,7 +81,8 @@ class LMEvaluation:
 
     @property
     def steady_tokens_per_s(self) -> float:
-        return self.steady_tokens / self.steady_seconds
+        """NaN when the text is too short to reach the steady state."""
+        return self.steady_tokens / self.steady_seconds if self.steady_tokens else math.nan
 
 
 @torch.no_grad()
