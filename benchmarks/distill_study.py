@@ -4,7 +4,8 @@ transformers encoder, such as an ALBERT that `plmkit pretrain` made), a student 
 with fewer layers (initialised from every other pretrained layer, DistilBERT section 3)
 distilled from it with `plmkit distill`, against the same student fine-tuned on the labels
 alone with `plmkit finetune`; seeds 0..N-1, mean ± std, parameter counts and the measured
-inference speed-up (median of interleaved reps).
+inference speed-up (median of interleaved reps), and the verdict of each claim "this
+distilled arm beats the fine-tuned one" (seed i against seed i, `plmkit compare`'s statistics).
 
     nice -n 19 python benchmarks/distill_study.py --out docs/studies/distill
     nice -n 19 python benchmarks/distill_study.py --teacher runs/albert --teacher-name ALBERT \
@@ -33,6 +34,7 @@ import plmkit
 from plmkit.cli import main
 from plmkit.data.builders import build_dataset
 from plmkit.interop.native import TOKENIZER_DIR, tokenizer_dir
+from plmkit.jobs.compare.stats import verdict
 from plmkit.jobs.distill import every_other_layer, init_from_teacher
 from plmkit.models import build
 from plmkit.tokenizers import Tokenizer
@@ -173,9 +175,36 @@ def markdown(r: dict[str, Any]) -> str:
         f"clock (a shared, niced machine) teacher {sp['teacher_wall_ms']:.0f} ms, student "
         f"{sp['student_wall_ms']:.0f} ms, speed-up {sp['speedup_wall']:.2f}x.",
         "",
+        "Verdicts (dev accuracy, seed i of one arm against seed i of the other; the 95% "
+        "t-interval of the differences):",
+        "",
+        *(f"- {verdict_line(v)}" for v in r["verdicts"]),
+        "",
         f"CPU time of the whole study: {r['cpu_s'] / 60:.1f} minutes.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def verdicts(arms: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each distilled arm against the fine-tuned one on dev accuracy, paired by seed."""
+    def accuracies(name: str) -> list[float]:
+        return [x["accuracy"] for x in arms[name]["runs"]]
+
+    return [{"claim": f"{ARMS[name]} beats fine-tuned on the labels", "metric": "dev accuracy",
+             **verdict([x - b for x, b in zip(accuracies(name), accuracies("finetuned"),
+                                              strict=True)], 1)}
+            for name in ("distilled_labels", "distilled")]
+
+
+def verdict_line(v: dict[str, Any]) -> str:
+    """One line: the claim, the difference with its interval, the outcome."""
+    ci = "no interval (one seed)" if v["ci95"] is None else \
+        f"95% CI [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}]"
+    line = (f"{v['claim']}: {v['difference']:+.3f}, {ci}, {v['pairs']} seeds, sign-flip "
+            f"p = {v['p_value']:.3f}: **{v['verdict']}**")
+    if v.get("seeds_to_settle"):
+        line += f"; about {v['seeds_to_settle']} seeds per arm would settle it"
+    return line
 
 
 def main_study() -> None:
@@ -283,6 +312,7 @@ def write(a: argparse.Namespace, files: dict[str, Path], teacher: Path, t: dict[
         "arms": arms,
         "majority": max(labels.count(y) for y in set(labels)) / len(labels),
         "speed": speed,
+        "verdicts": verdicts(arms),
         "cpu_s": round(cpu_s, 1),
     }
     a.out.mkdir(parents=True, exist_ok=True)

@@ -123,7 +123,7 @@ distill_albert() {  # issue 27: task distillation from an ALBERT teacher (no pre
     --control none --tasks "" --vocab-size 16000 --lr 5e-4 --out "$STUDIES/albert-teacher-$SMALL"
   nice -n 19 "$PYTHON" benchmarks/distill_study.py --teacher "$STUDIES/albert-teacher-$SMALL"/runs/*/seed-0 \
     --teacher-name "ALBERT (4 shared layers, H 256; plmkit, $SMALL FLOPs on en-docs)" --layers 2 \
-    --work "$STUDIES/distill-albert" --out docs/studies/distill-albert
+    --work "$STUDIES/distill-albert" --out docs/studies/distill-albert --seeds 6
   mkdir -p docs/studies/distill-albert/teacher
   cp "$STUDIES/albert-teacher-$SMALL"/results.{json,md} "$STUDIES/albert-teacher-$SMALL"/heldout_vs_flops.png \
     docs/studies/distill-albert/teacher/
