@@ -34,6 +34,7 @@ import plmkit
 from plmkit.cli import main
 from plmkit.data.builders import build_dataset
 from plmkit.interop.native import TOKENIZER_DIR, tokenizer_dir
+from plmkit.jobs.compare.report import verdict_line
 from plmkit.jobs.compare.stats import verdict
 from plmkit.jobs.distill import every_other_layer, init_from_teacher
 from plmkit.models import build
@@ -178,7 +179,7 @@ def markdown(r: dict[str, Any]) -> str:
         "Verdicts (dev accuracy, seed i of one arm against seed i of the other; the 95% "
         "t-interval of the differences):",
         "",
-        *(f"- {verdict_line(v)}" for v in r["verdicts"]),
+        *(f"- {verdict_line(v, 'seeds')}" for v in r["verdicts"]),
         "",
         f"CPU time of the whole study: {r['cpu_s'] / 60:.1f} minutes.",
     ]
@@ -194,17 +195,6 @@ def verdicts(arms: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
              **verdict([x - b for x, b in zip(accuracies(name), accuracies("finetuned"),
                                               strict=True)], 1)}
             for name in ("distilled_labels", "distilled")]
-
-
-def verdict_line(v: dict[str, Any]) -> str:
-    """One line: the claim, the difference with its interval, the outcome."""
-    ci = "no interval (one seed)" if v["ci95"] is None else \
-        f"95% CI [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}]"
-    line = (f"{v['claim']}: {v['difference']:+.3f}, {ci}, {v['pairs']} seeds, sign-flip "
-            f"p = {v['p_value']:.3f}: **{v['verdict']}**")
-    if v.get("seeds_to_settle"):
-        line += f"; about {v['seeds_to_settle']} seeds per arm would settle it"
-    return line
 
 
 def main_study() -> None:

@@ -32,9 +32,11 @@ def test_a_clear_gain_is_reproduced_and_a_noisy_one_inconclusive():
     assert labels["difference"] == pytest.approx(0.02 / 3)
     assert distilled["verdict"] == "reproduced" and distilled["ci95"][0] > 0
     assert "seeds_to_settle" not in distilled
-    line = study.verdict_line(labels)
-    assert line.startswith("distilled, labelled tweets only beats fine-tuned on the labels:")
+    line = study.verdict_line(labels, "seeds")
+    assert line.startswith(
+        "distilled, labelled tweets only beats fine-tuned on the labels on dev accuracy:")
     assert "**inconclusive**" in line and "seeds per arm would settle it" in line
+    assert "pretraining" not in line and "FLOPs" not in line
 
 
 def test_a_loss_is_contradicted():

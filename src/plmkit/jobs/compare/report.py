@@ -78,15 +78,17 @@ def interval(stats: dict[str, Any] | None) -> str:
     return f"{stats['mean']:.4f} [{stats['ci95'][0]:.4f}, {stats['ci95'][1]:.4f}]"
 
 
-def verdict_line(v: dict[str, Any]) -> str:
-    """One line: the claim, the metric, the difference with its interval, the outcome."""
+def verdict_line(v: dict[str, Any], seeds: str = "pretraining seeds") -> str:
+    """One line: the claim, the metric, the difference with its interval, the outcome, and
+    how many `seeds` per arm would settle an inconclusive one (with their FLOPs if known)."""
     ci = "no interval (one pair)" if v["ci95"] is None else \
         f"95% CI [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}]"
     line = (f"{v['claim']} on {v['metric']}: {v['difference']:+.4f}, {ci}, {v['pairs']} pairs, "
             f"sign-flip p = {v['p_value']:.3f}: **{v['verdict']}**")
     if v.get("seeds_to_settle"):
-        line += (f"; about {v['seeds_to_settle']} pretraining seeds per arm "
-                 f"({v['flops_to_settle']:.2g} FLOPs for both arms) would settle it")
+        cost = (f" ({v['flops_to_settle']:.2g} FLOPs for both arms)"
+                if "flops_to_settle" in v else "")
+        line += f"; about {v['seeds_to_settle']} {seeds} per arm{cost} would settle it"
     return line
 
 
