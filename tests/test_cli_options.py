@@ -125,8 +125,12 @@ def test_vocab_size_help_names_each_familys_vocabulary(capsys: pytest.CaptureFix
         assert f"{name} {size}" in text, name
 
 
-def test_an_unknown_choice_is_refused_by_argparse(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("option", "message"), [
+    (("--optimizer", "sgd"), "invalid choice: 'sgd' (choose from 'adamw', 'lamb')"),
+    (("--generator-training", "gan"), "invalid choice: 'gan' (choose from 'mle', 'adversarial')")])
+def test_an_unknown_choice_is_refused_by_argparse(option: tuple[str, str], message: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as done:
-        main(["pretrain", "--model", "m", "--corpus", "c", "--out", "o", "--optimizer", "sgd"])
+        main(["pretrain", "--model", "m", "--corpus", "c", "--out", "o", *option])
     assert done.value.code == 2
-    assert "invalid choice: 'sgd' (choose from 'adamw', 'lamb')" in capsys.readouterr().err
+    assert message in capsys.readouterr().err

@@ -321,3 +321,6 @@ def test_precision_follows_the_hardware_unless_an_entry_says(tmp_path: Path) -> 
     auto = pretrain_args(parse_entry("bert-tiny:mlm"), args, tmp_path, 1, tmp_path / "a")
     fp32 = pretrain_args(parse_entry("bert-tiny:mlm:bf16=false"), args, tmp_path, 1, tmp_path)
     assert auto.bf16 is None and fp32.bf16 is False
+    own = pretrain_args(parse_entry("bert-tiny:mlm:lr=2e-4:warmup=3"), args, tmp_path, 50,
+                        tmp_path)
+    assert (auto.lr, auto.warmup, own.lr, own.warmup) == (args.lr, 1, 2e-4, 3)  # an arm's own

@@ -130,10 +130,10 @@ def test_the_mode_is_recorded_and_resume_refuses_another(
 
 
 @pytest.mark.parametrize(("extra", "message"), [
-    (("--generator-training", "gan"), "--generator-training gan: expected mle or adversarial"),
     (("--generator-training", "adversarial", "--model", "bert-tiny"),
      "only for the electra objective, not mlm+nsp"),
-    (("--model", "electra-tiny:electra:generator_training=GAN"), "expected mle or adversarial"),
+    (("--model", "electra-tiny:electra:generator_training=GAN"),
+     "generator_training=GAN: expected one of mle, adversarial"),
 ])
 def test_a_bad_mode_is_one_line_exit_2(corpus: Path, tmp_path: Path, extra: tuple[str, ...],
                                        message: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -43,6 +43,39 @@ def test_dupe_factor_below_one_is_one_line_exit_2(corpus: Path, tmp_path: Path,
     assert code == 2 and err.count("\n") == 1 and "--dupe-factor must be a positive" in err
 
 
+@pytest.mark.parametrize(("spec", "problem"), [
+    ("bert-tiny:mlm:masking=bogus", "masking=bogus: expected one of static, dynamic"),
+    ("bert-tiny:mlm:input_format=pairs", "input_format=pairs: expected one of segments"),
+    ("bert-tiny:mlm:max_ngram=abc", "max_ngram=abc: expected an integer"),
+    ("bert-tiny:mlm:lr=fast", "lr=fast: expected a number"),
+    ("bert-tiny:mlm:whole_word=maybe", "whole_word=maybe: expected true or false"),
+    ("electra-tiny:electra:generator_training=adv", "expected one of mle, adversarial"),
+    ("bert-tiny:mlm:out=elsewhere", "out is an option of the command (--out)"),
+    ("bert-tiny:mlm:seq_len=64", "seq_len is an option of the command (--seq-len)"),
+    ("bert-tiny:mlm:masking=static --masking dynamic",
+     "--masking dynamic differs from --model bert-tiny:mlm:masking=static's masking=static")])
+def test_a_bad_key_of_a_model_spec_is_one_line_exit_2(
+        spec: str, problem: str, corpus: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    spec, *extra = spec.split()
+    code = main(["pretrain", "--model", spec, "--corpus", str(corpus), "--out", str(out),
+                 "--steps", "1", *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and problem in err and spec in err
+    assert not out.exists()  # refused before any work
+
+
+def test_a_model_spec_gives_its_options_their_types() -> None:
+    entry = parse_entry("bert-tiny:mlm:whole_word=true:max_ngram=3:lr=2e-4:masking=static:"
+                        "bf16=false:num_layers=2")
+    assert entry.options == {"whole_word": True, "max_ngram": 3, "lr": 2e-4,
+                             "masking": "static", "bf16": False}
+    assert entry.overrides == {"num_layers": 2}
+    assert entry.name == ("bert-tiny_mlm_whole_word=True_max_ngram=3_lr=0.0002_masking=static_"
+                          "bf16=False_num_layers=2")
+
+
 @pytest.mark.parametrize(("model", "size"), [("bert-tiny", 30522), ("roberta-tiny", 50265),
                                              ("albert-tiny", 30000), ("ernie-tiny", 18000),
                                              ("xlnet-tiny", 32000)])

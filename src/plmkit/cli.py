@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import functools
-import importlib
 import json
 import sys
 import textwrap
@@ -25,7 +23,7 @@ from plmkit.data.builders import TASK_DATASETS
 from plmkit.errors import Interrupted, UserError
 from plmkit.jobs.distill_options import DistillArgs
 from plmkit.jobs.options import PretrainArgs
-from plmkit.tasks.options import COLUMN_FIELDS, TASK_ONLY, FinetuneOptions
+from plmkit.tasks.options import COLUMN_FIELDS, TASK_ONLY, FinetuneOptions, Registry
 
 Handler = Callable[[argparse.Namespace], None]
 
@@ -43,39 +41,6 @@ def _names(text: str) -> list[str]:
 def _control(text: str) -> str | None:
     """An argparse type: compare's --control, None for "none"."""
     return None if text == "none" else text
-
-
-class Registry(Sequence[str]):
-    """The names of a registry, `ref` "module:NAME" (a dict, tuple, Literal or a function
-    returning names) or "module:Class.field" (a Literal field), imported only when argparse
-    first needs them (to check a value or show help): building the parser imports no heavy
-    module. As `choices`, or named in a help text as %(names)s (`_lists`)."""
-
-    def __init__(self, ref: str) -> None:
-        self.ref = ref
-
-    @functools.cached_property
-    def names(self) -> tuple[str, ...]:
-        module, _, path = self.ref.partition(":")
-        name, _, field = path.partition(".")
-        value = getattr(importlib.import_module(module), name)
-        if field:
-            value = typing.get_type_hints(value)[field]
-        if isinstance(value, types.FunctionType):  # one that lists the names
-            value = value()
-        return tuple(typing.get_args(value) or value)
-
-    def __getitem__(self, i: Any) -> Any:
-        return self.names[i]
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.names)
-
-    def __str__(self) -> str:
-        return ", ".join(self.names)
 
 
 def _lists(action: argparse.Action, ref: str) -> None:
@@ -532,7 +497,8 @@ def parser() -> argparse.ArgumentParser:
              """, cmd_compare)
     p.add_argument("--models", type=_names, required=True,
                    help="comma-separated PRESET[:OBJECTIVE][:KEY=VALUE...]; KEY is a pretrain "
-                        "option (masking, input_format, max_ngram) or a model config field")
+                        "option of the arm's recipe (masking, input_format, max_ngram, ...; "
+                        "docs/compare.md) or a model config field")
     add_options(p, PretrainArgs, ["corpus"])
     p.add_argument("--heldout", type=_paths, default=[],
                    help="comma-separated held-out txt/jsonl files: every arm is scored on one "

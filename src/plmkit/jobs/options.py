@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from plmkit.errors import UserError
 from plmkit.interop.start import is_checkpoint
 from plmkit.objectives import OBJECTIVES
-from plmkit.tasks.options import cli
+from plmkit.tasks.options import Registry, cli
 
 # Options that a resumed run may change; every other one must equal the run's (`run.json`).
 # `grad_accum` and `fsdp` change with the number of processes (the global batch stays).
@@ -98,7 +99,7 @@ class PretrainArgs:
     generator_training: str | None = field(default=None, metadata=cli(
         "electra: how the generator learns: mle (its masked-LM loss, the paper's choice) or "
         "adversarial (REINFORCE on the discriminator's loss, Clark et al. 2020 appendix F); "
-        "default mle", metavar="mle|adversarial"))
+        "default mle", choices="plmkit.objectives.rtd:GENERATOR_TRAININGS"))
     long_fraction: float = field(default=0.0, metadata=cli(
         "fraction of steps at sequence length 512 (BERT: 0.1)"))
     bf16: bool | None = field(default=None, metadata=cli(
@@ -139,13 +140,21 @@ class PretrainArgs:
         "DISC/generator if there, else a fresh one at the paper's size)", metavar="DIR"))
 
 
+# The `plmkit pretrain` options that one model of a spec (`PRESET:OBJECTIVE:KEY=VALUE`) may set:
+# its recipe. The rest (corpus, out, steps, seed, batch shape, ...) belong to the whole command.
+SPEC_OPTIONS = frozenset({
+    "masking", "input_format", "max_ngram", "dupe_factor", "whole_word", "entities",
+    "dialogues", "generator_training", "long_fraction", "optimizer", "dropout_off_step", "lr",
+    "warmup", "bf16"})
+
+
 @dataclass
 class Entry:
     """A model spec, `preset[:objective][:key=value...]` (`plmkit pretrain --model`, an arm of
-    `plmkit compare`). A key is a `plmkit pretrain` option (masking, input_format, max_ngram,
-    whole_word, generator_training) or, failing that, a field of the model's config (sharing,
-    embedding_size, generator_size, ...). A control arm of a comparison is pretrained for one
-    step."""
+    `plmkit compare`). A key is a `plmkit pretrain` option of `SPEC_OPTIONS` (masking,
+    input_format, max_ngram, whole_word, generator_training, ...) or, failing that, a field of
+    the model's config (sharing, embedding_size, generator_size, ...). A control arm of a
+    comparison is pretrained for one step."""
 
     preset: str
     objective: str | None = None
@@ -172,18 +181,47 @@ def parse_entry(spec: str, option: str = "--models") -> Entry:
         if not sep or not key:
             raise UserError(f"{option} {spec!r}: expected key=value, got {pair!r}")
         key = key.replace("-", "_")
-        target = entry.options if key in options else entry.overrides
-        target[key] = _value(value)
+        if key in options:
+            entry.options[key] = _option_value(key, value.strip(), f"{option} {spec!r}")
+        else:
+            entry.overrides[key] = _value(value)
     return entry
 
 
 def _value(text: str) -> Any:
-    """An option value: int, float, true / false, else the text."""
+    """A model config value: int, float, true / false, else the text."""
     if text.lower() in ("true", "false"):
         return text.lower() == "true"
     for kind in (int, float):
         with contextlib.suppress(ValueError):
             return kind(text)
+    return text
+
+
+def _option_value(key: str, text: str, where: str) -> Any:
+    """`text` as the value of the `plmkit pretrain` option `key`, of the option's type and among
+    its choices; an option of the whole command (`--out`, `--steps`, ...) is refused."""
+    flag = "--" + key.replace("_", "-")
+    if key not in SPEC_OPTIONS:
+        raise UserError(f"{where}: {key} is an option of the command ({flag}), not of one "
+                        f"model; the model keys are {', '.join(sorted(SPEC_OPTIONS))} and the "
+                        "fields of its config")
+    meta = next(f.metadata for f in dataclasses.fields(PretrainArgs) if f.name == key)
+    hint = typing.get_type_hints(PretrainArgs)[key]
+    kind = next(t for t in typing.get_args(hint) or (hint,) if t is not type(None))
+    if kind is bool:
+        if text.lower() not in ("true", "false"):
+            raise UserError(f"{where}: {key}={text}: expected true or false")
+        return text.lower() == "true"
+    if kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            raise UserError(f"{where}: {key}={text}: expected "
+                            f"{'an integer' if kind is int else 'a number'}") from None
+    if meta.get("choices") and text not in Registry(meta["choices"]):
+        raise UserError(f"{where}: {key}={text}: expected one of "
+                        f"{', '.join(Registry(meta['choices']))}")
     return text
 
 

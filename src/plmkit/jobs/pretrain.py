@@ -162,6 +162,12 @@ def resolve(args: PretrainArgs) -> PretrainArgs:
         if args.objective and entry.objective and args.objective != entry.objective:
             raise UserError(f"--objective {args.objective} differs from --model "
                             f"{args.model}'s {entry.objective}; give one of them")
+        defaults = PretrainArgs(model="", corpus=[], out=Path())
+        for key, value in entry.options.items():
+            given = getattr(args, key)
+            if given != getattr(defaults, key) and given != value:
+                raise UserError(f"--{key.replace('_', '-')} {given} differs from --model "
+                                f"{args.model}'s {key}={value}; give one of them")
         args = dataclasses.replace(
             args, model=entry.preset, objective=args.objective or entry.objective,
             overrides={**args.overrides, **entry.overrides}, **entry.options)

@@ -1,10 +1,15 @@
-"""Options shared by every fine-tuning task (`plmkit finetune`), and `cli`, the field metadata
-from which the command line builds an options dataclass's flags (`plmkit.cli.add_options`)."""
+"""Options shared by every fine-tuning task (`plmkit finetune`); `cli`, the field metadata
+from which the command line builds an options dataclass's flags (`plmkit.cli.add_options`), and
+`Registry`, the names its `choices` refer to."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import functools
+import importlib
+import types
+import typing
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +28,39 @@ def cli(help: str, metavar: str | None = None, choices: str | None = None,
     value the option takes. Registries are read only when the command line needs them."""
     return {"help": help, "metavar": metavar, "choices": choices, "names": names,
             "minimum": minimum}
+
+
+class Registry(Sequence[str]):
+    """The names of a registry, `ref` "module:NAME" (a dict, tuple, Literal or a function
+    returning names) or "module:Class.field" (a Literal field), imported only when argparse
+    first needs them (to check a value or show help): building the parser imports no heavy
+    module. As `choices`, or named in a help text as %(names)s (`_lists`)."""
+
+    def __init__(self, ref: str) -> None:
+        self.ref = ref
+
+    @functools.cached_property
+    def names(self) -> tuple[str, ...]:
+        module, _, path = self.ref.partition(":")
+        name, _, field = path.partition(".")
+        value = getattr(importlib.import_module(module), name)
+        if field:
+            value = typing.get_type_hints(value)[field]
+        if isinstance(value, types.FunctionType):  # one that lists the names
+            value = value()
+        return tuple(typing.get_args(value) or value)
+
+    def __getitem__(self, i: Any) -> Any:
+        return self.names[i]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __str__(self) -> str:
+        return ", ".join(self.names)
 
 
 def default_lr(config: Any) -> float:

@@ -172,19 +172,16 @@ def shared_tokenizer(args: CompareArgs) -> Path:
 
 def pretrain_args(entry: Entry, args: CompareArgs, tokenizer: Path, steps: int, out: Path,
                   seed: int = 0) -> PretrainArgs:
-    """The `plmkit pretrain` options of one entry: bf16 autocast where the hardware runs it
+    """The `plmkit pretrain` options of one entry: compare's learning rate and a warmup of a
+    tenth of the steps unless the entry sets its own; bf16 autocast where the hardware runs it
     fast (as `plmkit pretrain`), unless the entry says `bf16=false`."""
-    options = entry.options
-    try:
-        return PretrainArgs(
-            model=entry.preset, objective=entry.objective, corpus=args.corpus, out=out,
-            steps=steps, tokenizer=tokenizer, batch_size=args.batch_size, seq_len=args.seq_len,
-            seed=seed, lr=args.lr, warmup=max(1, steps // 10),
-            save_every=max(1, steps // CURVE_POINTS),  # an interruption loses at most 1/8
-            eval_every=max(1, steps // CURVE_POINTS), log_every=max(1, steps // 50),
-            progress=args.progress, overrides=entry.overrides, **options)
-    except TypeError as e:
-        raise UserError(f"--models {entry.name}: {e}") from None
+    recipe = {"lr": args.lr, "warmup": max(1, steps // 10), **entry.options}
+    return PretrainArgs(
+        model=entry.preset, objective=entry.objective, corpus=args.corpus, out=out,
+        steps=steps, tokenizer=tokenizer, batch_size=args.batch_size, seq_len=args.seq_len,
+        seed=seed, save_every=max(1, steps // CURVE_POINTS),  # an interruption loses <= 1/8
+        eval_every=max(1, steps // CURVE_POINTS), log_every=max(1, steps // 50),
+        progress=args.progress, overrides=entry.overrides, **recipe)
 
 
 def step_flops(entry: Entry, args: CompareArgs, tokenizer: Path, out: Path) -> float:
