@@ -289,6 +289,35 @@ def test_cli_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "missing.txt: no such file" in capsys.readouterr().err
 
 
+def test_a_refused_call_leaves_out_as_it_was(tmp_path: Path, tweets: list[str],
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """An empty corpus, or a bad arm anywhere in --models, is refused before any arm trains:
+    a new OUT is gone again, and with --overwrite the old run is kept whole."""
+    corpus, empty = tmp_path / "c.txt", tmp_path / "empty.txt"
+    corpus.write_text("\n\n".join("\n".join(tweets[i:i + 4]) for i in range(0, 200, 4)) + "\n")
+    empty.write_text("")
+    out = tmp_path / "out"
+    base = ["--out", str(out), "--tasks", "", "--vocab-size", "500", "--pretrain-seeds", "1",
+            "--budget", "steps", "2", "--control", "none"]
+    assert main(["compare", "--models", "bert-tiny:mlm", "--corpus", str(empty), *base]) == 2
+    assert "empty.txt: empty corpus" in capsys.readouterr().err and not out.exists()
+    bad = "bert-tiny:mlm,bert-tiny:mlm:num_layers=abc"
+    assert main(["compare", "--models", bad, "--corpus", str(corpus), *base]) == 2
+    err = capsys.readouterr().err
+    assert err == ("plmkit: error: --models bert-tiny_mlm_num_layers=abc: num_layers must be an "
+                   "integer, not 'abc'\n")
+    assert not out.exists()  # the first arm never trained
+    assert main(["compare", "--models", "bert-tiny:mlm", "--corpus", str(corpus), *base]) == 0
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    for models, data in ((bad, corpus), ("bert-tiny:mlm", empty)):
+        assert main(["compare", "--models", models, "--corpus", str(data), *base,
+                     "--overwrite"]) == 2
+        assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    capsys.readouterr()
+    assert main(["compare", "--models", bad, "--corpus", str(corpus), *base]) == 2
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # no half-made arm
+
+
 def test_knowledge_vs_character_masking_on_chinese(tmp_path: Path) -> None:
     """Study 6 at a tiny budget: one character vocabulary, ERNIE's staged knowledge masking
     against character masking on the same preset, fine-tuned on People's Daily NER."""

@@ -237,6 +237,11 @@ def test_refusals_are_one_line(tmp_path: Path, tweets: list[str], capsys) -> Non
         ["--teacher", str(teacher), "--student", str(other), *base], capsys)
     assert "more than the teacher's 2" in refusal(
         ["--teacher", str(teacher), "--student-layers", "3", *base], capsys)
+    assert "--student bert-tiny:mlm:masking=static: a student is PRESET[::FIELD=VALUE...]" in \
+        refusal(["--teacher", str(teacher), "--student", "bert-tiny:mlm:masking=static", *base],
+                capsys)
+    assert "--student bert-tiny::num_layers=abc: num_layers must be an integer" in refusal(
+        ["--teacher", str(teacher), "--student", "bert-tiny::num_layers=abc", *base], capsys)
     assert "pretrained (give --corpus)" in refusal(
         ["--teacher", str(teacher), "--student-layers", "1", "--train", str(corpus),
          "--out", str(tmp_path / "out")], capsys)

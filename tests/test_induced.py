@@ -186,7 +186,7 @@ def test_induced_backbone_is_refused_by_hf_export(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("value", "message"), [
-    ("attention=foo", "attention must be 'full' or 'induced', not 'foo'"),
+    ("attention=foo", "attention must be one of 'full', 'induced', not 'foo'"),
     ("num_inducing=0", "num_inducing must be positive, got 0"),
 ])
 def test_bad_attention_options_are_one_line_exit_2(value: str, message: str, tweets: list[str],

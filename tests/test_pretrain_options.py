@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from plmkit.cli import main, parser
+from plmkit.errors import UserError
 from plmkit.jobs.compare import parse_entry
 from plmkit.jobs.pretrain import PretrainArgs, tokenizer_vocab_size, trainer_for
 
@@ -52,6 +53,8 @@ def test_dupe_factor_below_one_is_one_line_exit_2(corpus: Path, tmp_path: Path,
     ("electra-tiny:electra:generator_training=adv", "expected one of mle, adversarial"),
     ("bert-tiny:mlm:out=elsewhere", "out is an option of the command (--out)"),
     ("bert-tiny:mlm:seq_len=64", "seq_len is an option of the command (--seq-len)"),
+    ("bert-tiny::num_layers=abc", "num_layers must be an integer, not 'abc'"),
+    ("bert-tiny::norm=mid", "norm must be one of 'post', 'pre', not 'mid'"),
     ("bert-tiny:mlm:masking=static --masking dynamic",
      "--masking dynamic differs from --model bert-tiny:mlm:masking=static's masking=static")])
 def test_a_bad_key_of_a_model_spec_is_one_line_exit_2(
@@ -64,6 +67,17 @@ def test_a_bad_key_of_a_model_spec_is_one_line_exit_2(
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and problem in err and spec in err
     assert not out.exists()  # refused before any work
+
+
+def test_a_config_takes_values_of_its_fields_types() -> None:
+    from plmkit.models import preset_config
+
+    assert preset_config("bert-tiny", dropout=0).dropout == 0.0  # an int where a float goes
+    assert isinstance(preset_config("bert-tiny", dropout=0).dropout, float)
+    assert preset_config("bert-tiny", embedding_size=None).embedding_size is None
+    for bad in ({"hidden_size": True}, {"embedding_size": 64.0}, {"activation": 1}):
+        with pytest.raises(UserError, match=f"{next(iter(bad))} must be"):
+            preset_config("bert-tiny", **bad)
 
 
 def test_a_model_spec_gives_its_options_their_types() -> None:

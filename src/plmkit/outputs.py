@@ -180,9 +180,11 @@ def keep_until_done(out: Path, replace: bool) -> Iterator[None]:
 
 @contextmanager
 def written_in_place(out: Path, command: str, replace: bool) -> Iterator[None]:
-    """For a command that writes into `out` itself (fine-tuning): `keep_until_done`, then `out`
-    marked as `command`'s; on failure, an `out` that the block created is removed."""
+    """For a command that writes into `out` itself (fine-tuning, the preparation of a
+    comparison): `keep_until_done`, then `out` marked as `command`'s; on failure, an `out`
+    that the block created is removed and one that was empty is emptied again."""
     created = not out.exists()
+    empty = created or not user_entries(out)
     try:
         with keep_until_done(out, replace):
             yield
@@ -190,6 +192,9 @@ def written_in_place(out: Path, command: str, replace: bool) -> Iterator[None]:
     except BaseException:
         if created:
             shutil.rmtree(out, ignore_errors=True)
+        elif empty:
+            for path in user_entries(out):
+                _remove(path)
         raise
 
 

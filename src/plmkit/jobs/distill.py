@@ -356,9 +356,16 @@ def student_backbone(args: DistillArgs, teacher: nn.Module, tok: Tokenizer) -> n
                          f"--student {args.student}")
         return model
     entry = parse_entry(args.student, "--student")
+    if entry.objective or entry.options:
+        raise UserError(f"--student {args.student}: a student is PRESET[::FIELD=VALUE...]; it "
+                        "learns from the teacher, so a pretraining objective or option "
+                        "does not apply")
     sizes = {"vocab_size": base.config.vocab_size,  # type: ignore[union-attr]
              "max_positions": base.config.max_positions}  # type: ignore[union-attr]
-    config = model_config(entry.preset, tok, 0, {**sizes, **entry.overrides})
+    try:
+        config = model_config(entry.preset, tok, 0, {**sizes, **entry.overrides})
+    except UserError as e:
+        raise UserError(f"--student {args.student}: {e}") from None
     model = build(config)
     check_vocabulary(base, tok, model, tok, f"--student {args.student}")
     return model

@@ -45,8 +45,6 @@ class AlbertConfig(EncoderConfig):
 
     def check(self) -> None:
         super().check()
-        if self.sharing not in ("all", "attention", "ffn", "none"):
-            raise UserError(f"sharing must be all, attention, ffn or none, not {self.sharing!r}")
         if self.embedding_size is None or self.embedding_size == self.hidden_size:
             raise UserError(f"ALBERT needs an embedding_size below hidden_size {self.hidden_size}"
                             f" (got {self.embedding_size})")

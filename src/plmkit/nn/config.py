@@ -4,8 +4,12 @@ its paper's defaults."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import types
+import typing
 from dataclasses import InitVar, dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from plmkit.errors import UserError
 from plmkit.nn.block import Norm
@@ -36,8 +40,11 @@ class StackConfig:
         self.check()
 
     def check(self) -> None:
-        """A UserError for a config no model can be built from; subclasses extend it (and may
-        fill fields that follow from others)."""
+        """A UserError for a config no model can be built from (a field of the wrong type or
+        outside its Literal's values; a size that is not positive); subclasses extend it (and
+        may fill fields that follow from others)."""
+        for name, kinds in field_types(type(self)).items():
+            setattr(self, name, typed(name, getattr(self, name), kinds))
         for name in self.positive:
             if getattr(self, name) <= 0:
                 raise UserError(f"{name} must be positive, got {getattr(self, name)}")
@@ -79,7 +86,40 @@ class EncoderConfig(StackConfig):
 
     def check(self) -> None:
         super().check()
-        if self.norm not in ("post", "pre"):
-            raise UserError(f"norm must be 'post' or 'pre', not {self.norm!r}")
-        if self.attention not in ("full", "induced"):
-            raise UserError(f"attention must be 'full' or 'induced', not {self.attention!r}")
+
+
+@functools.cache
+def field_types(cls: type) -> dict[str, tuple[Any, ...]]:
+    """The types each field of the config dataclass `cls` takes (`int | None`: int, NoneType)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: (typing.get_args(hints[f.name])
+                     if typing.get_origin(hints[f.name]) in (typing.Union, types.UnionType)
+                     else (hints[f.name],))
+            for f in dataclasses.fields(cls)}
+
+
+def typed(name: str, value: Any, kinds: tuple[Any, ...]) -> Any:
+    """`value` of field `name` if it is of one of `kinds` (an int where a float goes becomes
+    that float), else a UserError."""
+    kind = next((k for k in kinds if _fits(value, k)), None)
+    if kind is None:
+        raise UserError(f"{name} must be {' or '.join(map(_kind_name, kinds))}, not {value!r}")
+    return float(value) if kind is float else value
+
+
+def _fits(value: Any, kind: Any) -> bool:
+    """Whether `value` is of `kind`: a Literal's values only, an int not a bool, a float or an
+    int where a float goes."""
+    if typing.get_origin(kind) is Literal:
+        return value in typing.get_args(kind)
+    if kind in (int, float):
+        return isinstance(value, int if kind is int else int | float) and \
+            not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _kind_name(kind: Any) -> str:
+    if typing.get_origin(kind) is Literal:
+        return "one of " + ", ".join(map(repr, typing.get_args(kind)))
+    return {int: "an integer", float: "a number", bool: "true or false", str: "text",
+            type(None): "unset"}[kind]

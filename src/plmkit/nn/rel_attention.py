@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from plmkit.errors import UserError
 from plmkit.nn.attention import attend
 from plmkit.nn.block import FeedForward
 from plmkit.nn.config import StackConfig
@@ -57,10 +56,6 @@ class RelativeConfig(StackConfig):
     reuse_len: int | None = None
     clamp_len: int = -1
 
-    def check(self) -> None:
-        super().check()
-        if self.attn_type not in ("bi", "uni"):
-            raise UserError(f"attn_type must be 'bi' or 'uni', not {self.attn_type!r}")
 
 
 @dataclass

@@ -29,6 +29,7 @@ from plmkit.jobs.compare.heldout import HeldOut
 from plmkit.jobs.compare.report import write_report
 from plmkit.jobs.options import Entry, PretrainArgs, parse_entry
 from plmkit.jobs.pretrain import trainer_for
+from plmkit.outputs import user_entries, written_in_place
 from plmkit.tasks.files import DEFAULT_COLUMNS
 from plmkit.tasks.options import FinetuneOptions
 
@@ -76,12 +77,17 @@ def compare(args: CompareArgs) -> dict[str, Any]:
     """Run the whole comparison (see the module docstring); returns results.json's content."""
     entries = check_args(args)
     claims = [parse_claim(c, args, entries) for c in args.claims]
-    claim_setup(args)
-    tasks = [prepare_task(t, args.out, args.finetune_examples) for t in args.tasks]
-    tokenizer = shared_tokenizer(args)
-    prepare(args.corpus, tokenizer, args.out / "data")  # one tokenized corpus for every run
-    heldout = HeldOut(args.heldout, tokenizer, args.out / "heldout", args.batch_size,
-                      args.seq_len, args.heldout_batches) if args.heldout else None
+    replace = args.overwrite and args.out.is_dir() and bool(user_entries(args.out))
+    # a refusal up to the first pretraining leaves OUT as it was (with --overwrite: the old run)
+    with written_in_place(args.out, "compare", replace):
+        claim_setup(args)
+        tasks = [prepare_task(t, args.out, args.finetune_examples) for t in args.tasks]
+        tokenizer = shared_tokenizer(args)
+        prepare(args.corpus, tokenizer, args.out / "data")  # one tokenized corpus for every run
+        heldout = HeldOut(args.heldout, tokenizer, args.out / "heldout", args.batch_size,
+                          args.seq_len, args.heldout_batches) if args.heldout else None
+        for entry in entries:  # every arm checked, its steps fixed, before any trains
+            checked_arm_steps(entry, args, tokenizer)
     arms = [run_arm(entry, args, tokenizer, tasks, heldout) for entry in entries]
     baselines = {key: b for key, files in tasks
                  if (b := majority_baseline(key, files, finetune_options(args))) is not None}
@@ -141,10 +147,8 @@ def setup(args: CompareArgs) -> dict[str, Any]:
 
 def claim_setup(args: CompareArgs) -> None:
     """Take OUT for this setup: refuse a non-empty OUT that is not a compare run of the same
-    setup (empty it first with `overwrite`)."""
+    setup (with `overwrite`, `compare` has moved its contents aside)."""
     out, wanted = args.out, json.loads(json.dumps(setup(args)))
-    if args.overwrite and out.exists():
-        shutil.rmtree(out)
     saved_file = out / SETUP
     if saved_file.is_file():
         saved = json.loads(saved_file.read_text())
@@ -152,7 +156,7 @@ def claim_setup(args: CompareArgs) -> None:
             raise UserError(f"{out}: a compare run with {diff} {saved.get(diff)}, not "
                             f"{wanted[diff]}; give another --out, or --overwrite to replace it")
         return
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and user_entries(out):
         raise UserError(f"{out}: not empty and not a compare run; give another --out, or "
                         "--overwrite to replace it")
     out.mkdir(parents=True, exist_ok=True)
@@ -233,12 +237,25 @@ def arm_steps(entry: Entry, args: CompareArgs, tokenizer: Path) -> dict[str, Any
     folder = args.out / "runs" / entry.name
     state_file = folder / STATE
     if not state_file.is_file():
-        flops = step_flops(entry, args, tokenizer, run_folder(folder / "probe", args))
-        steps = 1 if entry.control else budget_steps(entry, args, tokenizer, folder / "probe",
-                                                     flops)
+        created = not folder.exists()
+        try:
+            flops = step_flops(entry, args, tokenizer, run_folder(folder / "probe", args))
+            steps = 1 if entry.control else budget_steps(entry, args, tokenizer,
+                                                         folder / "probe", flops)
+        except BaseException:  # a refused arm leaves nothing behind
+            shutil.rmtree(folder if created else folder / "probe", ignore_errors=True)
+            raise
         shutil.rmtree(folder / "probe")
         state_file.write_text(json.dumps({"flops_per_step": flops, "steps": steps}) + "\n")
     return json.loads(state_file.read_text())
+
+
+def checked_arm_steps(entry: Entry, args: CompareArgs, tokenizer: Path) -> None:
+    """`arm_steps`, its refusal naming the arm."""
+    try:
+        arm_steps(entry, args, tokenizer)
+    except UserError as e:
+        raise UserError(f"--models {entry.name}: {e}") from None
 
 
 def run_arm(entry: Entry, args: CompareArgs, tokenizer: Path,
