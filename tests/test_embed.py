@@ -142,3 +142,15 @@ def test_normalize_alone_is_refused(minilm_dir: Path, tmp_path: Path,
                  "--normalize"])
     assert code == 2 and "--sentence-transformers" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_an_output_of_another_format_is_refused(minilm_dir: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    texts = tmp_path / "t.txt"
+    texts.write_text("\n".join(TEXTS) + "\n")
+    out = tmp_path / "vectors.csv"
+    assert main(["embed", "--model", str(minilm_dir), "--input", str(texts), "--output",
+                 str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"plmkit: error: --output {out}: expected a file ending in .npy or .jsonl\n"
+    assert not out.exists()

@@ -310,8 +310,11 @@ def _output_file(args: argparse.Namespace) -> Iterator[Path]:
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
-    from plmkit.deploy.backend import embed_texts, read_texts, write_embeddings
+    from plmkit.deploy.backend import EMBEDDING_FORMATS, embed_texts, read_texts, write_embeddings
 
+    if args.output.suffix not in EMBEDDING_FORMATS:
+        raise UserError(f"--output {args.output}: expected a file ending in "
+                        f"{' or '.join(EMBEDDING_FORMATS)}")
     with _output_file(args) as tmp:
         texts = read_texts(args.input, args.text_field)
         vectors = embed_texts(args.model, texts, args.pooling, args.normalize,

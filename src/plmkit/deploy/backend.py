@@ -113,6 +113,9 @@ def read_texts(path: Path, text_field: str = "text") -> list[str]:
     return [str(field(path, r, "text")) for r in records]
 
 
+EMBEDDING_FORMATS = (".npy", ".jsonl")  # what `plmkit embed --output` writes
+
+
 def write_embeddings(path: Path, texts: Sequence[str], vectors: np.ndarray) -> None:
     """`vectors` (N, H) as .jsonl (one {text, embedding} a line) if `path` ends so, else .npy."""
     if path.suffix == ".jsonl":
