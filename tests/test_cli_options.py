@@ -134,3 +134,11 @@ def test_an_unknown_choice_is_refused_by_argparse(option: tuple[str, str], messa
         main(["pretrain", "--model", "m", "--corpus", "c", "--out", "o", *option])
     assert done.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["--batch-size", "--seq-len", "--reps"])
+def test_bench_sizes_must_be_positive(option: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:  # a batch of 0 crashed in torch.stack
+        main(["bench", "--models", "bert-tiny", option, "0"])
+    assert done.value.code == 2
+    assert f"argument {option}: must be a positive number, not 0" in capsys.readouterr().err

@@ -301,6 +301,33 @@ def test_plot_missing_or_empty_file_is_a_user_error(tmp_path: Path) -> None:
         plot_metrics(tmp_path / "empty.jsonl", tmp_path / "out.png")
 
 
+def test_plot_command_keeps_the_users_files(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """`plmkit plot`: an --out that is not an image name, or an existing file without
+    --overwrite, is refused in one line and left as it was; the run's own curves.png is
+    redrawn in place."""
+    from plmkit.cli import main
+
+    (tmp_path / "metrics.jsonl").write_text("".join(
+        json.dumps({"step": s, "loss": 5.0 / s, "mlm_accuracy": 0.1 * s}) + "\n"
+        for s in range(1, 4)))
+    mine = tmp_path / "mine.png"
+    mine.write_text("keep")
+    for out, problem in ((tmp_path / "curves.txt", "not an image file name"),
+                         (mine, "exists; choose another file or add --overwrite")):
+        assert main(["plot", "--metrics", str(tmp_path), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and problem in err
+    assert mine.read_text() == "keep" and not (tmp_path / "curves.txt").exists()
+    assert main(["plot", "--metrics", str(tmp_path), "--out", str(mine), "--overwrite"]) == 0
+    assert mine.read_bytes()[:4] == b"\x89PNG"
+    for _ in range(2):
+        assert main(["plot", "--metrics", str(tmp_path)]) == 0
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "metrics.jsonl",
+                                                          "mine.png"]  # no temporary left
+
+
 def test_lamb_steps_match_a_hand_computation() -> None:
     """Two LAMB updates of a 2-parameter-tensor model against the formulas in scalars."""
     model = nn.Linear(2, 1)

@@ -183,11 +183,19 @@ def cmd_chat(args: argparse.Namespace) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    from plmkit.outputs import staged_file
     from plmkit.training.plot import plot_metrics
 
     source = args.metrics / "metrics.jsonl" if args.metrics.is_dir() else args.metrics
-    out = args.out or source.with_name("curves.png")
-    plot_metrics(source, out)
+    out = args.out or source.with_name("curves.png")  # the run's own plot: redrawn in place
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if out.suffix.lstrip(".").lower() not in formats:
+        raise UserError(f"--out {out}: not an image file name; end it in .png, .svg, .pdf or "
+                        f"another of {', '.join(sorted(formats))}")
+    with staged_file(out, "--out", overwrite=args.overwrite or args.out is None) as tmp:
+        plot_metrics(source, tmp)
     print(f"wrote {out}")
 
 
@@ -478,7 +486,9 @@ def parser() -> argparse.ArgumentParser:
              "plmkit plot --metrics runs/bert\nplmkit plot --metrics runs/bert/metrics.jsonl "
              "--out curves.png", cmd_plot)
     p.add_argument("--metrics", type=Path, required=True, help="run directory or metrics.jsonl")
-    p.add_argument("--out", type=Path)
+    p.add_argument("--out", type=Path,
+                   help="an image file (default: curves.png beside metrics.jsonl, redrawn)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
     p = _add(sub, "bench", "plmkit vs transformers, interleaved in one run: tokens/s and ratio",
              "plmkit bench --json bench.json --markdown BENCHMARKS.md\n"

@@ -27,9 +27,10 @@ class BenchArgs:
         names="plmkit.bench.suite:MODES"))
     dtypes: str = field(default="float32", metadata=cli(
         "comma-separated: %(names)s (autocast, both sides)", names="plmkit.bench.suite:DTYPES"))
-    batch_size: int = field(default=8, metadata=cli("sequences per batch"))
-    seq_len: int = field(default=128, metadata=cli("tokens per sequence"))
-    reps: int = field(default=5, metadata=cli("timed runs of each side, alternating"))
+    batch_size: int = field(default=8, metadata=cli("sequences per batch", minimum=1))
+    seq_len: int = field(default=128, metadata=cli("tokens per sequence", minimum=1))
+    reps: int = field(default=5, metadata=cli("timed runs of each side, alternating",
+                                              minimum=1))
     no_mfu: bool = field(default=False, metadata=cli(
         "skip the matmul peak and the FLOP-counted step"))
     device: str = field(default="cpu", metadata=cli(
