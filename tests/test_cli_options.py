@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
+from pathlib import Path
 
 import pytest
 
@@ -142,3 +143,10 @@ def test_bench_sizes_must_be_positive(option: str, capsys: pytest.CaptureFixture
         main(["bench", "--models", "bert-tiny", option, "0"])
     assert done.value.code == 2
     assert f"argument {option}: must be a positive number, not 0" in capsys.readouterr().err
+
+
+def test_bench_refuses_a_plot_name_before_measuring(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--models", "bert-tiny", "--seq-lens", "32,64", "--plot",
+                 str(tmp_path / "curves.txt")]) == 2
+    assert "--plot" in capsys.readouterr().err and not (tmp_path / "curves.txt").exists()

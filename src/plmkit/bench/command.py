@@ -70,9 +70,11 @@ class BenchArgs:
 
 def bench(args: BenchArgs) -> str:
     """Run what `args` ask for; the report to print."""
-    for out in (args.json, args.markdown):  # before a run of minutes, not after it
+    for out in (args.json, args.markdown, args.plot):  # before a run of minutes, not after it
         if out is not None and not out.parent.is_dir():
             raise UserError(f"{out}: no such directory {out.parent}")
+    if args.plot is not None and args.plot.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise UserError(f"--plot {args.plot}: expected a .png, .svg or .pdf file name")
     if args.data:
         return bench_data(args)
     if args.data_sizes:
