@@ -67,6 +67,19 @@ def test_predict_text_lines(run: dict[str, Path]) -> None:
         assert sum(r["scores"].values()) == pytest.approx(1.0, abs=1e-4)
 
 
+def test_a_model_without_a_task_is_named(run: dict[str, Path], capsys) -> None:
+    texts = run["root"] / "texts.txt"
+    texts.write_text("what a great day\n")
+    model = ["--model", str(run["model"])]
+    for args in (["predict", *model, "--input", str(texts), "--output",
+                  str(run["root"] / "none.jsonl")], ["evaluate", *model, "--eval", str(texts)]):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err == (f"plmkit: error: {run['model']}: not fine-tuned on a task (no task in "
+                       "its plmkit.json); fine-tune it first (plmkit finetune)\n")
+    assert not (run["root"] / "none.jsonl").exists()
+
+
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
 def test_embed(run: dict[str, Path], pooling: str) -> None:
     texts = run["root"] / "embed.txt"

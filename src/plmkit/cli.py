@@ -789,7 +789,7 @@ def add_use_commands(sub: argparse._SubParsersAction) -> None:
     source = p.add_mutually_exclusive_group()
     source.add_argument("--text")
     source.add_argument("--input", type=Path, help="a file of lines (default: stdin)")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=_positive, default=5)
 
     p = _add(sub, "generate", "continue prompts (causal LM) or transform lines (seq2seq)",
              """

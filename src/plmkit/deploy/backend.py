@@ -77,7 +77,7 @@ def finetuned(loaded: Loaded, model_dir: Path, given: Mapping[str, Any] | None =
               ) -> Finetuned:
     """A fine-tuned model's task and saved options around `loaded` (`plmkit predict`); `given`:
     options that replace the saved ones (`FinetuneOptions.given`)."""
-    task = task_of_model(loaded.model)
+    task = task_of_model(loaded.model, model_dir)
     options = resolve_options(task, saved_options(model_dir).given(given))
     return Finetuned(loaded.model, task, loaded.tokenizer, options)
 

@@ -135,7 +135,7 @@ class Finetuned:
 def load_finetuned(model_dir: Path, batch_size: int | None = None) -> Finetuned:
     """The model in `model_dir` (a fine-tuning OUT), its task, tokenizer and options."""
     model = load(model_dir)
-    task = task_of_model(model)
+    task = task_of_model(model, model_dir)
     options = resolve_options(task, saved_options(model_dir))
     if batch_size is not None:
         options = dataclasses.replace(options, batch_size=batch_size)

@@ -185,11 +185,13 @@ def load_task(name: str) -> Any:
         raise UserError(f"the task {name!r} is not available in this version") from None
 
 
-def task_of_model(model: nn.Module) -> Task:
-    """The task of a fine-tuned model (from its `.task` dict)."""
+def task_of_model(model: nn.Module, where: object = "the model") -> Task:
+    """The task of a fine-tuned model (from its `.task` dict); `where`: its directory, named
+    by the refusal of a model with none."""
     saved = getattr(model, "task", None)
     if not saved:
-        raise UserError("the model is not fine-tuned on a task (no task in its plmkit.json)")
+        raise UserError(f"{where}: not fine-tuned on a task (no task in its plmkit.json); "
+                        "fine-tune it first (plmkit finetune)")
     return load_task(saved["name"]).make_task(saved=saved)
 
 
