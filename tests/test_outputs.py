@@ -390,3 +390,21 @@ def test_a_prepared_corpus_is_a_corpus(root: Path, tmp_path: Path, capsys) -> No
     code, err = run_cli(other, capsys)
     assert code == 2 and "prepared with another tokenizer" in one_line(err)
     assert not (tmp_path / "run2").exists()
+
+
+@pytest.mark.parametrize("start", ["missing", "empty", "used"])
+def test_written_in_place_undoes_a_failed_block(tmp_path: Path, start: str) -> None:
+    """A block that fails leaves OUT as it found it: one it created is gone, an empty one is
+    empty again, and one with contents (replaced) gets them back."""
+    from plmkit.outputs import written_in_place
+
+    out = tmp_path / "out"
+    if start != "missing":
+        out.mkdir()
+    if start == "used":
+        (out / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), written_in_place(out, "compare", replace=start == "used"):
+        (out / "new.txt").write_text("half")
+        raise RuntimeError("refused")
+    assert (sorted(p.name for p in out.iterdir()) if out.exists() else None) == {
+        "missing": None, "empty": [], "used": ["old.txt"]}[start]
