@@ -404,6 +404,7 @@ def test_written_in_place_undoes_a_failed_block(tmp_path: Path, start: str) -> N
     if start == "used":
         (out / "old.txt").write_text("old")
     with pytest.raises(RuntimeError), written_in_place(out, "compare", replace=start == "used"):
+        out.mkdir(exist_ok=True)  # the command makes OUT
         (out / "new.txt").write_text("half")
         raise RuntimeError("refused")
     assert (sorted(p.name for p in out.iterdir()) if out.exists() else None) == {
