@@ -145,9 +145,11 @@ def test_minilm_same_embeddings_on_both_backends(minilm_dir: Path, tmp_path: Pat
         assert_same_embeddings(servers, texts[:12], [None, "cls", "max"])
         ours, _ = both(servers, "/v1/embed", {"texts": texts[:2]})
         assert np.linalg.norm(ours["embeddings"], axis=-1) == pytest.approx(1, abs=1e-5)
-        status, out = request(servers[1], "POST", "/v1/fill-mask",
-                              {"text": "a [MASK] day"})
-        assert status == 422 and "no masked-LM head" in out["error"]
+        for server, why in zip(servers, ("the checkpoint has no masked-LM head weights",
+                                         "an ONNX export has no masked-LM head"), strict=True):
+            assert request(server, "GET", "/health")[1]["endpoints"] == ["embed"]
+            status, out = request(server, "POST", "/v1/fill-mask", {"text": "a [MASK] day"})
+            assert status == 422 and why in out["error"]  # not advertised, and says why
 
 
 def test_serve_int8_on_both_backends(classifier: Path, exported: Path,

@@ -37,11 +37,6 @@ class Loaded:
     backend: str
     int8: bool
 
-    @property
-    def has_mlm(self) -> bool:
-        """Whether the model can fill masks (an ONNX export has no masked-LM head)."""
-        return hasattr(getattr(self.model, "backbone", self.model), "mlm_logits")
-
 
 def load(model_dir: Path, backend: str = "torch", int8: bool = False) -> Loaded:
     """`model_dir` on `backend`: "torch" a plmkit or transformers directory (with `int8`, its

@@ -43,6 +43,7 @@ import torch
 
 import plmkit
 from plmkit.deploy.backend import describe, load
+from plmkit.deploy.fill_mask import check_mlm, fill_mask
 from plmkit.errors import Interrupted, UserError
 from plmkit.interop.native import saved_options
 from plmkit.tasks.base import resolve_options, task_of_model
@@ -158,7 +159,8 @@ class Service:
         self.max_seq_len = min(512, getattr(self.model.config, "max_positions", None) or 512)
         self.task = task_of_model(self.model) if getattr(self.model, "task", None) else None
         self.endpoints = ["embed"]
-        if self.loaded.has_mlm:
+        self.no_fill_mask = self.fill_mask_refusal()
+        if self.no_fill_mask is None:
             self.endpoints.append("fill-mask")
         if self.task is not None and self.task.name in ("classify", "squad"):
             self.endpoints.append("classify" if self.task.name == "classify" else "qa")
@@ -167,12 +169,22 @@ class Service:
     def describe(self) -> dict[str, Any]:
         return describe(self.loaded)
 
+    def fill_mask_refusal(self) -> str | None:
+        """Why this model cannot fill masks (None: it can): an ONNX export has no masked-LM
+        head, and a transformers encoder without its pretraining head has an untrained one."""
+        if self.loaded.backend == "onnx":
+            return ("an ONNX export has no masked-LM head; serve the model directory with "
+                    "--backend torch")
+        try:
+            check_mlm(self.model, self.model_dir)
+        except UserError as e:
+            return str(e)
+        return None
+
     def run(self, kind: str, payloads: list[dict[str, Any]]) -> list[Any]:
         """The responses to a group of validated requests of endpoint `kind`."""
         if kind not in self.endpoints:
-            why = (" (an ONNX export has no masked-LM head; serve the model directory with "
-                   "--backend torch)" if kind == "fill-mask" and self.loaded.backend == "onnx"
-                   else "")
+            why = f" ({self.no_fill_mask})" if kind == "fill-mask" and self.no_fill_mask else ""
             raise UserError(f"this model does not serve /v1/{kind}{why}; it serves "
                             f"{', '.join('/v1/' + e for e in self.endpoints)}")
         with torch.inference_mode():
@@ -191,8 +203,6 @@ class Service:
         return _in_order(payloads, out)
 
     def _fill_mask(self, payloads: list[dict[str, Any]]) -> list[Any]:
-        from plmkit.deploy.fill_mask import fill_mask
-
         k = max(p["top_k"] for p in payloads)
         found = fill_mask(self.model, self.tokenizer, [p["text"] for p in payloads], k,
                           self.max_seq_len, self.batch_size)
