@@ -58,11 +58,23 @@ def claim_demo(out: Path) -> None:
     refused, so the demo never writes among them."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory")
-    if out.is_dir() and user_entries(out) and not (out / DEMO_FILE).is_file():
+    if out.is_dir() and user_entries(out) and not is_demo(out):
         raise UserError(f"--out {out}: not empty and not a plmkit demo; choose another "
                         "directory")
     out.mkdir(parents=True, exist_ok=True)
     (out / DEMO_FILE).write_text(json.dumps({"command": "plmkit demo"}) + "\n")
+
+
+def is_demo(out: Path) -> bool:
+    """Whether `out` is a demo's: its `DEMO_FILE`, or (a demo from before that file) a run
+    pretrained on the demo corpus inside it."""
+    if (out / DEMO_FILE).is_file():
+        return True
+    try:
+        corpus = json.loads((out / "run.json").read_text())["args"]["corpus"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return corpus == [str(out / "corpus" / "train.txt")]
 
 
 def finetune_sentiment(model_dir: Path, examples: int, eval_examples: int = 1000
