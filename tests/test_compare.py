@@ -287,6 +287,13 @@ def test_cli_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "--pretrain-seeds must be at least 1" in capsys.readouterr().err
     assert main([*steps, "--heldout", str(tmp_path / "missing.txt")]) == 2
     assert "missing.txt: no such file" in capsys.readouterr().err
+    for option, value, problem in (("--finetune-epochs", "0", "a positive number, got 0"),
+                                   ("--finetune-lr", "nan", "a positive number, got nan"),
+                                   ("--finetune-examples", "-3", "0 (all) or more, got -3"),
+                                   ("--batch-size", "0", "at least 1, got 0")):
+        assert main([*steps, option, value]) == 2  # refused before any pretraining
+        assert f"{option} must be {problem}" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_a_refused_call_leaves_out_as_it_was(tmp_path: Path, tweets: list[str],

@@ -527,7 +527,8 @@ def parser() -> argparse.ArgumentParser:
            "plmkit.jobs.compare.downstream:TASK_OF_DATASET")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--overwrite", action="store_true",
-                   help="empty a non-empty --out that is not a compare run of this setup")
+                   help="replace a non-empty --out that is not a compare run of this setup "
+                        "(its contents go once the new run starts training)")
     p.add_argument("--pretrain-seeds", type=int, default=3,
                    help="pretraining runs per model, seeds 0..N-1 (default 3)")
     p.add_argument("--seeds", type=int, default=3,

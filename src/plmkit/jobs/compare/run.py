@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import statistics
@@ -100,13 +101,21 @@ def check_args(args: CompareArgs) -> list[Entry]:
     if kind not in BUDGETS or amount <= 0:
         raise UserError(f"--budget takes one of {', '.join(BUDGETS)} and a positive number, "
                         f"got {kind} {amount:g}")
-    for option, value in (("--seeds", args.seeds), ("--pretrain-seeds", args.pretrain_seeds)):
+    for option, value in (("--seeds", args.seeds), ("--pretrain-seeds", args.pretrain_seeds),
+                          ("--heldout-batches", args.heldout_batches),
+                          ("--batch-size", args.batch_size), ("--seq-len", args.seq_len),
+                          ("--vocab-size", args.vocab_size)):
         if value < 1:
             raise UserError(f"{option} must be at least 1, got {value}")
+    for option, number in (("--lr", args.lr), ("--finetune-epochs", args.finetune_epochs),
+                           ("--finetune-lr", args.finetune_lr)):
+        if number is not None and not (math.isfinite(number) and number > 0):
+            raise UserError(f"{option} must be a positive number, got {number:g}")
+    if args.finetune_examples < 0:
+        raise UserError(f"--finetune-examples must be 0 (all) or more, got "
+                        f"{args.finetune_examples}")
     if missing := next((p for p in [*args.corpus, *args.heldout] if not p.is_file()), None):
         raise UserError(f"{missing}: no such file")
-    if args.heldout_batches < 1:
-        raise UserError(f"--heldout-batches must be at least 1, got {args.heldout_batches}")
     entries = [parse_entry(m) for m in args.models]
     if not entries:
         raise UserError("--models names no model")
@@ -251,11 +260,12 @@ def arm_steps(entry: Entry, args: CompareArgs, tokenizer: Path) -> dict[str, Any
 
 
 def checked_arm_steps(entry: Entry, args: CompareArgs, tokenizer: Path) -> None:
-    """`arm_steps`, its refusal naming the arm."""
+    """`arm_steps`, its refusal naming the arm and the option that gave it."""
     try:
         arm_steps(entry, args, tokenizer)
     except UserError as e:
-        raise UserError(f"--models {entry.name}: {e}") from None
+        option = "--control" if entry.control else "--models"
+        raise UserError(f"{option} {entry.name}: {e}") from None
 
 
 def run_arm(entry: Entry, args: CompareArgs, tokenizer: Path,
