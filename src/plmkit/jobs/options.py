@@ -111,7 +111,7 @@ class PretrainArgs:
     optimizer: str = field(default="adamw", metadata=cli(
         "AdamW, or LAMB for large batches (ALBERT)", choices="plmkit.training.optim:OPTIMIZERS"))
     dropout_off_step: int | None = field(default=None, metadata=cli(
-        "from step N on, train without dropout (ALBERT section 4.9)", metavar="N"))
+        "from step N on, train without dropout (ALBERT section 4.9)", metavar="N", minimum=0))
     bad_utf8: str = field(default="skip", metadata=cli(
         "corpus lines that are not UTF-8: skip and count them, or stop",
         choices="plmkit.data.corpus:BadUtf8"))
@@ -119,7 +119,8 @@ class PretrainArgs:
     overwrite: bool = field(default=False, metadata=cli(
         "replace a non-empty --out (its old contents go once the run has started)"))
     max_bad_steps: int = field(default=50, metadata=cli(
-        "stop after N steps in a row with a non-finite loss (0: never)", metavar="N"))
+        "stop after N steps in a row with a non-finite loss (0: never)", metavar="N",
+        minimum=0))
     spike_rollback: float | None = field(default=None, metadata=cli(
         "on a loss over FACTOR x the recent mean, go back to the last checkpoint",
         metavar="FACTOR"))
@@ -215,10 +216,13 @@ def _option_value(key: str, text: str, where: str) -> Any:
         return text.lower() == "true"
     if kind in (int, float):
         try:
-            return kind(text)
+            number = kind(text)
         except ValueError:
             raise UserError(f"{where}: {key}={text}: expected "
                             f"{'an integer' if kind is int else 'a number'}") from None
+        if meta.get("minimum") is not None and number < meta["minimum"]:
+            raise UserError(f"{where}: {key}={text}: must be at least {meta['minimum']}")
+        return number
     if meta.get("choices") and text not in Registry(meta["choices"]):
         raise UserError(f"{where}: {key}={text}: expected one of "
                         f"{', '.join(Registry(meta['choices']))}")
