@@ -67,6 +67,23 @@ def test_predict_text_lines(run: dict[str, Path]) -> None:
         assert sum(r["scores"].values()) == pytest.approx(1.0, abs=1e-4)
 
 
+@pytest.mark.parametrize(("option", "value", "problem"), [
+    ("--epochs", "0", "--epochs must be a positive number, got 0"),
+    ("--epochs", "nan", "--epochs must be a positive number, got nan"),
+    ("--lr", "inf", "--lr must be a positive number, got inf"),
+    ("--warmup-fraction", "2", "--warmup-fraction must be in [0, 1), got 2"),
+    ("--weight-decay", "-1", "--weight-decay must be 0 or more, got -1"),
+    ("--max-seq-len", "100", "--max-seq-len 100: the model has 64 positions")])
+def test_numbers_no_fine_tuning_runs_with_are_refused(run: dict[str, Path], capsys,
+                                                       option: str, value: str,
+                                                       problem: str) -> None:
+    out = run["root"] / "refused"
+    assert main(["finetune", "--task", "classify", "--model", str(run["model"]), "--train",
+                 str(run["train"]), "--out", str(out), option, value]) == 2
+    assert capsys.readouterr().err == f"plmkit: error: {problem}\n"
+    assert not out.exists()
+
+
 def test_a_model_without_a_task_is_named(run: dict[str, Path], capsys) -> None:
     texts = run["root"] / "texts.txt"
     texts.write_text("what a great day\n")

@@ -265,7 +265,7 @@ def test_bad_options_and_labels_are_refused_in_one_line(data, tiny, capsys) -> N
                       graded, FinetuneOptions(max_seq_len=32))
     assert main(["finetune", "--task", "similarity", "--head-lr", "-1", "--train",
                  str(data["para-train"]), *args]) == 2
-    assert "--head-lr must not be negative, got -1" in capsys.readouterr().err
+    assert "--head-lr must be 0 or more, got -1" in capsys.readouterr().err
     with pytest.raises(SystemExit) as done:
         main(["finetune", "--task", "similarity", "--head", "dot", "--train", str(words), *args])
     assert done.value.code == 2

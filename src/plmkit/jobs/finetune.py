@@ -45,8 +45,10 @@ def finetune(task: Task, model_dir: Path, train: Path, eval: Path | None, out: P
         options = dataclasses.replace(options, lr=default_lr(model.config))
     if options.head_lr is None:
         options = dataclasses.replace(options, head_lr=options.lr * task.head_lr_scale)
-    if options.head_lr < 0:
-        raise UserError(f"--head-lr must not be negative, got {options.head_lr:g}")
+    positions = getattr(model.config, "max_positions", None)
+    if positions is not None and options.max_seq_len > positions:
+        raise UserError(f"--max-seq-len {options.max_seq_len}: the model has {positions} "
+                        "positions")
     data = task.train_batches(tokenizer, options)
     per_epoch = task.steps_per_epoch(options)
     steps = max(1, round(per_epoch * options.epochs))

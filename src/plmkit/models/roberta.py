@@ -61,8 +61,9 @@ class RobertaEmbeddings(Embeddings):
         assert pad is not None  # Embeddings sets it
         longest = self.positions.num_embeddings - pad - 1
         if input_ids.shape[1] > longest:
-            raise UserError(f"sequence length {input_ids.shape[1]} exceeds the model's {longest} "
-                            "positions; truncate the input or use a shorter --seq-len")
+            raise UserError(f"sequence length {input_ids.shape[1]} exceeds the model's "
+                            f"{longest} positions; truncate the input or use a shorter "
+                            "--seq-len / --max-seq-len")
         return super().forward(input_ids, token_type_ids, position_ids(input_ids, pad))
 
 

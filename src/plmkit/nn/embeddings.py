@@ -35,7 +35,7 @@ class Embeddings(nn.Module):
         if seq > self.positions.num_embeddings:
             raise UserError(
                 f"sequence length {seq} exceeds the model's {self.positions.num_embeddings} "
-                "positions; truncate the input or use a shorter --seq-len"
+                "positions; truncate the input or use a shorter --seq-len / --max-seq-len"
             )
         if position_ids is None:
             position_ids = torch.arange(seq, device=input_ids.device)[None]  # (1, S)

@@ -7,12 +7,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import math
 import types
 import typing
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from plmkit.errors import UserError
 from plmkit.tasks.files import Columns
 
 # (largest hidden size, fine-tuning learning rate): smaller models take larger rates
@@ -103,9 +105,9 @@ class FinetuneOptions:
         "share of the steps spent warming up (default: BERT's 0.1)"))
     weight_decay: float = field(default=0.01, metadata=cli("AdamW weight decay (default 0.01)"))
     seed: int = field(default=0, metadata=cli("seed of the head's weights and the data order"))
-    eval_every: int = field(default=0, metadata=cli("steps (default: every epoch)"))
+    eval_every: int = field(default=0, metadata=cli("steps (default: every epoch)", minimum=0))
     patience: int = field(default=3, metadata=cli(
-        "stop after this many evaluations without improvement (0: never)"))
+        "stop after this many evaluations without improvement (0: never)", minimum=0))
     bf16: bool = field(default=False, metadata=cli("bf16 autocast"))
     progress: bool = field(default=True, metadata=cli(  # the option is --no-progress
         "no progress bar (terminal) or progress lines (a file or pipe)"))
@@ -124,6 +126,19 @@ class FinetuneOptions:
         "similarity: ntn (a neural tensor layer on the two sentence vectors), cosine (of the "
         "two vectors) or cross (both sentences in one input) (default: cosine)",
         choices="plmkit.tasks.similarity:HEADS"))
+
+    def __post_init__(self) -> None:
+        """Refuse values no fine-tuning runs with, each naming its option."""
+        for name in ("epochs", "lr"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise UserError(f"--{name} must be a positive number, got {value:g}")
+        for name in ("head_lr", "weight_decay"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise UserError(f"--{name.replace('_', '-')} must be 0 or more, got {value:g}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise UserError(f"--warmup-fraction must be in [0, 1), got {self.warmup_fraction:g}")
 
     def columns(self) -> Columns:
         """The task file columns these options name."""
