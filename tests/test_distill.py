@@ -229,10 +229,11 @@ def test_refusals_are_one_line(tmp_path: Path, tweets: list[str], capsys) -> Non
     base = ["--corpus", str(corpus), "--out", str(tmp_path / "out")]
     assert "no such model directory" in refusal(
         ["--teacher", str(tmp_path / "missing"), "--student-layers", "1", *base], capsys)
-    for bad in ("0", "-1", "nan"):
-        assert "--temperature must be a positive number" in refusal(
-            ["--teacher", str(teacher), "--student-layers", "1", "--temperature", bad, *base],
-            capsys)
+    for option in ("--temperature", "--lr", "--epochs"):
+        for bad in ("0", "-1", "nan"):
+            assert f"{option} must be a positive number" in refusal(
+                ["--teacher", str(teacher), "--student-layers", "1", option, bad, *base],
+                capsys)
     assert "must share one" in refusal(
         ["--teacher", str(teacher), "--student", str(other), *base], capsys)
     assert "more than the teacher's 2" in refusal(

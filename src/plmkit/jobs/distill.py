@@ -376,8 +376,10 @@ def student_backbone(args: DistillArgs, teacher: nn.Module, tok: Tokenizer) -> n
 
 def check_args(args: DistillArgs) -> None:
     """One-line refusals of options that cannot go together, before anything is loaded."""
-    if not (math.isfinite(args.temperature) and args.temperature > 0):
-        raise UserError(f"--temperature must be a positive number, not {args.temperature}")
+    for option, value in (("--temperature", args.temperature), ("--lr", args.lr),
+                          ("--epochs", args.epochs)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise UserError(f"{option} must be a positive number, not {value}")
     alphas = {f.name: getattr(args, f.name) for f in dataclasses.fields(args)
               if f.name.startswith("alpha_")}
     for name, value in alphas.items():
