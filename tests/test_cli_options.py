@@ -150,3 +150,19 @@ def test_bench_refuses_a_plot_name_before_measuring(tmp_path: Path,
     assert main(["bench", "--models", "bert-tiny", "--seq-lens", "32,64", "--plot",
                  str(tmp_path / "curves.txt")]) == 2
     assert "--plot" in capsys.readouterr().err and not (tmp_path / "curves.txt").exists()
+
+
+@pytest.mark.parametrize(("command", "option", "value", "problem"), [
+    ("generate", "--temperature", "-1", "must be 0 (greedy) or more, not -1"),
+    ("generate", "--temperature", "nan", "must be 0 (greedy) or more, not nan"),
+    ("generate", "--max-new-tokens", "-5", "must be a positive number, not -5"),
+    ("generate", "--top-k", "-1", "must be at least 0, not -1"),
+    ("generate", "--beam", "0", "must be a positive number, not 0"),
+    ("translate", "--beam", "0", "must be a positive number, not 0"),
+    ("chat", "--beam", "-2", "must be a positive number, not -2")])
+def test_decoding_numbers_are_checked(command: str, option: str, value: str, problem: str,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:  # nan crashed in sampling; the rest ran silently
+        main([command, "--model", "m", option, value])
+    assert done.value.code == 2
+    assert f"argument {option}: {problem}" in capsys.readouterr().err

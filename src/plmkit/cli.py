@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import math
 import sys
 import textwrap
 import types
@@ -126,6 +127,14 @@ def _at_least(minimum: int) -> Callable[[str], int]:
 
 
 _positive = _at_least(1)
+
+
+def _temperature(text: str) -> float:
+    """An argparse type: a finite number >= 0 (0: greedy)."""
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be 0 (greedy) or more, not {text}")
+    return value
 
 
 def _claim(args: argparse.Namespace, command: str, *inputs: Path | None) -> bool:
@@ -476,12 +485,12 @@ def parser() -> argparse.ArgumentParser:
              "echo 'In the beginning' | plmkit translate --model runs/en-es", cmd_translate)
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--input", type=Path, help="source lines (default: stdin)")
-    p.add_argument("--beam", type=int, default=4, help="beam size (1: greedy)")
+    p.add_argument("--beam", type=_positive, default=4, help="beam size (1: greedy)")
 
     p = _add(sub, "chat", "talk to a trained sequence-to-sequence model, a line at a time",
              "plmkit chat --model runs/dialogue", cmd_chat)
     p.add_argument("--model", type=Path, required=True)
-    p.add_argument("--beam", type=int, default=4)
+    p.add_argument("--beam", type=_positive, default=4)
 
     p = _add(sub, "plot", "plot loss and accuracy curves of a run as PNG",
              "plmkit plot --metrics runs/bert\nplmkit plot --metrics runs/bert/metrics.jsonl "
@@ -803,11 +812,13 @@ def add_use_commands(sub: argparse._SubParsersAction) -> None:
     source = p.add_mutually_exclusive_group()
     source.add_argument("--text")
     source.add_argument("--input", type=Path, help="prompts, one per line (default: stdin)")
-    p.add_argument("--max-new-tokens", type=int, default=50)
-    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
-    p.add_argument("--top-k", type=int, default=0, help="sample among the k best (0: all)")
+    p.add_argument("--max-new-tokens", type=_positive, default=50)
+    p.add_argument("--temperature", type=_temperature, default=0.0, help="0: greedy")
+    p.add_argument("--top-k", type=_at_least(0), default=0,
+                   help="sample among the k best (0: all)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--beam", type=int, default=4, help="seq2seq models: beam size (1: greedy)")
+    p.add_argument("--beam", type=_positive, default=4,
+                   help="seq2seq models: beam size (1: greedy)")
 
     p = _add(sub, "serve", "an HTTP JSON service (and a demo page) over a model",
              """
