@@ -130,6 +130,16 @@ def test_attention_cli(pretrained_bert: Path, tmp_path: Path,
     assert str(saved["tokens"][0]) == "[CLS]"
     assert main(["attention", "--model", str(tmp_path / "nope"), "--text", "x"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+    assert main(["attention", "--model", str(pretrained_bert), "--text", "good night",
+                 "--out", str(out)]) == 0  # its own output is redrawn
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "overview.png").write_text("my own")
+    assert main(["attention", "--model", str(pretrained_bert), "--text", "x", "--out",
+                 str(mine)]) == 2
+    assert "not empty, holds files of its own (overview.png)" in capsys.readouterr().err
+    assert [p.name for p in mine.iterdir()] == ["overview.png"]
+    assert (mine / "overview.png").read_text() == "my own"
 
 
 def test_fill_mask_cli_text_file_and_stdin(pretrained_bert: Path, tmp_path: Path,

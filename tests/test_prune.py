@@ -163,6 +163,13 @@ def test_prune_cli_by_heads_and_errors(tmp_path: Path,
                      *args]) == 2
         err = capsys.readouterr().err
         assert needle in err and err.count("\n") == 1
+    assert not (tmp_path / "q").exists()  # a refusal leaves no half-made output
+    (tmp_path / "q").mkdir()
+    (tmp_path / "q" / "model.safetensors").write_text("my own")
+    assert main(["prune", "--model", str(tmp_path / "m"), "--heads", "0:1", "--out",
+                 str(tmp_path / "q")]) == 2
+    assert "not empty, holds files of its own" in capsys.readouterr().err
+    assert (tmp_path / "q" / "model.safetensors").read_text() == "my own"
 
 
 @pytest.fixture(scope="module")

@@ -684,9 +684,12 @@ def add_task_commands(sub: argparse._SubParsersAction) -> None:
 def cmd_attention(args: argparse.Namespace) -> None:
     import plmkit
     from plmkit.deploy.inspect import attention_maps, write_attention
+    from plmkit.outputs import staged
 
+    _claim(args, "attention", args.model)
     maps = attention_maps(plmkit.load(args.model), _tokenizer(args.model), args.text, args.pair)
-    written = write_attention(maps, args.out)
+    with staged(args.out, "attention") as tmp:
+        written = write_attention(maps, tmp)
     layers, heads = maps.weights.shape[:2]
     print(f"{layers} layers x {heads} heads over {len(maps.tokens)} tokens: {len(written)} PNGs "
           f"and attention.npz -> {args.out}")
@@ -702,9 +705,12 @@ def _tokenizer(model_dir: Path) -> Any:
 
 def cmd_prune(args: argparse.Namespace) -> None:
     from plmkit.deploy.prune import parse_heads, prune_dir
+    from plmkit.outputs import staged
 
     heads = parse_heads(args.heads) if args.heads is not None else None
-    result = prune_dir(args.model, args.out, heads, args.fraction, args.data)
+    _claim(args, "prune", args.model, args.data)
+    with staged(args.out, "prune") as tmp:
+        result = prune_dir(args.model, tmp, heads, args.fraction, args.data)
     print(f"{result.summary()} -> {args.out}")
 
 
@@ -776,6 +782,7 @@ def add_use_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pair", help="a second segment (sentence pairs)")
     p.add_argument("--out", type=Path, default=Path("attention"),
                    help="layer{L}_head{H}.png, overview.png and attention.npz (weights, tokens)")
+    _overwrite(p)
 
     p = _add(sub, "prune", "remove attention heads physically; save the smaller model",
              """
@@ -789,6 +796,7 @@ def add_use_commands(sub: argparse._SubParsersAction) -> None:
                    help="remove this fraction of heads, least important first (Michel et al. "
                         "2019); needs --data and a model fine-tuned with --task classify")
     p.add_argument("--data", type=Path, help="labelled examples to score the heads on")
+    _overwrite(p)
 
     p = _add(sub, "fill-mask", "top-k predictions for each mask token ([MASK] or <mask>)",
              """
