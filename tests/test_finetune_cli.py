@@ -70,7 +70,7 @@ def test_predict_text_lines(run: dict[str, Path]) -> None:
 @pytest.mark.parametrize(("option", "value", "problem"), [
     ("--epochs", "0", "--epochs must be a positive number, got 0"),
     ("--epochs", "nan", "--epochs must be a positive number, got nan"),
-    ("--lr", "inf", "--lr must be a positive number, got inf"),
+    ("--lr", "inf", "--lr must be 0 or more, got inf"),
     ("--warmup-fraction", "2", "--warmup-fraction must be in [0, 1), got 2"),
     ("--weight-decay", "-1", "--weight-decay must be 0 or more, got -1"),
     ("--max-seq-len", "100", "--max-seq-len 100: the model has 64 positions")])

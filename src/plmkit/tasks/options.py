@@ -129,11 +129,9 @@ class FinetuneOptions:
 
     def __post_init__(self) -> None:
         """Refuse values no fine-tuning runs with, each naming its option."""
-        for name in ("epochs", "lr"):
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value > 0):
-                raise UserError(f"--{name} must be a positive number, got {value:g}")
-        for name in ("head_lr", "weight_decay"):
+        if not (math.isfinite(self.epochs) and self.epochs > 0):
+            raise UserError(f"--epochs must be a positive number, got {self.epochs:g}")
+        for name in ("lr", "head_lr", "weight_decay"):  # a learning rate of 0 freezes
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise UserError(f"--{name.replace('_', '-')} must be 0 or more, got {value:g}")
