@@ -325,6 +325,42 @@ def test_a_refused_call_leaves_out_as_it_was(tmp_path: Path, tweets: list[str],
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # no half-made arm
 
 
+def test_bf16_fine_tuning_is_part_of_the_setup(tmp_path: Path, tweets: list[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """--finetune-bf16: fine-tuning, its dev and test evaluations and the probe features run
+    under bf16 autocast; compare-setup.json names it only when on, so an OUT made without it
+    (every study begun before it) keeps its setup, and the two cannot mix in one OUT."""
+    from plmkit.tasks import batching, classify
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n\n".join("\n".join(tweets[i:i + 4]) for i in range(0, 400, 4)) + "\n")
+    base = {"models": ["bert-tiny:mlm"], "corpus": [corpus], "budget": ("steps", 2),
+            "tasks": [small_tasks(tmp_path)], "vocab_size": 500, "batch_size": 4,
+            "seq_len": 32, "pretrain_seeds": 1, "seeds": 1, "control": None,
+            "finetune_examples": 40, "finetune_epochs": 1.0}
+    assert "finetune_bf16" not in setup(CompareArgs(out=tmp_path, **base))
+    seen = []  # (where, autocast on) at every forward of the probe and the evaluations
+
+    def spy(where: str, run_model: Any) -> Any:
+        def spied(*args: Any) -> Any:
+            seen.append((where, torch.is_autocast_enabled("cpu")))
+            return run_model(*args)
+        return spied
+
+    monkeypatch.setattr(batching, "run_model", spy("probe", batching.run_model))
+    monkeypatch.setattr(classify, "run_model", spy("evaluate", classify.run_model))
+    out = tmp_path / "bf16"
+    compare(CompareArgs(out=out, finetune_bf16=True, **base))
+    assert json.loads((out / "compare-setup.json").read_text())["finetune_bf16"] is True
+    run = out / "runs" / "bert-tiny_mlm" / "seed-0" / "finetune"
+    saved = json.loads(next(run.glob("*/seed-0/finetune.json")).read_text())
+    assert saved["bf16"] is True
+    # the probe's three splits, the dev evaluation of the epoch, the test evaluation
+    assert seen == [("probe", True)] * 3 + [("evaluate", True)] * 2
+    with pytest.raises(UserError, match="finetune_bf16 True, not None"):
+        compare(CompareArgs(out=out, **base))
+
+
 def test_knowledge_vs_character_masking_on_chinese(tmp_path: Path) -> None:
     """Study 6 at a tiny budget: one character vocabulary, ERNIE's staged knowledge masking
     against character masking on the same preset, fine-tuned on People's Daily NER."""

@@ -26,6 +26,7 @@ from plmkit.tasks.classify import majority_share
 from plmkit.tasks.options import FinetuneOptions, default_lr
 from plmkit.tokenizers import Tokenizer
 from plmkit.training import TrainConfig, Trainer
+from plmkit.training.precision import bf16_autocast
 
 EVAL_RESULTS = "eval_results.json"
 
@@ -59,7 +60,8 @@ def finetune(task: Task, model_dir: Path, train: Path, eval: Path | None, out: P
     evaluator = None
     if eval is not None:
         def evaluator(m: nn.Module) -> dict[str, float]:
-            return task.evaluate(m, tokenizer, eval, options)
+            with bf16_autocast(m, options.bf16):
+                return task.evaluate(m, tokenizer, eval, options)
     config = task_train_config(options, steps, per_epoch, out,
                                task.main_metric if eval is not None else None,
                                head_lrs(model, options))
@@ -116,7 +118,8 @@ def evaluate_dir(model_dir: Path, eval: Path, given: Mapping[str, Any] | None = 
     """The task's metrics of the fine-tuned model in `model_dir` on the file `eval`; `given`:
     options that replace the saved ones (`FinetuneOptions.given`: batch size, file columns)."""
     f = load_finetuned(model_dir)
-    return f.task.evaluate(f.model, f.tokenizer, eval, f.options.given(given))
+    with bf16_autocast(f.model, f.options.bf16):  # as it was evaluated while fine-tuning
+        return f.task.evaluate(f.model, f.tokenizer, eval, f.options.given(given))
 
 
 def majority_baseline(model_dir: Path, eval: Path, given: Mapping[str, Any] | None = None

@@ -108,7 +108,8 @@ class FinetuneOptions:
     eval_every: int = field(default=0, metadata=cli("steps (default: every epoch)", minimum=0))
     patience: int = field(default=3, metadata=cli(
         "stop after this many evaluations without improvement (0: never)", minimum=0))
-    bf16: bool = field(default=False, metadata=cli("bf16 autocast"))
+    bf16: bool = field(default=False, metadata=cli(
+        "bf16 autocast, in training and in the evaluations (plmkit evaluate too)"))
     progress: bool = field(default=True, metadata=cli(  # the option is --no-progress
         "no progress bar (terminal) or progress lines (a file or pipe)"))
     tensorboard: bool = field(default=False, metadata=cli(

@@ -8,6 +8,7 @@ import functools
 from pathlib import Path
 
 import torch
+from torch import nn
 
 # x86 CPU flags of native bf16 dot products: AVX512-BF16 (Zen 4, Cooper Lake and later) and
 # AMX (Sapphire Rapids and later). Without them oneDNN emulates bf16, slower than float32.
@@ -32,3 +33,9 @@ def fast_bf16(device: torch.device) -> bool:
     if device.type == "cpu":
         return bool(BF16_FLAGS & cpu_flags()) and torch.backends.mkldnn.is_available()
     return False
+
+
+def bf16_autocast(model: nn.Module, enabled: bool) -> torch.autocast:
+    """bf16 autocast on the device of `model`'s weights (a no-op context when not `enabled`)."""
+    device = next(model.parameters(), torch.empty(0)).device
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)

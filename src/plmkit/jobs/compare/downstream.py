@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from plmkit.errors import UserError
 from plmkit.tasks.options import COLUMN_FIELDS, FinetuneOptions
+from plmkit.training.precision import bf16_autocast
 
 if TYPE_CHECKING:
     from plmkit.tasks.classify import ClassifyTask
@@ -140,7 +141,7 @@ def finetune_seeds(model_dir: Path, task_key: str, files: dict[str, Path], seeds
 def probe(model_dir: Path, task_key: str, files: dict[str, Path], options: FinetuneOptions
           ) -> float | None:
     """Test accuracy of a linear probe on the frozen model (classification only; cached in
-    `model_dir`/probe/; `options`: the file columns)."""
+    `model_dir`/probe/; `options`: the file columns, and bf16 for the features)."""
     import plmkit
     from plmkit.interop.native import tokenizer_dir
     from plmkit.tokenizers import Tokenizer
@@ -153,8 +154,10 @@ def probe(model_dir: Path, task_key: str, files: dict[str, Path], options: Finet
         model = plmkit.load(model_dir)
         tok = Tokenizer.load(tokenizer_dir(model_dir))
         x, y = {}, {}
-        for split in ("train", "dev", "test"):
-            x[split], y[split] = probe_features(model, tok, task, files.get(split, files["dev"]))
+        with bf16_autocast(model, options.bf16):
+            for split in ("train", "dev", "test"):
+                x[split], y[split] = probe_features(model, tok, task,
+                                                    files.get(split, files["dev"]))
         result.parent.mkdir(parents=True, exist_ok=True)
         result.write_text(json.dumps(fit_probe(x, y)) + "\n")
     return json.loads(result.read_text())["accuracy"]

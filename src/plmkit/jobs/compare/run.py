@@ -66,6 +66,7 @@ class CompareArgs:
     finetune_examples: int = 2000
     finetune_epochs: float = 2.0
     finetune_lr: float | None = None  # None: by model size (tasks.options.default_lr)
+    finetune_bf16: bool = False  # fine-tuning, its evaluations and the probes in bf16 autocast
     # the columns of the user's classify files (TASK:TRAIN:DEV), as finetune's options
     text_field: str = "text"
     text_pair_field: str | None = None
@@ -142,11 +143,13 @@ def parse_claim(claim: str, args: CompareArgs, entries: list[Entry]) -> tuple[st
 
 
 def setup(args: CompareArgs) -> dict[str, Any]:
-    """What must stay the same for two calls to share an OUT (the task file columns only when
-    named, so that runs from before they could be keep their OUT)."""
+    """What must stay the same for two calls to share an OUT (the task file columns and bf16
+    fine-tuning only when named, so that runs from before they could be keep their OUT)."""
     tokenizer = args.tokenizer or f"{args.tokenizer_kind}, at most {args.vocab_size} tokens"
     columns = finetune_options(args).columns()
     named = {"columns": dataclasses.asdict(columns)} if columns != DEFAULT_COLUMNS else {}
+    if args.finetune_bf16:
+        named["finetune_bf16"] = True
     return {"corpus": [str(p) for p in args.corpus], "heldout": [str(p) for p in args.heldout],
             "heldout_batches": args.heldout_batches, "tokenizer": str(tokenizer),
             "budget": list(args.budget), "batch_size": args.batch_size, "seq_len": args.seq_len,
@@ -161,9 +164,11 @@ def claim_setup(args: CompareArgs) -> None:
     saved_file = out / SETUP
     if saved_file.is_file():
         saved = json.loads(saved_file.read_text())
-        if diff := next((k for k in wanted if saved.get(k) != wanted[k]), None):
+        keys = [*wanted, *(k for k in saved if k not in wanted)]  # a key either side names
+        if diff := next((k for k in keys if saved.get(k) != wanted.get(k)), None):
             raise UserError(f"{out}: a compare run with {diff} {saved.get(diff)}, not "
-                            f"{wanted[diff]}; give another --out, or --overwrite to replace it")
+                            f"{wanted.get(diff)}; give another --out, or --overwrite to replace "
+                            "it")
         return
     if out.exists() and user_entries(out):
         raise UserError(f"{out}: not empty and not a compare run; give another --out, or "
@@ -343,5 +348,6 @@ def model_objective(preset: str) -> str:
 def finetune_options(args: CompareArgs) -> FinetuneOptions:
     """The fine-tuning options of every arm (the seed aside)."""
     return FinetuneOptions(lr=args.finetune_lr, epochs=args.finetune_epochs,
-                           progress=args.progress, text_field=args.text_field,
+                           bf16=args.finetune_bf16, progress=args.progress,
+                           text_field=args.text_field,
                            text_pair_field=args.text_pair_field, label_field=args.label_field)
