@@ -4,9 +4,9 @@ score, coloured by verdict.
 
     .venv/bin/python benchmarks/claims_plot.py docs/studies --out docs/studies/claims.png
 
-Reads each `results.json` under the folders given: `plmkit compare`'s (its `verdicts`) and
-the domain-adaptation study's (`tasks.*.difference`). Claims against the 1-step control are
-drawn too: a result counts only if it beats its control.
+Reads each `results.json` under the folders given: `plmkit compare`'s and the distillation
+studies' (their `verdicts`) and the domain-adaptation study's (`tasks.*.difference`). Claims
+against the 1-step control are drawn too: a result counts only if it beats its control.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from matplotlib.figure import Figure
 
 # the kinds of score drawn, each a panel: accuracies and scores where higher is better
 PANELS = {"finetune": "fine-tuning score", "probe": "linear probe score",
-          "heldout/mlm_accuracy": "held-out MLM accuracy"}
+          "heldout/mlm_accuracy": "held-out MLM accuracy",
+          "dev accuracy": "distilled student's dev accuracy (intervals over its seeds)"}
 COLOURS = {"reproduced": "tab:green", "contradicted": "tab:red", "inconclusive": "tab:gray"}
 
 
@@ -54,7 +55,8 @@ def rows(results: Path, root: Path) -> Iterator[Row]:
 def short(claim: str) -> str:
     """An arm name of the claim with its preset's common options dropped, for a tick label."""
     return (claim.replace("_mlm_num_layers=12_embedding_size=128", " (12 layers)")
-            .replace("_electra_generator_training=adversarial", " (adversarial)").replace("_", " "))
+            .replace("_electra_generator_training=adversarial", " (adversarial)")
+            .replace(" beats fine-tuned on the labels", " > fine-tuned").replace("_", " "))
 
 
 def plot(all_rows: list[Row], out: Path) -> None:

@@ -53,7 +53,8 @@ run() {  # name, then compare's arguments
 }
 
 claims() {  # docs/compare.md's first figure: every claim of the studies finished so far
-  local folders=(docs/studies/*-"$BIG" docs/studies/*-"$SMALL" docs/studies/dapt-bible)
+  local folders=(docs/studies/*-"$BIG" docs/studies/*-"$SMALL" docs/studies/dapt-bible
+                 docs/studies/distill docs/studies/distill-albert)
   nice -n 19 "$PYTHON" benchmarks/claims_plot.py "${folders[@]}" --out docs/studies/claims.png
 }
 
