@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import math
 from pathlib import Path
@@ -226,3 +227,33 @@ def test_the_second_segment_embedding_trains(tweet_corpus) -> None:
     loss.backward()
     grad = model.discriminator.embeddings.segments.weight.grad
     assert grad is not None and grad[1].abs().sum() > 0
+
+
+def electra_fakes():
+    spec = importlib.util.spec_from_file_location(
+        "electra_fakes", Path(__file__).resolve().parent.parent / "benchmarks" / "electra_fakes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_auc_counts_the_pairs_ranked_right() -> None:
+    scores = torch.tensor([0.1, 0.9, 0.4, 0.7, 0.2, 0.8])
+    positive = torch.tensor([False, True, False, False, True, True])
+    pairs = [(p, n) for p in scores[positive] for n in scores[~positive]]
+    assert electra_fakes().auc(scores, positive) == pytest.approx(
+        sum(float(p > n) for p, n in pairs) / len(pairs))
+
+
+def test_a_young_discriminator_spots_uniform_fakes_not_unigram_ones(
+        tweets: list[str], tmp_path: Path) -> None:
+    """What docs/compare.md's ELECTRA diagnosis rests on: a discriminator trained briefly
+    against a near-uniform generator tells uniformly drawn tokens apart by their rarity, and
+    tokens drawn by the corpus's unigram frequencies hardly at all."""
+    electra_run(tweets, tmp_path, steps=25)
+    report = electra_fakes().main([str(tmp_path / "run"), "--run", str(tmp_path / "run"),
+                                   "--batches", "2"])
+    assert report["uniform"]["auc"] > 0.7 > 0.6 > report["unigram"]["auc"]
+    for kind in ("generator", "uniform", "unigram"):
+        assert 0.1 < report[kind]["replaced"] < 0.16
+    assert report["generator_entropy"] > report["unigram_entropy"]  # still near uniform

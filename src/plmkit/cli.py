@@ -192,17 +192,12 @@ def cmd_chat(args: argparse.Namespace) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
-    from matplotlib.backend_bases import FigureCanvasBase
-
     from plmkit.outputs import staged_file
-    from plmkit.training.plot import plot_metrics
+    from plmkit.training.plot import check_image_name, plot_metrics
 
     source = args.metrics / "metrics.jsonl" if args.metrics.is_dir() else args.metrics
     out = args.out or source.with_name("curves.png")  # the run's own plot: redrawn in place
-    formats = FigureCanvasBase.get_supported_filetypes()
-    if out.suffix.lstrip(".").lower() not in formats:
-        raise UserError(f"--out {out}: not an image file name; end it in .png, .svg, .pdf or "
-                        f"another of {', '.join(sorted(formats))}")
+    check_image_name(out, "--out")
     with staged_file(out, "--out", overwrite=args.overwrite or args.out is None) as tmp:
         plot_metrics(source, tmp)
     print(f"wrote {out}")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from plmkit.errors import UserError
 from plmkit.jobs.options import cli
+from plmkit.training.plot import check_image_name
 
 DATA_PRESETS = ["bert-mini", "bert-base"]  # --data with --models suite
 
@@ -73,8 +74,8 @@ def bench(args: BenchArgs) -> str:
     for out in (args.json, args.markdown, args.plot):  # before a run of minutes, not after it
         if out is not None and not out.parent.is_dir():
             raise UserError(f"{out}: no such directory {out.parent}")
-    if args.plot is not None and args.plot.suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise UserError(f"--plot {args.plot}: expected a .png, .svg or .pdf file name")
+    if args.plot is not None:
+        check_image_name(args.plot, "--plot")
     if args.data:
         return bench_data(args)
     if args.data_sizes:

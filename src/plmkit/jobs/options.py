@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from plmkit.errors import UserError
 from plmkit.interop.start import is_checkpoint
+from plmkit.nn.config import field_types, kind_name
 from plmkit.objectives import OBJECTIVES
 from plmkit.tasks.options import Registry, cli
 
@@ -208,18 +208,16 @@ def _option_value(key: str, text: str, where: str) -> Any:
                         f"model; the model keys are {', '.join(sorted(SPEC_OPTIONS))} and the "
                         "fields of its config")
     meta = next(f.metadata for f in dataclasses.fields(PretrainArgs) if f.name == key)
-    hint = typing.get_type_hints(PretrainArgs)[key]
-    kind = next(t for t in typing.get_args(hint) or (hint,) if t is not type(None))
+    kind = next(t for t in field_types(PretrainArgs)[key] if t is not type(None))
     if kind is bool:
         if text.lower() not in ("true", "false"):
-            raise UserError(f"{where}: {key}={text}: expected true or false")
+            raise UserError(f"{where}: {key}={text}: expected {kind_name(bool)}")
         return text.lower() == "true"
     if kind in (int, float):
         try:
             number = kind(text)
         except ValueError:
-            raise UserError(f"{where}: {key}={text}: expected "
-                            f"{'an integer' if kind is int else 'a number'}") from None
+            raise UserError(f"{where}: {key}={text}: expected {kind_name(kind)}") from None
         if meta.get("minimum") is not None and number < meta["minimum"]:
             raise UserError(f"{where}: {key}={text}: must be at least {meta['minimum']}")
         return number

@@ -103,7 +103,7 @@ def typed(name: str, value: Any, kinds: tuple[Any, ...]) -> Any:
     that float), else a UserError."""
     kind = next((k for k in kinds if _fits(value, k)), None)
     if kind is None:
-        raise UserError(f"{name} must be {' or '.join(map(_kind_name, kinds))}, not {value!r}")
+        raise UserError(f"{name} must be {' or '.join(map(kind_name, kinds))}, not {value!r}")
     return float(value) if kind is float else value
 
 
@@ -118,7 +118,8 @@ def _fits(value: Any, kind: Any) -> bool:
     return isinstance(value, kind)
 
 
-def _kind_name(kind: Any) -> str:
+def kind_name(kind: Any) -> str:
+    """How an error message names a value of `kind`."""
     if typing.get_origin(kind) is Literal:
         return "one of " + ", ".join(map(repr, typing.get_args(kind)))
     return {int: "an integer", float: "a number", bool: "true or false", str: "text",

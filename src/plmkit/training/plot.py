@@ -11,6 +11,16 @@ from typing import Any
 from plmkit.errors import UserError, where
 
 
+def check_image_name(path: Path, option: str) -> None:
+    """A UserError unless `path` ends in a format matplotlib writes (.png, .svg, .pdf, ...)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if path.suffix.lstrip(".").lower() not in formats:
+        raise UserError(f"{option} {path}: not an image file name; end it in .png, .svg, .pdf "
+                        f"or another of {', '.join(sorted(formats))}")
+
+
 def plot_metrics(
     metrics_jsonl: str | os.PathLike[str],
     out_png: str | os.PathLike[str],
