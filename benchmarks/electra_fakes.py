@@ -26,7 +26,13 @@ from torch import Tensor
 from plmkit import load
 from plmkit.data.options import DataOptions
 from plmkit.data.shards import ShardedCorpus
-from plmkit.objectives.rtd import ReplacedTokenDetection, corrupt, generator_entropy, sample_tokens
+from plmkit.objectives.rtd import (
+    ReplacedTokenDetection,
+    corrupt,
+    generator_entropy,
+    roc_auc,
+    sample_tokens,
+)
 from plmkit.tokenizers.base import Tokenizer
 
 
@@ -40,14 +46,6 @@ def unigram(corpus: Path, vocab: int) -> Tensor:
     return torch.from_numpy(counts / counts.sum()).float()
 
 
-def auc(scores: Tensor, positive: Tensor) -> float:
-    """ROC AUC of `scores` (N,) for the `positive` (N,) bool labels (rank statistic)."""
-    ranks = scores.argsort().argsort().float() + 1
-    n_pos = positive.sum().item()
-    n_neg = positive.numel() - n_pos
-    return ((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)).item()
-
-
 def score(logits: Tensor, replaced: Tensor, real: Tensor) -> dict[str, float]:
     """Replaced fraction, precision, recall, AUC, BCE and the prior's entropy over real tokens."""
     z, y = logits[real].float(), replaced[real]
@@ -55,9 +53,10 @@ def score(logits: Tensor, replaced: Tensor, real: Tensor) -> dict[str, float]:
     rate = y.float().mean().item()
     prior = -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
     bce = torch.nn.functional.binary_cross_entropy_with_logits(z, y.float()).item()
-    return {"replaced": rate, "precision": (guess & y).sum().item() / max(guess.sum().item(), 1),
-            "recall": (guess & y).sum().item() / max(y.sum().item(), 1), "auc": auc(z, y),
-            "bce": bce, "prior_entropy": prior}
+    hits = (guess & y).sum().item()
+    return {"replaced": rate, "precision": hits / max(guess.sum().item(), 1),
+            "recall": hits / max(y.sum().item(), 1), "auc": roc_auc(z, y).item(), "bce": bce,
+            "prior_entropy": prior}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -20,6 +20,7 @@ from plmkit.objectives.rtd import (
     ReplacedTokenDetection,
     corrupt,
     discriminator_loss,
+    roc_auc,
     sample_tokens,
 )
 
@@ -241,8 +242,20 @@ def test_auc_counts_the_pairs_ranked_right() -> None:
     scores = torch.tensor([0.1, 0.9, 0.4, 0.7, 0.2, 0.8])
     positive = torch.tensor([False, True, False, False, True, True])
     pairs = [(p, n) for p in scores[positive] for n in scores[~positive]]
-    assert electra_fakes().auc(scores, positive) == pytest.approx(
+    assert roc_auc(scores, positive).item() == pytest.approx(
         sum(float(p > n) for p, n in pairs) / len(pairs))
+
+
+def test_the_discriminator_auc_ranks_real_tokens_only() -> None:
+    replaced = torch.tensor([[True, False, False, True], [False, True, False, False]])
+    real = torch.tensor([[True, True, True, True], [True, True, True, False]])
+    logits = torch.tensor([[3.0, -1.0, -2.0, 2.0], [-3.0, 1.0, 0.5, 9.0]])  # 9.0: padding
+    _, metrics = discriminator_loss(logits, replaced, real)
+    assert metrics["disc_auc"].item() == 1.0  # every replaced token above every original
+    _, metrics = discriminator_loss(logits - 10.0, replaced, real)  # all "original" at 0.5
+    assert metrics["disc_recall"].item() == 0.0 and metrics["disc_auc"].item() == 1.0
+    _, metrics = discriminator_loss(-logits, replaced, real)
+    assert metrics["disc_auc"].item() == 0.0
 
 
 def test_a_young_discriminator_spots_uniform_fakes_not_unigram_ones(

@@ -106,10 +106,21 @@ def token_losses(logits: Tensor, replaced: Tensor) -> Tensor:
     return F.binary_cross_entropy_with_logits(logits.float(), replaced.float(), reduction="none")
 
 
+def roc_auc(scores: Tensor, positive: Tensor) -> Tensor:
+    """The ROC AUC of `scores` (N,) for the bool labels `positive` (N,): the chance that a
+    positive outscores a negative (ties broken by order), from the positives' ranks; NaN
+    without both kinds. Unlike precision and recall it needs no threshold, so it still
+    measures a discriminator whose logits all fall on one side of 0."""
+    ranks = scores.argsort().argsort().double() + 1  # (N,)
+    n_pos = positive.sum().double()
+    n_neg = positive.numel() - n_pos
+    return ((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)).float()
+
+
 def discriminator_loss(logits: Tensor, replaced: Tensor, real: Tensor
                        ) -> tuple[Tensor, dict[str, Tensor]]:
     """Binary cross entropy of logits (B, S) against `replaced` (B, S) over the `real`
-    (non-padding) tokens; accuracy, precision and recall on replaced tokens."""
+    (non-padding) tokens; accuracy, precision, recall and ROC AUC on replaced tokens."""
     real = real.float()
     target = replaced.float()
     bce = token_losses(logits, replaced)  # (B, S)
@@ -124,6 +135,7 @@ def discriminator_loss(logits: Tensor, replaced: Tensor, real: Tensor
             "disc_precision": hits / guess.sum().clamp(min=1.0),
             "disc_recall": hits / (target * real).sum().clamp(min=1.0),
             "replaced_fraction": (target * real).sum() / count,
+            "disc_auc": roc_auc(logits.detach().float()[real.bool()], replaced[real.bool()]),
         }
     return loss, metrics
 
