@@ -106,15 +106,20 @@ def token_losses(logits: Tensor, replaced: Tensor) -> Tensor:
     return F.binary_cross_entropy_with_logits(logits.float(), replaced.float(), reduction="none")
 
 
-def roc_auc(scores: Tensor, positive: Tensor) -> Tensor:
-    """The ROC AUC of `scores` (N,) for the bool labels `positive` (N,): the chance that a
-    positive outscores a negative (ties broken by order), from the positives' ranks; NaN
-    without both kinds. Unlike precision and recall it needs no threshold, so it still
-    measures a discriminator whose logits all fall on one side of 0."""
-    ranks = scores.argsort().argsort().double() + 1  # (N,)
+def roc_auc(scores: Tensor, positive: Tensor, valid: Tensor | None = None) -> Tensor:
+    """The ROC AUC of `scores` for the bool labels `positive` (same shape) over the `valid`
+    entries (default all): the chance that a positive outscores a negative (ties broken by
+    order), from the positives' ranks, with no host sync; NaN without both kinds. Unlike
+    precision and recall it needs no threshold, so it still measures a discriminator whose
+    logits all fall on one side of 0."""
+    if valid is None:
+        valid = torch.ones_like(positive)
+    last = scores.float().masked_fill(~valid, float("inf")).flatten()  # invalid rank last
+    ranks = last.argsort().argsort().double() + 1  # (N,)
+    positive = (positive & valid).flatten()
     n_pos = positive.sum().double()
-    n_neg = positive.numel() - n_pos
-    return ((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)).float()
+    n_neg = valid.sum().double() - n_pos
+    return ((ranks * positive).sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
 def discriminator_loss(logits: Tensor, replaced: Tensor, real: Tensor
@@ -135,7 +140,7 @@ def discriminator_loss(logits: Tensor, replaced: Tensor, real: Tensor
             "disc_precision": hits / guess.sum().clamp(min=1.0),
             "disc_recall": hits / (target * real).sum().clamp(min=1.0),
             "replaced_fraction": (target * real).sum() / count,
-            "disc_auc": roc_auc(logits.detach().float()[real.bool()], replaced[real.bool()]),
+            "disc_auc": roc_auc(logits.detach(), replaced, real.bool()).float(),
         }
     return loss, metrics
 
