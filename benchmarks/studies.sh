@@ -89,7 +89,7 @@ s4() {  # ALBERT's sharing modes (Table 4) and embedding sizes (Table 3) at equa
     --claim "$ALBERT > $ALBERT:embedding_size=64"
 }
 
-ADV="$ELECTRA:generator_training=adversarial"
+ADV='electra-small:electra:generator_training=adversarial'
 
 s8() {  # ELECTRA's generator by maximum likelihood vs adversarially (Clark et al. 2020, appendix F):
   # study 1's run with the adversarial arm added, so its three maximum-likelihood runs are reused

@@ -31,6 +31,10 @@ def test_entries_split_options_from_config_fields() -> None:
     assert e.overrides == {"sharing": "none", "embedding_size": 32}
     assert parse_entry("bert-tiny").objective is None
     assert parse_entry("electra-tiny::generator_size=0.5").overrides == {"generator_size": 0.5}
+    keys = parse_entry("electra-tiny:generator_training=adversarial:generator_size=0.5")
+    assert keys.objective is None  # was taken for an objective named "generator_training=..."
+    assert (keys.options, keys.overrides) == ({"generator_training": "adversarial"},
+                                              {"generator_size": 0.5})
     with pytest.raises(Exception, match="key=value"):
         parse_entry("bert-tiny:mlm:static")
 

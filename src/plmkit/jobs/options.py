@@ -172,8 +172,11 @@ class Entry:
 
 def parse_entry(spec: str, option: str = "--models") -> Entry:
     """`bert-tiny`, `bert-tiny:mlm`, `roberta-tiny:mlm:masking=static`, `albert-tiny::sharing=
-    none` -> Entry (`option`: the command-line option it came from, for errors)."""
+    none` or `albert-tiny:sharing=none` (a second part with `=` is a key, the objective the
+    family's own) -> Entry (`option`: the command-line option it came from, for errors)."""
     parts = spec.split(":")
+    if len(parts) > 1 and "=" in parts[1]:
+        parts.insert(1, "")
     objective = parts[1].strip() if len(parts) > 1 else ""
     entry = Entry(parts[0].strip(), objective or None)
     options = {f.name for f in dataclasses.fields(PretrainArgs)}
