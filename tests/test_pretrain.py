@@ -134,3 +134,13 @@ def test_cli_tokenizer_prepare_pretrain_plot_export(corpus: tuple[Path, Path],
 
     model = transformers.AutoModel.from_pretrained(hf)
     assert model.config.vocab_size == 1500
+
+
+@pytest.mark.parametrize(("keep", "left"), [(0, [2, 4, 6, 8, 10]), (2, [8, 10])])
+def test_keep_checkpoints_keeps_the_newest_or_all(corpus: tuple[Path, Path], tmp_path: Path,
+                                                  keep: int, left: list[int]) -> None:
+    pretrain(small_args(corpus, tmp_path / "run", steps=10, warmup=1, save_every=2,
+                        eval_every=0, keep_checkpoints=keep))
+    kept = sorted(int(p.name.removeprefix("step-"))
+                  for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert kept == left

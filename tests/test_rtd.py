@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import json
 import math
 from pathlib import Path
 
@@ -264,8 +265,12 @@ def test_a_young_discriminator_spots_uniform_fakes_not_unigram_ones(
     against a near-uniform generator tells uniformly drawn tokens apart by their rarity, and
     tokens drawn by the corpus's unigram frequencies hardly at all."""
     electra_run(tweets, tmp_path, steps=25)
-    report = electra_fakes().main([str(tmp_path / "run"), "--run", str(tmp_path / "run"),
-                                   "--batches", "2"])
+    run = tmp_path / "run"
+    out = tmp_path / "fakes.json"
+    [report] = electra_fakes().main([str(run), "--run", str(run), "--batches", "2",
+                                     "--json", str(out), "--plot", str(tmp_path / "f.png")])
+    assert json.loads(out.read_text()) == [report] and report["step"] == 25
+    assert (tmp_path / "f.png").stat().st_size > 0
     assert report["uniform"]["auc"] > 0.7 > 0.6 > report["unigram"]["auc"]
     for kind in ("generator", "uniform", "unigram"):
         assert 0.1 < report[kind]["replaced"] < 0.16

@@ -20,9 +20,9 @@ from plmkit.tasks.options import Registry, cli
 # Options that a resumed run may change; every other one must equal the run's (`run.json`).
 # `grad_accum` and `fsdp` change with the number of processes (the global batch stays).
 RESUMABLE_CHANGES = frozenset({
-    "out", "steps", "tokenizer", "save_every", "eval_every", "log_every", "eval_batches",
-    "progress", "resume", "overwrite", "max_bad_steps", "spike_rollback", "compile", "fsdp",
-    "grad_accum", "tensorboard"})
+    "out", "steps", "tokenizer", "save_every", "keep_checkpoints", "eval_every", "log_every",
+    "eval_batches", "progress", "resume", "overwrite", "max_bad_steps", "spike_rollback",
+    "compile", "fsdp", "grad_accum", "tensorboard"})
 
 SCRATCH_LR = 1e-4  # BERT's (Devlin et al. 2019, section A.2)
 SCRATCH_WARMUP = 0.01
@@ -74,6 +74,9 @@ class PretrainArgs:
     grad_accum: int = field(default=1, metadata=cli(
         "micro-batches per optimizer step (a batch of B x N)"))
     save_every: int = field(default=500, metadata=cli("steps between checkpoints"))
+    keep_checkpoints: int = field(default=3, metadata=cli(
+        "how many of the newest checkpoints to keep (0: all of them, for learning curves)",
+        minimum=0))
     eval_every: int = field(default=100, metadata=cli("steps between evaluations"))
     log_every: int = field(default=10, metadata=cli(
         "steps between metrics.jsonl lines (and progress lines in a log file)"))
