@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--json", type=Path, help="write the reports here")
     parser.add_argument("--plot", type=Path, help="draw the AUCs against the step here")
+    parser.add_argument("--title", help="the plot's title (default: the run's folder name)")
     args = parser.parse_args(argv)
     reports = sorted((fakes(c, args.run, args.batches) for c in args.checkpoints),
                      key=lambda r: r["step"])
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.json:
         args.json.write_text(text + "\n")
     if args.plot:
-        plot(reports, args.plot, args.run.name)
+        plot(reports, args.plot, args.title or args.run.name)
     return reports
 
 
