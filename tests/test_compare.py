@@ -260,6 +260,8 @@ def test_paired_test_and_verdicts() -> None:
     assert loss["verdict"] == "inconclusive" and loss["seeds_to_settle"] > 3
     assert loss["flops_to_settle"] == loss["seeds_to_settle"] * 2e12
     assert claim_verdicts(b, a)[0]["verdict"] == "contradicted"
+    del a["pretrain_seeds"][1]["scores"]["finetune/y"]  # a seed scored by older code
+    assert claim_verdicts(a, b)[0]["keys"] == ["finetune/x"]
 
 
 def test_probe_fits_a_separable_task() -> None:

@@ -43,11 +43,14 @@ def write_report(arms: list[dict[str, Any]], claims: list[tuple[str, str]],
 
 
 def claim_verdicts(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
-    """The verdicts of "`a` scores higher than `b`", one per group both arms have."""
+    """The verdicts of "`a` scores higher than `b`", one per group both arms have; a score
+    that some seed lacks (a study resumed on code that scores more) is left out."""
     out = []
     seeds = min(len(a["pretrain_seeds"]), len(b["pretrain_seeds"]))
+    common = set.intersection(*(set(s["scores"]) for arm in (a, b)
+                                for s in arm["pretrain_seeds"][:seeds]))
     for group in GROUPS:
-        keys = sorted(k for k in a["summary"] if k.startswith(group) and k in b["summary"])
+        keys = sorted(k for k in common if k.startswith(group))
         if not keys:
             continue
         sign = -1.0 if group.endswith("_loss") else 1.0
