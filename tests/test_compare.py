@@ -102,6 +102,7 @@ def test_schema_seeds_control_and_equal_flops(study: CompareArgs) -> None:
                     "finetune/classify/classify"}
             assert keys <= set(s["scores"])
             assert ("heldout/rtd_accuracy" in s["scores"]) == (r is electra)
+            assert ("heldout/rtd_auc" in s["scores"]) == (r is electra)
             assert 0.0 <= s["scores"]["probe/classify/classify"] <= 1.0
             assert len(s["finetune_seeds"]["classify/classify"]) == 1
             # the learning curve: the held-out set scored at >= 4 points, the last at the end
@@ -148,6 +149,8 @@ def test_one_fixed_mask_set_for_every_arm(study: CompareArgs, tmp_path: Path) ->
     final = logged["pretrain_seeds"][1]["scores"]
     assert scores["mlm_loss"] == pytest.approx(final["heldout/mlm_loss"], rel=1e-5)
     assert scores["rtd_accuracy"] == pytest.approx(final["heldout/rtd_accuracy"], rel=1e-5)
+    assert scores["rtd_auc"] == pytest.approx(final["heldout/rtd_auc"], rel=1e-5)
+    assert 0.0 <= scores["rtd_auc"] <= 1.0
 
 
 @pytest.mark.slow  # the study fixture: about 1 minute on a quiet 2-core CPU

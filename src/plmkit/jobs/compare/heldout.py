@@ -5,8 +5,9 @@ and every pretraining seed is scored on the same masked positions and the same r
 tokens, so two scores differ by the models alone. What is scored depends on the model:
 - a masked-LM head (BERT, RoBERTa, ALBERT, ERNIE; ELECTRA's generator): `mlm_loss` and
   `mlm_accuracy` on one-segment instances;
-- ELECTRA also `rtd_accuracy`: the discriminator on the generator's samples, drawn with a
-  generator seeded by `HELDOUT_SEED`;
+- ELECTRA also `rtd_accuracy` and `rtd_auc`: the discriminator on the generator's samples,
+  drawn with a generator seeded by `HELDOUT_SEED` (accuracy at the 0.5 threshold, and the ROC
+  AUC of its logits);
 - a sentence head (NSP or SOP): its accuracy on held-out NSP pairs (`nsp_pairs_accuracy`) and
   on held-out SOP pairs (`sop_pairs_accuracy`), both labelled 1 for "not the order of the
   text" (ALBERT, Lan et al. 2020, Table 5 scores each head on both tasks);
@@ -27,7 +28,13 @@ from plmkit.data.options import DataOptions
 from plmkit.data.shards import prepare
 from plmkit.objectives import get_objective
 from plmkit.objectives.mlm import Batch, bert_batches, encode
-from plmkit.objectives.rtd import corrupt, discriminator_loss, generator_loss, sample_tokens
+from plmkit.objectives.rtd import (
+    corrupt,
+    discriminator_loss,
+    generator_loss,
+    roc_auc,
+    sample_tokens,
+)
 from plmkit.tokenizers import Tokenizer
 
 HELDOUT_SEED = 20_191_026  # the one seed of every held-out mask set
@@ -90,11 +97,13 @@ def masked_lm(model: nn.Module, batches: list[Batch]) -> Scores:
     """Masked-LM loss and accuracy over all masked positions (each batch weighted by its
     masked tokens), ELECTRA's through its generator; for ELECTRA also `rtd_accuracy`, its
     discriminator's accuracy over the real tokens on replacements sampled from the same
-    generator logits with a fixed seed."""
+    generator logits with a fixed seed, and `rtd_auc`, the ROC AUC of its logits there (no
+    threshold: accuracy sits at the share of originals while the discriminator ranks)."""
     rtd = hasattr(model, "rtd_logits")
     sampler = torch.Generator(next(model.parameters()).device).manual_seed(HELDOUT_SEED)
     sums = {"mlm_loss": 0.0, "mlm_accuracy": 0.0, "rtd_accuracy": 0.0}
     masked = real = 0.0
+    ranked: list[tuple[Tensor, Tensor]] = []  # the discriminator's logits and labels
     for batch in batches:
         logits = model.mlm_logits(generator_or_encoder(model, batch),
                                   batch["masked_lm_positions"])  # (B, P, V)
@@ -105,10 +114,15 @@ def masked_lm(model: nn.Module, batches: list[Batch]) -> Scores:
         masked += n
         if rtd:
             tokens = float(batch["input_mask"].sum())
-            sums["rtd_accuracy"] += replaced_tokens(model, batch, logits, sampler) * tokens
+            accuracy, scored = replaced_tokens(model, batch, logits, sampler)
+            sums["rtd_accuracy"] += accuracy * tokens
+            ranked.append(scored)
             real += tokens
     out = {k: sums[k] / max(masked, 1.0) for k in ("mlm_loss", "mlm_accuracy")}
-    return {**out, "rtd_accuracy": sums["rtd_accuracy"] / max(real, 1.0)} if rtd else out
+    if not rtd:
+        return out
+    auc = roc_auc(*(torch.cat(part) for part in zip(*ranked, strict=True)))
+    return {**out, "rtd_accuracy": sums["rtd_accuracy"] / max(real, 1.0), "rtd_auc": float(auc)}
 
 
 def generator_or_encoder(model: nn.Module, batch: Batch) -> Tensor:
@@ -119,15 +133,17 @@ def generator_or_encoder(model: nn.Module, batch: Batch) -> Tensor:
     return encode(model, batch).last_hidden_state
 
 
-def replaced_tokens(model: nn.Module, batch: Batch, logits: Tensor,
-                    sampler: torch.Generator) -> float:
+def replaced_tokens(model: nn.Module, batch: Batch, logits: Tensor, sampler: torch.Generator
+                    ) -> tuple[float, tuple[Tensor, Tensor]]:
     """ELECTRA's discriminator accuracy over the real tokens of `batch`, its masked positions
-    filled with samples from the generator's `logits` (B, P, V)."""
+    filled with samples from the generator's `logits` (B, P, V); and its logits (N,) and
+    labels (N,) at those N real tokens."""
     fake, replaced = corrupt(batch, sample_tokens(logits, sampler))  # (B, S) each
     hidden = model(fake, batch["input_mask"], batch.get("segment_ids")).last_hidden_state
-    _, metrics = discriminator_loss(model.rtd_logits(hidden), replaced,
-                                    batch["input_mask"].bool())
-    return float(metrics["disc_accuracy"])
+    real = batch["input_mask"].bool()
+    rtd = model.rtd_logits(hidden)  # (B, S)
+    _, metrics = discriminator_loss(rtd, replaced, real)
+    return float(metrics["disc_accuracy"]), (rtd[real].float(), replaced[real])
 
 
 def sentence_pairs(model: nn.Module, batches: list[Batch]) -> float:

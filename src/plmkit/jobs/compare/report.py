@@ -19,7 +19,8 @@ from plmkit.jobs.compare.stats import t_interval, verdict
 # verdict groups: a claim is tested on each group that both arms have, higher is better
 # (a `*_loss` key counts negated); `finetune` and `probe` pair over pretraining seeds x tasks
 GROUPS = ("finetune/", "probe/", "heldout/mlm_accuracy", "heldout/rtd_accuracy",
-          "heldout/nsp_pairs_accuracy", "heldout/sop_pairs_accuracy", "heldout/lm_loss")
+          "heldout/rtd_auc", "heldout/nsp_pairs_accuracy", "heldout/sop_pairs_accuracy",
+          "heldout/lm_loss")
 
 
 def write_report(arms: list[dict[str, Any]], claims: list[tuple[str, str]],
