@@ -29,6 +29,7 @@ from plmkit.training import (
 )
 from plmkit.training.checkpoint import TRAINER_STATE
 from plmkit.training.modeldir import save_model
+from plmkit.training.plot import default_keys
 from plmkit.training.trainer import disable_dropout
 
 VOCAB = 16
@@ -291,6 +292,11 @@ def test_plot_writes_png(tmp_path: Path) -> None:
             config(tmp_path, steps=6, log_every=2, eval_every=3), eval_data=eval_batches()).train()
     out = plot_metrics(tmp_path / "metrics.jsonl", tmp_path / "plots" / "metrics.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_shows_loss_accuracies_and_aucs_by_default() -> None:
+    names = {"loss", "mlm_accuracy", "disc_auc", "disc_recall", "grad_norm", "lr"}
+    assert default_keys(names) == ["loss", "disc_auc", "mlm_accuracy"]
 
 
 def test_plot_missing_or_empty_file_is_a_user_error(tmp_path: Path) -> None:

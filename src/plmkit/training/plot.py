@@ -21,19 +21,25 @@ def check_image_name(path: Path, option: str) -> None:
                         f"or another of {', '.join(sorted(formats))}")
 
 
+def default_keys(names: set[str]) -> list[str]:
+    """The metrics a plot shows unless told: "loss" and every accuracy and AUC (ELECTRA's
+    `disc_auc`) among the logged `names`."""
+    return ["loss", *sorted(k for k in names if k.endswith(("accuracy", "auc")))]
+
+
 def plot_metrics(
     metrics_jsonl: str | os.PathLike[str],
     out_png: str | os.PathLike[str],
     keys: Sequence[str] | None = None,
 ) -> Path:
-    """Draw `keys` (default: "loss" and every metric ending in "accuracy") against step.
+    """Draw `keys` (default: `default_keys`) against step.
 
     Each panel shows the train value of a key and its `eval_` value when logged.
     """
     records = _read(Path(metrics_jsonl))
     names = {k.removeprefix("eval_") for r in records for k in r if k != "step"}
     if keys is None:
-        keys = ["loss", *sorted(k for k in names if k.endswith("accuracy"))]
+        keys = default_keys(names)
     missing = [k for k in keys if k not in names]
     if missing:
         raise UserError(f"{metrics_jsonl}: no metric named {', '.join(missing)}")
