@@ -29,8 +29,8 @@ from plmkit.data.shards import ShardedCorpus
 from plmkit.objectives.rtd import (
     ReplacedTokenDetection,
     corrupt,
+    discriminator_loss,
     generator_entropy,
-    roc_auc,
     sample_tokens,
 )
 from plmkit.tokenizers.base import Tokenizer
@@ -47,16 +47,14 @@ def unigram(corpus: Path, vocab: int) -> Tensor:
 
 
 def score(logits: Tensor, replaced: Tensor, real: Tensor) -> dict[str, float]:
-    """Replaced fraction, precision, recall, AUC, BCE and the prior's entropy over real tokens."""
-    z, y = logits[real].float(), replaced[real]
-    guess = z > 0
-    rate = y.float().mean().item()
-    prior = -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(z, y.float()).item()
-    hits = (guess & y).sum().item()
-    return {"replaced": rate, "precision": hits / max(guess.sum().item(), 1),
-            "recall": hits / max(y.sum().item(), 1), "auc": roc_auc(z, y).item(), "bce": bce,
-            "prior_entropy": prior}
+    """`discriminator_loss`'s replaced fraction, precision, recall, AUC and BCE over the real
+    tokens, and the prior's entropy."""
+    bce, metrics = discriminator_loss(logits, replaced, real)
+    rate = metrics["replaced_fraction"].item()
+    return {"replaced": rate, "precision": metrics["disc_precision"].item(),
+            "recall": metrics["disc_recall"].item(), "auc": metrics["disc_auc"].item(),
+            "bce": bce.item(), "prior_entropy": -(rate * math.log(rate)
+                                                  + (1 - rate) * math.log(1 - rate))}
 
 
 def step_of(checkpoint: Path, run: Path) -> int:
