@@ -10,13 +10,17 @@
 # threads spin waiting for each other when the cores are oversubscribed, and a step can take
 # 10x longer; on a quiet machine leave it unset.
 #
-# Run directories and data go to $STUDIES (default /work/studies, outside the checkout); each
-# finished study's results.json, results.md and plots are copied to docs/studies/<name>/.
+# Run directories and data go to $STUDIES (default /work/studies, outside the checkout). Each
+# finished pretraining seed's scores, each study's setup and tokenizer are kept in
+# $RECORDS/<name>/seeds (default docs/studies: commit them as they come): a study resumes from
+# them on another machine, where $STUDIES is gone. Each finished study's results.json,
+# results.md and plots are copied to docs/studies/<name>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PLMKIT=${PLMKIT:-.venv/bin/plmkit}
 PYTHON=${PYTHON:-.venv/bin/python}
 STUDIES=${STUDIES:-/work/studies}
+RECORDS=${RECORDS:-docs/studies}
 # Model FLOPs per pretraining run: BIG for studies 1-3, 7 and 8, SMALL for the others. On a GPU,
 # the budget that takes bert-mini to held-out MLM accuracy 0.30 (docs/compare.md):
 #   STUDIES=/data/studies BIG=3e16 SMALL=3e16 benchmarks/studies.sh
@@ -34,11 +38,9 @@ data() {
 
 # The shared setting: bert-mini-sized encoders (ELECTRA-Small's discriminator shape for study 1),
 # a 16k WordPiece vocabulary, 3 pretraining seeds, BIG model FLOPs per run.
+# Fine-tuning, its evaluations and the probes run in bf16 autocast (about 2x faster on this CPU).
 COMMON=(--heldout "$DATA/en-docs/heldout.txt" --budget flops "$BIG" --pretrain-seeds 3 --seeds 1
-        --tasks sentiment-en,nsp-en,bible-paraphrase --vocab-size 16000)
-# Studies begun after 2026-12-07 fine-tune, evaluate and probe in bf16 (about 2x faster on this
-# CPU); studies 1, 2b/3 and 8 (which shares study 1's folder) keep the float32 they began with.
-BF16=(--finetune-bf16)
+        --tasks sentiment-en,nsp-en,bible-paraphrase --vocab-size 16000 --finetune-bf16)
 
 BERT12='bert-mini:mlm:num_layers=12:embedding_size=128'
 # ELECTRA-Small at the paper's learning rate (Clark et al. 2020, Table 6: 5e-4), the BERT arm's.
@@ -50,7 +52,7 @@ STATIC='bert-mini:mlm:input_format=full-sentences:masking=static:dupe_factor=10'
 
 run() {  # name, then compare's arguments
   local name=$1; shift
-  nice -n 19 "$PLMKIT" compare "$@" --out "$STUDIES/$name"
+  nice -n 19 "$PLMKIT" compare "$@" --out "$STUDIES/$name" --records "$RECORDS/$name/seeds"
   mkdir -p "docs/studies/$name"
   cp "$STUDIES/$name"/results.{json,md} "$STUDIES/$name"/*.png "docs/studies/$name/"
   claims
@@ -76,7 +78,7 @@ s2b3() {  # FULL-SENTENCES without NSP vs SEGMENT-PAIR with NSP; NSP vs SOP on o
 
 s2a() {  # static (dupe factor 10, masks repeat) vs dynamic masking
   run "masking-$BIG" --models "$STATIC,$FULL" --corpus "$DATA/en-docs-500k.txt" "${COMMON[@]}" \
-    "${BF16[@]}" --lr 5e-4 --finetune-lr 3e-4 --claim "$FULL > $STATIC"
+    --lr 5e-4 --finetune-lr 3e-4 --claim "$FULL > $STATIC"
 }
 
 # ALBERT at bert-mini's shape (4 layers, H 256, 4 heads), E 128 unless stated.
@@ -84,7 +86,7 @@ ALBERT='albert-small:mlm+sop:hidden_size=256:num_heads=4:intermediate_size=1024'
 
 s4() {  # ALBERT's sharing modes (Table 4) and embedding sizes (Table 3) at equal FLOPs
   run "albert-$SMALL" --models "$ALBERT,$ALBERT:sharing=none,$ALBERT:sharing=attention,$ALBERT:sharing=ffn,$ALBERT:embedding_size=64" \
-    --corpus "$DATA/en-docs/train.txt" "${COMMON[@]/$BIG/$SMALL}" "${BF16[@]}" --lr 5e-4 \
+    --corpus "$DATA/en-docs/train.txt" "${COMMON[@]/$BIG/$SMALL}" --lr 5e-4 \
     --finetune-lr 3e-4 --claim "$ALBERT:sharing=none > $ALBERT" \
     --claim "$ALBERT > $ALBERT:embedding_size=64"
 }
@@ -105,17 +107,16 @@ s5() {  # Transformer-XL: memory vs sliding window up to the paper's attention l
   cp "$STUDIES"/transfo-xl-memory/* docs/studies/transfo-xl-memory/
 }
 
-# ERNIE at bert-mini's shape (4 layers, H 256, 4 heads) on People's Daily, one character vocabulary.
+# ERNIE at bert-mini's shape (4 layers, H 256, 4 heads) on People's Daily, one character vocabulary
+# (18,000 characters).
 ERNIE='ernie-small::hidden_size=256:num_heads=4:intermediate_size=1024'
 
 s6() {  # ERNIE knowledge masking with jieba's entity list (not ner-zh's annotations) vs characters
   [ -f "$DATA/pd/train.txt" ] || nice -n 19 "$PLMKIT" data build --name peoples-daily --out "$DATA/pd"
-  [ -f "$DATA/pd-char/tokenizer.json" ] || nice -n 19 "$PLMKIT" tokenizer train --kind char \
-    --corpus "$DATA/pd/train.txt" --vocab-size 18000 --out "$DATA/pd-char"
   local knowledge="${ERNIE/::/:ernie:entities=jieba:}" chars="${ERNIE/::/:mlm+nsp:}"
   run "ernie-$SMALL" --models "$knowledge,$chars" --corpus "$DATA/pd/train.txt" \
-    --heldout "$DATA/pd/heldout.txt" --tokenizer "$DATA/pd-char" --budget flops "$SMALL" \
-    --pretrain-seeds 3 --seeds 1 --tasks sentiment-zh,ner-zh "${BF16[@]}" --lr 5e-4 \
+    --heldout "$DATA/pd/heldout.txt" --tokenizer-kind char --vocab-size 18000 --budget flops "$SMALL" \
+    --pretrain-seeds 3 --seeds 1 --tasks sentiment-zh,ner-zh --finetune-bf16 --lr 5e-4 \
     --finetune-lr 3e-4 --claim "$knowledge > $chars"
 }
 
@@ -151,7 +152,7 @@ s9() {  # induced-set attention (Set Transformer ISAB) vs full attention at equa
     full="bert-mini:mlm:max_positions=$len"
     induced="$full:attention=induced:num_inducing=32"
     run "induced-$len-$SMALL" --models "$full,$induced" --corpus "$DATA/en-docs/train.txt" \
-      --seq-len "$len" --batch-size $((4096 / len)) "${COMMON[@]/$BIG/$SMALL}" "${BF16[@]}" \
+      --seq-len "$len" --batch-size $((4096 / len)) "${COMMON[@]/$BIG/$SMALL}" \
       --lr 5e-4 --finetune-lr 3e-4 --claim "$induced > $full"
   done
 }

@@ -197,6 +197,56 @@ def test_an_interrupted_seed_resumes(tmp_path: Path, tweets: list[str],
     assert b["scores"]["heldout/mlm_loss"] == pytest.approx(a["scores"]["heldout/mlm_loss"])
 
 
+def test_records_outlive_out(tmp_path: Path, tweets: list[str],
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    """--records keeps each finished seed, the setup, the tokenizer and the arm's steps: with
+    the first OUT gone (another machine), a second call takes seed 0 from the records, trains
+    only seed 1 on the same vocabulary, and reports seed 0's scores as they were."""
+    import shutil
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n\n".join("\n".join(tweets[i:i + 4]) for i in range(0, 400, 4)) + "\n")
+    records = tmp_path / "records"
+    base = {"models": ["bert-tiny:mlm"], "corpus": [corpus], "heldout": [corpus],
+            "heldout_batches": 1, "budget": ("steps", 4), "tasks": [], "vocab_size": 500,
+            "batch_size": 4, "seq_len": 32, "control": None, "records": records}
+    first = compare(CompareArgs(out=tmp_path / "a", pretrain_seeds=1, **base))
+    arm = records / "bert-tiny_mlm"
+    assert sorted(p.name for p in arm.iterdir()) == ["arm.json", "seed-0.json"]
+    assert json.loads((arm / "arm.json").read_text())["steps"] == 4
+    vocabulary = (records / "tokenizer" / "tokenizer.json").read_bytes()
+    shutil.rmtree(tmp_path / "a")
+    second = compare(CompareArgs(out=tmp_path / "b", pretrain_seeds=2, **base))
+    runs = tmp_path / "b" / "runs" / "bert-tiny_mlm"
+    assert not (runs / "seed-0").exists() and (runs / "seed-1" / "compare.json").is_file()
+    assert (tmp_path / "b" / "tokenizer" / "tokenizer.json").read_bytes() == vocabulary
+    seeds = second["results"][0]["pretrain_seeds"]
+    assert seeds[0] == first["results"][0]["pretrain_seeds"][0]
+    assert [s["seed"] for s in seeds] == [0, 1] and seeds[1]["params"] == seeds[0]["params"]
+    assert (arm / "seed-1.json").is_file()
+    kept = sorted(p.relative_to(records) for p in records.rglob("*"))
+    cli = ["compare", "--models", "bert-tiny:mlm", "--corpus", str(corpus), "--tasks", "",
+           "--vocab-size", "500", "--pretrain-seeds", "1", "--control", "none"]
+    for extra, message in (
+            (["--budget", "steps", "5", "--out", str(tmp_path / "c"), "--records",
+              str(records), "--heldout", str(corpus), "--heldout-batches", "1",
+              "--batch-size", "4", "--seq-len", "32"],
+             f"--records {records}: the records of a study with budget ['steps', 4], not "
+             "['steps', 5.0]; give another --records"),
+            (["--budget", "steps", "4", "--out", str(tmp_path / "b"), "--records",
+              str(tmp_path / "b" / "kept")],
+             f"--records {tmp_path / 'b' / 'kept'}: inside --out {tmp_path / 'b'}, which it "
+             "must outlive; give a folder elsewhere"),
+            (["--budget", "steps", "4", "--out", str(tmp_path / "c"), "--records",
+              str(tmp_path)],
+             f"--records {tmp_path}: not empty and not the records of a compare study; give "
+             "another --records")):
+        assert main([*cli, *extra]) == 2
+        assert capsys.readouterr().err == f"plmkit: error: {message}\n"
+    assert sorted(p.relative_to(records) for p in records.rglob("*")) == kept
+    assert not (tmp_path / "c").exists()
+
+
 def test_out_must_be_this_compare_run(tmp_path: Path, tweets: list[str],
                                       capsys: pytest.CaptureFixture[str]) -> None:
     corpus = tmp_path / "c.txt"

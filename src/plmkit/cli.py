@@ -530,6 +530,10 @@ def parser() -> argparse.ArgumentParser:
                                "(default: sentiment-en)"),
            "plmkit.jobs.compare.downstream:TASK_OF_DATASET")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--records", type=Path,
+                   help="also keep each finished pretraining seed's scores (a few KB, no "
+                        "weights), the setup and the tokenizer here; a later call with this "
+                        "folder, from any --out or machine, reuses them instead of training")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a non-empty --out that is not a compare run of this setup "
                         "(its contents go once the new run starts training)")

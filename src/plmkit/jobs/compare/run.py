@@ -5,7 +5,8 @@ learning curve), then probed and fine-tuned on each task; a 1-step control arm r
 Everything lands in OUT, with OUT/compare-setup.json naming what must not change between two
 calls on one OUT (corpus, budget, batch, vocabulary, ...). A second call reuses the tokenizer,
 the held-out batches, each finished pretraining, probe and fine-tuning, and resumes an
-interrupted pretraining from its newest checkpoint; arms, tasks and seeds may be added.
+interrupted pretraining from its newest checkpoint; arms, tasks and seeds may be added. With
+`records`, finished seeds are also kept where they outlive OUT (`records`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from plmkit.data.shards import prepare, train_on_corpus
 from plmkit.errors import UserError
+from plmkit.jobs.compare import records as kept
 from plmkit.jobs.compare.downstream import finetune_seeds, majority_baseline, prepare_task, probe
 from plmkit.jobs.compare.heldout import HeldOut
 from plmkit.jobs.compare.report import write_report
@@ -71,6 +73,7 @@ class CompareArgs:
     text_field: str = "text"
     text_pair_field: str | None = None
     label_field: str = "label"
+    records: Path | None = None  # where finished seeds are kept beyond OUT (`records`)
     overwrite: bool = False
     progress: bool = False
 
@@ -80,6 +83,9 @@ def compare(args: CompareArgs) -> dict[str, Any]:
     entries = check_args(args)
     claims = [parse_claim(c, args, entries) for c in args.claims]
     replace = args.overwrite and args.out.is_dir() and bool(user_entries(args.out))
+    wanted = json.loads(json.dumps(setup(args)))
+    if args.records is not None:
+        kept.check_records(args.records, wanted, args.out)
     # a refusal up to the first pretraining leaves OUT as it was (with --overwrite: the old run)
     with written_in_place(args.out, "compare", replace):
         claim_setup(args)
@@ -90,6 +96,9 @@ def compare(args: CompareArgs) -> dict[str, Any]:
                           args.seq_len, args.heldout_batches) if args.heldout else None
         for entry in entries:  # every arm checked, its steps fixed, before any trains
             checked_arm_steps(entry, args, tokenizer)
+        if args.records is not None:
+            kept.start_records(args.records, wanted, None if args.tokenizer else tokenizer,
+                               {e.name: arm_steps(e, args, tokenizer) for e in entries})
     arms = [run_arm(entry, args, tokenizer, tasks, heldout) for entry in entries]
     baselines = {key: b for key, files in tasks
                  if (b := majority_baseline(key, files, finetune_options(args))) is not None}
@@ -164,8 +173,7 @@ def claim_setup(args: CompareArgs) -> None:
     saved_file = out / SETUP
     if saved_file.is_file():
         saved = json.loads(saved_file.read_text())
-        keys = [*wanted, *(k for k in saved if k not in wanted)]  # a key either side names
-        if diff := next((k for k in keys if saved.get(k) != wanted.get(k)), None):
+        if diff := kept.setup_difference(saved, wanted):
             raise UserError(f"{out}: a compare run with {diff} {saved.get(diff)}, not "
                             f"{wanted.get(diff)}; give another --out, or --overwrite to replace "
                             "it")
@@ -183,6 +191,8 @@ def shared_tokenizer(args: CompareArgs) -> Path:
     if args.tokenizer is not None:
         return args.tokenizer
     path = args.out / "tokenizer"
+    if args.records is not None:
+        kept.restore_tokenizer(args.records, path)
     if not (path / "tokenizer.json").is_file():
         train_on_corpus(args.tokenizer_kind, args.corpus, args.vocab_size).save(path)
     return path
@@ -250,6 +260,10 @@ def arm_steps(entry: Entry, args: CompareArgs, tokenizer: Path) -> dict[str, Any
     """FLOPs per step and steps of `entry` (measured once, kept in its folder)."""
     folder = args.out / "runs" / entry.name
     state_file = folder / STATE
+    if not state_file.is_file() and args.records is not None and (
+            state := kept.arm_state(args.records, entry.name)) is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        state_file.write_text(json.dumps(state) + "\n")
     if not state_file.is_file():
         created = not folder.exists()
         try:
@@ -275,18 +289,21 @@ def checked_arm_steps(entry: Entry, args: CompareArgs, tokenizer: Path) -> None:
 
 def run_arm(entry: Entry, args: CompareArgs, tokenizer: Path,
             tasks: list[tuple[str, dict[str, Path]]], heldout: HeldOut | None) -> dict[str, Any]:
-    """Pretrain, score, probe and fine-tune `entry` once per pretraining seed; its record."""
-    import plmkit
-
+    """Pretrain, score, probe and fine-tune `entry` once per pretraining seed (or take the
+    seed's kept record); its record."""
     state = arm_steps(entry, args, tokenizer)
     objective = entry.objective or model_objective(entry.preset)
     seeds = []
     for seed in range(args.pretrain_seeds):
-        out = pretrain_seed(entry, args, tokenizer, state["steps"], seed, heldout, objective)
-        seeds.append(seed_record(out, seed, state["flops_per_step"], tasks, args))
-    params = sum(p.numel() for p in plmkit.load(Path(seeds[0]["run"])).parameters())
+        record = kept.seed(args.records, entry.name, seed) if args.records else None
+        if record is None:
+            out = pretrain_seed(entry, args, tokenizer, state["steps"], seed, heldout, objective)
+            record = seed_record(out, seed, state["flops_per_step"], tasks, args)
+            if args.records is not None:
+                kept.keep_seed(args.records, entry.name, seed, record)
+        seeds.append(record)
     return {"model": entry.name, "preset": entry.preset, "objective": objective,
-            "control": entry.control, "params": params, "steps": state["steps"],
+            "control": entry.control, "params": seeds[0]["params"], "steps": state["steps"],
             "tokens": state["steps"] * args.batch_size * args.seq_len,
             "flops": state["steps"] * state["flops_per_step"],
             "flops_per_step": state["flops_per_step"], "pretrain_seeds": seeds}
@@ -317,8 +334,11 @@ def run_folder(folder: Path, args: CompareArgs) -> Path:
 
 def seed_record(out: Path, seed: int, flops_per_step: float,
                 tasks: list[tuple[str, dict[str, Path]]], args: CompareArgs) -> dict[str, Any]:
-    """One pretraining seed of an arm: its learning curve and its scores (`heldout/KEY`,
-    `probe/TASK`, `finetune/TASK`: the mean over fine-tuning seeds, listed apart)."""
+    """One pretraining seed of an arm: its parameter count, learning curve and scores
+    (`heldout/KEY`, `probe/TASK`, `finetune/TASK`: the mean over fine-tuning seeds, listed
+    apart)."""
+    import plmkit
+
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
                if line.strip()]
     evals = [r for r in records if any(k.startswith("eval_") for k in r)]
@@ -334,7 +354,9 @@ def seed_record(out: Path, seed: int, flops_per_step: float,
             scores[f"probe/{task}"] = probed
         finetuned[task] = finetune_seeds(out, task, files, args.seeds, options)
         scores[f"finetune/{task}"] = statistics.mean(finetuned[task])
-    return {"seed": seed, "run": str(out), "final_loss": records[-1]["loss"], "curve": curve,
+    params = sum(p.numel() for p in plmkit.load(out).parameters())
+    return {"seed": seed, "run": str(out), "params": params, "final_loss": records[-1]["loss"],
+            "curve": curve,
             "scores": scores, "finetune_seeds": finetuned}
 
 
