@@ -22,6 +22,7 @@ from plmkit.jobs.compare.report import claim_verdicts
 from plmkit.jobs.compare.run import setup
 from plmkit.jobs.compare.stats import sign_flip_p, t_interval, t_quantile
 from plmkit.tokenizers import Tokenizer
+from plmkit.training.precision import fast_bf16
 
 
 def test_entries_split_options_from_config_fields() -> None:
@@ -223,6 +224,9 @@ def test_records_outlive_out(tmp_path: Path, tweets: list[str],
     seeds = second["results"][0]["pretrain_seeds"]
     assert seeds[0] == first["results"][0]["pretrain_seeds"][0]
     assert [s["seed"] for s in seeds] == [0, 1] and seeds[1]["params"] == seeds[0]["params"]
+    assert seeds[1]["bf16"] == fast_bf16(torch.device("cpu"))
+    assert f"| bert-tiny_mlm | 1 | {'bf16' if seeds[1]['bf16'] else 'float32'} |" in (
+        tmp_path / "b" / "results.md").read_text()
     assert (arm / "seed-1.json").is_file()
     kept = sorted(p.relative_to(records) for p in records.rglob("*"))
     cli = ["compare", "--models", "bert-tiny:mlm", "--corpus", str(corpus), "--tasks", "",

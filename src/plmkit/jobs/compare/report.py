@@ -21,6 +21,7 @@ from plmkit.jobs.compare.stats import t_interval, verdict
 GROUPS = ("finetune/", "probe/", "heldout/mlm_accuracy", "heldout/rtd_accuracy",
           "heldout/rtd_auc", "heldout/nsp_pairs_accuracy", "heldout/sop_pairs_accuracy",
           "heldout/lm_loss")
+PRECISION = {True: "bf16", False: "float32"}  # a seed's pretraining (None: not recorded)
 
 
 def write_report(arms: list[dict[str, Any]], claims: list[tuple[str, str]],
@@ -109,7 +110,8 @@ def markdown(results: dict[str, Any]) -> str:
         rows.append(["majority class", "", "", "", "",
                      *[f"{baselines[k.split('/', 1)[1]]:.4f}" if k.split("/", 1)[1] in baselines
                        else "" for k in keys]])
-    seed_rows = [[a["model"], str(s["seed"]), f"{s['final_loss']:.4f}",
+    seed_rows = [[a["model"], str(s["seed"]), PRECISION.get(s.get("bf16"), ""),
+                  f"{s['final_loss']:.4f}",
                   *[f"{s['scores'][k]:.4f}" if k in s["scores"] else "" for k in keys]]
                  for a in arms for s in a["pretrain_seeds"]]
     lines = [
@@ -124,7 +126,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "Per pretraining seed:",
         "",
-        *table(["model", "seed", "final training loss", *keys], seed_rows),
+        *table(["model", "seed", "precision", "final training loss", *keys], seed_rows),
         "",
         "Verdicts (difference A - B, paired over pretraining seeds x tasks; a loss counts "
         "negated, so positive means A is better):",

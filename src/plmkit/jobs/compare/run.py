@@ -320,7 +320,7 @@ def pretrain_seed(entry: Entry, args: CompareArgs, tokenizer: Path, steps: int, 
         trainer = trainer_for(run)
         trainer.evaluator = heldout.evaluator(objective) if heldout else None
         trainer.train(resume=run.resume)
-        (out / STATE).write_text(json.dumps({"done": True}) + "\n")
+        (out / STATE).write_text(json.dumps({"done": True, "bf16": trainer.bf16}) + "\n")
     return out
 
 
@@ -334,7 +334,8 @@ def run_folder(folder: Path, args: CompareArgs) -> Path:
 
 def seed_record(out: Path, seed: int, flops_per_step: float,
                 tasks: list[tuple[str, dict[str, Path]]], args: CompareArgs) -> dict[str, Any]:
-    """One pretraining seed of an arm: its parameter count, learning curve and scores
+    """One pretraining seed of an arm: its parameter count, precision (bf16 autocast or not:
+    seeds kept in `records` may come from other machines), learning curve and scores
     (`heldout/KEY`, `probe/TASK`, `finetune/TASK`: the mean over fine-tuning seeds, listed
     apart)."""
     import plmkit
@@ -355,8 +356,9 @@ def seed_record(out: Path, seed: int, flops_per_step: float,
         finetuned[task] = finetune_seeds(out, task, files, args.seeds, options)
         scores[f"finetune/{task}"] = statistics.mean(finetuned[task])
     params = sum(p.numel() for p in plmkit.load(out).parameters())
-    return {"seed": seed, "run": str(out), "params": params, "final_loss": records[-1]["loss"],
-            "curve": curve,
+    bf16 = json.loads((out / STATE).read_text()).get("bf16")  # None: a run from before it said
+    return {"seed": seed, "run": str(out), "params": params, "bf16": bf16,
+            "final_loss": records[-1]["loss"], "curve": curve,
             "scores": scores, "finetune_seeds": finetuned}
 
 
