@@ -15,6 +15,7 @@ prior's entropy; and the generator's entropy beside the corpus's unigram entropy
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 from pathlib import Path
@@ -36,6 +37,7 @@ from plmkit.objectives.rtd import (
 from plmkit.tokenizers.base import Tokenizer
 
 
+@functools.cache  # one reading per call of the script, however many checkpoints it scores
 def unigram(corpus: Path, vocab: int) -> Tensor:
     """The corpus's token frequencies (V,) from its shards."""
     meta = json.loads((corpus / "meta.json").read_text())
