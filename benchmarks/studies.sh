@@ -6,6 +6,12 @@
 #   benchmarks/studies.sh [STUDY...]      # default: s1 s5 dapt s2b3 s2a s8 distill_albert s4 s6 s7 s9
 #   STUDIES=/data/studies benchmarks/studies.sh s1
 #
+# Two processes can share a study (one per core or machine): the second, started with SECOND=1,
+# waits until the first has written the study's records, then runs the arms in reverse order in
+# its own run folder; each takes the seeds the other has finished from the records.
+#
+#   benchmarks/studies.sh s1 & SECOND=1 benchmarks/studies.sh s1 &
+#
 # On a CPU shared with other jobs, give each study one thread (OMP_NUM_THREADS=1): torch's
 # threads spin waiting for each other when the cores are oversubscribed, and a step can take
 # 10x longer; on a quiet machine leave it unset.
@@ -52,10 +58,33 @@ STATIC='bert-mini:mlm:input_format=full-sentences:masking=static:dupe_factor=10'
 
 run() {  # name, then compare's arguments
   local name=$1; shift
-  nice -n 19 "$PLMKIT" compare "$@" --out "$STUDIES/$name" --records "$RECORDS/$name/seeds"
+  if [ -n "${SECOND:-}" ]; then  # the second process of a study: see the top of this file
+    until [ -f "$RECORDS/$name/seeds/compare-setup.json" ]; do sleep 60; done
+    local args
+    mapfile -t args < <(reversed "$@")
+    set -- "${args[@]}"
+    nice -n 19 "$PLMKIT" compare "$@" --out "$STUDIES/$name-2" --records "$RECORDS/$name/seeds"
+  else
+    nice -n 19 "$PLMKIT" compare "$@" --out "$STUDIES/$name" --records "$RECORDS/$name/seeds"
+  fi
   mkdir -p "docs/studies/$name"
   cp "$STUDIES/$name"/results.{json,md} "$STUDIES/$name"/*.png "docs/studies/$name/"
   claims
+}
+
+reversed() {  # compare's arguments, its --models in reverse order, the control still the first
+  local arms=() arm turned=()
+  while (($#)); do
+    if [ "$1" = --models ]; then
+      IFS=, read -ra arms <<< "$2"
+      for arm in "${arms[@]}"; do turned=("$arm" "${turned[@]}"); done
+      printf '%s\n' --models "$(IFS=,; echo "${turned[*]}")" --control "${arms[0]}"
+      shift 2
+    else
+      printf '%s\n' "$1"
+      shift
+    fi
+  done
 }
 
 claims() {  # docs/compare.md's first figure: every claim of the studies finished so far

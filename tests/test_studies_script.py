@@ -1,0 +1,66 @@
+"""benchmarks/studies.sh with a stand-in for `plmkit compare` that records its arguments: each
+study keeps its records under docs/studies/<name>/seeds, and a second process (SECOND=1) on the
+same study shares them with the arms in reverse order, the control and claims unchanged."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+STAND_IN = """#!/usr/bin/env bash
+# one call per line in $CALLS, its arguments split by a tab; results and records made
+printf '%s\\t' "$@" >> "$CALLS"; echo >> "$CALLS"
+while (($#)); do
+  case $1 in --out) out=$2; shift;; --records) records=$2; shift;; esac; shift
+done
+mkdir -p "$out" "$records"
+touch "$out/results.json" "$out/results.md" "$out/plot.png" "$records/compare-setup.json"
+"""
+
+
+def run_study(tree: Path, env: dict[str, str], second: bool) -> list[list[str]]:
+    calls = tree / ("calls-2" if second else "calls-1")
+    extra = {"SECOND": "1"} if second else {}
+    subprocess.run(["bash", str(tree / "benchmarks" / "studies.sh"), "s1"], check=True,
+                   env={**env, **extra, "CALLS": str(calls)}, timeout=60)
+    return [line.rstrip("\t").split("\t") for line in calls.read_text().splitlines()]
+
+
+def option(call: list[str], name: str) -> str:
+    return call[call.index(name) + 1]
+
+
+def test_two_processes_share_a_study(tmp_path: Path) -> None:
+    tree = tmp_path / "checkout"
+    (tree / "benchmarks").mkdir(parents=True)
+    shutil.copy(ROOT / "benchmarks" / "studies.sh", tree / "benchmarks")
+    stand_in = tmp_path / "plmkit"
+    stand_in.write_text(STAND_IN)
+    stand_in.chmod(stand_in.stat().st_mode | stat.S_IXUSR)
+    studies = tmp_path / "studies"
+    (studies / "data" / "en-docs").mkdir(parents=True)
+    for name in ("en-docs/train.txt", "en-docs-500k.txt"):
+        (studies / "data" / name).write_text("text\n")
+    env = {**os.environ, "PLMKIT": str(stand_in), "PYTHON": "true", "STUDIES": str(studies)}
+    [first] = run_study(tree, env, second=False)
+    [second] = run_study(tree, env, second=True)
+    assert first[0] == second[0] == "compare"
+    records = "docs/studies/electra-vs-bert-3e14/seeds"
+    assert option(first, "--records") == option(second, "--records") == records
+    assert option(second, "--out") == option(first, "--out") + "-2"
+    arms = option(first, "--models").split(",")
+    assert len(arms) == 2 and "--control" not in first
+    assert option(second, "--models").split(",") == arms[::-1]
+    assert option(second, "--control") == arms[0]  # the control of the first process
+    claims = [first[i + 1] for i, a in enumerate(first) if a == "--claim"]
+    assert claims == [second[i + 1] for i, a in enumerate(second) if a == "--claim"]
+    assert claims == [f"{arms[1]} > {arms[0]}"]
+    assert [a for a in first if a not in ("--out", option(first, "--out"), "--models",
+                                          option(first, "--models"))] == \
+        [a for a in second if a not in ("--out", option(second, "--out"), "--models",
+                                        option(second, "--models"), "--control", arms[0])]
