@@ -6,9 +6,10 @@
 #   benchmarks/studies.sh [STUDY...]      # default: s1 s5 dapt s2b3 s2a s8 distill_albert s4 s6 s7 s9
 #   STUDIES=/data/studies benchmarks/studies.sh s1
 #
-# Two processes can share a study (one per core or machine): the second, started with SECOND=1,
-# waits until the first has written the study's records, then runs the arms in reverse order in
-# its own run folder; each takes the seeds the other has finished from the records.
+# Two processes can share a study (one per core): the second, started with SECOND=1, waits
+# until the first has built the corpora and written the study's records, then runs the arms in
+# reverse order in its own run folder; each takes the seeds the other has finished from the
+# records.
 #
 #   benchmarks/studies.sh s1 & SECOND=1 benchmarks/studies.sh s1 &
 #
@@ -35,11 +36,18 @@ SMALL=${SMALL:-1e14}
 DATA=$STUDIES/data
 mkdir -p "$STUDIES"
 
-data() {
+data() {  # the English corpora; a second process waits for the first to build them
+  if [ -n "${SECOND:-}" ]; then
+    until [ -f "$DATA/en-docs-500k.txt" ]; do sleep 60; done
+    return
+  fi
   [ -f "$DATA/en-docs/train.txt" ] || nice -n 19 "$PLMKIT" data build --name en-docs --out "$DATA/en-docs"
   # Static masking must repeat its masks: a slice small enough for >= 10 epochs at the budget.
-  [ -f "$DATA/en-docs-500k.txt" ] || awk 'BEGIN{RS="";ORS="\n\n"}{print; w+=NF; if (w>=500000) exit}' \
-    "$DATA/en-docs/train.txt" > "$DATA/en-docs-500k.txt"
+  [ -f "$DATA/en-docs-500k.txt" ] || {
+    awk 'BEGIN{RS="";ORS="\n\n"}{print; w+=NF; if (w>=500000) exit}' "$DATA/en-docs/train.txt" \
+      > "$DATA/.en-docs-500k.txt"
+    mv "$DATA/.en-docs-500k.txt" "$DATA/en-docs-500k.txt"
+  }
 }
 
 # The shared setting: bert-mini-sized encoders (ELECTRA-Small's discriminator shape for study 1),
