@@ -404,14 +404,14 @@ def test_bf16_fine_tuning_is_part_of_the_setup(tmp_path: Path, tweets: list[str]
     assert "finetune_bf16" not in setup(CompareArgs(out=tmp_path, **base))
     seen = []  # (where, autocast on) at every forward of the probe and the evaluations
 
-    def spy(where: str, run_model: Any) -> Any:
+    def spy(where: str, rows_by_length: Any) -> Any:
         def spied(*args: Any) -> Any:
             seen.append((where, torch.is_autocast_enabled("cpu")))
-            return run_model(*args)
+            return rows_by_length(*args)
         return spied
 
-    monkeypatch.setattr(batching, "run_model", spy("probe", batching.run_model))
-    monkeypatch.setattr(classify, "run_model", spy("evaluate", classify.run_model))
+    monkeypatch.setattr(batching, "rows_by_length", spy("probe", batching.rows_by_length))
+    monkeypatch.setattr(classify, "rows_by_length", spy("evaluate", classify.rows_by_length))
     out = tmp_path / "bf16"
     compare(CompareArgs(out=out, finetune_bf16=True, **base))
     assert json.loads((out / "compare-setup.json").read_text())["finetune_bf16"] is True

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -25,7 +24,7 @@ from plmkit.errors import UserError
 from plmkit.nn.dropout import Dropout
 from plmkit.tasks import register_head
 from plmkit.tasks.base import HEAD_POOLINGS, FeatureTask, TaskOutput, pool, pooling_module
-from plmkit.tasks.batching import Batch, in_batches, pad_collate, run_model
+from plmkit.tasks.batching import Batch, pad_collate, rows_by_length
 from plmkit.tasks.files import DEFAULT_COLUMNS, Columns, Record, field, read_records
 from plmkit.tasks.options import FinetuneOptions
 from plmkit.tokenizers import Tokenizer
@@ -140,9 +139,8 @@ class ClassifyTask(FeatureTask):
                options: FinetuneOptions) -> Tensor:
         """(N, C): class probabilities, or the predicted value (C = 1) for regression."""
         features = self.features(tokenizer, examples, options)
-        batches = in_batches(features, options.batch_size, pad_collate(tokenizer.pad_id))
-        out = [o.logits.float().cpu() for _, o in run_model(model, batches)]
-        logits = torch.cat(out)  # (N, C)
+        logits = rows_by_length(model, features, options.batch_size,
+                                pad_collate(tokenizer.pad_id), lambda _, o: o.logits)  # (N, C)
         return logits if self.regression else logits.softmax(-1)
 
     def features(self, tokenizer: Tokenizer, examples: Sequence[Example],

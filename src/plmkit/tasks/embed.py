@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from plmkit.errors import UserError
 from plmkit.tasks.base import pool
-from plmkit.tasks.batching import in_batches, pad_collate, run_model
+from plmkit.tasks.batching import Batch, pad_collate, rows_by_length
 from plmkit.tokenizers import Tokenizer
 
 POOLINGS = ("cls", "pooler", "mean", "max")
@@ -133,14 +133,16 @@ def embed(model: nn.Module, tokenizer: Tokenizer, texts: Sequence[str],
     encoded = tokenizer(list(texts), max_length=setup.max_seq_len, padding=False,
                         return_tensors=False)
     features = [dict(zip(encoded, v, strict=True)) for v in zip(*encoded.values(), strict=True)]
-    vectors = []
-    for batch, out in run_model(backbone, in_batches(features, batch_size,
-                                                     pad_collate(tokenizer.pad_id))):
+    if not features:
+        return np.zeros((0, backbone.config.hidden_size), np.float32)  # type: ignore[union-attr]
+
+    def vectors(batch: Batch, out: Any) -> Tensor:
         mask = batch["attention_mask"].to(out.last_hidden_state.device)
         vector = sentence_vectors(out, mask, setup.pooling).float()  # (B, H)
-        vectors.append((F.normalize(vector, dim=-1) if setup.normalize else vector).cpu())
-    hidden = backbone.config.hidden_size  # type: ignore[union-attr]
-    return torch.cat(vectors).numpy() if vectors else np.zeros((0, hidden), np.float32)
+        return F.normalize(vector, dim=-1) if setup.normalize else vector
+
+    return rows_by_length(backbone, features, batch_size, pad_collate(tokenizer.pad_id),
+                          vectors).numpy()
 
 
 def write_sentence_transformers(directory: Path, setup: EmbeddingSetup, hidden_size: int) -> None:

@@ -37,7 +37,7 @@ from plmkit.errors import UserError
 from plmkit.nn.dropout import Dropout
 from plmkit.tasks import register_head
 from plmkit.tasks.base import FeatureTask, TaskOutput, pool
-from plmkit.tasks.batching import Batch, Collate, in_batches, pad_collate, run_model
+from plmkit.tasks.batching import Batch, Collate, pad_collate, rows_by_length
 from plmkit.tasks.classify import Example, classification_metrics, read_examples, regression_metrics
 from plmkit.tasks.files import DEFAULT_COLUMNS, Columns
 from plmkit.tasks.options import FinetuneOptions
@@ -230,8 +230,8 @@ class SimilarityTask(FeatureTask):
         """p of each pair (N,): a bi-encoder encodes each distinct sentence once."""
         if self.head == "cross":
             features = self.features(tokenizer, pairs, options)
-            batches = in_batches(features, options.batch_size, pad_collate(tokenizer.pad_id))
-            logits = torch.cat([o.logits.float().cpu() for _, o in run_model(model, batches)])
+            logits = rows_by_length(model, features, options.batch_size,
+                                    pad_collate(tokenizer.pad_id), lambda _, o: o.logits)
             return model.prediction(logits)
         texts = sorted({t for pair in pairs for t in (pair.text_a, pair.text_b)})
         vectors = sentence_vectors(model.backbone, tokenizer, texts, options)  # (T, H)
@@ -273,9 +273,9 @@ def sentence_vectors(backbone: nn.Module, tokenizer: Tokenizer, texts: list[str]
     """Mean-pooled vectors (N, H) of `texts`, as the bi-encoder heads see them."""
     assert options.max_seq_len is not None
     features = encode(tokenizer, texts, None, options.max_seq_len)
-    batches = in_batches(features, options.batch_size, pad_collate(tokenizer.pad_id))
-    return torch.cat([pool(out, batch["attention_mask"].to(out.last_hidden_state.device),
-                           "mean").float().cpu() for batch, out in run_model(backbone, batches)])
+    return rows_by_length(backbone, features, options.batch_size, pad_collate(tokenizer.pad_id),
+                          lambda batch, out: pool(out, batch["attention_mask"].to(
+                              out.last_hidden_state.device), "mean"))
 
 
 def make_task(train: Path | None = None, saved: Mapping[str, Any] | None = None,

@@ -168,15 +168,14 @@ def probe_features(model: nn.Module, tok: Tokenizer, task: ClassifyTask,
     """Mean-pooled last hidden states (N, H) of the examples of `path` (pairs encoded as
     segment pairs) and their label indices (N,)."""
     from plmkit.tasks.base import pool, resolve_options
-    from plmkit.tasks.batching import in_batches, pad_collate, run_model
+    from plmkit.tasks.batching import pad_collate, rows_by_length
 
     features = task.features(tok, task.read(path, need_label=True),
                              resolve_options(task, FinetuneOptions()))
-    pooled = [pool(out, batch["attention_mask"], "mean").float()
-              for batch, out in run_model(model, in_batches(features, 64,
-                                                            pad_collate(tok.pad_id)))]
+    pooled = rows_by_length(model, features, 64, pad_collate(tok.pad_id),
+                            lambda batch, out: pool(out, batch["attention_mask"], "mean"))
     labels = torch.tensor([f["labels"] for f in features])
-    return torch.cat(pooled).double(), labels
+    return pooled.double(), labels
 
 
 def fit_probe(x: dict[str, Tensor], y: dict[str, Tensor]) -> dict[str, Any]:
