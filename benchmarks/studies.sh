@@ -81,6 +81,10 @@ run() {  # name, then compare's arguments
   claims
 }
 
+one_process() {  # false (with a line on stderr) in the second process: study $1 has one
+  [ -z "${SECOND:-}" ] || { echo "studies.sh: $1 runs in the first process only" >&2; return 1; }
+}
+
 reversed() {  # compare's arguments, its --models in reverse order, the control still the first
   local arms=() arm turned=()
   while (($#)); do
@@ -139,6 +143,7 @@ s8() {  # ELECTRA's generator by maximum likelihood vs adversarially (Clark et a
 }
 
 s5() {  # Transformer-XL: memory vs sliding window up to the paper's attention length 3,800
+  one_process s5 || return 0
   nice -n 19 "$PYTHON" benchmarks/transfo_xl_memory.py --flops "$SMALL" --out "$STUDIES/transfo-xl-memory" \
     --work "$STUDIES/transfo-xl-memory-runs"
   mkdir -p docs/studies/transfo-xl-memory
@@ -159,13 +164,16 @@ s6() {  # ERNIE knowledge masking with jieba's entity list (not ner-zh's annotat
 }
 
 s7() {  # the original Transformer on Bible EN->ES against copying the source, 3 seeds
-  nice -n 19 "$PYTHON" benchmarks/translation_study.py --flops "$BIG" --out "$STUDIES/translation-en-es"
+  one_process s7 || return 0
+  nice -n 19 "$PYTHON" benchmarks/translation_study.py --flops "$BIG" --out "$STUDIES/translation-en-es" \
+    --records "$RECORDS/translation-en-es/seeds"
   mkdir -p docs/studies/translation-en-es
   cp "$STUDIES"/translation-en-es/results.{json,md} docs/studies/translation-en-es/
 }
 
 distill_albert() {  # issue 27: task distillation from an ALBERT teacher (no pretrained ALBERT
   # installs offline, so the teacher is study 4's first arm, pretrained here alone at SMALL FLOPs)
+  one_process distill_albert || return 0
   nice -n 19 "$PLMKIT" compare --models "$ALBERT" --corpus "$DATA/en-docs/train.txt" \
     --heldout "$DATA/en-docs/heldout.txt" --budget flops "$SMALL" --pretrain-seeds 1 \
     --control none --tasks "" --vocab-size 16000 --lr 5e-4 --out "$STUDIES/albert-teacher-$SMALL"
@@ -178,6 +186,7 @@ distill_albert() {  # issue 27: task distillation from an ALBERT teacher (no pre
 }
 
 dapt() {  # issue 24: all-MiniLM-L6-v2 before and after continued pretraining on the Bible
+  one_process dapt || return 0
   nice -n 19 "$PYTHON" benchmarks/dapt_study.py --out "$STUDIES/dapt-bible"
   mkdir -p docs/studies/dapt-bible
   cp "$STUDIES"/dapt-bible/results.{json,md} docs/studies/dapt-bible/

@@ -9,17 +9,24 @@ finished one is reused), after a 1-step control that trains the shared BPE vocab
 scores the first `--limit` test pairs with beam search: BLEU and chrF (sacrebleu), mean and 95%
 interval over seeds, against copying the English source. The claim holds when the interval's
 lower end clears the floor on both metrics. Writes results.json and results.md into OUT.
+
+With `--records DIR` (as `plmkit compare --records`), each finished run's scores, the shared
+vocabulary and the steps are also kept in DIR (a few hundred KB, no weights): a later call from
+a new OUT, on another machine, takes them and trains only the seeds DIR lacks.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 from plmkit.data.parallel import build_bible_pairs
+from plmkit.errors import UserError
 from plmkit.jobs import compare
+from plmkit.jobs.compare import records as kept
 from plmkit.jobs.compare.stats import t_interval
 from plmkit.jobs.pretrain import PretrainArgs, pretrain
 from plmkit.jobs.seq2seq import evaluate_translation
@@ -47,6 +54,38 @@ def run_args(a: argparse.Namespace, data: dict[str, Path], out: Path, seed: int,
                         batch_size=a.batch_size, seq_len=a.seq_len, lr=a.lr, warmup=a.warmup,
                         eval_every=max(1, steps // 4), save_every=max(1, steps // 8),
                         log_every=50, progress=False, resume=resume, **vocab)
+
+
+def scored(a: argparse.Namespace, data: dict[str, Path], seed: int, steps: int) -> dict[str, float]:
+    """The scores of one run (`steps` 1: the control), from `--records` when kept there, else
+    trained and scored (and kept)."""
+    name = f"seed-{seed}" if steps > 1 else "control"
+    if a.records is not None and (record := kept.read_json(a.records / f"{name}.json")):
+        return record
+    run = train(a, data, seed, steps)
+    scores = score(run, data, a.limit)
+    if a.records is not None:
+        if steps == 1:  # the control trained the vocabulary the seeds share
+            kept.start_records(a.records, setup_of(a), run / "tokenizer", {})
+        kept.write_json(a.records / f"{name}.json", scores)
+    return scores
+
+
+def restore(a: argparse.Namespace) -> None:
+    """Check `--records` against this call's options; copy the kept vocabulary and steps into
+    OUT where it has none."""
+    kept.check_records(a.records, setup_of(a), a.out)
+    shared = a.out / "runs" / "control" / "tokenizer"
+    kept.restore_tokenizer(a.records, shared)
+    if (a.records / "steps.json").is_file() and not (a.out / "steps.json").is_file():
+        a.out.mkdir(parents=True, exist_ok=True)
+        shutil.copy(a.records / "steps.json", a.out / "steps.json")
+
+
+def setup_of(a: argparse.Namespace) -> dict[str, Any]:
+    """What two calls sharing `--records` must agree on."""
+    return {k: getattr(a, k) for k in ("model", "flops", "limit", "vocab_size", "batch_size",
+                                       "seq_len", "lr", "warmup")}
 
 
 def score(run: Path, data: dict[str, Path], limit: int) -> dict[str, float]:
@@ -95,7 +134,7 @@ def markdown(results: dict[str, Any]) -> str:
             + f"\n\n**{verdict['verdict']}**: {verdict['claim']}.\n")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--model", default="transformer-tiny")
@@ -107,19 +146,22 @@ def main() -> None:
     p.add_argument("--seq-len", type=int, default=64)
     p.add_argument("--lr", type=float, default=1.0, help="scale of the inverse-sqrt schedule")
     p.add_argument("--warmup", type=int, default=400)
-    a = p.parse_args()
+    p.add_argument("--records", type=Path, help="keep (and reuse) each run's scores here")
+    a = p.parse_args(argv)
     data_dir = a.out / "data"
     data = ({s: data_dir / f"{s}.tsv" for s in ("train", "dev", "test")}
             if (data_dir / "test.tsv").is_file() else build_bible_pairs(data_dir))
-    control = train(a, data, 0, 1)  # trains the shared vocabulary too
+    if a.records is not None:
+        restore(a)
+    control = scored(a, data, 0, 1)  # trains the shared vocabulary too
     steps = budget_steps(a, data)
-    seeds = [score(train(a, data, seed, steps), data, a.limit) for seed in range(a.seeds)]
+    seeds = [scored(a, data, seed, steps) for seed in range(a.seeds)]
     setup = {"model": a.model, "data": f"Bible EN->ES verse pairs, {a.limit} test pairs",
              "training": f"{steps} steps x {a.batch_size} pairs of <= {a.seq_len} tokens, "
                          f"lr scale {a.lr:g}, warmup {a.warmup}, {a.flops:.1e} FLOPs a seed",
              "seeds": a.seeds, "machine": compare.machine()}
     results = {"setup": setup, "steps": steps, "seeds": seeds,
-               "summary": summary(seeds, score(control, data, a.limit))}
+               "summary": summary(seeds, control)}
     (a.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (a.out / "results.md").write_text(markdown(results))
     print((a.out / "results.md").read_text(), end="")
@@ -132,8 +174,13 @@ def budget_steps(a: argparse.Namespace, data: dict[str, Path]) -> int:
         per_step = compare.training_step_flops(run_args(a, data, a.out / "probe", 0, 1))
         state.write_text(json.dumps({"flops_per_step": per_step,
                                      "steps": max(1, round(a.flops / per_step))}) + "\n")
+    if a.records is not None and not (a.records / "steps.json").is_file():
+        shutil.copy(state, a.records / "steps.json")
     return json.loads(state.read_text())["steps"]
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as e:
+        raise SystemExit(f"translation_study: {e}") from None

@@ -1,6 +1,7 @@
 """benchmarks/studies.sh with a stand-in for `plmkit compare` that records its arguments: each
 study keeps its records under docs/studies/<name>/seeds, and a second process (SECOND=1) on the
-same study shares them with the arms in reverse order, the control and claims unchanged."""
+same study shares them with the arms in reverse order, the control and claims unchanged; a
+study that cannot be shared (the translation study) is left to the first process."""
 
 from __future__ import annotations
 
@@ -23,12 +24,14 @@ touch "$out/results.json" "$out/results.md" "$out/plot.png" "$records/compare-se
 """
 
 
-def run_study(tree: Path, env: dict[str, str], second: bool) -> list[list[str]]:
+def run_study(tree: Path, env: dict[str, str], second: bool, study: str = "s1"
+              ) -> list[list[str]]:
     calls = tree / ("calls-2" if second else "calls-1")
     extra = {"SECOND": "1"} if second else {}
-    subprocess.run(["bash", str(tree / "benchmarks" / "studies.sh"), "s1"], check=True,
+    subprocess.run(["bash", str(tree / "benchmarks" / "studies.sh"), study], check=True,
                    env={**env, **extra, "CALLS": str(calls)}, timeout=60)
-    return [line.rstrip("\t").split("\t") for line in calls.read_text().splitlines()]
+    return [line.rstrip("\t").split("\t") for line in calls.read_text().splitlines()
+            ] if calls.is_file() else []
 
 
 def option(call: list[str], name: str) -> str:
@@ -47,6 +50,7 @@ def test_two_processes_share_a_study(tmp_path: Path) -> None:
     for name in ("en-docs/train.txt", "en-docs-500k.txt"):
         (studies / "data" / name).write_text("text\n")
     env = {**os.environ, "PLMKIT": str(stand_in), "PYTHON": "true", "STUDIES": str(studies)}
+    assert run_study(tree, env, second=True, study="s7") == []  # one process only
     [first] = run_study(tree, env, second=False)
     [second] = run_study(tree, env, second=True)
     assert first[0] == second[0] == "compare"
