@@ -228,6 +228,13 @@ def test_records_outlive_out(tmp_path: Path, tweets: list[str],
     assert f"| bert-tiny_mlm | 1 | {'bf16' if seeds[1]['bf16'] else 'float32'} |" in (
         tmp_path / "b" / "results.md").read_text()
     assert (arm / "seed-1.json").is_file()
+    task = small_tasks(tmp_path)  # a task the kept seed was not fine-tuned on: seed 0 again
+    third = compare(CompareArgs(out=tmp_path / "b", pretrain_seeds=1, seeds=1,
+                                **{**base, "tasks": [task]}))
+    assert (runs / "seed-0" / "compare.json").is_file()
+    assert "finetune/classify/classify" in third["results"][0]["pretrain_seeds"][0]["scores"]
+    assert json.loads((arm / "seed-0.json").read_text())["finetune_seeds"].keys() == {
+        "classify/classify"}
     kept = sorted(p.relative_to(records) for p in records.rglob("*"))
     cli = ["compare", "--models", "bert-tiny:mlm", "--corpus", str(corpus), "--tasks", "",
            "--vocab-size", "500", "--pretrain-seeds", "1", "--control", "none"]

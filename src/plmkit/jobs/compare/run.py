@@ -296,7 +296,7 @@ def run_arm(entry: Entry, args: CompareArgs, tokenizer: Path,
     seeds = []
     for seed in range(args.pretrain_seeds):
         record = kept.seed(args.records, entry.name, seed) if args.records else None
-        if record is None:
+        if record is None or not covers(record, tasks, args.seeds):
             out = pretrain_seed(entry, args, tokenizer, state["steps"], seed, heldout, objective)
             record = seed_record(out, seed, state["flops_per_step"], tasks, args)
             if args.records is not None:
@@ -307,6 +307,13 @@ def run_arm(entry: Entry, args: CompareArgs, tokenizer: Path,
             "tokens": state["steps"] * args.batch_size * args.seq_len,
             "flops": state["steps"] * state["flops_per_step"],
             "flops_per_step": state["flops_per_step"], "pretrain_seeds": seeds}
+
+
+def covers(record: dict[str, Any], tasks: list[tuple[str, dict[str, Path]]], seeds: int
+           ) -> bool:
+    """Whether a kept seed record holds `seeds` fine-tunings on each of `tasks` (one kept by a
+    call with fewer tasks or other seeds is done again)."""
+    return all(len(record["finetune_seeds"].get(task, [])) == seeds for task, _ in tasks)
 
 
 def pretrain_seed(entry: Entry, args: CompareArgs, tokenizer: Path, steps: int, seed: int,
