@@ -8,9 +8,9 @@
 #   STUDIES=/data/studies benchmarks/studies.sh s1
 #
 # Two processes can share a study (one per core): the second, started with SECOND=1, waits
-# until the first has built the corpora and written the study's records, then runs the arms in
-# reverse order in its own run folder; each takes the seeds the other has finished from the
-# records.
+# until the first has built the corpora and written the study's records (its tokenizer), then
+# runs the same study in its own run folder. Each holds the seed it trains by a claim in the
+# records, passes by the seeds the other holds and takes the seeds the other has finished.
 #
 #   benchmarks/studies.sh s1 & SECOND=1 benchmarks/studies.sh s1 &
 #
@@ -69,9 +69,6 @@ run() {  # name, then compare's arguments
   local name=$1; shift
   if [ -n "${SECOND:-}" ]; then  # the second process of a study: see the top of this file
     until [ -f "$RECORDS/$name/seeds/compare-setup.json" ]; do sleep 60; done
-    local args
-    mapfile -t args < <(reversed "$@")
-    set -- "${args[@]}"
     nice -n 19 "$PLMKIT" compare "$@" --out "$STUDIES/$name-2" --records "$RECORDS/$name/seeds"
   else
     nice -n 19 "$PLMKIT" compare "$@" --out "$STUDIES/$name" --records "$RECORDS/$name/seeds"
@@ -83,21 +80,6 @@ run() {  # name, then compare's arguments
 
 one_process() {  # false (with a line on stderr) in the second process: study $1 has one
   [ -z "${SECOND:-}" ] || { echo "studies.sh: $1 runs in the first process only" >&2; return 1; }
-}
-
-reversed() {  # compare's arguments, its --models in reverse order, the control still the first
-  local arms=() arm turned=()
-  while (($#)); do
-    if [ "$1" = --models ]; then
-      IFS=, read -ra arms <<< "$2"
-      for arm in "${arms[@]}"; do turned=("$arm" "${turned[@]}"); done
-      printf '%s\n' --models "$(IFS=,; echo "${turned[*]}")" --control "${arms[0]}"
-      shift 2
-    else
-      printf '%s\n' "$1"
-      shift
-    fi
-  done
 }
 
 claims() {  # docs/compare.md's first figure: every claim of the studies finished so far

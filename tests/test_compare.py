@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -466,3 +467,74 @@ def test_precision_follows_the_hardware_unless_an_entry_says(tmp_path: Path) -> 
     own = pretrain_args(parse_entry("bert-tiny:mlm:lr=2e-4:warmup=3"), args, tmp_path, 50,
                         tmp_path)
     assert (auto.lr, auto.warmup, own.lr, own.warmup) == (args.lr, 1, 2e-4, 3)  # an arm's own
+
+
+def test_a_claim_is_held_touched_and_taken_over(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A held claim names its holder to others, is touched while held and gone after; one of
+    a silent process on another host is taken over once stale."""
+    import os
+    import socket
+
+    from plmkit.jobs.compare import records as kept
+
+    monkeypatch.setattr(kept, "HEARTBEAT", 0.02)
+    path = tmp_path / "arm" / ".seed-0.claim"
+    with kept.claim(tmp_path, "arm", 0) as holder:
+        assert holder is None and json.loads(path.read_text())["pid"] == os.getpid()
+        os.utime(path, (0, 0))
+        time.sleep(0.2)
+        assert time.time() - path.stat().st_mtime < 5  # the heartbeat
+        with kept.claim(tmp_path, "arm", 0) as other:
+            assert other == f"{socket.gethostname()} pid {os.getpid()}"
+    assert not path.exists()
+    path.write_text(json.dumps({"host": "elsewhere", "pid": 1, "since": 0}))
+    with kept.claim(tmp_path, "arm", 0) as holder:
+        assert holder == "elsewhere pid 1"
+    os.utime(path, (0, 0))
+    with kept.claim(tmp_path, "arm", 0) as holder:
+        assert holder is None and json.loads(path.read_text())["host"] == socket.gethostname()
+
+
+def test_processes_share_a_study_through_its_records(tmp_path: Path, tweets: list[str],
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A seed another live process holds is passed by: the call trains the next seed, then
+    waits; when the holder dies, it takes the seed over. No claim is left behind."""
+    import socket
+    import subprocess
+    import threading
+
+    from plmkit.jobs.compare import run
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n\n".join("\n".join(tweets[i:i + 4]) for i in range(0, 400, 4)) + "\n")
+    records = tmp_path / "records"
+    base = {"models": ["bert-tiny:mlm"], "corpus": [corpus], "heldout": [corpus],
+            "heldout_batches": 1, "budget": ("steps", 4), "tasks": [], "vocab_size": 500,
+            "batch_size": 4, "seq_len": 32, "control": None, "records": records}
+    compare(CompareArgs(out=tmp_path / "a", pretrain_seeds=1, **base))
+    arm = records / "bert-tiny_mlm"
+    other = subprocess.Popen(["sleep", "600"])
+    (arm / ".seed-1.claim").write_text(json.dumps({"host": socket.gethostname(),
+                                                   "pid": other.pid, "since": 0}))
+
+    def end_the_holder_after_seed_2() -> None:
+        while not (arm / "seed-2.json").is_file():
+            time.sleep(0.05)
+        other.kill()
+        other.wait()
+
+    monkeypatch.setattr(run, "POLL_SECONDS", 0.05)
+    ender = threading.Thread(target=end_the_holder_after_seed_2)
+    ender.start()
+    result = compare(CompareArgs(out=tmp_path / "b", pretrain_seeds=3, **base))
+    ender.join()
+    assert f"bert-tiny_mlm seed 1 is held by {socket.gethostname()} pid {other.pid}" in (
+        capsys.readouterr().err)
+    runs = tmp_path / "b" / "runs" / "bert-tiny_mlm"
+    assert not (runs / "seed-0").exists()
+    assert (runs / "seed-2" / "compare.json").stat().st_mtime < (
+        runs / "seed-1" / "compare.json").stat().st_mtime
+    assert [s["seed"] for s in result["results"][0]["pretrain_seeds"]] == [0, 1, 2]
+    assert not list(records.rglob("*.claim"))

@@ -1,6 +1,6 @@
 """benchmarks/studies.sh with a stand-in for `plmkit compare` that records its arguments: each
 study keeps its records under docs/studies/<name>/seeds, and a second process (SECOND=1) on the
-same study shares them with the arms in reverse order, the control and claims unchanged; a
+same study runs it the same way in its own run folder (the records' claims share the seeds); a
 study that cannot be shared (the translation study) is left to the first process."""
 
 from __future__ import annotations
@@ -57,14 +57,5 @@ def test_two_processes_share_a_study(tmp_path: Path) -> None:
     records = "docs/studies/electra-vs-bert-3e14/seeds"
     assert option(first, "--records") == option(second, "--records") == records
     assert option(second, "--out") == option(first, "--out") + "-2"
-    arms = option(first, "--models").split(",")
-    assert len(arms) == 2 and "--control" not in first
-    assert option(second, "--models").split(",") == arms[::-1]
-    assert option(second, "--control") == arms[0]  # the control of the first process
-    claims = [first[i + 1] for i, a in enumerate(first) if a == "--claim"]
-    assert claims == [second[i + 1] for i, a in enumerate(second) if a == "--claim"]
-    assert claims == [f"{arms[1]} > {arms[0]}"]
-    assert [a for a in first if a not in ("--out", option(first, "--out"), "--models",
-                                          option(first, "--models"))] == \
-        [a for a in second if a not in ("--out", option(second, "--out"), "--models",
-                                        option(second, "--models"), "--control", arms[0])]
+    assert [a for a in first if a != option(first, "--out")] == \
+        [a for a in second if a != option(second, "--out")]

@@ -7,14 +7,26 @@ each arm's steps and the shared tokenizer. A later call with the same DIR, on an
 with any --out, takes the recorded seeds from DIR instead of training them again: DIR is small
 enough to commit beside the study's results, and a study resumes from it where its run folders
 are gone.
+
+Several processes (cores, machines sharing a file system) can run one study together, each
+with its own --out and the same DIR: a process holds the seed it trains by a claim file
+(DIR/ARM/.seed-N.claim, its host and pid, touched every `HEARTBEAT` seconds), the others pass
+that seed by and wait for its record once nothing else is left. A claim whose process has died
+(same host) or that has not been touched for `STALE` seconds is taken over.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+import socket
 import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +36,9 @@ from plmkit.outputs import fix_modes
 SETUP = "compare-setup.json"
 ARM = "arm.json"  # an arm's FLOPs per step and steps
 TOKENIZER = "tokenizer"
+LOCK = ".claims.lock"  # held while a claim is looked at or taken
+HEARTBEAT = 60.0  # seconds between two touches of a held claim
+STALE = 600.0  # seconds untouched after which a claim's process is taken as gone
 
 
 def setup_difference(saved: dict[str, Any], wanted: dict[str, Any]) -> str | None:
@@ -108,3 +123,54 @@ def restore_tokenizer(records: Path, folder: Path) -> None:
     kept = records / TOKENIZER
     if (kept / "tokenizer.json").is_file() and not (folder / "tokenizer.json").is_file():
         shutil.copytree(kept, folder, dirs_exist_ok=True)
+
+
+@contextmanager
+def claim(records: Path, arm: str, number: int) -> Iterator[str | None]:
+    """Hold seed `number` of `arm` for this process while the block runs and yield None; where
+    another live process holds it, yield that holder ("host pid N") and take nothing."""
+    path = records / arm / f".seed-{number}.claim"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(records / LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (holder := live_holder(path)) is None:
+            path.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                        "since": time.time()}) + "\n")
+    if holder is not None:
+        yield holder
+        return
+    stop = threading.Event()
+    beat = threading.Thread(target=heartbeat, args=(path, stop), daemon=True)
+    beat.start()
+    try:
+        yield None
+    finally:
+        stop.set()
+        beat.join()
+        path.unlink(missing_ok=True)
+
+
+def live_holder(path: Path) -> str | None:
+    """The process holding claim `path` ("host pid N"), None where there is none or it is
+    gone: dead on this host, or silent for `STALE` seconds."""
+    try:
+        held, touched = json.loads(path.read_text()), path.stat().st_mtime
+    except (FileNotFoundError, ValueError):
+        return None
+    if time.time() - touched > STALE:
+        return None
+    if held["host"] == socket.gethostname():
+        try:
+            os.kill(held["pid"], 0)
+        except ProcessLookupError:
+            return None
+    return f"{held['host']} pid {held['pid']}"
+
+
+def heartbeat(path: Path, stop: threading.Event) -> None:
+    """Touch claim `path` every `HEARTBEAT` seconds until `stop` is set."""
+    while not stop.wait(HEARTBEAT):
+        try:
+            os.utime(path)
+        except FileNotFoundError:
+            return

@@ -17,6 +17,7 @@ import math
 import os
 import shutil
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ BUDGETS = ("steps", "tokens", "flops", "minutes")
 STATE = "compare.json"  # per arm: flops per step and steps; per seed: done
 SETUP = "compare-setup.json"
 CURVE_POINTS = 8  # held-out evaluations per pretraining run (and one at its last step)
+POLL_SECONDS = 60.0  # between two looks for the records of seeds other processes hold
 
 
 @dataclass
@@ -99,7 +101,7 @@ def compare(args: CompareArgs) -> dict[str, Any]:
         if args.records is not None:
             kept.start_records(args.records, wanted, None if args.tokenizer else tokenizer,
                                {e.name: arm_steps(e, args, tokenizer) for e in entries})
-    arms = [run_arm(entry, args, tokenizer, tasks, heldout) for entry in entries]
+    arms = run_arms(entries, args, tokenizer, tasks, heldout)
     baselines = {key: b for key, files in tasks
                  if (b := majority_baseline(key, files, finetune_options(args))) is not None}
     return write_report(arms, claims, {**setup(args), "majority_baseline": baselines}, args.out)
@@ -287,22 +289,65 @@ def checked_arm_steps(entry: Entry, args: CompareArgs, tokenizer: Path) -> None:
         raise UserError(f"{option} {entry.name}: {e}") from None
 
 
-def run_arm(entry: Entry, args: CompareArgs, tokenizer: Path,
-            tasks: list[tuple[str, dict[str, Path]]], heldout: HeldOut | None) -> dict[str, Any]:
-    """Pretrain, score, probe and fine-tune `entry` once per pretraining seed (or take the
-    seed's kept record); its record."""
+def run_arms(entries: list[Entry], args: CompareArgs, tokenizer: Path,
+             tasks: list[tuple[str, dict[str, Path]]], heldout: HeldOut | None
+             ) -> list[dict[str, Any]]:
+    """Each arm's record: every pretraining seed of every arm pretrained, scored, probed and
+    fine-tuned in turn (or its kept record taken). A seed that another process sharing the
+    records holds is passed by, and its record awaited once nothing else is left."""
+    jobs = [(entry, seed) for entry in entries for seed in range(args.pretrain_seeds)]
+    done: dict[tuple[str, int], dict[str, Any]] = {}
+    told: set[tuple[str, int]] = set()
+    while len(done) < len(jobs):
+        waiting = [(e, s) for e, s in jobs if (e.name, s) not in done]
+        for entry, seed in waiting:
+            if (record := seed_result(entry, seed, args, tokenizer, tasks, heldout, told)):
+                done[entry.name, seed] = record
+        if all((e.name, s) not in done for e, s in waiting):
+            time.sleep(POLL_SECONDS)
+    return [arm_record(entry, args, tokenizer,
+                       [done[entry.name, s] for s in range(args.pretrain_seeds)])
+            for entry in entries]
+
+
+def seed_result(entry: Entry, seed: int, args: CompareArgs, tokenizer: Path,
+                tasks: list[tuple[str, dict[str, Path]]], heldout: HeldOut | None,
+                told: set[tuple[str, int]]) -> dict[str, Any] | None:
+    """The record of `entry`'s pretraining `seed`: kept, or made now; None while another
+    process holds it (said once on stderr, `told` keeping which)."""
+    if args.records is None:
+        return train_seed(entry, seed, args, tokenizer, tasks, heldout)
+    with kept.claim(args.records, entry.name, seed) as holder:
+        record = kept.seed(args.records, entry.name, seed)
+        if record is not None and covers(record, tasks, args.seeds):
+            return record
+        if holder is not None:
+            if (entry.name, seed) not in told:
+                told.add((entry.name, seed))
+                print(f"plmkit compare: {entry.name} seed {seed} is held by {holder} (--records "
+                      f"{args.records}); the other seeds first, then its record", file=sys.stderr)
+            return None
+        record = train_seed(entry, seed, args, tokenizer, tasks, heldout)
+        kept.keep_seed(args.records, entry.name, seed, record)
+        return record
+
+
+def train_seed(entry: Entry, seed: int, args: CompareArgs, tokenizer: Path,
+               tasks: list[tuple[str, dict[str, Path]]], heldout: HeldOut | None
+               ) -> dict[str, Any]:
+    """Pretrain `entry` with `seed` (or take the finished run in OUT), then score it."""
     state = arm_steps(entry, args, tokenizer)
     objective = entry.objective or model_objective(entry.preset)
-    seeds = []
-    for seed in range(args.pretrain_seeds):
-        record = kept.seed(args.records, entry.name, seed) if args.records else None
-        if record is None or not covers(record, tasks, args.seeds):
-            out = pretrain_seed(entry, args, tokenizer, state["steps"], seed, heldout, objective)
-            record = seed_record(out, seed, state["flops_per_step"], tasks, args)
-            if args.records is not None:
-                kept.keep_seed(args.records, entry.name, seed, record)
-        seeds.append(record)
-    return {"model": entry.name, "preset": entry.preset, "objective": objective,
+    out = pretrain_seed(entry, args, tokenizer, state["steps"], seed, heldout, objective)
+    return seed_record(out, seed, state["flops_per_step"], tasks, args)
+
+
+def arm_record(entry: Entry, args: CompareArgs, tokenizer: Path, seeds: list[dict[str, Any]]
+               ) -> dict[str, Any]:
+    """results.json's record of one arm, from its pretraining `seeds`' records."""
+    state = arm_steps(entry, args, tokenizer)
+    return {"model": entry.name, "preset": entry.preset,
+            "objective": entry.objective or model_objective(entry.preset),
             "control": entry.control, "params": seeds[0]["params"], "steps": state["steps"],
             "tokens": state["steps"] * args.batch_size * args.seq_len,
             "flops": state["steps"] * state["flops_per_step"],
