@@ -11,6 +11,8 @@
 # until the first has built the corpora and written the study's records (its tokenizer), then
 # runs the same study in its own run folder. Each holds the seed it trains by a claim in the
 # records, passes by the seeds the other holds and takes the seeds the other has finished.
+# Each process goes through its studies twice: first training every seed no one holds (compare
+# --no-wait), then once more to write each study's report, waiting for the other's last seeds.
 #
 #   benchmarks/studies.sh s1 & SECOND=1 benchmarks/studies.sh s1 &
 #
@@ -65,21 +67,24 @@ ELECTRA='electra-small'
 FULL='bert-mini:mlm:input_format=full-sentences:masking=dynamic'
 STATIC='bert-mini:mlm:input_format=full-sentences:masking=static:dupe_factor=10'
 
-run() {  # name, then compare's arguments
-  local name=$1; shift
+run() {  # name, then compare's arguments; in the first pass (TRAINING=1) no report
+  local name=$1 out=$STUDIES/$1 wait=(); shift
   if [ -n "${SECOND:-}" ]; then  # the second process of a study: see the top of this file
     until [ -f "$RECORDS/$name/seeds/compare-setup.json" ]; do sleep 60; done
-    nice -n 19 "$PLMKIT" compare "$@" --out "$STUDIES/$name-2" --records "$RECORDS/$name/seeds"
-  else
-    nice -n 19 "$PLMKIT" compare "$@" --out "$STUDIES/$name" --records "$RECORDS/$name/seeds"
+    out=$out-2
   fi
+  [ -z "${TRAINING:-}" ] || wait=(--no-wait)
+  nice -n 19 "$PLMKIT" compare "$@" --out "$out" --records "$RECORDS/$name/seeds" "${wait[@]}"
+  [ -z "${TRAINING:-}" ] || return 0
   mkdir -p "docs/studies/$name"
-  cp "$STUDIES/$name"/results.{json,md} "$STUDIES/$name"/*.png "docs/studies/$name/"
+  cp "$out"/results.{json,md} "$out"/*.png "docs/studies/$name/"
   claims
 }
 
-one_process() {  # false (with a line on stderr) in the second process: study $1 has one
+one_process() {  # false in the second process (with a line on stderr) and in the second pass:
+  # study $1 runs whole in the first process's first pass
   [ -z "${SECOND:-}" ] || { echo "studies.sh: $1 runs in the first process only" >&2; return 1; }
+  [ -n "${TRAINING:-}" ]
 }
 
 claims() {  # docs/compare.md's first figure: every claim of the studies finished so far
@@ -187,6 +192,8 @@ s9() {  # induced-set attention (Set Transformer ISAB) vs full attention at equa
 }
 
 data
-for study in "${@:-s1 s2b3 s2a s8 s4 s6 s7 s9}"; do
-  for s in $study; do "$s"; done
-done
+read -ra studies <<< "${*:-s1 s2b3 s2a s8 s4 s6 s7 s9}"
+TRAINING=1
+for s in "${studies[@]}"; do "$s"; done  # every seed no other process holds
+TRAINING=
+for s in "${studies[@]}"; do "$s"; done  # the reports

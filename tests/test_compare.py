@@ -500,7 +500,8 @@ def test_processes_share_a_study_through_its_records(tmp_path: Path, tweets: lis
                                                      monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     """A seed another live process holds is passed by: the call trains the next seed, then
-    waits; when the holder dies, it takes the seed over. No claim is left behind."""
+    waits (or, with --no-wait, stops without a report); when the holder dies, it takes the
+    seed over. No claim is left behind."""
     import socket
     import subprocess
     import threading
@@ -518,6 +519,15 @@ def test_processes_share_a_study_through_its_records(tmp_path: Path, tweets: lis
     other = subprocess.Popen(["sleep", "600"])
     (arm / ".seed-1.claim").write_text(json.dumps({"host": socket.gethostname(),
                                                    "pid": other.pid, "since": 0}))
+
+    assert main(["compare", "--models", "bert-tiny:mlm", "--corpus", str(corpus), "--tasks", "",
+                 "--vocab-size", "500", "--pretrain-seeds", "2", "--control", "none",
+                 "--budget", "steps", "4", "--heldout", str(corpus), "--heldout-batches", "1",
+                 "--batch-size", "4", "--seq-len", "32", "--records", str(records),
+                 "--out", str(tmp_path / "c"), "--no-wait"]) == 0
+    assert "no report yet" in capsys.readouterr().out
+    assert not (tmp_path / "c" / "results.json").exists()
+    assert not (tmp_path / "c" / "runs" / "bert-tiny_mlm" / "seed-1").exists()
 
     def end_the_holder_after_seed_2() -> None:
         while not (arm / "seed-2.json").is_file():

@@ -1,7 +1,8 @@
 """benchmarks/studies.sh with a stand-in for `plmkit compare` that records its arguments: each
 study keeps its records under docs/studies/<name>/seeds, and a second process (SECOND=1) on the
-same study runs it the same way in its own run folder (the records' claims share the seeds); a
-study that cannot be shared (the translation study) is left to the first process."""
+same study runs it the same way in its own run folder (the records' claims share the seeds),
+each first training (--no-wait), then reporting; a study that cannot be shared (the
+translation study) is left to the first process."""
 
 from __future__ import annotations
 
@@ -51,8 +52,10 @@ def test_two_processes_share_a_study(tmp_path: Path) -> None:
         (studies / "data" / name).write_text("text\n")
     env = {**os.environ, "PLMKIT": str(stand_in), "PYTHON": "true", "STUDIES": str(studies)}
     assert run_study(tree, env, second=True, study="s7") == []  # one process only
-    [first] = run_study(tree, env, second=False)
-    [second] = run_study(tree, env, second=True)
+    training, first = run_study(tree, env, second=False)
+    assert training == [*first, "--no-wait"]  # the first pass trains, the second reports
+    training, second = run_study(tree, env, second=True)
+    assert training == [*second, "--no-wait"]
     assert first[0] == second[0] == "compare"
     records = "docs/studies/electra-vs-bert-3e14/seeds"
     assert option(first, "--records") == option(second, "--records") == records

@@ -344,6 +344,10 @@ def cmd_compare(args: argparse.Namespace) -> None:
     except ValueError:
         raise UserError(f"--budget {kind} {amount}: {amount!r} is not a number") from None
     results = compare(CompareArgs(**{**_fields(args, CompareArgs), "budget": budget}))
+    if results is None:
+        print(f"other processes hold seeds of this study (--records {args.records}): no report "
+              "yet; a call without --no-wait waits for them and writes it")
+        return
     print((args.out / "results.md").read_text(), end="")
     print(f"{len(results['results'])} arms -> {args.out}/results.json, results.md, *.png")
 
@@ -534,6 +538,9 @@ def parser() -> argparse.ArgumentParser:
                    help="also keep each finished pretraining seed's scores (a few KB, no "
                         "weights), the setup and the tokenizer here; a later call with this "
                         "folder, from any --out or machine, reuses them instead of training")
+    p.add_argument("--no-wait", dest="wait", action="store_false",
+                   help="with --records shared by other calls: train the seeds no other call "
+                        "holds, then stop without a report instead of waiting for theirs")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a non-empty --out that is not a compare run of this setup "
                         "(its contents go once the new run starts training)")

@@ -76,12 +76,14 @@ class CompareArgs:
     text_pair_field: str | None = None
     label_field: str = "label"
     records: Path | None = None  # where finished seeds are kept beyond OUT (`records`)
+    wait: bool = True  # for the seeds other processes sharing `records` hold, then report
     overwrite: bool = False
     progress: bool = False
 
 
-def compare(args: CompareArgs) -> dict[str, Any]:
-    """Run the whole comparison (see the module docstring); returns results.json's content."""
+def compare(args: CompareArgs) -> dict[str, Any] | None:
+    """Run the whole comparison (see the module docstring); returns results.json's content, or
+    None where `args.wait` is off and other processes still hold seeds (no report yet)."""
     entries = check_args(args)
     claims = [parse_claim(c, args, entries) for c in args.claims]
     replace = args.overwrite and args.out.is_dir() and bool(user_entries(args.out))
@@ -101,7 +103,8 @@ def compare(args: CompareArgs) -> dict[str, Any]:
         if args.records is not None:
             kept.start_records(args.records, wanted, None if args.tokenizer else tokenizer,
                                {e.name: arm_steps(e, args, tokenizer) for e in entries})
-    arms = run_arms(entries, args, tokenizer, tasks, heldout)
+    if (arms := run_arms(entries, args, tokenizer, tasks, heldout)) is None:
+        return None
     baselines = {key: b for key, files in tasks
                  if (b := majority_baseline(key, files, finetune_options(args))) is not None}
     return write_report(arms, claims, {**setup(args), "majority_baseline": baselines}, args.out)
@@ -291,10 +294,11 @@ def checked_arm_steps(entry: Entry, args: CompareArgs, tokenizer: Path) -> None:
 
 def run_arms(entries: list[Entry], args: CompareArgs, tokenizer: Path,
              tasks: list[tuple[str, dict[str, Path]]], heldout: HeldOut | None
-             ) -> list[dict[str, Any]]:
+             ) -> list[dict[str, Any]] | None:
     """Each arm's record: every pretraining seed of every arm pretrained, scored, probed and
     fine-tuned in turn (or its kept record taken). A seed that another process sharing the
-    records holds is passed by, and its record awaited once nothing else is left."""
+    records holds is passed by, and its record awaited once nothing else is left (None
+    instead, without `args.wait`)."""
     jobs = [(entry, seed) for entry in entries for seed in range(args.pretrain_seeds)]
     done: dict[tuple[str, int], dict[str, Any]] = {}
     told: set[tuple[str, int]] = set()
@@ -304,6 +308,8 @@ def run_arms(entries: list[Entry], args: CompareArgs, tokenizer: Path,
             if (record := seed_result(entry, seed, args, tokenizer, tasks, heldout, told)):
                 done[entry.name, seed] = record
         if all((e.name, s) not in done for e, s in waiting):
+            if not args.wait:
+                return None
             time.sleep(POLL_SECONDS)
     return [arm_record(entry, args, tokenizer,
                        [done[entry.name, s] for s in range(args.pretrain_seeds)])
@@ -325,7 +331,7 @@ def seed_result(entry: Entry, seed: int, args: CompareArgs, tokenizer: Path,
             if (entry.name, seed) not in told:
                 told.add((entry.name, seed))
                 print(f"plmkit compare: {entry.name} seed {seed} is held by {holder} (--records "
-                      f"{args.records}); the other seeds first, then its record", file=sys.stderr)
+                      f"{args.records})", file=sys.stderr)
             return None
         record = train_seed(entry, seed, args, tokenizer, tasks, heldout)
         kept.keep_seed(args.records, entry.name, seed, record)
