@@ -7,10 +7,10 @@
 #                                      # (done and committed: s5 dapt distill_albert)
 #   STUDIES=/data/studies benchmarks/studies.sh s1
 #
-# Two processes can share a study (one per core): the second, started with SECOND=1, waits
-# until the first has built the corpora and written the study's records (its tokenizer), then
-# runs the same study in its own run folder. Each holds the seed it trains by a claim in the
-# records, passes by the seeds the other holds and takes the seeds the other has finished.
+# Two processes can share the studies (one per core): the second, started with SECOND=1, waits
+# until the first has built the corpora, then runs the same studies in its own run folders.
+# Each holds the seed it trains by a claim in the study's records, passes by the seeds the
+# other holds and takes the seeds the other has finished (and the vocabulary it trained).
 # Each process goes through its studies twice: first training every seed no one holds (compare
 # --no-wait), then once more to write each study's report, waiting for the other's last seeds.
 #
@@ -69,10 +69,7 @@ STATIC='bert-mini:mlm:input_format=full-sentences:masking=static:dupe_factor=10'
 
 run() {  # name, then compare's arguments; in the first pass (TRAINING=1) no report
   local name=$1 out=$STUDIES/$1 wait=(); shift
-  if [ -n "${SECOND:-}" ]; then  # the second process of a study: see the top of this file
-    until [ -f "$RECORDS/$name/seeds/compare-setup.json" ]; do sleep 60; done
-    out=$out-2
-  fi
+  [ -z "${SECOND:-}" ] || out=$out-2  # the second process: see the top of this file
   [ -z "${TRAINING:-}" ] || wait=(--no-wait)
   nice -n 19 "$PLMKIT" compare "$@" --out "$out" --records "$RECORDS/$name/seeds" "${wait[@]}"
   [ -z "${TRAINING:-}" ] || return 0

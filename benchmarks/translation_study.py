@@ -66,7 +66,7 @@ def scored(a: argparse.Namespace, data: dict[str, Path], seed: int, steps: int) 
     scores = score(run, data, a.limit)
     if a.records is not None:
         if steps == 1:  # the control trained the vocabulary the seeds share
-            kept.start_records(a.records, setup_of(a), run / "tokenizer", {})
+            kept.start_records(a.records, setup_of(a), run / "tokenizer")
         kept.write_json(a.records / f"{name}.json", scores)
     return scores
 

@@ -548,3 +548,32 @@ def test_processes_share_a_study_through_its_records(tmp_path: Path, tweets: lis
         runs / "seed-1" / "compare.json").stat().st_mtime
     assert [s["seed"] for s in result["results"][0]["pretrain_seeds"]] == [0, 1, 2]
     assert not list(records.rglob("*.claim"))
+
+
+def test_calls_started_together_share_vocabulary_and_seeds(tmp_path: Path,
+                                                           tweets: list[str]) -> None:
+    """Two calls started at once on empty records: one trains the vocabulary, both use it;
+    each seed is pretrained once, in one of the two run folders; both report both seeds."""
+    import subprocess
+    import sys
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n\n".join("\n".join(tweets[i:i + 4]) for i in range(0, 400, 4)) + "\n")
+    records = tmp_path / "records"
+    cli = [sys.executable, "-m", "plmkit.cli", "compare", "--models", "bert-tiny:mlm",
+           "--corpus", str(corpus), "--tasks", "", "--vocab-size", "500", "--pretrain-seeds",
+           "2", "--control", "none", "--budget", "steps", "4", "--heldout", str(corpus),
+           "--heldout-batches", "1", "--batch-size", "4", "--seq-len", "32", "--records",
+           str(records)]
+    calls = [subprocess.Popen([*cli, "--out", str(tmp_path / out)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for out in "ab"]
+    assert [c.wait(timeout=300) for c in calls] == [0, 0], [c.stderr.read() for c in calls]
+    vocabulary = (records / "tokenizer" / "tokenizer.json").read_bytes()
+    assert all((tmp_path / out / "tokenizer" / "tokenizer.json").read_bytes() == vocabulary
+               for out in "ab")
+    trained = sorted(p.parent.name for p in tmp_path.glob("[ab]/runs/bert-tiny_mlm/seed-*/"
+                                                           "compare.json"))
+    assert trained == ["seed-0", "seed-1"]
+    for out in "ab":
+        result = json.loads((tmp_path / out / "results.json").read_text())
+        assert [s["seed"] for s in result["results"][0]["pretrain_seeds"]] == [0, 1]

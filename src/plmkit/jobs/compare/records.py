@@ -58,15 +58,24 @@ def check_records(records: Path, wanted: dict[str, Any], out: Path) -> None:
             raise UserError(f"--records {records}: the records of a study with {diff} "
                             f"{saved.get(diff)}, not {wanted.get(diff)}; give another "
                             "--records")
-    elif records.exists() and (not records.is_dir() or any(records.iterdir())):
+    elif records.exists() and (not records.is_dir() or
+                               any(p.name != LOCK for p in records.iterdir())):
         raise UserError(f"--records {records}: not empty and not the records of a compare "
                         "study; give another --records")
 
 
-def start_records(records: Path, wanted: dict[str, Any], tokenizer: Path | None,
-                  arms: dict[str, dict[str, Any]]) -> None:
+@contextmanager
+def locked(records: Path) -> Iterator[None]:
+    """Hold DIR's lock while the block runs: other calls sharing DIR wait for it."""
+    records.mkdir(parents=True, exist_ok=True)
+    with open(records / LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def start_records(records: Path, wanted: dict[str, Any], tokenizer: Path | None) -> None:
     """Take DIR (checked by `check_records`) for a study of setup `wanted`; keep its trained
-    `tokenizer` and each arm's FLOPs per step and steps (`arms`) where DIR has none yet."""
+    `tokenizer` where DIR has none, refuse one that differs from DIR's."""
     if read_json(records / SETUP) is None:
         write_json(records / SETUP, wanted)
     kept = records / TOKENIZER / "tokenizer.json"
@@ -80,6 +89,10 @@ def start_records(records: Path, wanted: dict[str, Any], tokenizer: Path | None,
         fix_modes(staging)
         shutil.rmtree(records / TOKENIZER, ignore_errors=True)
         os.replace(staging, records / TOKENIZER)
+
+
+def keep_arms(records: Path, arms: dict[str, dict[str, Any]]) -> None:
+    """Keep each arm's FLOPs per step and steps (`arms`) where DIR has none yet."""
     for arm, state in arms.items():
         if arm_state(records, arm) is None:
             write_json(records / arm / ARM, state)
@@ -131,8 +144,7 @@ def claim(records: Path, arm: str, number: int) -> Iterator[str | None]:
     another live process holds it, yield that holder ("host pid N") and take nothing."""
     path = records / arm / f".seed-{number}.claim"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(records / LOCK, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with locked(records):
         if (holder := live_holder(path)) is None:
             path.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
                                         "since": time.time()}) + "\n")

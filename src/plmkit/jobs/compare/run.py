@@ -94,14 +94,15 @@ def compare(args: CompareArgs) -> dict[str, Any] | None:
     with written_in_place(args.out, "compare", replace):
         claim_setup(args)
         tasks = [prepare_task(t, args.out, args.finetune_examples) for t in args.tasks]
-        tokenizer = shared_tokenizer(args)
+        tokenizer = shared_tokenizer(args, wanted)
         prepare(args.corpus, tokenizer, args.out / "data")  # one tokenized corpus for every run
         heldout = HeldOut(args.heldout, tokenizer, args.out / "heldout", args.batch_size,
                           args.seq_len, args.heldout_batches) if args.heldout else None
         for entry in entries:  # every arm checked, its steps fixed, before any trains
             checked_arm_steps(entry, args, tokenizer)
         if args.records is not None:
-            kept.start_records(args.records, wanted, None if args.tokenizer else tokenizer,
+            with kept.locked(args.records):
+                kept.keep_arms(args.records,
                                {e.name: arm_steps(e, args, tokenizer) for e in entries})
     if (arms := run_arms(entries, args, tokenizer, tasks, heldout)) is None:
         return None
@@ -190,14 +191,24 @@ def claim_setup(args: CompareArgs) -> None:
     saved_file.write_text(json.dumps(wanted, indent=2) + "\n")
 
 
-def shared_tokenizer(args: CompareArgs) -> Path:
+def shared_tokenizer(args: CompareArgs, wanted: dict[str, Any]) -> Path:
     """One vocabulary for every model: the given one, or one of `tokenizer_kind` (WordPiece;
-    `char` for Chinese) trained on the corpus."""
-    if args.tokenizer is not None:
-        return args.tokenizer
+    `char` for Chinese) trained on the corpus; with `records`, the one kept there (the first
+    of the calls sharing them trains it, and takes the records for setup `wanted`)."""
+    if args.records is None:
+        return args.tokenizer or trained_tokenizer(args)
+    with kept.locked(args.records):
+        kept.check_records(args.records, wanted, args.out)  # again: another call may be first
+        if args.tokenizer is None:
+            kept.restore_tokenizer(args.records, args.out / "tokenizer")
+        path = args.tokenizer or trained_tokenizer(args)
+        kept.start_records(args.records, wanted, None if args.tokenizer else path)
+    return path
+
+
+def trained_tokenizer(args: CompareArgs) -> Path:
+    """OUT's tokenizer, trained on the corpus unless there."""
     path = args.out / "tokenizer"
-    if args.records is not None:
-        kept.restore_tokenizer(args.records, path)
     if not (path / "tokenizer.json").is_file():
         train_on_corpus(args.tokenizer_kind, args.corpus, args.vocab_size).save(path)
     return path
