@@ -55,6 +55,22 @@ def test_cut_keeps_whole_conll_sentences(tmp_path: Path) -> None:
     assert out.read_text(encoding="utf-8") == "江 B-PER\n泽 I-PER\n\n说 O\n"
 
 
+def tweet_documents(path: Path, tweets: list[str], documents: int) -> None:
+    """A corpus of `documents` documents of 4 real tweets each at `path`."""
+    path.write_text("\n\n".join("\n".join(tweets[i:i + 4]) for i in range(0, 4 * documents, 4))
+                    + "\n")
+
+
+def records_study(tmp_path: Path, tweets: list[str]) -> dict[str, Any]:
+    """CompareArgs fields (all but out and seeds) of a 4-step bert-tiny study on real tweets
+    that keeps records in tmp_path/records."""
+    corpus = tmp_path / "c.txt"
+    tweet_documents(corpus, tweets, 100)
+    return {"models": ["bert-tiny:mlm"], "corpus": [corpus], "heldout": [corpus],
+            "heldout_batches": 1, "budget": ("steps", 4), "tasks": [], "vocab_size": 500,
+            "batch_size": 4, "seq_len": 32, "control": None, "records": tmp_path / "records"}
+
+
 def small_tasks(root: Path) -> str:
     """A 3-class sentiment task of 120 / 60 / 60 real tweets (labels from the tweets file)."""
     from plmkit.data.builders import read_tweets
@@ -173,7 +189,7 @@ def test_an_interrupted_seed_resumes(tmp_path: Path, tweets: list[str],
     from plmkit.training import Trainer
 
     corpus = tmp_path / "c.txt"
-    corpus.write_text("\n\n".join("\n".join(tweets[i:i + 4]) for i in range(0, 400, 4)) + "\n")
+    tweet_documents(corpus, tweets, 100)
     base = {"models": ["bert-tiny:mlm"], "corpus": [corpus], "heldout": [corpus],
             "heldout_batches": 1, "budget": ("steps", 16), "tasks": [], "vocab_size": 500,
             "batch_size": 4, "seq_len": 32, "pretrain_seeds": 1, "control": None}
@@ -206,12 +222,8 @@ def test_records_outlive_out(tmp_path: Path, tweets: list[str],
     only seed 1 on the same vocabulary, and reports seed 0's scores as they were."""
     import shutil
 
-    corpus = tmp_path / "c.txt"
-    corpus.write_text("\n\n".join("\n".join(tweets[i:i + 4]) for i in range(0, 400, 4)) + "\n")
-    records = tmp_path / "records"
-    base = {"models": ["bert-tiny:mlm"], "corpus": [corpus], "heldout": [corpus],
-            "heldout_batches": 1, "budget": ("steps", 4), "tasks": [], "vocab_size": 500,
-            "batch_size": 4, "seq_len": 32, "control": None, "records": records}
+    base = records_study(tmp_path, tweets)
+    corpus, records = base["corpus"][0], base["records"]
     first = compare(CompareArgs(out=tmp_path / "a", pretrain_seeds=1, **base))
     arm = records / "bert-tiny_mlm"
     assert sorted(p.name for p in arm.iterdir()) == ["arm.json", "seed-0.json"]
@@ -262,7 +274,7 @@ def test_records_outlive_out(tmp_path: Path, tweets: list[str],
 def test_out_must_be_this_compare_run(tmp_path: Path, tweets: list[str],
                                       capsys: pytest.CaptureFixture[str]) -> None:
     corpus = tmp_path / "c.txt"
-    corpus.write_text("\n\n".join("\n".join(tweets[i:i + 4]) for i in range(0, 200, 4)) + "\n")
+    tweet_documents(corpus, tweets, 50)
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
@@ -372,7 +384,7 @@ def test_a_refused_call_leaves_out_as_it_was(tmp_path: Path, tweets: list[str],
     """An empty corpus, or a bad arm anywhere in --models, is refused before any arm trains:
     a new OUT is gone again, and with --overwrite the old run is kept whole."""
     corpus, empty = tmp_path / "c.txt", tmp_path / "empty.txt"
-    corpus.write_text("\n\n".join("\n".join(tweets[i:i + 4]) for i in range(0, 200, 4)) + "\n")
+    tweet_documents(corpus, tweets, 50)
     empty.write_text("")
     out = tmp_path / "out"
     base = ["--out", str(out), "--tasks", "", "--vocab-size", "500", "--pretrain-seeds", "1",
@@ -404,7 +416,7 @@ def test_bf16_fine_tuning_is_part_of_the_setup(tmp_path: Path, tweets: list[str]
     from plmkit.tasks import batching, classify
 
     corpus = tmp_path / "c.txt"
-    corpus.write_text("\n\n".join("\n".join(tweets[i:i + 4]) for i in range(0, 400, 4)) + "\n")
+    tweet_documents(corpus, tweets, 100)
     base = {"models": ["bert-tiny:mlm"], "corpus": [corpus], "budget": ("steps", 2),
             "tasks": [small_tasks(tmp_path)], "vocab_size": 500, "batch_size": 4,
             "seq_len": 32, "pretrain_seeds": 1, "seeds": 1, "control": None,
@@ -508,12 +520,8 @@ def test_processes_share_a_study_through_its_records(tmp_path: Path, tweets: lis
 
     from plmkit.jobs.compare import run
 
-    corpus = tmp_path / "c.txt"
-    corpus.write_text("\n\n".join("\n".join(tweets[i:i + 4]) for i in range(0, 400, 4)) + "\n")
-    records = tmp_path / "records"
-    base = {"models": ["bert-tiny:mlm"], "corpus": [corpus], "heldout": [corpus],
-            "heldout_batches": 1, "budget": ("steps", 4), "tasks": [], "vocab_size": 500,
-            "batch_size": 4, "seq_len": 32, "control": None, "records": records}
+    base = records_study(tmp_path, tweets)
+    corpus, records = base["corpus"][0], base["records"]
     compare(CompareArgs(out=tmp_path / "a", pretrain_seeds=1, **base))
     arm = records / "bert-tiny_mlm"
     other = subprocess.Popen(["sleep", "600"])
@@ -558,7 +566,7 @@ def test_calls_started_together_share_vocabulary_and_seeds(tmp_path: Path,
     import sys
 
     corpus = tmp_path / "c.txt"
-    corpus.write_text("\n\n".join("\n".join(tweets[i:i + 4]) for i in range(0, 400, 4)) + "\n")
+    tweet_documents(corpus, tweets, 100)
     records = tmp_path / "records"
     cli = [sys.executable, "-m", "plmkit.cli", "compare", "--models", "bert-tiny:mlm",
            "--corpus", str(corpus), "--tasks", "", "--vocab-size", "500", "--pretrain-seeds",
