@@ -483,8 +483,9 @@ def test_precision_follows_the_hardware_unless_an_entry_says(tmp_path: Path) -> 
 
 def test_a_claim_is_held_touched_and_taken_over(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """A held claim names its holder to others, is touched while held and gone after; one of
-    a silent process on another host is taken over once stale."""
+    """A held claim names its holder to others, is touched while held and gone after; a live
+    process of this boot keeps it untouched (paused), one of another machine or boot (pid 1
+    alive here says nothing) keeps it only while touched."""
     import os
     import socket
 
@@ -494,13 +495,18 @@ def test_a_claim_is_held_touched_and_taken_over(tmp_path: Path,
     path = tmp_path / "arm" / ".seed-0.claim"
     with kept.claim(tmp_path, "arm", 0) as holder:
         assert holder is None and json.loads(path.read_text())["pid"] == os.getpid()
+        monkeypatch.setattr(kept, "HEARTBEAT", 60.0)
+        time.sleep(0.1)  # the heartbeat's last touch before it sleeps for a minute
+        os.utime(path, (0, 0))
+        with kept.claim(tmp_path, "arm", 0) as other:  # untouched for 56 years, but alive
+            assert other == f"{socket.gethostname()} pid {os.getpid()}"
+        monkeypatch.setattr(kept, "HEARTBEAT", 0.02)
+    with kept.claim(tmp_path, "arm", 0) as holder:
         os.utime(path, (0, 0))
         time.sleep(0.2)
         assert time.time() - path.stat().st_mtime < 5  # the heartbeat
-        with kept.claim(tmp_path, "arm", 0) as other:
-            assert other == f"{socket.gethostname()} pid {os.getpid()}"
     assert not path.exists()
-    path.write_text(json.dumps({"host": "elsewhere", "pid": 1, "since": 0}))
+    path.write_text(json.dumps({"host": "elsewhere", "boot": "another", "pid": 1, "since": 0}))
     with kept.claim(tmp_path, "arm", 0) as holder:
         assert holder == "elsewhere pid 1"
     os.utime(path, (0, 0))
@@ -526,6 +532,7 @@ def test_processes_share_a_study_through_its_records(tmp_path: Path, tweets: lis
     arm = records / "bert-tiny_mlm"
     other = subprocess.Popen(["sleep", "600"])
     (arm / ".seed-1.claim").write_text(json.dumps({"host": socket.gethostname(),
+                                                   "boot": run.kept.this_boot(),
                                                    "pid": other.pid, "since": 0}))
 
     assert main(["compare", "--models", "bert-tiny:mlm", "--corpus", str(corpus), "--tasks", "",

@@ -10,9 +10,10 @@ are gone.
 
 Several processes (cores, machines sharing a file system) can run one study together, each
 with its own --out and the same DIR: a process holds the seed it trains by a claim file
-(DIR/ARM/.seed-N.claim, its host and pid, touched every `HEARTBEAT` seconds), the others pass
-that seed by and wait for its record once nothing else is left. A claim whose process has died
-(same host) or that has not been touched for `STALE` seconds is taken over.
+(DIR/ARM/.seed-N.claim: its machine, boot and pid, touched every `HEARTBEAT` seconds), the
+others pass that seed by and wait for its record once nothing else is left. A claim is taken
+over where its process has died (same boot of the same machine: a paused process keeps it) or,
+from another machine, where it has not been touched for `STALE` seconds.
 """
 
 from __future__ import annotations
@@ -146,8 +147,8 @@ def claim(records: Path, arm: str, number: int) -> Iterator[str | None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with locked(records):
         if (holder := live_holder(path)) is None:
-            path.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                                        "since": time.time()}) + "\n")
+            path.write_text(json.dumps({"host": socket.gethostname(), "boot": this_boot(),
+                                        "pid": os.getpid(), "since": time.time()}) + "\n")
     if holder is not None:
         yield holder
         return
@@ -164,19 +165,29 @@ def claim(records: Path, arm: str, number: int) -> Iterator[str | None]:
 
 def live_holder(path: Path) -> str | None:
     """The process holding claim `path` ("host pid N"), None where there is none or it is
-    gone: dead on this host, or silent for `STALE` seconds."""
+    gone: dead (a process of this boot of this machine) or silent for `STALE` seconds (one of
+    another machine or boot, whose pid says nothing here)."""
     try:
         held, touched = json.loads(path.read_text()), path.stat().st_mtime
     except (FileNotFoundError, ValueError):
         return None
-    if time.time() - touched > STALE:
-        return None
-    if held["host"] == socket.gethostname():
+    if held.get("boot") == this_boot():
         try:
             os.kill(held["pid"], 0)
         except ProcessLookupError:
             return None
+    elif time.time() - touched > STALE:
+        return None
     return f"{held['host']} pid {held['pid']}"
+
+
+def this_boot() -> str:
+    """This boot of this machine: the kernel's boot id (host names repeat across machines),
+    the host name where the system has none."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return socket.gethostname()
 
 
 def heartbeat(path: Path, stop: threading.Event) -> None:
