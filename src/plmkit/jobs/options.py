@@ -107,7 +107,8 @@ class PretrainArgs:
         "fraction of steps at sequence length 512 (BERT: 0.1)"))
     bf16: bool | None = field(default=None, metadata=cli(
         "bf16 autocast (weights stay float32); default: on where the hardware runs bf16 fast "
-        "(CUDA with bf16, CPUs with AVX512-BF16 or AMX)"))
+        "(CUDA with bf16; CPUs with AVX512-BF16 or AMX whose bf16 matmuls measure >= 1.2x "
+        "float32: `plmkit env`)"))
     compile: bool = field(default=False, metadata=cli(
         "torch.compile the forward and backward (on a CPU it pays for tiny models only; "
         "BENCHMARKS.md)"))
